@@ -1,0 +1,126 @@
+//! Child processes: the countersign server, its `keys create`, and the bench's own bare server.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The line a server prints once it accepts connections.
+pub const LISTENING_PREFIX: &str = "Listening on http://";
+/// The line the bare server prints for its TCP echo port (before the listening line).
+pub const ECHO_PREFIX: &str = "Echo on ";
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running server process, stopped with SIGTERM when [`Server::stop`] is called (killed if dropped).
+pub struct Server {
+    name: String,
+    child: Child,
+    pub addr: SocketAddr,
+    /// Stdout lines printed before the listening line.
+    pub preamble: Vec<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `command` (stdout is read until the listening line, then drained; stderr goes to `log`).
+    pub async fn start(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+        let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file)).kill_on_drop(true);
+        let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut preamble = Vec::new();
+        let found = tokio::time::timeout(STARTUP_TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.trim().strip_prefix(LISTENING_PREFIX) {
+                    let addr: SocketAddr =
+                        rest.trim_end_matches('/').parse().with_context(|| format!("bad listening line {line:?}"))?;
+                    return Ok(Some(addr));
+                }
+                preamble.push(line);
+            }
+            Ok::<_, anyhow::Error>(None)
+        })
+        .await;
+        let addr = match found {
+            Ok(Ok(Some(addr))) => addr,
+            Ok(Ok(None)) => {
+                let status = child.wait().await.ok();
+                bail!("{name} exited ({status:?}) without printing {LISTENING_PREFIX:?}; stderr:\n{}", tail(log));
+            }
+            Ok(Err(err)) => return Err(err.context(format!("reading {name}'s stdout"))),
+            Err(_) => {
+                bail!("{name} printed no {LISTENING_PREFIX:?} line within {STARTUP_TIMEOUT:?}; stderr:\n{}", tail(log))
+            }
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self { name: name.to_owned(), child, addr, preamble, log: log.to_owned() })
+    }
+
+    /// Whether the process is still running; if not, an error quoting its stderr.
+    pub fn check_alive(&mut self) -> Result<()> {
+        match self.child.try_wait()? {
+            None => Ok(()),
+            Some(status) => Err(anyhow!("{} exited ({status}); stderr:\n{}", self.name, tail(&self.log))),
+        }
+    }
+
+    /// SIGTERM, then up to 10 s for a clean exit, then SIGKILL.
+    pub async fn stop(mut self) -> Result<()> {
+        let Some(pid) = self.child.id() else {
+            return Ok(());
+        };
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    eprintln!("note: {} exited with {status} after SIGTERM", self.name);
+                }
+                Ok(())
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("{} did not stop within 10 s of SIGTERM (killed)", self.name)
+            }
+        }
+    }
+}
+
+/// The last lines of a log file, for error messages.
+pub fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+/// `countersign keys create --project NAME --data-dir DIR`: the key is the last line of stdout.
+pub async fn create_key(bin: &Path, project: &str, data_dir: &Path) -> Result<String> {
+    let output = tokio::time::timeout(
+        STARTUP_TIMEOUT,
+        Command::new(bin)
+            .args(["keys", "create", "--project", project, "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .map_err(|_| anyhow!("`keys create` took longer than {STARTUP_TIMEOUT:?}"))?
+    .with_context(|| format!("running {} keys create", bin.display()))?;
+    if !output.status.success() {
+        bail!("`keys create` failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr));
+    }
+    let stdout = String::from_utf8(output.stdout).context("`keys create` printed non-UTF-8")?;
+    let key = stdout
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .ok_or_else(|| anyhow!("`keys create` printed nothing"))?;
+    anyhow::ensure!(!key.contains(char::is_whitespace), "last line of `keys create` is not a key: {key:?}");
+    Ok(key.to_owned())
+}

@@ -1,0 +1,390 @@
+//! The results: a table for people, JSON for machines.
+
+use crate::Opts;
+use crate::baseline::CommitResult;
+use crate::client::LoadResult;
+use crate::stats::Samples;
+use crate::wake::WakeResult;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    PerSec,
+    Ms,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Goal {
+    /// The figure itself must reach this.
+    AtLeast(f64),
+    /// The figure must be at most this.
+    AtMost(f64),
+    /// figure / baseline must reach this.
+    RatioAtLeast(f64),
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    key: &'static str,
+    figure: &'static str,
+    value: f64,
+    unit: Unit,
+    baseline_name: &'static str,
+    baseline: f64,
+    goal: Goal,
+    percent: bool,
+}
+
+impl Row {
+    fn ratio(&self) -> f64 {
+        self.value / self.baseline
+    }
+
+    fn met(&self) -> Option<bool> {
+        match self.goal {
+            Goal::AtLeast(x) => Some(self.value >= x),
+            Goal::AtMost(x) => Some(self.value <= x),
+            Goal::RatioAtLeast(x) => Some(self.ratio() >= x),
+            Goal::None => None,
+        }
+    }
+
+    fn goal_text(&self) -> String {
+        match self.goal {
+            Goal::AtLeast(x) => format!(">= {}", fmt_value(x, self.unit)),
+            Goal::AtMost(x) => format!("<= {}", fmt_value(x, self.unit)),
+            Goal::RatioAtLeast(x) => format!(">= {:.0} % of baseline", x * 100.0),
+            Goal::None => "-".into(),
+        }
+    }
+
+    fn ratio_text(&self) -> String {
+        let r = self.ratio();
+        if !r.is_finite() {
+            "-".into()
+        } else if self.percent {
+            format!("{:.1} %", r * 100.0)
+        } else {
+            format!("{r:.2}x")
+        }
+    }
+}
+
+fn fmt_value(v: f64, unit: Unit) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    match unit {
+        Unit::PerSec => format!("{} /s", thousands(v.round() as u64)),
+        Unit::Ms => format!("{v:.3} ms"),
+    }
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn latency_json(s: &Samples) -> Value {
+    json!({"samples": s.len(), "p50_ms": s.percentile_ms(50.0), "p99_ms": s.percentile_ms(99.0), "max_ms": s.max_ms()})
+}
+
+fn load_json(r: &LoadResult) -> Value {
+    let latency = Samples::from_micros(r.latencies_us.clone());
+    json!({
+        "rate_per_s": r.rate(),
+        "ok_in_window": r.ok_in_window,
+        "window_s": r.window.as_secs_f64(),
+        "ok_total": r.ok_total,
+        "non_2xx": r.statuses.iter().map(|(s, n)| (s.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "transport_errors": r.transport_errors,
+        "first_error": r.first_error,
+        "capped_by_max_requests": r.capped,
+        "latency": latency_json(&latency),
+    })
+}
+
+fn load_text(name: &str, r: &LoadResult) -> String {
+    let latency = Samples::from_micros(r.latencies_us.clone());
+    let mut text = format!(
+        "{name}: {} ok in a {:.2} s window ({} in all), latency p50 {:.3} ms, p99 {:.3} ms",
+        thousands(r.ok_in_window),
+        r.window.as_secs_f64(),
+        thousands(r.ok_total),
+        latency.percentile_ms(50.0),
+        latency.percentile_ms(99.0)
+    );
+    if r.capped {
+        text.push_str(", ended early by --max-requests");
+    }
+    if r.failures() > 0 {
+        let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{n} x HTTP {s}")).collect();
+        let _ = write!(
+            text,
+            "\n  FAILURES: {} transport errors; {}; first: {}",
+            r.transport_errors,
+            if statuses.is_empty() { "no non-2xx".into() } else { statuses.join(", ") },
+            r.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    text
+}
+
+pub struct Report {
+    header: Value,
+    rows: Vec<Row>,
+    details: serde_json::Map<String, Value>,
+    notes: Vec<String>,
+}
+
+impl Report {
+    pub fn new(opts: &Opts, bin: &Path, tmp: &Path, fs: &str) -> Self {
+        let nproc = std::thread::available_parallelism().map_or(0, usize::from);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        });
+        let header = json!({
+            "date": chrono::Utc::now().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            "nproc": nproc,
+            "cpu": cpu,
+            "server_bin": bin.display().to_string(),
+            "tmp_dir": tmp.display().to_string(),
+            "tmp_fs": fs,
+            "connections": opts.connections,
+            "client_threads": opts.client_threads,
+            "warmup_s": opts.warmup,
+            "measure_s": opts.seconds,
+            "max_requests": opts.max_requests,
+            "wake_iters": opts.wake_iters,
+            "wake_delay_ms": opts.wake_delay_ms,
+        });
+        Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new() }
+    }
+
+    pub fn creates(&mut self, load: &LoadResult, base: &CommitResult) {
+        self.rows.push(Row {
+            key: "creates_per_s",
+            figure: "durable creates (HTTP, keep-alive)",
+            value: load.rate(),
+            unit: Unit::PerSec,
+            baseline_name: "SQLite direct, 1 commit per insert",
+            baseline: base.rate(),
+            goal: Goal::AtLeast(20_000.0),
+            percent: false,
+        });
+        self.details.insert(
+            "creates".into(),
+            json!({"server": load_json(load), "baseline": {
+                "rate_per_s": base.rate(), "commits": base.commits, "window_s": base.window.as_secs_f64(),
+                "commit_latency": latency_json(&base.latency)}}),
+        );
+        self.notes.push(load_text("creates", load));
+        self.notes.push(format!(
+            "SQLite baseline: {} commits in {:.2} s, commit latency p50 {:.3} ms, p99 {:.3} ms",
+            thousands(base.commits),
+            base.window.as_secs_f64(),
+            base.latency.percentile_ms(50.0),
+            base.latency.percentile_ms(99.0)
+        ));
+    }
+
+    pub fn gets(&mut self, load: &LoadResult, base: &LoadResult, body_len: usize) {
+        self.rows.push(Row {
+            key: "gets_per_s",
+            figure: "GET one pending call",
+            value: load.rate(),
+            unit: Unit::PerSec,
+            baseline_name: "bare axum JSON GET (own process)",
+            baseline: base.rate(),
+            goal: Goal::RatioAtLeast(0.5),
+            percent: true,
+        });
+        self.details.insert(
+            "gets".into(),
+            json!({"server": load_json(load), "baseline": load_json(base), "server_body_bytes": body_len}),
+        );
+        self.notes.push(load_text(&format!("gets ({body_len}-byte answer)"), load));
+        self.notes.push(load_text("bare GETs", base));
+    }
+
+    pub fn wake(&mut self, wake: &WakeResult, rtt: &Samples) {
+        let rows = [
+            (
+                "wake_p50_ms",
+                "respond -> long-poll wake p50",
+                &wake.wake,
+                50.0,
+                "loopback TCP round trip p50",
+                Goal::AtMost(0.5),
+            ),
+            (
+                "wake_p99_ms",
+                "respond -> long-poll wake p99",
+                &wake.wake,
+                99.0,
+                "loopback TCP round trip p99",
+                Goal::None,
+            ),
+            (
+                "respond_p50_ms",
+                "respond round trip p50",
+                &wake.respond,
+                50.0,
+                "loopback TCP round trip p50",
+                Goal::None,
+            ),
+            (
+                "respond_p99_ms",
+                "respond round trip p99",
+                &wake.respond,
+                99.0,
+                "loopback TCP round trip p99",
+                Goal::None,
+            ),
+        ];
+        for (key, figure, samples, p, baseline_name, goal) in rows {
+            self.rows.push(Row {
+                key,
+                figure,
+                value: samples.percentile_ms(p),
+                unit: Unit::Ms,
+                baseline_name,
+                baseline: rtt.percentile_ms(p),
+                goal,
+                percent: false,
+            });
+        }
+        self.details.insert(
+            "wake".into(),
+            json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "tcp_round_trip": latency_json(rtt),
+                   "not_parked": wake.not_parked, "not_decided": wake.not_decided, "first_problem": wake.first_problem}),
+        );
+        let mut text = format!(
+            "wake: {} samples, max {:.3} ms (respond max {:.3} ms); TCP round trip: {} samples, max {:.3} ms",
+            wake.wake.len(),
+            wake.wake.max_ms(),
+            wake.respond.max_ms(),
+            rtt.len(),
+            rtt.max_ms()
+        );
+        if wake.not_parked + wake.not_decided > 0 {
+            let _ = write!(
+                text,
+                "\n  PROBLEMS: {} long-polls answered before the respond, {} woken without the decision; first: {}",
+                wake.not_parked,
+                wake.not_decided,
+                wake.first_problem.as_deref().unwrap_or("-")
+            );
+        }
+        self.notes.push(text);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let figures: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "key": r.key,
+                    "figure": r.figure,
+                    "value": r.value,
+                    "unit": match r.unit { Unit::PerSec => "1/s", Unit::Ms => "ms" },
+                    "baseline": {"name": r.baseline_name, "value": r.baseline},
+                    "ratio": r.ratio(),
+                    "target": r.goal_text(),
+                    "target_met": r.met(),
+                })
+            })
+            .collect();
+        json!({"machine": self.header, "figures": figures, "details": self.details})
+    }
+
+    pub fn to_table(&self) -> String {
+        let h = &self.header;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "countersign-bench  {}  nproc {}  {}",
+            h["date"].as_str().unwrap_or("-"),
+            h["nproc"],
+            h["cpu"].as_str().unwrap_or("")
+        );
+        let _ = writeln!(
+            out,
+            "load: {} keep-alive connections, {} client threads, warm-up {} s, measure {} s; wake: {} iterations, {} ms parked",
+            h["connections"], h["client_threads"], h["warmup_s"], h["measure_s"], h["wake_iters"], h["wake_delay_ms"]
+        );
+        let _ = writeln!(
+            out,
+            "server: {}  data: {} ({})\n",
+            h["server_bin"].as_str().unwrap_or("-"),
+            h["tmp_dir"].as_str().unwrap_or("-"),
+            h["tmp_fs"].as_str().unwrap_or("-")
+        );
+        let mut table = vec![[
+            "figure".to_owned(),
+            "value".into(),
+            "baseline (same run)".into(),
+            "baseline".into(),
+            "ratio".into(),
+            "target".into(),
+            "met".into(),
+        ]];
+        for r in &self.rows {
+            table.push([
+                r.figure.to_owned(),
+                fmt_value(r.value, r.unit),
+                r.baseline_name.to_owned(),
+                fmt_value(r.baseline, r.unit),
+                r.ratio_text(),
+                r.goal_text(),
+                match r.met() {
+                    Some(true) => "yes".into(),
+                    Some(false) => "NO".into(),
+                    None => "-".into(),
+                },
+            ]);
+        }
+        let mut widths = [0usize; 7];
+        for line in &table {
+            for (w, cell) in widths.iter_mut().zip(line) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let right = [false, true, false, true, true, false, false];
+        for (i, line) in table.iter().enumerate() {
+            let mut text = String::new();
+            for (j, cell) in line.iter().enumerate() {
+                let pad = widths[j] - cell.chars().count();
+                if right[j] {
+                    text.push_str(&" ".repeat(pad));
+                    text.push_str(cell);
+                } else {
+                    text.push_str(cell);
+                    text.push_str(&" ".repeat(pad));
+                }
+                text.push_str("  ");
+            }
+            let _ = writeln!(out, "{}", text.trim_end());
+            if i == 0 {
+                let _ = writeln!(out, "{}", "-".repeat(widths.iter().sum::<usize>() + 2 * (widths.len() - 1)));
+            }
+        }
+        out.push('\n');
+        for note in &self.notes {
+            let _ = writeln!(out, "{note}");
+        }
+        out
+    }
+}

@@ -1,0 +1,102 @@
+//! `countersign keys create|list|revoke`.
+
+use crate::cli::KeysCommand;
+use anyhow::{Context, bail};
+use countersign_core::{ProjectName, api_key};
+use countersign_store::{ApiKeyRecord, NewApiKey, Store};
+use serde_json::json;
+
+pub async fn run(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create { project, name } => {
+            let key = create(store, &project, name).await?;
+            println!("Created API key {} for project {project:?}. It is shown only this once:", key.display_prefix);
+            println!("{}", key.secret);
+        }
+        KeysCommand::List { project, json } => {
+            if let Some(name) = &project
+                && store.project_by_name(name).await?.is_none()
+            {
+                bail!("no project named {name:?}; create one with `countersign keys create --project {name}`");
+            }
+            let keys = store.api_keys(project.as_deref()).await?;
+            if json {
+                let rows: Vec<_> = keys.iter().map(key_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&keys);
+            }
+        }
+        KeysCommand::Revoke { key } => match store.revoke_api_key(&key).await? {
+            Some(record) => println!(
+                "Revoked API key {} ({}) of project {:?}; servers refuse it within a second.",
+                record.display_prefix, record.id, record.project_name
+            ),
+            None => bail!("no API key with id or prefix {key:?}; see `countersign keys list`"),
+        },
+    }
+    Ok(())
+}
+
+/// Creates a key (and its project if needed); returns the secret to show once.
+pub async fn create(store: &dyn Store, project: &str, name: Option<String>) -> anyhow::Result<api_key::GeneratedKey> {
+    let project_name = ProjectName::parse(project)?;
+    let project = store.ensure_project(&project_name).await.context("cannot create the project")?;
+    let key = api_key::generate();
+    store
+        .insert_api_key(NewApiKey {
+            project_id: project.id,
+            name,
+            display_prefix: key.display_prefix.clone(),
+            hash: key.hash,
+        })
+        .await
+        .context("cannot store the key")?;
+    Ok(key)
+}
+
+fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
+    json!({
+        "id": k.id,
+        "prefix": k.display_prefix,
+        "project": k.project_name,
+        "name": k.name,
+        "created_at": k.created_at.to_rfc3339(),
+        "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
+    })
+}
+
+fn print_table(keys: &[ApiKeyRecord]) {
+    if keys.is_empty() {
+        println!("No API keys. Create one with `countersign keys create --project NAME`.");
+        return;
+    }
+    let rows: Vec<[String; 6]> = keys
+        .iter()
+        .map(|k| {
+            [
+                k.display_prefix.clone(),
+                k.id.clone(),
+                k.project_name.clone(),
+                k.name.clone().unwrap_or_default(),
+                k.created_at.to_rfc3339()[..19].replace('T', " "),
+                if k.revoked_at.is_some() { "revoked".into() } else { "active".into() },
+            ]
+        })
+        .collect();
+    let header = ["PREFIX", "ID", "PROJECT", "NAME", "CREATED (UTC)", "STATUS"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 6]| {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header);
+    for row in &rows {
+        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
+    }
+}

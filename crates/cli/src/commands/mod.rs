@@ -1,0 +1,46 @@
+//! One module per command.
+
+mod keys;
+mod serve;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use anyhow::Context;
+use countersign_store::Store;
+use std::sync::Arc;
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli.global)?;
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging("info");
+            serve::run(config, args).await
+        }
+        Command::Keys(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = keys::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+    }
+}
+
+/// Opens the configured database, with an error that says which one and why.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config.database_url();
+    countersign_store::open(&url).await.with_context(|| format!("cannot open the database {url}"))
+}
+
+/// Logs to stderr; `COUNTERSIGN_LOG` (or `RUST_LOG`) overrides the level, e.g. `debug`.
+fn init_logging(default: &str) {
+    let filter = std::env::var("COUNTERSIGN_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| format!("{default},sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

@@ -1,0 +1,85 @@
+//! `countersign serve`: open the database, make sure a first key exists, serve until a signal.
+
+use super::keys;
+use crate::cli::ServeArgs;
+use crate::config::Config;
+use anyhow::Context;
+use countersign_server::{Server, Settings};
+
+pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let store = super::open_store(&config).await?;
+    let first_key = if store.count_active_api_keys().await? == 0 {
+        Some(keys::create(store.as_ref(), "default", Some("first key".into())).await?)
+    } else {
+        None
+    };
+    let settings = Settings { max_body_bytes: config.max_body_bytes, organization: config.organization.clone() };
+    let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
+    let addr = server.local_addr();
+    let base = config.public_url.clone().unwrap_or_else(|| {
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+        format!("http://{host}:{}", addr.port())
+    });
+    let base = base.trim_end_matches('/');
+    tracing::info!(%addr, database = %redact(&config.database_url()), "countersign {} ready", env!("CARGO_PKG_VERSION"));
+    println!("Listening on http://{addr}");
+    if let Some(key) = first_key {
+        println!();
+        println!("Created project \"default\" and its first API key; it is shown only this once. To use it:");
+        println!();
+        println!("  export HUMANLAYER_API_BASE={base}/humanlayer/v1");
+        println!("  export HUMANLAYER_API_KEY={}", key.secret);
+        println!();
+        println!("More keys: countersign keys create --project NAME");
+    } else {
+        println!("Agents use HUMANLAYER_API_BASE={base}/humanlayer/v1 and a key from `countersign keys create`.");
+    }
+    server.run(shutdown_signal()).await.context("the server failed")?;
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+}

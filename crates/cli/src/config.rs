@@ -1,0 +1,80 @@
+//! Layered configuration: built-in defaults, then a TOML file, then `COUNTERSIGN_*` environment
+//! variables, then command-line flags.
+
+use crate::cli::GlobalArgs;
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Everything Countersign can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the server listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite database.
+    pub data_dir: PathBuf,
+    /// Database URL; when unset, `sqlite://<data_dir>/countersign.db`.
+    pub database_url: Option<String>,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Public base URL of this server, used in the printed `export` lines.
+    pub public_url: Option<String>,
+    /// Organization name reported by `GET /humanlayer/v1/project`.
+    pub organization: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8484)),
+            data_dir: dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("countersign"),
+            database_url: None,
+            max_body_bytes: 16 * 1024 * 1024,
+            public_url: None,
+            organization: "countersign".into(),
+        }
+    }
+}
+
+/// Variables starting `COUNTERSIGN_` that are not configuration keys.
+const NOT_CONFIG: [&str; 4] = ["config", "bin", "token", "log"];
+
+impl Config {
+    /// Loads the layers; flags in `args` win.
+    pub fn load(args: &GlobalArgs) -> anyhow::Result<Self> {
+        let file = args.config.clone().or_else(|| std::env::var_os("COUNTERSIGN_CONFIG").map(PathBuf::from));
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match &file {
+            Some(path) if !path.exists() => anyhow::bail!("configuration file {} does not exist", path.display()),
+            Some(path) => figment = figment.merge(Toml::file(path)),
+            None => {
+                if let Some(default) = dirs::config_dir().map(|d| d.join("countersign").join("config.toml")) {
+                    figment = figment.merge(Toml::file(default));
+                }
+            }
+        }
+        figment = figment.merge(Env::prefixed("COUNTERSIGN_").ignore(&NOT_CONFIG));
+        let mut config: Config = figment.extract().context("invalid configuration")?;
+        if let Some(dir) = &args.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &args.database_url {
+            config.database_url = Some(url.clone());
+        }
+        Ok(config)
+    }
+
+    /// The database to open.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.sqlite_path().display()))
+    }
+
+    /// Where the embedded database lives.
+    pub fn sqlite_path(&self) -> PathBuf {
+        Path::new(&self.data_dir).join("countersign.db")
+    }
+}

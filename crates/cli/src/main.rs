@@ -1,0 +1,5 @@
+//! The `countersign` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    countersign::main()
+}

@@ -1,0 +1,69 @@
+//! Decisions: what a human answered, who they were, and through which channel.
+
+use crate::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// What the human decided. Once recorded it never changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The function call may run.
+    Approved { comment: Option<String> },
+    /// The function call must not run; `comment` is what the agent is told (never null).
+    Rejected { comment: String, option: Option<String> },
+    /// The human answered a question; `response` is never empty.
+    Answered { response: String, option: Option<String> },
+}
+
+/// Where a decision was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecisionChannel {
+    /// Through the HTTP API with a project key (`/agent/.../respond`).
+    Api,
+    /// In the web inbox.
+    Web,
+    /// From the `countersign` terminal commands.
+    Cli,
+}
+
+impl DecisionChannel {
+    /// The channel's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Web => "web",
+            Self::Cli => "cli",
+        }
+    }
+}
+
+/// Who made a decision; returned to agents as `status.user_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// Channel the decision came through.
+    pub channel: DecisionChannel,
+    /// Display prefix of the API key used, for API decisions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub api_key: Option<String>,
+    /// The person's user id, when a person signed in.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user_id: Option<String>,
+    /// The person's email, when a person signed in.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub email: Option<String>,
+}
+
+impl Actor {
+    /// A decision made through the API with the key whose display prefix is given.
+    pub fn api_key(display_prefix: &str) -> Self {
+        Self { channel: DecisionChannel::Api, api_key: Some(display_prefix.to_owned()), user_id: None, email: None }
+    }
+}
+
+/// A recorded decision: what, when and by whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub responded_at: Timestamp,
+    pub decision: Decision,
+    pub decided_by: Actor,
+}

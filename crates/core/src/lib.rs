@@ -1,0 +1,18 @@
+//! Countersign's domain: approval requests (function calls), questions (human contacts), the
+//! decisions humans make on them, and the rules of their lifecycle. Nothing here does I/O.
+
+pub mod api_key;
+pub mod decision;
+pub mod escalation;
+pub mod invalid;
+pub mod project;
+pub mod request;
+pub mod time;
+pub mod wire;
+
+pub use decision::{Actor, Decision, DecisionChannel, Outcome};
+pub use escalation::Escalation;
+pub use invalid::Invalid;
+pub use project::{Project, ProjectName};
+pub use request::{NewRequest, RequestKind, RequestRecord};
+pub use time::Timestamp;

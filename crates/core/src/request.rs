@@ -1,0 +1,409 @@
+//! Requests: approvals (function calls) and questions (human contacts), and their lifecycle.
+//!
+//! A request is created pending and becomes completed by exactly one decision, which never changes
+//! afterwards. The spec is kept as the JSON the agent sent so that it round-trips exactly.
+
+use crate::wire::{
+    FunctionCallCreate, FunctionCallRespond, FunctionCallStatus, HumanContactCreate, HumanContactRespond,
+    HumanContactStatus, ResponseOption,
+};
+use crate::{Decision, Invalid, Outcome, Timestamp};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Longest accepted `call_id` or `run_id`.
+pub const MAX_ID_LEN: usize = 512;
+
+/// The two kinds of request an agent can make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// An approval for a function call.
+    FunctionCall,
+    /// A question to a human ("human as tool").
+    HumanContact,
+}
+
+impl RequestKind {
+    /// Name used in storage.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FunctionCall => "function_call",
+            Self::HumanContact => "human_contact",
+        }
+    }
+
+    /// Parses the storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "function_call" => Some(Self::FunctionCall),
+            "human_contact" => Some(Self::HumanContact),
+            _ => None,
+        }
+    }
+
+    /// Name for people, e.g. in error messages.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Self::FunctionCall => "function call",
+            Self::HumanContact => "human contact",
+        }
+    }
+
+    fn options_field(self) -> &'static str {
+        match self {
+            Self::FunctionCall => "reject_options",
+            Self::HumanContact => "response_options",
+        }
+    }
+}
+
+/// A validated create request from an agent.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    pub kind: RequestKind,
+    pub call_id: String,
+    pub run_id: String,
+    /// The spec exactly as sent.
+    pub spec: Value,
+}
+
+impl NewRequest {
+    /// Validates a create body (`FunctionCall` or `HumanContact` JSON). Any `status` sent is ignored.
+    pub fn parse(kind: RequestKind, mut body: Value) -> Result<Self, Invalid> {
+        let options = match kind {
+            RequestKind::FunctionCall => {
+                let c: FunctionCallCreate = serde_path_to_error::deserialize(&body).map_err(Invalid::from_serde)?;
+                check_id("call_id", &c.call_id)?;
+                check_id("run_id", &c.run_id)?;
+                if c.spec.fn_name.trim().is_empty() {
+                    return Err(Invalid::new("spec.fn", "must name the function (got an empty string)"));
+                }
+                c.spec.reject_options
+            }
+            RequestKind::HumanContact => {
+                let c: HumanContactCreate = serde_path_to_error::deserialize(&body).map_err(Invalid::from_serde)?;
+                check_id("call_id", &c.call_id)?;
+                check_id("run_id", &c.run_id)?;
+                if c.spec.msg.trim().is_empty() {
+                    return Err(Invalid::new("spec.msg", "must hold the question for the human (got an empty string)"));
+                }
+                c.spec.response_options
+            }
+        };
+        check_unique_options(kind, options.as_deref())?;
+        let take = |body: &mut Value, key: &str| body.get_mut(key).map(Value::take).unwrap_or_default();
+        let spec = take(&mut body, "spec");
+        let Value::String(call_id) = take(&mut body, "call_id") else { unreachable!("validated above") };
+        let Value::String(run_id) = take(&mut body, "run_id") else { unreachable!("validated above") };
+        Ok(Self { kind, call_id, run_id, spec })
+    }
+
+    /// True when this create repeats `existing` (a safe client retry): same run and same spec.
+    /// A field sent as `null` and one left out count as the same, since clients differ there.
+    pub fn same_as(&self, existing: &RequestRecord) -> bool {
+        self.kind == existing.kind && self.run_id == existing.run_id && same_json(&self.spec, &existing.spec)
+    }
+}
+
+fn check_id(field: &str, id: &str) -> Result<(), Invalid> {
+    if id.is_empty() {
+        return Err(Invalid::new(field, "must not be empty"));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Invalid::new(field, format!("is {} bytes long; the limit is {MAX_ID_LEN}", id.len())));
+    }
+    if id.chars().any(|c| c.is_control() || c == '/' || c == '?' || c == '#') {
+        return Err(Invalid::new(field, "must not contain '/', '?', '#' or control characters (it is used in URLs)"));
+    }
+    Ok(())
+}
+
+fn check_unique_options(kind: RequestKind, options: Option<&[ResponseOption]>) -> Result<(), Invalid> {
+    let field = format!("spec.{}", kind.options_field());
+    let options = options.unwrap_or_default();
+    for (i, option) in options.iter().enumerate() {
+        if option.name.trim().is_empty() {
+            return Err(Invalid::new(format!("{field}[{i}].name"), "must not be empty"));
+        }
+        if options[..i].iter().any(|o| o.name == option.name) {
+            return Err(Invalid::new(
+                format!("{field}[{i}].name"),
+                format!("{:?} is used twice; names must be unique", option.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Equality of JSON documents where an object key holding `null` equals an absent key.
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(a), Value::Object(b)) => {
+            let non_null = |m: &serde_json::Map<String, Value>| m.iter().filter(|(_, v)| !v.is_null()).count();
+            non_null(a) == non_null(b)
+                && a.iter().filter(|(_, v)| !v.is_null()).all(|(k, v)| b.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_json(x, y)),
+        _ => a == b,
+    }
+}
+
+/// A stored request with its outcome, if decided.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub project_id: String,
+    pub kind: RequestKind,
+    pub call_id: String,
+    pub run_id: String,
+    /// The spec exactly as the agent sent it.
+    pub spec: Value,
+    pub requested_at: Timestamp,
+    /// `None` while pending.
+    pub outcome: Option<Outcome>,
+    /// Recorded escalations, oldest first.
+    pub escalations: Vec<Value>,
+}
+
+impl RequestRecord {
+    /// A pending record for a new request.
+    pub fn new(project_id: &str, new: NewRequest, requested_at: Timestamp) -> Self {
+        Self {
+            project_id: project_id.to_owned(),
+            kind: new.kind,
+            call_id: new.call_id,
+            run_id: new.run_id,
+            spec: new.spec,
+            requested_at,
+            outcome: None,
+            escalations: Vec::new(),
+        }
+    }
+
+    /// True until a decision is recorded.
+    pub fn is_pending(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// The options a human may pick from (`reject_options` or `response_options`).
+    pub fn options(&self) -> Vec<ResponseOption> {
+        self.spec
+            .get(self.kind.options_field())
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default()
+    }
+
+    /// Validates a respond body against this request and turns it into a decision.
+    pub fn parse_decision(&self, body: &Value) -> Result<Decision, Invalid> {
+        match self.kind {
+            RequestKind::FunctionCall => {
+                let r: FunctionCallRespond = serde_path_to_error::deserialize(body).map_err(Invalid::from_serde)?;
+                self.decide_function_call(r)
+            }
+            RequestKind::HumanContact => {
+                let r: HumanContactRespond = serde_path_to_error::deserialize(body).map_err(Invalid::from_serde)?;
+                self.answer_human_contact(r)
+            }
+        }
+    }
+
+    /// Builds an approval or rejection; a rejection with an option but no comment takes the
+    /// option's `prompt_fill`, and one with neither gets `""` (the SDKs need a string).
+    pub fn decide_function_call(&self, r: FunctionCallRespond) -> Result<Decision, Invalid> {
+        match r.approved {
+            None => Err(Invalid::new("approved", "is required: true to approve, false to reject")),
+            Some(true) if r.reject_option_name.is_some() => {
+                Err(Invalid::new("reject_option_name", "only applies to a rejection (approved: false)"))
+            }
+            Some(true) => Ok(Decision::Approved { comment: r.comment }),
+            Some(false) => {
+                let option = self.find_option("reject_option_name", r.reject_option_name.as_deref())?;
+                let comment =
+                    r.comment.or_else(|| option.as_ref().and_then(|o| o.prompt_fill.clone())).unwrap_or_default();
+                Ok(Decision::Rejected { comment, option: option.map(|o| o.name) })
+            }
+        }
+    }
+
+    /// Builds an answer; with an option and no text the option's `prompt_fill` (else its title or
+    /// name) is the response. The response may never be empty.
+    pub fn answer_human_contact(&self, r: HumanContactRespond) -> Result<Decision, Invalid> {
+        let option = self.find_option("response_option_name", r.response_option_name.as_deref())?;
+        let given = r.response.filter(|s| !s.trim().is_empty());
+        let response = given.or_else(|| {
+            option.as_ref().map(|o| o.prompt_fill.clone().or_else(|| o.title.clone()).unwrap_or_else(|| o.name.clone()))
+        });
+        match response {
+            Some(response) if !response.trim().is_empty() => {
+                Ok(Decision::Answered { response, option: option.map(|o| o.name) })
+            }
+            _ => Err(Invalid::new("response", "must be a non-empty string (or name a response option)")),
+        }
+    }
+
+    fn find_option(&self, field: &str, name: Option<&str>) -> Result<Option<ResponseOption>, Invalid> {
+        let Some(name) = name else { return Ok(None) };
+        let options = self.options();
+        match options.iter().find(|o| o.name == name) {
+            Some(o) => Ok(Some(o.clone())),
+            None if options.is_empty() => Err(Invalid::new(
+                field,
+                format!("{name:?} is not an option: this request has no {}", self.kind.options_field()),
+            )),
+            None => {
+                let names: Vec<&str> = options.iter().map(|o| o.name.as_str()).collect();
+                Err(Invalid::new(field, format!("{name:?} is not an option; choose one of {names:?}")))
+            }
+        }
+    }
+
+    /// The HumanLayer JSON of this request (`FunctionCall` or `HumanContact`).
+    pub fn to_json(&self) -> Vec<u8> {
+        let requested_at = Some(self.requested_at.to_rfc3339());
+        let responded_at = self.outcome.as_ref().map(|o| o.responded_at.to_rfc3339());
+        let user_info = self.outcome.as_ref().map(|o| serde_json::to_value(&o.decided_by).unwrap_or_default());
+        let escalations = (!self.escalations.is_empty()).then_some(&self.escalations);
+        let (approved, comment, option, response) = match self.outcome.as_ref().map(|o| &o.decision) {
+            None => (None, None, None, None),
+            Some(Decision::Approved { comment }) => (Some(true), comment.clone(), None, None),
+            Some(Decision::Rejected { comment, option }) => (Some(false), Some(comment.clone()), option.clone(), None),
+            Some(Decision::Answered { response, option }) => (None, None, option.clone(), Some(response.clone())),
+        };
+        let out = match self.kind {
+            RequestKind::FunctionCall => serde_json::to_vec(&View {
+                run_id: &self.run_id,
+                call_id: &self.call_id,
+                spec: &self.spec,
+                status: FunctionCallStatus {
+                    requested_at,
+                    responded_at,
+                    approved,
+                    comment,
+                    reject_option_name: option,
+                    slack_message_ts: None,
+                    user_info,
+                },
+                escalations,
+            }),
+            RequestKind::HumanContact => serde_json::to_vec(&View {
+                run_id: &self.run_id,
+                call_id: &self.call_id,
+                spec: &self.spec,
+                status: HumanContactStatus {
+                    requested_at,
+                    responded_at,
+                    response,
+                    response_option_name: option,
+                    user_info,
+                },
+                escalations,
+            }),
+        };
+        out.expect("JSON values always serialize")
+    }
+}
+
+/// Borrowed serialization shape of `wire::FunctionCall` / `wire::HumanContact`.
+#[derive(Serialize)]
+struct View<'a, S> {
+    run_id: &'a str,
+    call_id: &'a str,
+    spec: &'a Value,
+    status: S,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    escalations: Option<&'a Vec<Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Actor;
+    use serde_json::json;
+
+    fn approval(spec: Value) -> RequestRecord {
+        let new =
+            NewRequest::parse(RequestKind::FunctionCall, json!({"run_id": "r", "call_id": "c", "spec": spec})).unwrap();
+        RequestRecord::new("p", new, Timestamp::from_micros(0))
+    }
+
+    #[test]
+    fn bad_create_bodies_name_the_field() {
+        let cases = [
+            (json!({"call_id": "c", "spec": {"fn": "f", "kwargs": {}}}), "run_id"),
+            (json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": null}}), "spec.kwargs"),
+            (json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": [1]}}), "spec.kwargs"),
+            (json!({"run_id": "r", "call_id": "", "spec": {"fn": "f", "kwargs": {}}}), "call_id"),
+            (json!({"run_id": "r", "call_id": "c", "spec": {"fn": "", "kwargs": {}}}), "spec.fn"),
+            (json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {}, "state": 3}}), "spec.state"),
+            (
+                json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {}, "reject_options": [{"name": "a"}, {"name": "a"}]}}),
+                "spec.reject_options[1].name",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = NewRequest::parse(RequestKind::FunctionCall, body.clone()).unwrap_err();
+            assert_eq!(err.field, field, "{body} gave {err}");
+        }
+    }
+
+    #[test]
+    fn retries_match_with_nulls_or_omissions() {
+        let stored = approval(json!({"fn": "f", "kwargs": {"x": 1}, "channel": null, "state": null}));
+        let ts_retry = NewRequest::parse(
+            RequestKind::FunctionCall,
+            json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {"x": 1}}}),
+        )
+        .unwrap();
+        assert!(ts_retry.same_as(&stored));
+        let different = NewRequest::parse(
+            RequestKind::FunctionCall,
+            json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {"x": 2}}}),
+        )
+        .unwrap();
+        assert!(!different.same_as(&stored));
+    }
+
+    #[test]
+    fn rejections_always_carry_a_string_comment() {
+        let record = approval(
+            json!({"fn": "f", "kwargs": {}, "reject_options": [{"name": "later", "prompt_fill": "try tomorrow"}]}),
+        );
+        let d = record.parse_decision(&json!({"approved": false})).unwrap();
+        assert_eq!(d, Decision::Rejected { comment: String::new(), option: None });
+        let d = record.parse_decision(&json!({"approved": false, "reject_option_name": "later"})).unwrap();
+        assert_eq!(d, Decision::Rejected { comment: "try tomorrow".into(), option: Some("later".into()) });
+        assert_eq!(record.parse_decision(&json!({"approved": null})).unwrap_err().field, "approved");
+        assert_eq!(
+            record.parse_decision(&json!({"approved": false, "reject_option_name": "nope"})).unwrap_err().field,
+            "reject_option_name"
+        );
+    }
+
+    #[test]
+    fn pending_and_decided_json() {
+        let mut record = approval(json!({"fn": "f", "kwargs": {"b": 1, "a": 2}, "state": {"deep": [1, {"z": null}]}}));
+        let pending: Value = serde_json::from_slice(&record.to_json()).unwrap();
+        assert_eq!(pending["status"]["approved"], Value::Null);
+        assert_eq!(pending["spec"], record.spec);
+        record.outcome = Some(Outcome {
+            responded_at: Timestamp::from_micros(1),
+            decision: Decision::Rejected { comment: "no".into(), option: None },
+            decided_by: Actor::api_key("cs_abcdef"),
+        });
+        let done: Value = serde_json::from_slice(&record.to_json()).unwrap();
+        assert_eq!(done["status"]["approved"], json!(false));
+        assert_eq!(done["status"]["comment"], json!("no"));
+        assert_eq!(done["status"]["user_info"]["channel"], json!("api"));
+    }
+
+    #[test]
+    fn empty_answers_are_refused() {
+        let new = NewRequest::parse(RequestKind::HumanContact, json!({"run_id": "r", "call_id": "c", "spec": {"msg": "?", "response_options": [{"name": "b", "title": "Blue"}]}})).unwrap();
+        let record = RequestRecord::new("p", new, Timestamp::now());
+        assert_eq!(record.parse_decision(&json!({"response": ""})).unwrap_err().field, "response");
+        assert_eq!(record.parse_decision(&json!({"response": null})).unwrap_err().field, "response");
+        assert_eq!(
+            record.parse_decision(&json!({"response_option_name": "b"})).unwrap(),
+            Decision::Answered { response: "Blue".into(), option: Some("b".into()) }
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Extractors and responses that keep the JSON error contract: a bad body or query string is a
+//! JSON 400 (or 413) that says what was wrong, never axum's plain-text rejection.
+
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use countersign_core::Invalid;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A request body that must be a JSON object.
+pub struct JsonObject(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "request body is larger than the server's limit (max_body_bytes in the configuration)",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("cannot read the body: {rejection}"))
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid(Invalid::new(".", format!("the body is not valid JSON: {e}"))))?;
+        if !value.is_object() {
+            return Err(ApiError::invalid(Invalid::new(".", "the body must be a JSON object")));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// A query string parsed into `T`, with JSON errors.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| Self(q.0)).map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("bad query string: {}", e.body_text()))
+        })
+    }
+}
+
+/// A JSON response whose body is already serialized.
+pub struct JsonBytes(pub Bytes);
+
+impl IntoResponse for JsonBytes {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
+    }
+}
+
+impl From<Vec<u8>> for JsonBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(Bytes::from(bytes))
+    }
+}

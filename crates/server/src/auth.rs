@@ -1,0 +1,86 @@
+//! API-key authentication: `Authorization: Bearer <key>`, checked against stored hashes.
+//!
+//! Verified keys are remembered for [`KEY_CACHE_TTL`] so that polls cost no database read; a key
+//! revoked from another process (`countersign keys revoke`) stops working within that time.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use countersign_core::Project;
+use countersign_core::api_key::KeyHash;
+use countersign_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a verified key is trusted without asking the database again.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// The authenticated caller of an API request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The key's project; everything the caller sees is scoped to it.
+    pub project: Arc<Project>,
+    /// Display prefix of the key used (safe to record and log).
+    pub key_prefix: Arc<str>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    at: Instant,
+}
+
+/// Recently verified keys, by hash.
+#[derive(Default)]
+pub struct KeyCache {
+    verified: RwLock<HashMap<KeyHash, Verified>>,
+}
+
+impl KeyCache {
+    /// Checks a presented key; `None` when it is unknown or revoked.
+    pub async fn verify(&self, store: &dyn Store, secret: &str) -> Result<Option<Caller>, ApiError> {
+        let hash = KeyHash::of(secret);
+        if let Some(hit) = self.verified.read().expect("key cache lock").get(&hash)
+            && hit.at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(Some(hit.caller.clone()));
+        }
+        let found = store.authenticate(&hash).await?;
+        let mut verified = self.verified.write().expect("key cache lock");
+        match found {
+            Some((key, project)) if key.project_id == project.id => {
+                let caller = Caller { project: Arc::new(project), key_prefix: key.display_prefix.into() };
+                verified.insert(hash, Verified { caller: caller.clone(), at: Instant::now() });
+                Ok(Some(caller))
+            }
+            _ => {
+                verified.remove(&hash);
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("missing Authorization header; send `Authorization: Bearer <API key>`")
+        })?;
+        let value = header.to_str().map_err(|_| ApiError::unauthorized("Authorization header is not valid text"))?;
+        let secret = match value.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+            _ => return Err(ApiError::unauthorized("Authorization must use the Bearer scheme: `Bearer <API key>`")),
+        };
+        if secret.is_empty() {
+            return Err(ApiError::unauthorized("empty API key; create one with `countersign keys create`"));
+        }
+        state.keys.verify(state.store.as_ref(), secret).await?.ok_or_else(|| {
+            ApiError::unauthorized("unknown or revoked API key; create one with `countersign keys create`")
+        })
+    }
+}

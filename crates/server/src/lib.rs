@@ -1,0 +1,94 @@
+//! Countersign's HTTP face: the HumanLayer-compatible API served with axum, over any [`Store`].
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod live;
+pub mod requests;
+
+use app::AppState;
+pub use app::Settings;
+use axum::ServiceExt;
+use axum::extract::Request;
+use axum::http::Uri;
+use countersign_store::Store;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+/// A bound, warmed-up server, ready to run.
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    /// Binds `addr` and loads the pending requests into memory.
+    pub async fn bind(addr: SocketAddr, store: Arc<dyn Store>, settings: Settings) -> Result<Self, StartError> {
+        let state = AppState::new(store, settings);
+        let pending = state.requests.warm().await.map_err(|e| StartError::Store(format!("{e:?}")))?;
+        tracing::info!(pending, "pending requests loaded");
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+        Ok(Self { listener, state })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then ends long-polls, lets in-flight requests finish,
+    /// and closes the store (every acknowledged write is already durable).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone()));
+        let closing = state.clone();
+        axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: finishing in-flight requests");
+                closing.requests.close_waiters();
+            })
+            .await?;
+        state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, #[source] std::io::Error),
+    #[error("cannot load pending requests: {0}")]
+    Store(String),
+}
+
+/// Turns `//function_calls` into `/function_calls`: SDK users often set a base URL ending in `/`,
+/// and the SDKs join paths by plain concatenation.
+fn collapse_slashes(mut req: Request) -> Request {
+    if req.uri().path().contains("//") {
+        let mut path = String::with_capacity(req.uri().path().len());
+        for c in req.uri().path().chars() {
+            if !(c == '/' && path.ends_with('/')) {
+                path.push(c);
+            }
+        }
+        if let Some(query) = req.uri().query() {
+            path.push('?');
+            path.push_str(query);
+        }
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = path.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}

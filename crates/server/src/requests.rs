@@ -1,0 +1,233 @@
+//! The request lifecycle as the API sees it: create, read, wait, decide, escalate. Handlers stay
+//! thin and call these; storage and the in-memory view are kept in step here and nowhere else.
+
+use crate::error::{ApiError, ApiResult};
+use crate::live::{LiveRequests, RequestKey};
+use bytes::Bytes;
+use countersign_core::{Actor, Decision, Escalation, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp};
+use countersign_store::{Change, Created, Page, PageRequest, Store};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The longest a long-poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Request operations over a store, with the pending ones mirrored in memory.
+pub struct Requests {
+    store: Arc<dyn Store>,
+    live: LiveRequests,
+    closing: watch::Sender<bool>,
+}
+
+impl Requests {
+    /// A service over `store`; call [`Requests::warm`] before serving.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0 }
+    }
+
+    /// Loads every pending request into memory; returns how many.
+    pub async fn warm(&self) -> ApiResult<usize> {
+        let pending = self.store.all_pending().await?;
+        let n = pending.len();
+        for record in pending {
+            self.live.insert(record);
+        }
+        Ok(n)
+    }
+
+    /// Ends every long-poll now (they answer with the current state); used at shutdown.
+    pub fn close_waiters(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// How many pending requests are held in memory.
+    pub fn pending_in_memory(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Creates a request. Repeating an identical create returns the stored request; a different
+    /// body under an existing `call_id` is a conflict and changes nothing.
+    pub async fn create(&self, project_id: &str, new: NewRequest) -> ApiResult<Bytes> {
+        let record = RequestRecord::new(project_id, new, Timestamp::now());
+        match self.store.create_request(&record).await? {
+            Created::New => {
+                let id = record.call_id.clone();
+                let entry = self.live.insert(record);
+                tracing::info!(kind = entry.record.kind.noun(), call_id = %id, run_id = %entry.record.run_id, "request created");
+                Ok(entry.json)
+            }
+            Created::Existing(existing) => {
+                let retry =
+                    NewRequest { kind: record.kind, call_id: record.call_id, run_id: record.run_id, spec: record.spec };
+                if retry.same_as(&existing) {
+                    Ok(Bytes::from(existing.to_json()))
+                } else {
+                    Err(ApiError::conflict(format!(
+                        "a {} with call_id {:?} already exists with a different run_id or spec; use a new call_id",
+                        existing.kind.noun(),
+                        existing.call_id
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The current JSON of a request.
+    pub async fn get(&self, key: &RequestKey) -> ApiResult<Bytes> {
+        if let Some(entry) = self.live.get(key) {
+            return Ok(entry.json);
+        }
+        Ok(Bytes::from(self.load(key).await?.to_json()))
+    }
+
+    /// Answers as soon as the request is decided, or with its pending state after `wait`.
+    pub async fn wait(&self, key: &RequestKey, wait: Duration) -> ApiResult<Bytes> {
+        let entry = match self.live.get(key) {
+            Some(entry) => entry,
+            None => {
+                let record = self.load(key).await?;
+                if !record.is_pending() {
+                    return Ok(Bytes::from(record.to_json()));
+                }
+                // Pending but not held (a create still finishing, or another writer): hold it, then
+                // re-check, so that a decision committed in between is not missed.
+                let entry = self.live.insert(record);
+                let fresh = self.load(key).await?;
+                if !fresh.is_pending() {
+                    self.live.forget(key);
+                    return Ok(Bytes::from(fresh.to_json()));
+                }
+                entry
+            }
+        };
+        let mut decided = entry.subscribe();
+        let mut closing = self.closing.subscribe();
+        let outcome = tokio::time::timeout(wait.min(MAX_WAIT), async {
+            tokio::select! {
+                res = decided.wait_for(Option::is_some) => res.ok().and_then(|v| v.clone()),
+                _ = closing.wait_for(|c| *c) => None,
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Some(json)) => Ok(json),
+            _ => self.get(key).await,
+        }
+    }
+
+    /// Records a decision from a respond body; the first decision wins, later ones get 409.
+    pub async fn decide(&self, key: &RequestKey, body: &Value, actor: Actor) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let decision = record.parse_decision(body)?;
+        self.record_decision(key, &record, decision, actor).await
+    }
+
+    /// Records a validated decision on a pending record.
+    pub async fn record_decision(
+        &self,
+        key: &RequestKey,
+        record: &RequestRecord,
+        decision: Decision,
+        actor: Actor,
+    ) -> ApiResult<Bytes> {
+        let outcome = Outcome { responded_at: Timestamp::now(), decision, decided_by: actor };
+        match self.store.decide(&key.project_id, key.kind, &key.call_id, &outcome).await? {
+            Change::Done => {
+                let mut decided = record.clone();
+                decided.outcome = Some(outcome);
+                let json = Bytes::from(decided.to_json());
+                self.live.complete(key, json.clone());
+                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, decision = describe(&decided), "request decided");
+                Ok(json)
+            }
+            Change::AlreadyDecided => {
+                let fresh = self.load(key).await?;
+                if let Some(outcome) = &fresh.outcome {
+                    self.live.complete(key, Bytes::from(fresh.to_json()));
+                    return Err(already_decided(&fresh, outcome));
+                }
+                Err(ApiError::internal(format!("{} was reported decided but is pending", key.call_id)))
+            }
+            Change::NotFound => Err(not_found(key)),
+        }
+    }
+
+    /// Records an escalation on a pending request and returns the request.
+    pub async fn escalate(&self, key: &RequestKey, body: Value, by: &str) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let escalation = Escalation::parse(body, &record, by, Timestamp::now())?;
+        match self.store.escalate(&key.project_id, key.kind, &key.call_id, &escalation).await? {
+            Change::Done => {
+                let mut escalated = record.clone();
+                escalated.escalations.push(escalation.record);
+                let json = Bytes::from(escalated.to_json());
+                self.live.update(escalated);
+                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, by, "request escalated");
+                Ok(json)
+            }
+            Change::AlreadyDecided => {
+                let fresh = self.load(key).await?;
+                match &fresh.outcome {
+                    Some(outcome) => Err(already_decided(&fresh, outcome)),
+                    None => Err(ApiError::internal("escalation lost a race with nothing")),
+                }
+            }
+            Change::NotFound => Err(not_found(key)),
+        }
+    }
+
+    /// A page of a project's pending requests, oldest first.
+    pub async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> ApiResult<Page> {
+        Ok(self.store.pending(project_id, kind, page).await?)
+    }
+
+    /// The freshest record: the in-memory one if pending, else the stored one.
+    async fn current(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
+        match self.live.get(key) {
+            Some(entry) => Ok((*entry.record).clone()),
+            None => self.load(key).await,
+        }
+    }
+
+    async fn load(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
+        self.store.request(&key.project_id, key.kind, &key.call_id).await?.ok_or_else(|| not_found(key))
+    }
+}
+
+fn not_found(key: &RequestKey) -> ApiError {
+    ApiError::not_found(format!("no {} with call_id {:?} in this project", key.kind.noun(), key.call_id))
+}
+
+fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
+    let who = match (&outcome.decided_by.email, &outcome.decided_by.api_key) {
+        (Some(email), _) => email.clone(),
+        (None, Some(key)) => format!("API key {key}"),
+        (None, None) => "someone".to_owned(),
+    };
+    ApiError::conflict(format!(
+        "{} {:?} already has a response: {} by {} via {} at {}",
+        record.kind.noun(),
+        record.call_id,
+        describe(record),
+        who,
+        outcome.decided_by.channel.as_str(),
+        outcome.responded_at
+    ))
+}
+
+fn describe(record: &RequestRecord) -> &'static str {
+    match record.outcome.as_ref().map(|o| &o.decision) {
+        None => "pending",
+        Some(Decision::Approved { .. }) => "approved",
+        Some(Decision::Rejected { .. }) => "rejected",
+        Some(Decision::Answered { .. }) => "answered",
+    }
+}

@@ -1,0 +1,133 @@
+//! Countersign's storage: the [`Store`] trait the server and CLI are written against, and one
+//! implementation per database backend, each owning its migrations.
+
+mod error;
+mod row;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use countersign_core::api_key::KeyHash;
+use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
+use std::sync::Arc;
+
+pub use error::{StoreError, StoreResult};
+
+/// A stored API key (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub name: Option<String>,
+    /// The first characters of the key, e.g. `cs_AbC123`.
+    pub display_prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What to store for a new key.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub project_id: String,
+    pub name: Option<String>,
+    pub display_prefix: String,
+    pub hash: KeyHash,
+}
+
+/// Result of creating a request.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// Stored now, exactly as given.
+    New,
+    /// A request with this `call_id` already existed; it is returned unchanged.
+    Existing(RequestRecord),
+}
+
+/// Result of recording a decision or an escalation on a pending request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Recorded and committed.
+    Done,
+    /// The request was already decided; nothing changed.
+    AlreadyDecided,
+    /// No such request in this project.
+    NotFound,
+}
+
+/// Which page of a listing to return.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub offset: u32,
+    /// Only requests of this run.
+    pub run_id: Option<String>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<RequestRecord>,
+    pub total: u64,
+}
+
+/// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
+/// durably: a crash right after loses nothing.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Returns the project with this name, creating it if needed.
+    async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project>;
+    /// The project with this name, if any.
+    async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>>;
+    /// The project with this id, if any.
+    async fn project_by_id(&self, id: &str) -> StoreResult<Option<Project>>;
+
+    /// Stores a new API key.
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// Lists keys, of one project or of all, oldest first.
+    async fn api_keys(&self, project_name: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes the key with this id or display prefix; returns it, or `None` if there is none.
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// The active (unrevoked) key with this hash and its project.
+    async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>>;
+    /// How many unrevoked keys exist across all projects.
+    async fn count_active_api_keys(&self) -> StoreResult<u64>;
+
+    /// Stores a new pending request, unless one with the same project, kind and `call_id` exists.
+    async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created>;
+    /// One request of a project.
+    async fn request(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Option<RequestRecord>>;
+    /// Records a decision if, and only if, the request is still pending (the first decision wins).
+    async fn decide(
+        &self,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+        outcome: &Outcome,
+    ) -> StoreResult<Change>;
+    /// Appends an escalation to a pending request.
+    async fn escalate(
+        &self,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+        escalation: &Escalation,
+    ) -> StoreResult<Change>;
+    /// Pending requests of a project, oldest first.
+    async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page>;
+    /// Every pending request of every project (to warm the server's in-memory view at start).
+    async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>>;
+
+    /// Finishes outstanding writes and closes connections.
+    async fn close(&self);
+}
+
+/// Opens the store a database URL names: `sqlite://PATH` (or a plain file path).
+pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Internal("PostgreSQL support is not built yet; use SQLite".into()));
+    }
+    Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(url)).await?))
+}

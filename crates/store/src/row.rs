@@ -1,0 +1,134 @@
+//! Rows as every backend stores them, and their conversion to domain records.
+
+use crate::{ApiKeyRecord, StoreError, StoreResult};
+use countersign_core::{Actor, Decision, Outcome, Project, RequestKind, RequestRecord, Timestamp};
+use serde_json::Value;
+
+/// Columns of `requests`, in the order of [`REQUEST_COLUMNS`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct RequestRow {
+    project_id: String,
+    kind: String,
+    call_id: String,
+    run_id: String,
+    spec: String,
+    requested_at: i64,
+    responded_at: Option<i64>,
+    approved: Option<bool>,
+    comment: Option<String>,
+    response: Option<String>,
+    option_name: Option<String>,
+    decided_by: Option<String>,
+    escalations: String,
+}
+
+/// The column list matching [`RequestRow`], as a literal for `concat!`.
+macro_rules! request_columns {
+    () => {
+        "project_id, kind, call_id, run_id, spec, requested_at, responded_at, \
+         approved, comment, response, option_name, decided_by, escalations"
+    };
+}
+pub(crate) use request_columns;
+
+fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what} is unreadable: {err}"))
+}
+
+impl TryFrom<RequestRow> for RequestRecord {
+    type Error = StoreError;
+
+    fn try_from(row: RequestRow) -> StoreResult<Self> {
+        let kind = RequestKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?;
+        let spec: Value = serde_json::from_str(&row.spec).map_err(|e| corrupt("spec", e))?;
+        let escalations: Vec<Value> = serde_json::from_str(&row.escalations).map_err(|e| corrupt("escalations", e))?;
+        let outcome = match row.responded_at {
+            None => None,
+            Some(at) => {
+                let decision = match (kind, row.approved) {
+                    (RequestKind::FunctionCall, Some(true)) => Decision::Approved { comment: row.comment },
+                    (RequestKind::FunctionCall, _) => {
+                        Decision::Rejected { comment: row.comment.unwrap_or_default(), option: row.option_name }
+                    }
+                    (RequestKind::HumanContact, _) => {
+                        Decision::Answered { response: row.response.unwrap_or_default(), option: row.option_name }
+                    }
+                };
+                let decided_by: Actor = serde_json::from_str(row.decided_by.as_deref().unwrap_or("null"))
+                    .map_err(|e| corrupt("decided_by", e))?;
+                Some(Outcome { responded_at: Timestamp::from_micros(at), decision, decided_by })
+            }
+        };
+        Ok(RequestRecord {
+            project_id: row.project_id,
+            kind,
+            call_id: row.call_id,
+            run_id: row.run_id,
+            spec,
+            requested_at: Timestamp::from_micros(row.requested_at),
+            outcome,
+            escalations,
+        })
+    }
+}
+
+/// The decision columns of an outcome: `(approved, comment, response, option_name, decided_by)`.
+pub(crate) fn outcome_columns(
+    outcome: &Outcome,
+) -> (Option<bool>, Option<String>, Option<String>, Option<String>, String) {
+    let by = serde_json::to_string(&outcome.decided_by).expect("actors always serialize");
+    match &outcome.decision {
+        Decision::Approved { comment } => (Some(true), comment.clone(), None, None, by),
+        Decision::Rejected { comment, option } => (Some(false), Some(comment.clone()), None, option.clone(), by),
+        Decision::Answered { response, option } => (None, None, Some(response.clone()), option.clone(), by),
+    }
+}
+
+/// Columns of `projects`.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ProjectRow {
+    id: String,
+    name: String,
+    created_at: i64,
+}
+
+impl From<ProjectRow> for Project {
+    fn from(row: ProjectRow) -> Self {
+        Project { id: row.id, name: row.name, created_at: Timestamp::from_micros(row.created_at) }
+    }
+}
+
+/// Columns of `api_keys` joined with the project name, in the order of [`KEY_COLUMNS`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: String,
+    project_id: String,
+    project_name: String,
+    name: Option<String>,
+    display_prefix: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+/// Select list and join for [`KeyRow`], as a literal for `concat!`.
+macro_rules! select_keys {
+    () => {
+        "SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at, k.revoked_at \
+         FROM api_keys k JOIN projects p ON p.id = k.project_id"
+    };
+}
+pub(crate) use select_keys;
+
+impl From<KeyRow> for ApiKeyRecord {
+    fn from(row: KeyRow) -> Self {
+        ApiKeyRecord {
+            id: row.id,
+            project_id: row.project_id,
+            project_name: row.project_name,
+            name: row.name,
+            display_prefix: row.display_prefix,
+            created_at: Timestamp::from_micros(row.created_at),
+            revoked_at: row.revoked_at.map(Timestamp::from_micros),
+        }
+    }
+}

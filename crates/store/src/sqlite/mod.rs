@@ -1,0 +1,226 @@
+//! The embedded SQLite backend: WAL mode with `synchronous=FULL`, so a commit is on disk before it
+//! is acknowledged. Hot-path writes go through one group-commit writer ([`writer`]); reads use a
+//! small pool of connections that never block the writer.
+
+mod writer;
+
+use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
+use crate::{ApiKeyRecord, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use countersign_core::api_key::KeyHash;
+use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+use writer::Writer;
+
+/// The WHERE clause of the pending listing: ?1 project, ?2 kind, ?3 optional run.
+macro_rules! pending_filter {
+    () => {
+        "project_id = ?1 AND kind = ?2 AND responded_at IS NULL AND (?3 IS NULL OR run_id = ?3)"
+    };
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a connection waits for SQLite's write lock (held by another process, e.g. the CLI).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Countersign's storage in one SQLite file.
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: Writer,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        MIGRATOR.run(&pool).await?;
+        let writer = Writer::start(options).await?;
+        Ok(Self { pool, writer })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project> {
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(name.as_str())
+            .bind(Timestamp::now().as_micros())
+            .execute(&self.pool)
+            .await?;
+        self.project_by_name(name.as_str())
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("project {name} vanished after insert")))
+    }
+
+    async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>> {
+        let row: Option<ProjectRow> = sqlx::query_as("SELECT id, name, created_at FROM projects WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn project_by_id(&self, id: &str) -> StoreResult<Option<Project>> {
+        let row: Option<ProjectRow> = sqlx::query_as("SELECT id, name, created_at FROM projects WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&id)
+        .bind(&key.project_id)
+        .bind(&key.name)
+        .bind(&key.display_prefix)
+        .bind(&key.hash.0[..])
+        .bind(Timestamp::now().as_micros())
+        .execute(&self.pool)
+        .await?;
+        let row: KeyRow =
+            sqlx::query_as(concat!(select_keys!(), " WHERE k.id = ?")).bind(&id).fetch_one(&self.pool).await?;
+        Ok(row.into())
+    }
+
+    async fn api_keys(&self, project_name: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(concat!(select_keys!(), " WHERE ?1 IS NULL OR p.name = ?1 ORDER BY k.created_at, k.id"))
+                .bind(project_name)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+    }
+
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE (id = ?2 OR display_prefix = ?2) AND revoked_at IS NULL")
+            .bind(Timestamp::now().as_micros())
+            .bind(id_or_prefix)
+            .execute(&self.pool)
+            .await?;
+        let row: Option<KeyRow> = sqlx::query_as(concat!(select_keys!(), " WHERE k.id = ?1 OR k.display_prefix = ?1"))
+            .bind(id_or_prefix)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(ApiKeyRecord::from))
+    }
+
+    async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>> {
+        let row: Option<KeyRow> =
+            sqlx::query_as(concat!(select_keys!(), " WHERE k.key_hash = ? AND k.revoked_at IS NULL"))
+                .bind(&hash.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(key) = row.map(ApiKeyRecord::from) else { return Ok(None) };
+        let project = self
+            .project_by_id(&key.project_id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("key {} has no project", key.id)))?;
+        Ok(Some((key, project)))
+    }
+
+    async fn count_active_api_keys(&self) -> StoreResult<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
+        self.writer.create(request).await
+    }
+
+    async fn request(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Option<RequestRecord>> {
+        let row: Option<RequestRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests WHERE project_id = ? AND kind = ? AND call_id = ?"
+        ))
+        .bind(project_id)
+        .bind(kind.as_str())
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(RequestRecord::try_from).transpose()
+    }
+
+    async fn decide(
+        &self,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+        outcome: &Outcome,
+    ) -> StoreResult<Change> {
+        self.writer.decide(project_id, kind, call_id, outcome).await
+    }
+
+    async fn escalate(
+        &self,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+        escalation: &Escalation,
+    ) -> StoreResult<Change> {
+        self.writer.escalate(project_id, kind, call_id, escalation).await
+    }
+
+    async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page> {
+        let rows: Vec<RequestRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests WHERE ",
+            pending_filter!(),
+            " ORDER BY requested_at, call_id LIMIT ?4 OFFSET ?5"
+        ))
+        .bind(project_id)
+        .bind(kind.as_str())
+        .bind(&page.run_id)
+        .bind(i64::from(page.limit))
+        .bind(i64::from(page.offset))
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(concat!("SELECT count(*) FROM requests WHERE ", pending_filter!()))
+            .bind(project_id)
+            .bind(kind.as_str())
+            .bind(&page.run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let items = rows.into_iter().map(RequestRecord::try_from).collect::<StoreResult<_>>()?;
+        Ok(Page { items, total: total as u64 })
+    }
+
+    async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>> {
+        let rows: Vec<RequestRow> =
+            sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE responded_at IS NULL"))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(RequestRecord::try_from).collect()
+    }
+
+    async fn close(&self) {
+        self.writer.stop().await;
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Compatibility suite: runs the released, unmodified HumanLayer SDKs
+# (PyPI humanlayer==0.7.9 and npm @humanlayer/sdk@0.7.9) against a real
+# `countersign serve` process.
+#
+# Usage: [COUNTERSIGN_BIN=/path/to/countersign] scripts/compat.sh [extra pytest args]
+# Requires: python3 (3.11+), node/npm (20+), network access to PyPI and npm.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+COUNTERSIGN_BIN="${COUNTERSIGN_BIN:-$REPO/target/debug/countersign}"
+# make a relative COUNTERSIGN_BIN relative to the caller's cwd, then absolute
+case "$COUNTERSIGN_BIN" in
+  /*) ;;
+  *) COUNTERSIGN_BIN="$(pwd)/$COUNTERSIGN_BIN" ;;
+esac
+export COUNTERSIGN_BIN
+
+if [[ ! -x "$COUNTERSIGN_BIN" ]]; then
+  echo "compat: countersign binary not found or not executable: $COUNTERSIGN_BIN" >&2
+  echo "compat: build it with 'cargo build -p countersign' or set COUNTERSIGN_BIN" >&2
+  exit 2
+fi
+
+# The SDKs must only see what the tests give them.
+unset HUMANLAYER_API_KEY HUMANLAYER_API_BASE HUMANLAYER_RUN_ID || true
+export PYTHONDONTWRITEBYTECODE=1
+
+status=0
+
+echo "==> Python SDK (humanlayer==0.7.9)"
+PY_DIR="$REPO/compat/python"
+VENV="$PY_DIR/.venv"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  python3 -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt"
+set +e
+(cd "$PY_DIR" && "$VENV/bin/python" -m pytest -q "$@")
+py_rc=$?
+set -e
+[[ $py_rc -eq 0 ]] || status=1
+
+echo "==> TypeScript SDK (@humanlayer/sdk@0.7.9)"
+TS_DIR="$REPO/compat/ts"
+# `set -e` is suspended inside a subshell that is the left side of `||`,
+# so run it untested and collect its status explicitly.
+set +e
+(
+  set -e
+  cd "$TS_DIR"
+  if [[ -f package-lock.json ]]; then
+    npm ci --silent --no-audit --no-fund
+  else
+    npm install --silent --no-audit --no-fund
+  fi
+  node --test --test-reporter=spec test/
+)
+ts_rc=$?
+set -e
+[[ $ts_rc -eq 0 ]] || status=1
+
+if [[ $status -ne 0 ]]; then
+  echo "compat: FAILED" >&2
+else
+  echo "compat: all suites passed"
+fi
+exit $status
