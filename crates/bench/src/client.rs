@@ -7,8 +7,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use bytes::{Buf, Bytes, BytesMut};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -240,84 +240,95 @@ struct TaskResult {
     capped: bool,
 }
 
-/// Drives `phase.connections` connections at `target` as fast as they are answered.
-pub async fn run_load(target: &Target, phase: Phase, make: MakeRequest) -> Result<LoadResult> {
-    let mut conns = Vec::with_capacity(phase.connections);
-    for _ in 0..phase.connections {
-        conns.push(Conn::connect(target.addr).await?);
-    }
-    let start = Instant::now();
-    let window_start = start + phase.warmup;
-    let window_end = window_start + phase.measure;
+/// Drives `phase.connections` connections at `target` as fast as they are answered, from
+/// `threads` OS threads, each with its own single-threaded runtime and its share of the
+/// connections (like `wrk`'s threads: no work stealing, no cross-thread wake-ups).
+pub async fn run_load(target: &Target, phase: Phase, threads: usize, make: MakeRequest) -> Result<LoadResult> {
+    let threads = threads.clamp(1, phase.connections.max(1));
+    // Everyone connects, then waits at `connected`; the main thread fixes the start instant and
+    // releases them through `go`.
+    let connected = Arc::new(Barrier::new(threads + 1));
+    let go = Arc::new(Barrier::new(threads + 1));
+    let start = Arc::new(OnceLock::<Instant>::new());
     let issued = Arc::new(AtomicU64::new(0));
-
-    let mut tasks = Vec::with_capacity(conns.len());
-    for (index, mut conn) in conns.into_iter().enumerate() {
-        let target = target.clone();
-        let make = Arc::clone(&make);
-        let issued = Arc::clone(&issued);
-        tasks.push(tokio::spawn(async move {
-            let mut r = TaskResult {
-                ok_in_window: 0,
-                ok_total: 0,
-                statuses: BTreeMap::new(),
-                transport_errors: 0,
-                first_error: None,
-                latencies_us: Vec::with_capacity(4096),
-                last_in_window: None,
-                capped: false,
-            };
-            let mut seq = 0u64;
-            loop {
-                if issued.fetch_add(1, Ordering::Relaxed) >= phase.max_requests {
-                    r.capped = true;
-                    break;
-                }
-                let sent = Instant::now();
-                if sent >= window_end {
-                    break;
-                }
-                let request = make(&target, index, seq);
-                seq += 1;
-                match conn.send(&request).await {
-                    Ok((status, body)) => {
-                        let done = Instant::now();
-                        if (200..300).contains(&status) {
-                            r.ok_total += 1;
-                            if done >= window_start && done < window_end {
-                                r.ok_in_window += 1;
-                                r.last_in_window = Some(done);
-                                if sent >= window_start {
-                                    r.latencies_us.push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
-                                }
-                            }
-                        } else {
-                            *r.statuses.entry(status).or_default() += 1;
-                            if r.first_error.is_none() {
-                                r.first_error = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
-                            }
-                        }
-                    }
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let indices: Vec<usize> = (t..phase.connections).step_by(threads).collect();
+        let (target, make, issued) = (target.clone(), Arc::clone(&make), Arc::clone(&issued));
+        let (connected, go, start) = (Arc::clone(&connected), Arc::clone(&go), Arc::clone(&start));
+        handles.push(std::thread::Builder::new().name(format!("load-{t}")).spawn(
+            move || -> Result<Vec<TaskResult>> {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = match runtime {
+                    Ok(rt) => rt,
                     Err(err) => {
-                        r.transport_errors += 1;
-                        if r.first_error.is_none() {
-                            r.first_error = Some(format!("{err:#}"));
-                        }
-                        if r.transport_errors >= 100 {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        connected.wait();
+                        go.wait();
+                        return Err(err.into());
                     }
-                }
-            }
-            r
-        }));
+                };
+                runtime.block_on(async move {
+                    let mut conns = Vec::with_capacity(indices.len());
+                    let mut failure = None;
+                    for &index in &indices {
+                        match Conn::connect(target.addr).await {
+                            Ok(conn) => conns.push((index, conn)),
+                            Err(err) => {
+                                failure = Some(err);
+                                break;
+                            }
+                        }
+                    }
+                    connected.wait();
+                    go.wait();
+                    if let Some(err) = failure {
+                        return Err(err);
+                    }
+                    let start = *start.get().expect("start is set before go");
+                    let window_start = start + phase.warmup;
+                    let window_end = window_start + phase.measure;
+                    let tasks: Vec<_> = conns
+                        .into_iter()
+                        .map(|(index, conn)| {
+                            let (target, make, issued) = (target.clone(), Arc::clone(&make), Arc::clone(&issued));
+                            tokio::spawn(drive(
+                                conn,
+                                index,
+                                target,
+                                make,
+                                issued,
+                                phase.max_requests,
+                                window_start,
+                                window_end,
+                            ))
+                        })
+                        .collect();
+                    let mut results = Vec::with_capacity(tasks.len());
+                    for task in tasks {
+                        results.push(task.await.context("load task panicked")?);
+                    }
+                    Ok(results)
+                })
+            },
+        )?);
     }
+    let (connected, go, start_cell) = (Arc::clone(&connected), Arc::clone(&go), Arc::clone(&start));
+    let start = tokio::task::spawn_blocking(move || {
+        connected.wait();
+        let start = *start_cell.get_or_init(Instant::now);
+        go.wait();
+        start
+    })
+    .await?;
+    let window_start = start + phase.warmup;
+    let joined = tokio::task::spawn_blocking(move || {
+        handles.into_iter().map(|h| h.join().map_err(|_| anyhow!("load thread panicked"))?).collect::<Result<Vec<_>>>()
+    })
+    .await??;
 
     let mut total = LoadResult::default();
     let mut last_in_window: Option<Instant> = None;
-    for task in tasks {
-        let r = task.await.context("load task panicked")?;
+    for r in joined.into_iter().flatten() {
         total.ok_in_window += r.ok_in_window;
         total.ok_total += r.ok_total;
         for (status, n) in r.statuses {
@@ -332,6 +343,74 @@ pub async fn run_load(target: &Target, phase: Phase, make: MakeRequest) -> Resul
     total.window =
         if total.capped { last_in_window.map_or(Duration::ZERO, |last| last - window_start) } else { phase.measure };
     Ok(total)
+}
+
+/// One connection's loop: send, read the answer, record, repeat until the window closes.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    mut conn: Conn,
+    index: usize,
+    target: Target,
+    make: MakeRequest,
+    issued: Arc<AtomicU64>,
+    max_requests: u64,
+    window_start: Instant,
+    window_end: Instant,
+) -> TaskResult {
+    let mut r = TaskResult {
+        ok_in_window: 0,
+        ok_total: 0,
+        statuses: BTreeMap::new(),
+        transport_errors: 0,
+        first_error: None,
+        latencies_us: Vec::with_capacity(4096),
+        last_in_window: None,
+        capped: false,
+    };
+    let mut seq = 0u64;
+    loop {
+        if issued.fetch_add(1, Ordering::Relaxed) >= max_requests {
+            r.capped = true;
+            break;
+        }
+        let sent = Instant::now();
+        if sent >= window_end {
+            break;
+        }
+        let request = make(&target, index, seq);
+        seq += 1;
+        match conn.send(&request).await {
+            Ok((status, body)) => {
+                let done = Instant::now();
+                if (200..300).contains(&status) {
+                    r.ok_total += 1;
+                    if done >= window_start && done < window_end {
+                        r.ok_in_window += 1;
+                        r.last_in_window = Some(done);
+                        if sent >= window_start {
+                            r.latencies_us.push(u32::try_from((done - sent).as_micros()).unwrap_or(u32::MAX));
+                        }
+                    }
+                } else {
+                    *r.statuses.entry(status).or_default() += 1;
+                    if r.first_error.is_none() {
+                        r.first_error = Some(format!("HTTP {status}: {}", String::from_utf8_lossy(&body)));
+                    }
+                }
+            }
+            Err(err) => {
+                r.transport_errors += 1;
+                if r.first_error.is_none() {
+                    r.first_error = Some(format!("{err:#}"));
+                }
+                if r.transport_errors >= 100 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    r
 }
 
 #[cfg(test)]

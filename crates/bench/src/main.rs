@@ -52,7 +52,7 @@ struct Opts {
     /// Most requests one load phase may send (warm-up included); ends the phase early if reached.
     #[arg(long, default_value_t = 2_000_000)]
     max_requests: u64,
-    /// Worker threads of the load generator's runtime.
+    /// Load-generator threads (each a single-threaded runtime with its share of the connections).
     #[arg(long, default_value_t = 2)]
     client_threads: usize,
     /// Respond → wake samples (plus 10 discarded warm-up iterations).
@@ -245,7 +245,7 @@ async fn run_parts(
         let make: MakeRequest = Arc::new(move |t: &Target, conn, seq| {
             t.request("POST", "/humanlayer/v1/function_calls", Some(&create_body(&format!("c-{tag}-{conn}-{seq}"))))
         });
-        let load = client::run_load(&target, phase, make).await?;
+        let load = client::run_load(&target, phase, opts.client_threads, make).await?;
         server.check_alive()?;
         eprintln!("  {:.0} creates/s", load.rate());
         report.creates(&load, &base);
@@ -272,13 +272,13 @@ async fn run_parts(
         let bare_target = Target::new(bare.addr, Some(key))?;
         let request = bare_target.request("GET", "/", None);
         let make: MakeRequest = Arc::new(move |_: &Target, _, _| request.clone());
-        let base = client::run_load(&bare_target, phase, make).await?;
+        let base = client::run_load(&bare_target, phase, opts.client_threads, make).await?;
         eprintln!("  {:.0} req/s", base.rate());
 
         eprintln!("countersign: GET of one pending call, {} connections ...", opts.connections);
         let request = target.request("GET", &path, None);
         let make: MakeRequest = Arc::new(move |_: &Target, _, _| request.clone());
-        let load = client::run_load(&target, phase, make).await?;
+        let load = client::run_load(&target, phase, opts.client_threads, make).await?;
         server.check_alive()?;
         eprintln!("  {:.0} req/s", load.rate());
         report.gets(&load, &base, sample_body.len());

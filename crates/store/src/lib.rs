@@ -40,7 +40,7 @@ pub enum Created {
     /// Stored now, exactly as given.
     New,
     /// A request with this `call_id` already existed; it is returned unchanged.
-    Existing(RequestRecord),
+    Existing(Box<RequestRecord>),
 }
 
 /// Result of recording a decision or an escalation on a pending request.

@@ -121,10 +121,10 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
                 Err(_) => break,
             }
         }
-        if let Some(i) = batch.iter().position(|op| matches!(op, Op::Stop(_))) {
-            if let Op::Stop(done) = batch.remove(i) {
-                stop = Some(done);
-            }
+        if let Some(i) = batch.iter().position(|op| matches!(op, Op::Stop(_)))
+            && let Op::Stop(done) = batch.remove(i)
+        {
+            stop = Some(done);
         }
         if !batch.is_empty() {
             apply_and_answer(&mut conn, batch).await;
@@ -195,9 +195,9 @@ async fn apply(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<Vec<Ans
                 if inserted.contains(key) && claimed.insert(key) {
                     Answer::Created(Created::New)
                 } else {
-                    Answer::Created(Created::Existing(load(conn, key).await?.ok_or_else(|| {
+                    Answer::Created(Created::Existing(Box::new(load(conn, key).await?.ok_or_else(|| {
                         StoreError::Internal(format!("request {} conflicted but is missing", key.call_id))
-                    })?))
+                    })?)))
                 }
             }
             Op::Decide { key, outcome, .. } => {

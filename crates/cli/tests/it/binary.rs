@@ -1,0 +1,166 @@
+//! The real `countersign` binary: keys commands, first start, serving, SIGTERM, restart.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_countersign");
+
+fn countersign(data_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("COUNTERSIGN_DATABASE_URL")
+        .env_remove("COUNTERSIGN_DATA_DIR")
+        .output()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A `countersign serve` process; its stdout lines up to "Listening on" are kept.
+struct Served {
+    child: Child,
+    addr: String,
+    banner: Vec<String>,
+}
+
+impl Served {
+    fn start(data_dir: &std::path::Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("COUNTERSIGN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = Vec::new();
+        let addr = loop {
+            let line = lines.next().expect("serve exited before listening").unwrap();
+            if let Some(addr) = line.strip_prefix("Listening on http://") {
+                break addr.to_owned();
+            }
+            banner.push(line);
+        };
+        // Read the rest of the banner (printed right after) on a thread so the pipe never fills.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        banner.extend(rx.try_iter());
+        Self { child, addr, banner }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[tokio::test]
+async fn keys_are_created_listed_used_and_revoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = countersign(dir.path(), &["keys", "create", "--project", "team-a", "--name", "ci"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = stdout(&out);
+    let key = text.lines().last().unwrap().to_owned();
+    assert!(key.starts_with("cs_") && !key.contains(' '), "the key is alone on the last line: {text}");
+
+    let list = countersign(dir.path(), &["keys", "list", "--json"]);
+    assert!(list.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(rows[0]["project"], "team-a");
+    assert_eq!(rows[0]["name"], "ci");
+    assert!(rows[0]["revoked_at"].is_null());
+    assert!(!stdout(&list).contains(&key), "listings never show the secret");
+    let table = stdout(&countersign(dir.path(), &["keys", "list"]));
+    assert!(table.starts_with("PREFIX") && table.contains("team-a") && table.contains("active"), "{table}");
+    let db = std::fs::read(dir.path().join("countersign.db")).unwrap();
+    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()), "the database holds only the hash");
+
+    let server = Served::start(dir.path());
+    assert!(!server.banner.iter().any(|l| l.contains("HUMANLAYER_API_KEY=")), "no new key when one exists");
+    let http = reqwest::Client::new();
+    let project = http.get(server.url("/humanlayer/v1/project")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(project.status(), 200);
+    assert_eq!(project.json::<serde_json::Value>().await.unwrap()["name"], "team-a");
+
+    let prefix = rows[0]["prefix"].as_str().unwrap();
+    let revoke = countersign(dir.path(), &["keys", "revoke", prefix]);
+    assert!(revoke.status.success(), "{revoke:?}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let status = http.get(server.url("/humanlayer/v1/project")).bearer_auth(&key).send().await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a revoked key kept working");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(server.terminate().success(), "SIGTERM is a clean exit");
+
+    let missing = countersign(dir.path(), &["keys", "revoke", "cs_nothing"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("keys list"), "the error says how to find keys");
+    let bad_project = countersign(dir.path(), &["keys", "create", "--project", "Bad Name"]);
+    assert_eq!(bad_project.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_project.stderr).contains("lowercase"));
+}
+
+#[tokio::test]
+async fn a_first_start_prints_a_working_key_and_data_survives_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Served::start(dir.path());
+    let banner = server.banner.join("\n");
+    let base =
+        banner.lines().find_map(|l| l.trim().strip_prefix("export HUMANLAYER_API_BASE=")).expect(&banner).to_owned();
+    let key =
+        banner.lines().find_map(|l| l.trim().strip_prefix("export HUMANLAYER_API_KEY=")).expect(&banner).to_owned();
+    assert_eq!(base, server.url("/humanlayer/v1"));
+
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"run_id": "r", "call_id": "durable", "spec": {"fn": "f", "kwargs": {"n": 1}}});
+    let created = http.post(format!("{base}/function_calls")).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 200);
+    assert!(server.terminate().success());
+
+    let server = Served::start(dir.path());
+    assert!(!server.banner.iter().any(|l| l.contains("HUMANLAYER_API_KEY=")), "the first key is made once");
+    let fetched = http.get(server.url("/humanlayer/v1/function_calls/durable")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.json::<serde_json::Value>().await.unwrap()["spec"]["kwargs"]["n"], 1);
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn help_and_usage_errors_are_clear() {
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8(help.stdout).unwrap();
+    for word in ["serve", "keys", "--data-dir", "HUMANLAYER_API_BASE"] {
+        assert!(text.contains(word), "--help should mention {word}: {text}");
+    }
+    let wrong = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(wrong.status.code(), Some(2), "usage errors exit 2");
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server on 127.0.0.1:0 over a real SQLite file, and the real
+//! `countersign` binary. One test binary (modules by area) to keep links fast.
+
+mod api_errors;
+mod binary;
+mod function_calls;
+mod human_contacts;
+mod long_poll;
+mod restart;
+mod support;

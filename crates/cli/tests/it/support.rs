@@ -1,0 +1,140 @@
+//! Shared fixtures: a server per test on a fresh data directory, and a JSON client that checks
+//! every answer is JSON.
+
+use countersign_core::ProjectName;
+use countersign_core::api_key;
+use countersign_server::{Server, Settings};
+use countersign_store::{NewApiKey, Store};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server and what a test needs to talk to it.
+pub struct TestServer {
+    pub dir: TempDir,
+    pub addr: SocketAddr,
+    /// A key of project `alpha`.
+    pub key: String,
+    /// A key of project `beta`, to check isolation.
+    pub other_key: String,
+    pub http: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn create_key(store: &dyn Store, project: &str) -> String {
+    let project = store.ensure_project(&ProjectName::parse(project).unwrap()).await.unwrap();
+    let key = api_key::generate();
+    store
+        .insert_api_key(NewApiKey {
+            project_id: project.id,
+            name: None,
+            display_prefix: key.display_prefix,
+            hash: key.hash,
+        })
+        .await
+        .unwrap();
+    key.secret
+}
+
+fn db_url(dir: &TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("countersign.db").display())
+}
+
+impl TestServer {
+    /// A fresh server with the default settings.
+    pub async fn start() -> Self {
+        Self::start_with(Settings::default()).await
+    }
+
+    /// A fresh server with custom settings.
+    pub async fn start_with(settings: Settings) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = countersign_store::open(&db_url(&dir)).await.unwrap();
+        let key = create_key(store.as_ref(), "alpha").await;
+        let other_key = create_key(store.as_ref(), "beta").await;
+        Self::launch(dir, store, key, other_key, settings).await
+    }
+
+    async fn launch(dir: TempDir, store: Arc<dyn Store>, key: String, other_key: String, settings: Settings) -> Self {
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), store, settings).await.unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self { dir, addr, key, other_key, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops gracefully and starts again on the same data directory (a new port).
+    pub async fn restart(mut self) -> Self {
+        self.shutdown().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let store = countersign_store::open(&db_url(&dir)).await.unwrap();
+        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), Settings::default()).await
+    }
+
+    /// Stops gracefully and waits until the store is closed.
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Full URL of an API path (relative to `/humanlayer/v1`).
+    pub fn api(&self, path: &str) -> String {
+        format!("http://{}/humanlayer/v1{path}", self.addr)
+    }
+
+    /// Full URL of a path at the root.
+    pub fn root(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        json(self.http.get(self.api(path)).bearer_auth(&self.key).send().await.unwrap()).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.post_as(&self.key, path, body).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        json(self.http.post(self.api(path)).bearer_auth(key).json(&body).send().await.unwrap()).await
+    }
+}
+
+/// Reads a response that must be JSON with `Content-Type: application/json`.
+pub async fn json(response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(content_type.as_deref(), Some("application/json"), "status {status}: every answer must be JSON");
+    let body = response.text().await.unwrap();
+    let value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    (status, value)
+}
+
+/// Asserts an error response: status, code, and a message mentioning `needle`.
+pub fn assert_error(got: &(StatusCode, Value), status: StatusCode, code: &str, needle: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    assert_eq!(got.1["error"]["code"], code, "{}", got.1);
+    let message = got.1["error"]["message"].as_str().unwrap();
+    assert!(message.contains(needle), "message {message:?} should mention {needle:?}");
+}
+
+/// A minimal approval body.
+pub fn approval(call_id: &str) -> Value {
+    serde_json::json!({"run_id": "run-1", "call_id": call_id, "spec": {"fn": "send_email", "kwargs": {"to": "a@b.c"}}})
+}
+
+/// A minimal question body.
+pub fn question(call_id: &str) -> Value {
+    serde_json::json!({"run_id": "run-1", "call_id": call_id, "spec": {"msg": "which color?"}})
+}
