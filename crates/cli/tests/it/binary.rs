@@ -164,3 +164,49 @@ fn help_and_usage_errors_are_clear() {
     let wrong = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(wrong.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let key =
+        stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
+    let mut server = Served::start(dir.path());
+    let http = reqwest::Client::new();
+    // Concurrent creates so that several share a group commit, and decisions on half of them.
+    let creates: Vec<_> = (0..64)
+        .map(|i| {
+            let (http, url, key) = (http.clone(), server.url("/humanlayer/v1/function_calls"), key.clone());
+            tokio::spawn(async move {
+                let body = serde_json::json!({"run_id": "r", "call_id": format!("c{i}"), "spec": {"fn": "f", "kwargs": {"i": i}}});
+                http.post(url).bearer_auth(key).json(&body).send().await.unwrap().status()
+            })
+        })
+        .collect();
+    for create in creates {
+        assert_eq!(create.await.unwrap(), 200);
+    }
+    for i in (0..64).step_by(2) {
+        let url = server.url(&format!("/humanlayer/v1/agent/function_calls/c{i}/respond"));
+        let status = http
+            .post(url)
+            .bearer_auth(&key)
+            .json(&serde_json::json!({"approved": true}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200);
+    }
+    server.child.kill().unwrap(); // SIGKILL: no graceful shutdown, no chance to flush anything
+    server.child.wait().unwrap();
+
+    let server = Served::start(dir.path());
+    for i in 0..64 {
+        let url = server.url(&format!("/humanlayer/v1/function_calls/c{i}"));
+        let got: serde_json::Value = http.get(url).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+        assert_eq!(got["spec"]["kwargs"]["i"], i, "create c{i} was acknowledged, so it must survive");
+        let expected = if i % 2 == 0 { serde_json::json!(true) } else { serde_json::Value::Null };
+        assert_eq!(got["status"]["approved"], expected, "decision on c{i}");
+    }
+    assert!(server.terminate().success());
+}
