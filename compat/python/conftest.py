@@ -138,6 +138,23 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         else:
             os.environ[k] = v
 
+    # A waiting agent (long poll) must not block a graceful shutdown, and gets an answer.
+    probe: dict = {}
+    probe_id = f"shutdown-probe-{uuid.uuid4().hex[:8]}"
+    poller = None
+    created = srv.post("/function_calls", json={"run_id": "r", "call_id": probe_id, "spec": {"fn": "f", "kwargs": {}}})
+    if created.status_code in (200, 201):
+
+        def long_poll() -> None:
+            try:
+                probe["resp"] = srv.get(f"/function_calls/{probe_id}", params={"wait": 60}, timeout=40)
+            except BaseException as e:  # noqa: BLE001
+                probe["error"] = e
+
+        poller = threading.Thread(target=long_poll, daemon=True)
+        poller.start()
+        time.sleep(0.5)
+
     proc.send_signal(signal.SIGTERM)
     try:
         rc = proc.wait(timeout=SHUTDOWN_TIMEOUT)
@@ -150,6 +167,12 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     if rc != 0:
         sys.stderr.write(stderr_path.read_text()[-4000:])
     assert rc == 0, f"countersign serve exited {rc} after SIGTERM (stderr in {stderr_path})"
+    if poller is not None:
+        poller.join(timeout=5)
+        assert "error" not in probe, f"in-flight long poll was cut off by SIGTERM: {probe.get('error')!r}"
+        resp = probe.get("resp")
+        assert resp is not None and resp.status_code == 200, "in-flight long poll got no 200 during shutdown"
+        assert resp.json()["status"]["approved"] is None
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ import requests
 @dataclass
 class Server:
     base_url: str  # http://127.0.0.1:PORT
-    key: str  # key of project "compat"
-    other_key: str  # key of project "compat-other" (cross-project isolation)
-    data_dir: Path
-    proc: subprocess.Popen
-    stdout_lines: list[str] = field(default_factory=list)
+    key: str = field(repr=False)  # key of project "compat"
+    other_key: str = field(repr=False)  # key of project "compat-other" (cross-project isolation)
+    data_dir: Path = field(repr=False)
+    proc: subprocess.Popen = field(repr=False)
+    stdout_lines: list[str] = field(default_factory=list, repr=False)
 
     @property
     def api_base(self) -> str:

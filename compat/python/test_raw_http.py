@@ -103,6 +103,37 @@ def test_human_contacts_alias(server, uid):
     assert via_alias["status"]["response"] is None
 
 
+def test_same_call_id_in_two_projects(server, uid):
+    """call_id is unique per project, not globally."""
+    cid = f"shared-{uid}"
+    a = server.post("/function_calls", json=fc_body(cid, kwargs={"p": "a"}))
+    b = server.post("/function_calls", json=fc_body(cid, kwargs={"p": "b"}), key=server.other_key)
+    assert a.status_code in (200, 201), a.text
+    assert b.status_code in (200, 201), b.text
+    assert server.get(f"/function_calls/{cid}").json()["spec"]["kwargs"] == {"p": "a"}
+    assert server.get(f"/function_calls/{cid}", key=server.other_key).json()["spec"]["kwargs"] == {"p": "b"}
+    assert_json_ok(server.post(f"/agent/function_calls/{cid}/respond", json={"approved": True}, key=server.other_key))
+    assert server.get(f"/function_calls/{cid}").json()["status"]["approved"] is None
+
+
+def test_multi_megabyte_body_accepted(server, uid):
+    """The reference asks for bodies of at least several MB (state is opaque and may be large)."""
+    state = {"blob": "x" * 4_000_000, "n": list(range(50_000))}
+    created = server.post("/function_calls", json=fc_body(f"huge-{uid}", state=state))
+    assert created.status_code in (200, 201), created.text[:500]
+    assert server.get(f"/function_calls/huge-{uid}").json()["spec"]["state"] == state
+
+
+def test_contact_response_option_without_text_uses_prompt_fill(server, uid):
+    cid = f"hc-opt-{uid}"
+    body = hc_body(cid)
+    body["spec"]["response_options"] = [{"name": "b", "title": "Blue", "prompt_fill": "blue please"}]
+    assert server.post("/contact_requests", json=body).status_code in (200, 201)
+    answered = assert_json_ok(server.post(f"/agent/human_contacts/{cid}/respond", json={"response_option_name": "b"}))
+    assert answered["status"]["response"] == "blue please"
+    assert answered["status"]["response_option_name"] == "b"
+
+
 # --------------------------------------------------------------------------- auth
 
 
@@ -293,6 +324,22 @@ def test_pending_function_calls(server, uid):
     assert_json_ok(server.post(f"/agent/function_calls/{pending_id}/respond", json={"approved": True}))
     items, _ = _all_pending(server, "function_calls")
     assert pending_id not in [i["call_id"] for i in items]
+
+
+def test_pending_pagination(server, uid):
+    for i in range(3):
+        assert server.post("/function_calls", json=fc_body(f"page-{uid}-{i}")).status_code in (200, 201)
+    page = assert_json_ok(server.get("/agent/function_calls/pending", params={"limit": 1}))
+    assert page["limit"] == 1
+    assert len(page["items"]) == 1
+    assert page["total"] >= 3
+    assert page["has_more"] is True
+    page2 = assert_json_ok(server.get("/agent/function_calls/pending", params={"limit": 1, "offset": 1}))
+    assert page2["offset"] == 1
+    assert len(page2["items"]) == 1
+    assert page2["items"][0]["call_id"] != page["items"][0]["call_id"]
+    last = assert_json_ok(server.get("/agent/function_calls/pending", params={"limit": 1, "offset": page["total"] - 1}))
+    assert last["has_more"] is False
 
 
 def test_pending_human_contacts(server, uid):

@@ -117,6 +117,24 @@ def test_require_approval_reject_option(server, uid):
     assert got["spec"]["reject_options"] == [too_big.model_dump(), other.model_dump()]
 
 
+def test_require_approval_interactive_reject_option_with_edited_comment(server, uid):
+    hl = make_hl(uid)
+    wrong_fn = ResponseOption(name="wrong_fn", title="Wrong function", prompt_fill="use add instead", interactive=True)
+
+    @hl.require_approval(reject_options=[wrong_fn])
+    def multiply(x: int, y: int) -> int:
+        return x * y
+
+    # the human picked the option and edited its text: the edited text is the comment
+    body = {"approved": False, "reject_option_name": "wrong_fn", "comment": "use add, the user said plus"}
+    h = human(server, "function_calls", f"call-{uid}", body)
+    assert multiply(x=1, y=2) == "User denied multiply with message: use add, the user said plus"
+    h.finish()
+    got = server.get(f"/function_calls/call-{uid}").json()
+    assert got["status"]["reject_option_name"] == "wrong_fn"
+    assert got["status"]["comment"] == "use add, the user said plus"
+
+
 def test_require_approval_slack_context_in_rejection(server, uid):
     channel = ContactChannel(
         slack=SlackContactChannel(
@@ -464,6 +482,19 @@ def test_large_state_round_trips_function_call(server, uid):
     decided = hl.respond_to_function_call(call_id, FunctionCallStatus(approved=True))
     assert decided.spec.state == state
     assert server.get(f"/function_calls/{call_id}").json()["spec"]["state"] == state
+
+
+def test_integers_beyond_64_bits_round_trip(server, uid):
+    """Python's json sends arbitrary-size ints; kwargs and the opaque state must come back unchanged
+    (not converted to lossy floats)."""
+    hl = make_hl(uid)
+    call_id = f"bigint-{uid}"
+    kwargs = {"id": 2**64 + 1, "neg": -(2**63) - 1}
+    state = {"big": 10**30 + 7, "list": [2**65 + 3, 1]}
+    hl.create_function_call(FunctionCallSpec(fn="f", kwargs=kwargs, state=state), call_id=call_id)
+    got = hl.get_function_call(call_id)
+    assert got.spec.kwargs == kwargs
+    assert got.spec.state == state
 
 
 def test_large_state_round_trips_human_contact(server, uid):
