@@ -1,6 +1,17 @@
-//! `countersign-bench`: measures a running `countersign serve` (durable creates/s, GETs/s of a
-//! pending call, respond → long-poll wake latency), each beside a baseline measured in the same
-//! run on the same machine, and reports the ratio and the target.
+//! `countersign-bench`: measures a `countersign serve` it starts itself, each figure beside a
+//! baseline measured in the same run on the same machine, with the ratio and the target:
+//!
+//! - durable creates/s over keep-alive HTTP (64 connections) vs. sequential one-commit-per-insert
+//!   SQLite (sqlx, WAL, `synchronous=FULL`, same row shape, same disk);
+//! - GETs/s of one pending call (64 connections) vs. a bare axum JSON handler in its own process
+//!   (this binary's hidden `bare-server` subcommand), driven by the same load generator;
+//! - respond → long-poll wake latency p50/p99 (and the respond round trip) vs. a loopback TCP
+//!   round trip to the bare server's echo port, paced the same way.
+//!
+//! Run: `cargo build --release -p countersign -p countersign-bench` then
+//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake] [--json]`.
+//! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
+//! unless `--keep`; its stderr goes to `server.log` there.
 
 mod baseline;
 mod client;
@@ -176,9 +187,12 @@ async fn bench(opts: Opts) -> Result<()> {
 
     eprintln!("creating an API key and starting {} ...", bin.display());
     let data_dir = tmp.path().join("data");
+    let config_home = tmp.path().join("config");
+    std::fs::create_dir_all(&config_home)?;
     let started = async {
-        let key = process::create_key(&bin, "bench", &data_dir).await?;
+        let key = process::create_key(&bin, "bench", &data_dir, &config_home).await?;
         let mut command = Command::new(&bin);
+        process::isolate(&mut command, &config_home);
         command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir);
         let server = Server::start("countersign serve", command, &tmp.path().join("server.log")).await?;
         Ok::<_, anyhow::Error>((key, server))

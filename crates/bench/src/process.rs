@@ -98,11 +98,25 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Shields a countersign child from the caller's configuration: no `COUNTERSIGN_*` or `RUST_LOG`
+/// variables, and an empty config home (so no `~/.config/countersign/config.toml` is read), so it
+/// uses its defaults plus the bench's own flags.
+pub fn isolate(command: &mut Command, config_home: &Path) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(|n| n.starts_with("COUNTERSIGN_") || n == "RUST_LOG") {
+            command.env_remove(&name);
+        }
+    }
+    command.env("XDG_CONFIG_HOME", config_home);
+}
+
 /// `countersign keys create --project NAME --data-dir DIR`: the key is the last line of stdout.
-pub async fn create_key(bin: &Path, project: &str, data_dir: &Path) -> Result<String> {
+pub async fn create_key(bin: &Path, project: &str, data_dir: &Path, config_home: &Path) -> Result<String> {
+    let mut command = Command::new(bin);
+    isolate(&mut command, config_home);
     let output = tokio::time::timeout(
         STARTUP_TIMEOUT,
-        Command::new(bin)
+        command
             .args(["keys", "create", "--project", project, "--data-dir"])
             .arg(data_dir)
             .stdin(Stdio::null())

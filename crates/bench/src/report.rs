@@ -267,14 +267,17 @@ impl Report {
         }
         self.details.insert(
             "wake".into(),
-            json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "tcp_round_trip": latency_json(rtt),
+            json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "create": latency_json(&wake.create), "tcp_round_trip": latency_json(rtt),
                    "not_parked": wake.not_parked, "not_decided": wake.not_decided, "first_problem": wake.first_problem}),
         );
         let mut text = format!(
-            "wake: {} samples, max {:.3} ms (respond max {:.3} ms); TCP round trip: {} samples, max {:.3} ms",
+            "wake: {} samples, max {:.3} ms (respond max {:.3} ms); single durable create round trip p50 {:.3} ms, \
+             p99 {:.3} ms; TCP round trip: {} samples, max {:.3} ms",
             wake.wake.len(),
             wake.wake.max_ms(),
             wake.respond.max_ms(),
+            wake.create.percentile_ms(50.0),
+            wake.create.percentile_ms(99.0),
             rtt.len(),
             rtt.max_ms()
         );

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct WakeResult {
     pub wake: Samples,
     pub respond: Samples,
+    /// Round trip of the durable create that precedes each wait (one connection, otherwise idle).
+    pub create: Samples,
     /// Iterations whose GET answered before the respond was sent (the server did not park it).
     pub not_parked: u64,
     /// Iterations whose woken GET did not show the call as approved.
@@ -21,14 +23,16 @@ pub struct WakeResult {
 pub async fn run_wake(target: &Target, tag: &str, iters: usize, delay: Duration) -> Result<WakeResult> {
     let mut control = Conn::connect(target.addr).await?;
     let mut waiter = Some(Conn::connect(target.addr).await?);
-    let (mut wake, mut respond) = (Vec::with_capacity(iters), Vec::with_capacity(iters));
+    let (mut wake, mut respond, mut creates) =
+        (Vec::with_capacity(iters), Vec::with_capacity(iters), Vec::with_capacity(iters));
     let mut result = WakeResult::default();
     let warmup = 10.min(iters / 10);
     for i in 0..iters + warmup {
         let call_id = format!("wake-{tag}-{i}");
-        let create = crate::create_body(&call_id);
-        let (status, body) =
-            control.send(&target.request("POST", "/humanlayer/v1/function_calls", Some(&create))).await?;
+        let create = target.request("POST", "/humanlayer/v1/function_calls", Some(&crate::create_body(&call_id)));
+        let create_sent = Instant::now();
+        let (status, body) = control.send(&create).await?;
+        let create_rtt = create_sent.elapsed();
         if !(200..300).contains(&status) {
             bail!("create {call_id}: HTTP {status}: {}", String::from_utf8_lossy(&body));
         }
@@ -77,6 +81,7 @@ pub async fn run_wake(target: &Target, tag: &str, iters: usize, delay: Duration)
         } else if i >= warmup {
             wake.push(woken - sent);
             respond.push(responded - sent);
+            creates.push(create_rtt);
         }
         if result.first_problem.is_none() {
             result.first_problem = problem;
@@ -87,5 +92,6 @@ pub async fn run_wake(target: &Target, tag: &str, iters: usize, delay: Duration)
     }
     result.wake = Samples::from_durations(wake);
     result.respond = Samples::from_durations(respond);
+    result.create = Samples::from_durations(creates);
     Ok(result)
 }

@@ -24,8 +24,7 @@ impl Escalation {
         let has_email = |channel: &Option<ContactChannel>| {
             channel.as_ref().and_then(|c| c.email.as_ref()).is_some_and(|e| !e.address.trim().is_empty())
         };
-        let request_channel: Option<ContactChannel> =
-            request.spec.get("channel").and_then(|c| serde_json::from_value(c.clone()).ok());
+        let request_channel: Option<ContactChannel> = request.channel();
         let has_recipients = parsed.additional_recipients.as_ref().is_some_and(|r| !r.is_empty());
         if !has_email(&parsed.channel) && !has_recipients && !has_email(&request_channel) {
             return Err(Invalid::new(

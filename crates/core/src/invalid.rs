@@ -26,12 +26,22 @@ impl Invalid {
     /// Turns a serde error with its path into an `Invalid`.
     pub fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
         let field = err.path().to_string();
-        let inner = err.into_inner().to_string();
+        let inner = err.into_inner();
+        let syntax = inner.is_syntax() || inner.is_eof();
+        let inner = inner.to_string();
         // serde_json appends " at line X column Y", meaningless for a Value-based parse.
         let message = match inner.find(" at line ") {
             Some(at) => inner[..at].to_owned(),
             None => inner,
         };
+        if syntax {
+            return Self { field: ".".into(), message: format!("the body is not valid JSON: {message}") };
+        }
+        // "missing field `x`" is reported at the parent; name the missing field itself.
+        if let Some(name) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
+            let field = if field == "." { name.to_owned() } else { format!("{field}.{name}") };
+            return Self { field, message: "is required".into() };
+        }
         Self { field, message }
     }
 }

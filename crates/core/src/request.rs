@@ -4,12 +4,13 @@
 //! afterwards. The spec is kept as the JSON the agent sent so that it round-trips exactly.
 
 use crate::wire::{
-    FunctionCallCreate, FunctionCallRespond, FunctionCallStatus, HumanContactCreate, HumanContactRespond,
+    FunctionCallRespond, FunctionCallSpec, FunctionCallStatus, HumanContactRespond, HumanContactSpec,
     HumanContactStatus, ResponseOption,
 };
 use crate::{Decision, Invalid, Outcome, Timestamp};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Longest accepted `call_id` or `run_id`.
 pub const MAX_ID_LEN: usize = 512;
@@ -63,46 +64,61 @@ pub struct NewRequest {
     pub kind: RequestKind,
     pub call_id: String,
     pub run_id: String,
-    /// The spec exactly as sent.
-    pub spec: Value,
+    /// The spec exactly as sent (its JSON text, so numbers of any size and spelling survive).
+    pub spec: Box<RawValue>,
+}
+
+/// The outer shape of a create body; the spec is kept as text.
+#[derive(Deserialize)]
+struct Envelope {
+    run_id: String,
+    call_id: String,
+    spec: Box<RawValue>,
 }
 
 impl NewRequest {
     /// Validates a create body (`FunctionCall` or `HumanContact` JSON). Any `status` sent is ignored.
-    pub fn parse(kind: RequestKind, mut body: Value) -> Result<Self, Invalid> {
+    pub fn parse(kind: RequestKind, body: &[u8]) -> Result<Self, Invalid> {
+        let envelope: Envelope = from_json(body)?;
+        check_id("call_id", &envelope.call_id)?;
+        check_id("run_id", &envelope.run_id)?;
+        let spec = envelope.spec.get().as_bytes();
         let options = match kind {
             RequestKind::FunctionCall => {
-                let c: FunctionCallCreate = serde_path_to_error::deserialize(&body).map_err(Invalid::from_serde)?;
-                check_id("call_id", &c.call_id)?;
-                check_id("run_id", &c.run_id)?;
-                if c.spec.fn_name.trim().is_empty() {
+                let spec: FunctionCallSpec = from_json(spec).map_err(|e| e.within("spec"))?;
+                if spec.fn_name.trim().is_empty() {
                     return Err(Invalid::new("spec.fn", "must name the function (got an empty string)"));
                 }
-                c.spec.reject_options
+                spec.reject_options
             }
             RequestKind::HumanContact => {
-                let c: HumanContactCreate = serde_path_to_error::deserialize(&body).map_err(Invalid::from_serde)?;
-                check_id("call_id", &c.call_id)?;
-                check_id("run_id", &c.run_id)?;
-                if c.spec.msg.trim().is_empty() {
+                let spec: HumanContactSpec = from_json(spec).map_err(|e| e.within("spec"))?;
+                if spec.msg.trim().is_empty() {
                     return Err(Invalid::new("spec.msg", "must hold the question for the human (got an empty string)"));
                 }
-                c.spec.response_options
+                spec.response_options
             }
         };
         check_unique_options(kind, options.as_deref())?;
-        let take = |body: &mut Value, key: &str| body.get_mut(key).map(Value::take).unwrap_or_default();
-        let spec = take(&mut body, "spec");
-        let Value::String(call_id) = take(&mut body, "call_id") else { unreachable!("validated above") };
-        let Value::String(run_id) = take(&mut body, "run_id") else { unreachable!("validated above") };
-        Ok(Self { kind, call_id, run_id, spec })
+        Ok(Self { kind, call_id: envelope.call_id, run_id: envelope.run_id, spec: envelope.spec })
     }
 
     /// True when this create repeats `existing` (a safe client retry): same run and same spec.
     /// A field sent as `null` and one left out count as the same, since clients differ there.
     pub fn same_as(&self, existing: &RequestRecord) -> bool {
-        self.kind == existing.kind && self.run_id == existing.run_id && same_json(&self.spec, &existing.spec)
+        let value = |raw: &RawValue| serde_json::from_str::<Value>(raw.get()).unwrap_or_default();
+        self.kind == existing.kind
+            && self.run_id == existing.run_id
+            && same_json(&value(&self.spec), &value(&existing.spec))
     }
+}
+
+/// Parses JSON text into `T`, naming the offending field on failure.
+pub(crate) fn from_json<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Result<T, Invalid> {
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(Invalid::from_serde)?;
+    de.end().map_err(|e| Invalid::new(".", format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
 }
 
 fn check_id(field: &str, id: &str) -> Result<(), Invalid> {
@@ -156,7 +172,7 @@ pub struct RequestRecord {
     pub call_id: String,
     pub run_id: String,
     /// The spec exactly as the agent sent it.
-    pub spec: Value,
+    pub spec: Box<RawValue>,
     pub requested_at: Timestamp,
     /// `None` while pending.
     pub outcome: Option<Outcome>,
@@ -186,10 +202,26 @@ impl RequestRecord {
 
     /// The options a human may pick from (`reject_options` or `response_options`).
     pub fn options(&self) -> Vec<ResponseOption> {
-        self.spec
-            .get(self.kind.options_field())
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default()
+        #[derive(Deserialize)]
+        struct Options {
+            reject_options: Option<Vec<ResponseOption>>,
+            response_options: Option<Vec<ResponseOption>>,
+        }
+        let options: Option<Options> = serde_json::from_str(self.spec.get()).ok();
+        let options = options.and_then(|o| match self.kind {
+            RequestKind::FunctionCall => o.reject_options,
+            RequestKind::HumanContact => o.response_options,
+        });
+        options.unwrap_or_default()
+    }
+
+    /// The spec's `channel`, if it has a valid one.
+    pub fn channel(&self) -> Option<crate::wire::ContactChannel> {
+        #[derive(Deserialize)]
+        struct WithChannel {
+            channel: Option<crate::wire::ContactChannel>,
+        }
+        serde_json::from_str::<WithChannel>(self.spec.get()).ok().and_then(|c| c.channel)
     }
 
     /// Validates a respond body against this request and turns it into a decision.
@@ -307,7 +339,7 @@ impl RequestRecord {
 struct View<'a, S> {
     run_id: &'a str,
     call_id: &'a str,
-    spec: &'a Value,
+    spec: &'a RawValue,
     status: S,
     #[serde(skip_serializing_if = "Option::is_none")]
     escalations: Option<&'a Vec<Value>>,
@@ -319,9 +351,12 @@ mod tests {
     use crate::Actor;
     use serde_json::json;
 
+    fn parse(kind: RequestKind, body: Value) -> Result<NewRequest, Invalid> {
+        NewRequest::parse(kind, body.to_string().as_bytes())
+    }
+
     fn approval(spec: Value) -> RequestRecord {
-        let new =
-            NewRequest::parse(RequestKind::FunctionCall, json!({"run_id": "r", "call_id": "c", "spec": spec})).unwrap();
+        let new = parse(RequestKind::FunctionCall, json!({"run_id": "r", "call_id": "c", "spec": spec})).unwrap();
         RequestRecord::new("p", new, Timestamp::from_micros(0))
     }
 
@@ -340,7 +375,7 @@ mod tests {
             ),
         ];
         for (body, field) in cases {
-            let err = NewRequest::parse(RequestKind::FunctionCall, body.clone()).unwrap_err();
+            let err = parse(RequestKind::FunctionCall, body.clone()).unwrap_err();
             assert_eq!(err.field, field, "{body} gave {err}");
         }
     }
@@ -348,13 +383,13 @@ mod tests {
     #[test]
     fn retries_match_with_nulls_or_omissions() {
         let stored = approval(json!({"fn": "f", "kwargs": {"x": 1}, "channel": null, "state": null}));
-        let ts_retry = NewRequest::parse(
+        let ts_retry = parse(
             RequestKind::FunctionCall,
             json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {"x": 1}}}),
         )
         .unwrap();
         assert!(ts_retry.same_as(&stored));
-        let different = NewRequest::parse(
+        let different = parse(
             RequestKind::FunctionCall,
             json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {"x": 2}}}),
         )
@@ -383,7 +418,7 @@ mod tests {
         let mut record = approval(json!({"fn": "f", "kwargs": {"b": 1, "a": 2}, "state": {"deep": [1, {"z": null}]}}));
         let pending: Value = serde_json::from_slice(&record.to_json()).unwrap();
         assert_eq!(pending["status"]["approved"], Value::Null);
-        assert_eq!(pending["spec"], record.spec);
+        assert_eq!(pending["spec"].to_string(), record.spec.get());
         record.outcome = Some(Outcome {
             responded_at: Timestamp::from_micros(1),
             decision: Decision::Rejected { comment: "no".into(), option: None },
@@ -396,8 +431,20 @@ mod tests {
     }
 
     #[test]
+    fn numbers_round_trip_exactly() {
+        let text =
+            r#"{"run_id":"r","call_id":"c","spec":{"fn":"f","kwargs":{"big":18446744073709551617,"x":1e2,"y":2.50}}}"#;
+        let new = NewRequest::parse(RequestKind::FunctionCall, text.as_bytes()).unwrap();
+        let record = RequestRecord::new("p", new, Timestamp::now());
+        let out = String::from_utf8(record.to_json()).unwrap();
+        assert!(out.contains(r#""kwargs":{"big":18446744073709551617,"x":1e2,"y":2.50}"#), "{out}");
+        let syntax = NewRequest::parse(RequestKind::FunctionCall, b"{\"run_id\": ").unwrap_err();
+        assert!(syntax.message.contains("EOF"), "{syntax}");
+    }
+
+    #[test]
     fn empty_answers_are_refused() {
-        let new = NewRequest::parse(RequestKind::HumanContact, json!({"run_id": "r", "call_id": "c", "spec": {"msg": "?", "response_options": [{"name": "b", "title": "Blue"}]}})).unwrap();
+        let new = parse(RequestKind::HumanContact, json!({"run_id": "r", "call_id": "c", "spec": {"msg": "?", "response_options": [{"name": "b", "title": "Blue"}]}})).unwrap();
         let record = RequestRecord::new("p", new, Timestamp::now());
         assert_eq!(record.parse_decision(&json!({"response": ""})).unwrap_err().field, "response");
         assert_eq!(record.parse_decision(&json!({"response": null})).unwrap_err().field, "response");

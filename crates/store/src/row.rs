@@ -40,7 +40,7 @@ impl TryFrom<RequestRow> for RequestRecord {
 
     fn try_from(row: RequestRow) -> StoreResult<Self> {
         let kind = RequestKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?;
-        let spec: Value = serde_json::from_str(&row.spec).map_err(|e| corrupt("spec", e))?;
+        let spec = serde_json::value::RawValue::from_string(row.spec).map_err(|e| corrupt("spec", e))?;
         let escalations: Vec<Value> = serde_json::from_str(&row.escalations).map_err(|e| corrupt("escalations", e))?;
         let outcome = match row.responded_at {
             None => None,

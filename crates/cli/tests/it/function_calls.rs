@@ -272,3 +272,15 @@ async fn the_project_endpoint_names_the_keys_project() {
     assert_eq!(project["slug"], "alpha");
     assert!(project["organization"].is_string());
 }
+
+#[tokio::test]
+async fn numbers_keep_their_exact_spelling_and_size() {
+    let s = TestServer::start().await;
+    let body = r#"{"run_id":"r","call_id":"big","spec":{"fn":"f","kwargs":{"big":18446744073709551617,"neg":-9223372036854775809},"state":{"x":1e2,"y":2.50,"z":123456789012345678901234567890}}}"#;
+    let created = s.http.post(s.api("/function_calls")).bearer_auth(&s.key).body(body).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::OK);
+    let fetched =
+        s.http.get(s.api("/function_calls/big")).bearer_auth(&s.key).send().await.unwrap().text().await.unwrap();
+    let spec = r#""spec":{"fn":"f","kwargs":{"big":18446744073709551617,"neg":-9223372036854775809},"state":{"x":1e2,"y":2.50,"z":123456789012345678901234567890}}"#;
+    assert!(fetched.contains(spec), "{fetched}");
+}

@@ -11,10 +11,10 @@ use countersign_core::Invalid;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A request body that must be a JSON object.
-pub struct JsonObject(pub Value);
+/// A request body that must hold a JSON object, kept as the bytes sent.
+pub struct RawJsonObject(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl<S: Send + Sync> FromRequest<S> for RawJsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -29,11 +29,24 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", format!("cannot read the body: {rejection}"))
             }
         })?;
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') => Ok(Self(bytes)),
+            Some(_) => Err(ApiError::invalid(Invalid::new(".", "the body must be a JSON object"))),
+            None => Err(ApiError::invalid(Invalid::new(".", "the body is empty; send a JSON object"))),
+        }
+    }
+}
+
+/// A request body that must be a JSON object, parsed.
+pub struct JsonObject(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawJsonObject(bytes) = RawJsonObject::from_request(req, state).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid(Invalid::new(".", format!("the body is not valid JSON: {e}"))))?;
-        if !value.is_object() {
-            return Err(ApiError::invalid(Invalid::new(".", "the body must be a JSON object")));
-        }
         Ok(Self(value))
     }
 }

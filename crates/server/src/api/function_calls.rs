@@ -1,6 +1,6 @@
 //! Approvals: `/function_calls` and `/agent/function_calls/...`.
 
-use super::extract::{ApiQuery, JsonBytes, JsonObject};
+use super::extract::{ApiQuery, JsonBytes, JsonObject, RawJsonObject};
 use super::{PendingParams, WaitParams};
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -18,9 +18,9 @@ use countersign_core::wire::{EscalationBody, FunctionCall, FunctionCallCreate, F
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    RawJsonObject(body): RawJsonObject,
 ) -> ApiResult<JsonBytes> {
-    super::create(&state, &caller, KIND, body).await
+    super::create(&state, &caller, KIND, &body).await
 }
 
 /// Get an approval request; with `wait`, answer as soon as it is decided.

@@ -1,6 +1,6 @@
 //! Questions to humans: `/contact_requests` (alias `/human_contacts`) and `/agent/human_contacts/...`.
 
-use super::extract::{ApiQuery, JsonBytes, JsonObject};
+use super::extract::{ApiQuery, JsonBytes, JsonObject, RawJsonObject};
 use super::{PendingParams, WaitParams};
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -18,9 +18,9 @@ use countersign_core::wire::{EscalationBody, HumanContact, HumanContactCreate, H
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    RawJsonObject(body): RawJsonObject,
 ) -> ApiResult<JsonBytes> {
-    super::create(&state, &caller, KIND, body).await
+    super::create(&state, &caller, KIND, &body).await
 }
 
 /// Get a question; with `wait`, answer as soon as it is decided.
@@ -80,9 +80,9 @@ pub async fn pending(
 pub async fn create_alias(
     State(state): State<AppState>,
     caller: Caller,
-    JsonObject(body): JsonObject,
+    RawJsonObject(body): RawJsonObject,
 ) -> ApiResult<JsonBytes> {
-    super::create(&state, &caller, KIND, body).await
+    super::create(&state, &caller, KIND, &body).await
 }
 
 /// Get a question (alias of `/contact_requests/{call_id}`).

@@ -42,7 +42,7 @@ fn key(caller: &Caller, kind: RequestKind, call_id: String) -> RequestKey {
     RequestKey { project_id: caller.project.id.clone(), kind, call_id }
 }
 
-async fn create(state: &AppState, caller: &Caller, kind: RequestKind, body: Value) -> ApiResult<JsonBytes> {
+async fn create(state: &AppState, caller: &Caller, kind: RequestKind, body: &[u8]) -> ApiResult<JsonBytes> {
     let new = NewRequest::parse(kind, body)?;
     Ok(JsonBytes(state.requests.create(&caller.project.id, new).await?))
 }

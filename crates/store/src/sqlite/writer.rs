@@ -69,7 +69,7 @@ impl Writer {
         let row = NewRow {
             key: Key { project_id: request.project_id.clone(), kind: request.kind, call_id: request.call_id.clone() },
             run_id: request.run_id.clone(),
-            spec: serde_json::to_string(&request.spec).map_err(|e| StoreError::Internal(e.to_string()))?,
+            spec: request.spec.get().to_owned(),
             requested_at: request.requested_at.as_micros(),
         };
         self.submit(|reply| Op::Create { row, reply }).await
