@@ -55,7 +55,7 @@ impl Requests {
             Created::New => {
                 let id = record.call_id.clone();
                 let entry = self.live.insert(record);
-                tracing::info!(kind = entry.record.kind.noun(), call_id = %id, run_id = %entry.record.run_id, "request created");
+                tracing::debug!(kind = entry.record.kind.noun(), call_id = %id, run_id = %entry.record.run_id, "request created");
                 Ok(entry.json)
             }
             Created::Existing(existing) => {

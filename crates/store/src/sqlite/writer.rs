@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Rows per multi-row INSERT (6 bound parameters each, far below SQLite's limit).
+/// Rows per multi-row INSERT (6 bound parameters each, far below SQLite's limit of 32,766).
 const INSERT_CHUNK: usize = 500;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
@@ -138,7 +138,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
     }
 }
 
-/// What one operation of a batch produced, before the commit decides whether it stands.
+/// What one operation of a batch produced.
 enum Answer {
     Created(Created),
     Change(Change),
@@ -146,24 +146,15 @@ enum Answer {
 
 async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>) {
     let size = batch.len();
-    let result = apply(conn, &batch).await;
-    let result = match result {
-        Ok(answers) => match sqlx::query("COMMIT").execute(&mut *conn).await {
-            Ok(_) => Ok(answers),
-            Err(err) => Err(StoreError::from(err)),
-        },
-        Err(err) => Err(err),
+    let answers = match commit_batch(conn, &batch).await {
+        Ok(applied) => settle(conn, &batch, &applied).await,
+        Err(err) => {
+            tracing::error!(%err, size, "group commit failed; no write of this batch was acknowledged");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            batch.iter().map(|_| Err(same_error(&err))).collect()
+        }
     };
-    if let Err(err) = &result {
-        tracing::error!(%err, size, "group commit failed; no write of this batch was acknowledged");
-        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-    }
-    let mut answers = result.map(Vec::into_iter);
-    for op in batch {
-        let answer = match &mut answers {
-            Ok(it) => Ok(it.next().expect("one answer per operation")),
-            Err(err) => Err(same_error(err)),
-        };
+    for (op, answer) in batch.into_iter().zip(answers) {
         match (op, answer) {
             (Op::Create { reply, .. }, Ok(Answer::Created(c))) => drop(reply.send(Ok(c))),
             (Op::Decide { reply, .. } | Op::Escalate { reply, .. }, Ok(Answer::Change(c))) => drop(reply.send(Ok(c))),
@@ -182,64 +173,20 @@ fn same_error(err: &StoreError) -> StoreError {
     }
 }
 
-/// Runs a batch inside one open transaction, returning one answer per operation, in order.
-async fn apply(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<Vec<Answer>> {
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-    let inserted = insert_creates(conn, batch).await?;
-    let mut claimed = HashSet::new();
-    let mut answers = Vec::with_capacity(batch.len());
-    for op in batch {
-        answers.push(match op {
-            Op::Create { row, .. } => {
-                let key = &row.key;
-                if inserted.contains(key) && claimed.insert(key) {
-                    Answer::Created(Created::New)
-                } else {
-                    Answer::Created(Created::Existing(Box::new(load(conn, key).await?.ok_or_else(|| {
-                        StoreError::Internal(format!("request {} conflicted but is missing", key.call_id))
-                    })?)))
-                }
-            }
-            Op::Decide { key, outcome, .. } => {
-                let (approved, comment, response, option, by) = outcome_columns(outcome);
-                let done = sqlx::query(
-                    "UPDATE requests SET responded_at = ?, approved = ?, comment = ?, response = ?, option_name = ?, \
-                     decided_by = ? WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL",
-                )
-                .bind(outcome.responded_at.as_micros())
-                .bind(approved)
-                .bind(comment)
-                .bind(response)
-                .bind(option)
-                .bind(by)
-                .bind(&key.project_id)
-                .bind(key.kind.as_str())
-                .bind(&key.call_id)
-                .execute(&mut *conn)
-                .await?;
-                Answer::Change(change(conn, key, done.rows_affected()).await?)
-            }
-            Op::Escalate { key, record, .. } => {
-                let done = sqlx::query(
-                    "UPDATE requests SET escalations = json_insert(escalations, '$[#]', json(?)) \
-                     WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL",
-                )
-                .bind(record)
-                .bind(&key.project_id)
-                .bind(key.kind.as_str())
-                .bind(&key.call_id)
-                .execute(&mut *conn)
-                .await?;
-                Answer::Change(change(conn, key, done.rows_affected()).await?)
-            }
-            Op::Stop(_) => unreachable!("stop is taken out of the batch"),
-        });
-    }
-    Ok(answers)
+/// What a committed batch changed: the requests inserted, and the operations (by index) that
+/// updated a pending request.
+#[derive(Default)]
+struct Applied {
+    inserted: HashSet<Key>,
+    updated: HashSet<usize>,
 }
 
-/// Inserts every create of the batch with multi-row INSERTs; returns the keys actually inserted.
-async fn insert_creates(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<HashSet<Key>> {
+/// Marks the rows returned by the INSERTs (the UPDATEs return their operation's index).
+const INSERTED: i64 = -1;
+
+/// Applies a whole batch as one multi-statement query, `BEGIN IMMEDIATE; ...; COMMIT`: a single
+/// round trip to SQLite's thread and a single fsync, however many operations wait.
+async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<Applied> {
     let creates: Vec<&NewRow> = batch
         .iter()
         .filter_map(|op| match op {
@@ -247,34 +194,107 @@ async fn insert_creates(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResul
             _ => None,
         })
         .collect();
-    let mut inserted = HashSet::with_capacity(creates.len());
+    // A batch of one is a single statement: atomic and durable on its own (autocommit), and the
+    // same text every time, so its prepared statement is cached.
+    let single = batch.len() == 1;
+    let mut sql = String::from(if single { "" } else { "BEGIN IMMEDIATE;" });
     for chunk in creates.chunks(INSERT_CHUNK) {
-        let mut sql =
-            String::from("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ");
+        sql.push_str("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ");
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?)" });
         }
-        sql.push_str(" ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING project_id, kind, call_id");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(chunk.len() == 1);
-        for row in chunk {
-            query = query
-                .bind(&row.key.project_id)
-                .bind(row.key.kind.as_str())
-                .bind(&row.key.call_id)
-                .bind(&row.run_id)
-                .bind(row.spec.as_str())
-                .bind(row.requested_at);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
+        sql.push_str(
+            " ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING -1 AS op, project_id, kind, call_id;",
+        );
+    }
+    for (i, op) in batch.iter().enumerate() {
+        let set = match op {
+            Op::Decide { .. } => {
+                "responded_at = ?, approved = ?, comment = ?, response = ?, option_name = ?, decided_by = ?"
+            }
+            Op::Escalate { .. } => "escalations = json_insert(escalations, '$[#]', json(?))",
+            Op::Create { .. } | Op::Stop(_) => continue,
+        };
+        sql.push_str(&format!(
+            "UPDATE requests SET {set} WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL \
+             RETURNING {i} AS op, project_id, kind, call_id;"
+        ));
+    }
+    if !single {
+        sql.push_str("COMMIT;");
+    }
+
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(single);
+    for row in &creates {
+        query = query
+            .bind(&row.key.project_id)
+            .bind(row.key.kind.as_str())
+            .bind(&row.key.call_id)
+            .bind(&row.run_id)
+            .bind(row.spec.as_str())
+            .bind(row.requested_at);
+    }
+    for op in batch {
+        let key = match op {
+            Op::Decide { key, outcome, .. } => {
+                let (approved, comment, response, option, by) = outcome_columns(outcome);
+                query = query
+                    .bind(outcome.responded_at.as_micros())
+                    .bind(approved)
+                    .bind(comment)
+                    .bind(response)
+                    .bind(option)
+                    .bind(by);
+                key
+            }
+            Op::Escalate { key, record, .. } => {
+                query = query.bind(record.as_str());
+                key
+            }
+            Op::Create { .. } | Op::Stop(_) => continue,
+        };
+        query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id);
+    }
+
+    let mut applied = Applied::default();
+    for row in query.fetch_all(&mut *conn).await? {
+        let op: i64 = row.try_get("op")?;
+        if op == INSERTED {
             let kind: String = row.try_get("kind")?;
-            inserted.insert(Key {
+            applied.inserted.insert(Key {
                 project_id: row.try_get("project_id")?,
                 kind: RequestKind::parse(&kind).ok_or_else(|| StoreError::Internal(format!("bad kind {kind}")))?,
                 call_id: row.try_get("call_id")?,
             });
+        } else {
+            applied.updated.insert(usize::try_from(op).map_err(|e| StoreError::Internal(e.to_string()))?);
         }
     }
-    Ok(inserted)
+    Ok(applied)
+}
+
+/// One answer per operation of a committed batch. Operations that changed nothing (a create whose
+/// `call_id` exists, a decision on a decided request) learn why with a read after the commit;
+/// requests are never deleted, so what they read is still true.
+async fn settle(conn: &mut SqliteConnection, batch: &[Op], applied: &Applied) -> Vec<StoreResult<Answer>> {
+    let mut claimed = HashSet::new();
+    let mut answers = Vec::with_capacity(batch.len());
+    for (i, op) in batch.iter().enumerate() {
+        answers.push(match op {
+            Op::Create { row, .. } if applied.inserted.contains(&row.key) && claimed.insert(&row.key) => {
+                Ok(Answer::Created(Created::New))
+            }
+            Op::Create { row, .. } => match load(conn, &row.key).await {
+                Ok(Some(existing)) => Ok(Answer::Created(Created::Existing(Box::new(existing)))),
+                Ok(None) => Err(StoreError::Internal(format!("request {} conflicted but is missing", row.key.call_id))),
+                Err(e) => Err(e),
+            },
+            Op::Decide { .. } | Op::Escalate { .. } if applied.updated.contains(&i) => Ok(Answer::Change(Change::Done)),
+            Op::Decide { key, .. } | Op::Escalate { key, .. } => unchanged(conn, key).await.map(Answer::Change),
+            Op::Stop(_) => unreachable!("stop is taken out of the batch"),
+        });
+    }
+    answers
 }
 
 async fn load(conn: &mut SqliteConnection, key: &Key) -> StoreResult<Option<RequestRecord>> {
@@ -291,11 +311,8 @@ async fn load(conn: &mut SqliteConnection, key: &Key) -> StoreResult<Option<Requ
     row.map(RequestRecord::try_from).transpose()
 }
 
-/// Tells a no-op conditional update apart: already decided, or not there at all.
-async fn change(conn: &mut SqliteConnection, key: &Key, rows: u64) -> StoreResult<Change> {
-    if rows > 0 {
-        return Ok(Change::Done);
-    }
+/// Tells a conditional update that changed nothing apart: already decided, or not there at all.
+async fn unchanged(conn: &mut SqliteConnection, key: &Key) -> StoreResult<Change> {
     let exists = sqlx::query("SELECT 1 FROM requests WHERE project_id = ? AND kind = ? AND call_id = ?")
         .bind(&key.project_id)
         .bind(key.kind.as_str())
