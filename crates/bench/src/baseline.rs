@@ -34,7 +34,6 @@ CREATE TABLE requests (
     UNIQUE (project_id, kind, call_id)
 );
 CREATE INDEX requests_pending ON requests (project_id, kind, requested_at) WHERE responded_at IS NULL;
-CREATE INDEX requests_by_run ON requests (project_id, run_id);
 ";
 
 #[derive(Debug)]
@@ -50,9 +49,7 @@ impl CommitResult {
     }
 }
 
-/// Sequential single-row INSERTs, each its own transaction (one commit, one WAL fsync), through
-/// sqlx SQLite with WAL and `synchronous=FULL`, for `warmup` and then `measure`.
-pub async fn sqlite_commits(db: &Path, warmup: Duration, measure: Duration, max: u64) -> Result<CommitResult> {
+async fn open_baseline_db(db: &Path) -> Result<SqliteConnection> {
     let options = SqliteConnectOptions::new()
         .filename(db)
         .create_if_missing(true)
@@ -61,6 +58,37 @@ pub async fn sqlite_commits(db: &Path, warmup: Duration, measure: Duration, max:
     let mut conn =
         SqliteConnection::connect_with(&options).await.with_context(|| format!("opening {}", db.display()))?;
     sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+    Ok(conn)
+}
+
+/// One durable single-row commit after each `delay`, paced like the wake test: the floor that
+/// fsync sets under any durable decision on this disk when the machine is otherwise idle.
+pub async fn paced_commits(db: &Path, iters: usize, delay: Duration) -> Result<Samples> {
+    let mut conn = open_baseline_db(db).await?;
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..iters + 10 {
+        tokio::time::sleep(delay).await;
+        let sent = Instant::now();
+        sqlx::query("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES (?, 'function_call', ?, ?, ?, ?)")
+            .bind("0190bench-project")
+            .bind(format!("paced-{i}"))
+            .bind("r")
+            .bind(r#"{"fn":"f","kwargs":{"x":1}}"#)
+            .bind(chrono::Utc::now().timestamp_micros())
+            .execute(&mut conn)
+            .await?;
+        if i >= 10 {
+            samples.push(sent.elapsed());
+        }
+    }
+    conn.close().await?;
+    Ok(Samples::from_durations(samples))
+}
+
+/// Sequential single-row INSERTs, each its own transaction (one commit, one WAL fsync), through
+/// sqlx SQLite with WAL and `synchronous=FULL`, for `warmup` and then `measure`.
+pub async fn sqlite_commits(db: &Path, warmup: Duration, measure: Duration, max: u64) -> Result<CommitResult> {
+    let mut conn = open_baseline_db(db).await?;
     let spec = r#"{"fn":"f","kwargs":{"x":1}}"#;
     let start = Instant::now();
     let window_start = start + warmup;

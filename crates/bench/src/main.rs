@@ -309,10 +309,12 @@ async fn run_parts(
         let delay = Duration::from_millis(opts.wake_delay_ms);
         eprintln!("baseline: loopback TCP round trips ({}, one per {} ms) ...", opts.wake_iters, opts.wake_delay_ms);
         let rtt = baseline::tcp_round_trips(echo, opts.wake_iters, delay).await?;
+        eprintln!("baseline: durable SQLite commits ({}, one per {} ms) ...", opts.wake_iters, opts.wake_delay_ms);
+        let commit = baseline::paced_commits(&tmp.join("paced.db"), opts.wake_iters, delay).await?;
         eprintln!("countersign: respond → long-poll wake ({} iterations) ...", opts.wake_iters);
         let wake = wake::run_wake(&target, tag, opts.wake_iters, delay).await?;
         server.check_alive()?;
-        report.wake(&wake, &rtt);
+        report.wake(&wake, &rtt, &commit);
     }
     Ok(())
 }

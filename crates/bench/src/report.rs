@@ -218,7 +218,7 @@ impl Report {
         self.notes.push(load_text("bare GETs", base));
     }
 
-    pub fn wake(&mut self, wake: &WakeResult, rtt: &Samples) {
+    pub fn wake(&mut self, wake: &WakeResult, rtt: &Samples, commit: &Samples) {
         let rows = [
             (
                 "wake_p50_ms",
@@ -253,6 +253,24 @@ impl Report {
                 Goal::None,
             ),
         ];
+        // The floor under a durable decision over the network: one fsync'd commit plus one round trip.
+        let floor = |p: f64| commit.percentile_ms(p) + rtt.percentile_ms(p);
+        for (key, p) in [("wake_p50_vs_floor_ms", 50.0), ("wake_p99_vs_floor_ms", 99.0)] {
+            self.rows.push(Row {
+                key,
+                figure: if p == 50.0 { "respond -> long-poll wake p50" } else { "respond -> long-poll wake p99" },
+                value: wake.wake.percentile_ms(p),
+                unit: Unit::Ms,
+                baseline_name: if p == 50.0 {
+                    "durable commit + TCP round trip p50"
+                } else {
+                    "durable commit + TCP round trip p99"
+                },
+                baseline: floor(p),
+                goal: Goal::None,
+                percent: false,
+            });
+        }
         for (key, figure, samples, p, baseline_name, goal) in rows {
             self.rows.push(Row {
                 key,
@@ -267,7 +285,7 @@ impl Report {
         }
         self.details.insert(
             "wake".into(),
-            json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "create": latency_json(&wake.create), "tcp_round_trip": latency_json(rtt),
+            json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "create": latency_json(&wake.create), "tcp_round_trip": latency_json(rtt), "paced_commit": latency_json(commit),
                    "not_parked": wake.not_parked, "not_decided": wake.not_decided, "first_problem": wake.first_problem}),
         );
         let mut text = format!(

@@ -36,4 +36,3 @@ CREATE TABLE requests (
 );
 
 CREATE INDEX requests_pending ON requests (project_id, kind, requested_at) WHERE responded_at IS NULL;
-CREATE INDEX requests_by_run ON requests (project_id, run_id);

@@ -2,11 +2,13 @@
 //! is acknowledged. Hot-path writes go through one group-commit writer ([`writer`]); reads use a
 //! small pool of connections that never block the writer.
 
+mod checkpoint;
 mod writer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
 use crate::{ApiKeyRecord, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
+use checkpoint::Checkpointer;
 use countersign_core::api_key::KeyHash;
 use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -31,6 +33,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Writer,
+    checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -55,8 +58,9 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         MIGRATOR.run(&pool).await?;
-        let writer = Writer::start(options).await?;
-        Ok(Self { pool, writer })
+        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0")).await?;
+        let checkpointer = Checkpointer::start(pool.clone());
+        Ok(Self { pool, writer, checkpointer })
     }
 }
 
@@ -223,6 +227,7 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.writer.stop().await;
+        self.checkpointer.stop().await;
         self.pool.close().await;
     }
 }

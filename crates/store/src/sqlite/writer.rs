@@ -19,6 +19,10 @@ const MAX_BATCH: usize = 1024;
 /// Rows per multi-row INSERT (6 bound parameters each, far below SQLite's limit of 32,766).
 const INSERT_CHUNK: usize = 500;
 
+/// Prepared batch statements kept: batches of only creates differ only in their size, so the
+/// common sizes stay prepared (mixed batches come and go through the LRU).
+const STATEMENT_CACHE: usize = 2 * MAX_BATCH;
+
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 enum Op {
@@ -52,7 +56,7 @@ pub(super) struct Writer {
 impl Writer {
     /// Opens the writer's own connection and starts its task.
     pub(super) async fn start(options: SqliteConnectOptions) -> StoreResult<Self> {
-        let conn = SqliteConnection::connect_with(&options).await?;
+        let conn = SqliteConnection::connect_with(&options.statement_cache_capacity(STATEMENT_CACHE)).await?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
         let task = tokio::spawn(run(conn, rx));
         Ok(Self { ops, task: Mutex::new(Some(task)) })
@@ -194,8 +198,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
             _ => None,
         })
         .collect();
-    // A batch of one is a single statement: atomic and durable on its own (autocommit), and the
-    // same text every time, so its prepared statement is cached.
+    // A batch of one is a single statement: atomic and durable on its own (autocommit).
     let single = batch.len() == 1;
     let mut sql = String::from(if single { "" } else { "BEGIN IMMEDIATE;" });
     for chunk in creates.chunks(INSERT_CHUNK) {
@@ -224,7 +227,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
         sql.push_str("COMMIT;");
     }
 
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(single);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in &creates {
         query = query
             .bind(&row.key.project_id)
