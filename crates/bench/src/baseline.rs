@@ -15,26 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The server's `requests` table (without the foreign key), so the baseline row is the same shape.
-const SCHEMA: &str = "
-CREATE TABLE requests (
-    project_id    TEXT NOT NULL,
-    kind          TEXT NOT NULL CHECK (kind IN ('function_call', 'human_contact')),
-    call_id       TEXT NOT NULL,
-    run_id        TEXT NOT NULL,
-    spec          TEXT NOT NULL,
-    requested_at  INTEGER NOT NULL,
-    responded_at  INTEGER,
-    approved      INTEGER,
-    comment       TEXT,
-    response      TEXT,
-    option_name   TEXT,
-    decided_by    TEXT,
-    escalations   TEXT NOT NULL DEFAULT '[]',
-    UNIQUE (project_id, kind, call_id)
-);
-CREATE INDEX requests_pending ON requests (project_id, kind, requested_at) WHERE responded_at IS NULL;
-";
+/// The server's own schema, so the baseline row has the same shape and indexes.
+const SCHEMA: &str = include_str!("../../store/migrations/sqlite/0001_init.sql");
+/// The project every baseline row belongs to.
+const PROJECT: &str = "0190bench-project";
 
 #[derive(Debug)]
 pub struct CommitResult {
@@ -58,6 +42,10 @@ async fn open_baseline_db(db: &Path) -> Result<SqliteConnection> {
     let mut conn =
         SqliteConnection::connect_with(&options).await.with_context(|| format!("opening {}", db.display()))?;
     sqlx::raw_sql(SCHEMA).execute(&mut conn).await?;
+    sqlx::query("INSERT INTO projects (id, name, created_at) VALUES (?, 'bench', 0)")
+        .bind(PROJECT)
+        .execute(&mut conn)
+        .await?;
     Ok(conn)
 }
 
@@ -70,7 +58,7 @@ pub async fn paced_commits(db: &Path, iters: usize, delay: Duration) -> Result<S
         tokio::time::sleep(delay).await;
         let sent = Instant::now();
         sqlx::query("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES (?, 'function_call', ?, ?, ?, ?)")
-            .bind("0190bench-project")
+            .bind(PROJECT)
             .bind(format!("paced-{i}"))
             .bind("r")
             .bind(r#"{"fn":"f","kwargs":{"x":1}}"#)
@@ -100,7 +88,7 @@ pub async fn sqlite_commits(db: &Path, warmup: Duration, measure: Duration, max:
             break;
         }
         sqlx::query("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES (?, 'function_call', ?, ?, ?, ?)")
-            .bind("0190bench-project")
+            .bind(PROJECT)
             .bind(format!("base-{i}"))
             .bind("r")
             .bind(spec)
