@@ -40,8 +40,9 @@ impl Default for Config {
     }
 }
 
-/// Variables starting `COUNTERSIGN_` that are not configuration keys.
-const NOT_CONFIG: [&str; 4] = ["config", "bin", "token", "log"];
+/// The keys `COUNTERSIGN_<KEY>` environment variables may set; other `COUNTERSIGN_` variables
+/// (`COUNTERSIGN_LOG`, `COUNTERSIGN_CONFIG`, ...) are not configuration keys.
+const ENV_KEYS: [&str; 6] = ["listen", "data_dir", "database_url", "max_body_bytes", "public_url", "organization"];
 
 impl Config {
     /// Loads the layers; flags in `args` win.
@@ -57,7 +58,7 @@ impl Config {
                 }
             }
         }
-        figment = figment.merge(Env::prefixed("COUNTERSIGN_").ignore(&NOT_CONFIG));
+        figment = figment.merge(Env::prefixed("COUNTERSIGN_").only(&ENV_KEYS));
         let mut config: Config = figment.extract().context("invalid configuration")?;
         if let Some(dir) = &args.data_dir {
             config.data_dir = dir.clone();

@@ -2,6 +2,7 @@
 //! implementation per database backend, each owning its migrations.
 
 mod error;
+pub mod postgres;
 mod row;
 pub mod sqlite;
 
@@ -121,13 +122,12 @@ pub trait Store: Send + Sync + 'static {
     async fn close(&self);
 }
 
-/// Opens the store a database URL names: `sqlite://PATH` (or a plain file path).
+/// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
+/// `sqlite://PATH` (or a plain file path).
 pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
-    }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Internal("PostgreSQL support is not built yet; use SQLite".into()));
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
     }
-    Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(url)).await?))
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?))
 }

@@ -6,11 +6,25 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 
+/// The `--database-url` of a test's data directory, made by [`fresh_dir`].
+fn database(data_dir: &std::path::Path) -> String {
+    std::fs::read_to_string(data_dir.join("postgres-database-url"))
+        .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("countersign.db").display()))
+}
+
+/// A data directory with its database (on PostgreSQL, a fresh one).
+async fn fresh_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    crate::support::database_url(dir.path()).await;
+    dir
+}
+
 fn countersign(data_dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(["--database-url", &database(data_dir)])
         .env_remove("COUNTERSIGN_DATABASE_URL")
         .env_remove("COUNTERSIGN_DATA_DIR")
         .output()
@@ -33,6 +47,7 @@ impl Served {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(["--database-url", &database(data_dir)])
             .env("COUNTERSIGN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -80,7 +95,7 @@ impl Served {
 
 #[tokio::test]
 async fn keys_are_created_listed_used_and_revoked() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fresh_dir().await;
     let out = countersign(dir.path(), &["keys", "create", "--project", "team-a", "--name", "ci"]);
     assert!(out.status.success(), "{out:?}");
     let text = stdout(&out);
@@ -96,8 +111,10 @@ async fn keys_are_created_listed_used_and_revoked() {
     assert!(!stdout(&list).contains(&key), "listings never show the secret");
     let table = stdout(&countersign(dir.path(), &["keys", "list"]));
     assert!(table.starts_with("PREFIX") && table.contains("team-a") && table.contains("active"), "{table}");
-    let db = std::fs::read(dir.path().join("countersign.db")).unwrap();
-    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()), "the database holds only the hash");
+    if !crate::support::on_postgres() {
+        let db = std::fs::read(dir.path().join("countersign.db")).unwrap();
+        assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()), "the database holds only the hash");
+    }
 
     let server = Served::start(dir.path());
     assert!(!server.banner.iter().any(|l| l.contains("HUMANLAYER_API_KEY=")), "no new key when one exists");
@@ -130,7 +147,7 @@ async fn keys_are_created_listed_used_and_revoked() {
 
 #[tokio::test]
 async fn a_first_start_prints_a_working_key_and_data_survives_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fresh_dir().await;
     let server = Served::start(dir.path());
     let banner = server.banner.join("\n");
     let base =
@@ -167,7 +184,7 @@ fn help_and_usage_errors_are_clear() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = fresh_dir().await;
     let key =
         stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
     let mut server = Served::start(dir.path());

@@ -41,8 +41,37 @@ pub async fn create_key(store: &dyn Store, project: &str) -> String {
     key.secret
 }
 
-fn db_url(dir: &TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("countersign.db").display())
+/// The admin URL of a PostgreSQL server to test against; unset means SQLite.
+pub const PG_ENV: &str = "COUNTERSIGN_TEST_DATABASE_URL";
+
+/// True when the suite runs on PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var(PG_ENV).is_ok_and(|u| !u.is_empty())
+}
+
+/// A database for one test: a fresh PostgreSQL database when [`PG_ENV`] is set, else a SQLite
+/// file in `dir`. Calling it again with the same `dir` returns the same database.
+pub async fn database_url(dir: &std::path::Path) -> String {
+    let Some(admin) = std::env::var(PG_ENV).ok().filter(|u| !u.is_empty()) else {
+        return format!("sqlite://{}", dir.join("countersign.db").display());
+    };
+    let marker = dir.join("postgres-database-url");
+    if let Ok(url) = std::fs::read_to_string(&marker) {
+        return url;
+    }
+    use sqlx::Connection;
+    let name = format!("cs_test_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("cannot reach the test PostgreSQL server");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    let base = admin.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin);
+    let url = format!("{base}/{name}");
+    std::fs::write(&marker, &url).unwrap();
+    url
+}
+
+async fn db_url(dir: &TempDir) -> String {
+    database_url(dir.path()).await
 }
 
 impl TestServer {
@@ -54,7 +83,7 @@ impl TestServer {
     /// A fresh server with custom settings.
     pub async fn start_with(settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = countersign_store::open(&db_url(&dir)).await.unwrap();
+        let store = countersign_store::open(&db_url(&dir).await).await.unwrap();
         let key = create_key(store.as_ref(), "alpha").await;
         let other_key = create_key(store.as_ref(), "beta").await;
         Self::launch(dir, store, key, other_key, settings).await
@@ -74,7 +103,7 @@ impl TestServer {
     pub async fn restart(mut self) -> Self {
         self.shutdown().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        let store = countersign_store::open(&db_url(&dir)).await.unwrap();
+        let store = countersign_store::open(&db_url(&dir).await).await.unwrap();
         Self::launch(dir, store, self.key.clone(), self.other_key.clone(), Settings::default()).await
     }
 

@@ -1,0 +1,279 @@
+//! The PostgreSQL backend, for several Countersign instances sharing one database. Every write is
+//! its own transaction (PostgreSQL groups concurrent commits itself); the first decision wins
+//! through a conditional UPDATE.
+
+use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
+use crate::{ApiKeyRecord, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use countersign_core::api_key::KeyHash;
+use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::str::FromStr;
+use std::time::Duration;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The WHERE clause of the pending listing: $1 project, $2 kind, $3 optional run.
+macro_rules! pending_filter {
+    () => {
+        "project_id = $1 AND kind = $2 AND responded_at IS NULL AND ($3::text IS NULL OR run_id = $3)"
+    };
+}
+
+/// Countersign's storage in a PostgreSQL database.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date. A database that cannot be reached is reported
+    /// with its host, port and the cause.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
+        let (host, port) = (options.get_host().to_owned(), options.get_port());
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}: {e}")))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project> {
+        sqlx::query("INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(name.as_str())
+            .bind(Timestamp::now().as_micros())
+            .execute(&self.pool)
+            .await?;
+        self.project_by_name(name.as_str())
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("project {name} vanished after insert")))
+    }
+
+    async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>> {
+        let row: Option<ProjectRow> = sqlx::query_as("SELECT id, name, created_at FROM projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn project_by_id(&self, id: &str) -> StoreResult<Option<Project>> {
+        let row: Option<ProjectRow> = sqlx::query_as("SELECT id, name, created_at FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(Project::from))
+    }
+
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(&key.project_id)
+        .bind(&key.name)
+        .bind(&key.display_prefix)
+        .bind(&key.hash.0[..])
+        .bind(Timestamp::now().as_micros())
+        .execute(&self.pool)
+        .await?;
+        let row: KeyRow =
+            sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1")).bind(&id).fetch_one(&self.pool).await?;
+        Ok(row.into())
+    }
+
+    async fn api_keys(&self, project_name: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>> {
+        let rows: Vec<KeyRow> = sqlx::query_as(concat!(
+            select_keys!(),
+            " WHERE $1::text IS NULL OR p.name = $1 ORDER BY k.created_at, k.id"
+        ))
+        .bind(project_name)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+    }
+
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR display_prefix = $2) AND revoked_at IS NULL",
+        )
+        .bind(Timestamp::now().as_micros())
+        .bind(id_or_prefix)
+        .execute(&self.pool)
+        .await?;
+        let row: Option<KeyRow> = sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1 OR k.display_prefix = $1"))
+            .bind(id_or_prefix)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(ApiKeyRecord::from))
+    }
+
+    async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>> {
+        let row: Option<KeyRow> =
+            sqlx::query_as(concat!(select_keys!(), " WHERE k.key_hash = $1 AND k.revoked_at IS NULL"))
+                .bind(&hash.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(key) = row.map(ApiKeyRecord::from) else { return Ok(None) };
+        let project = self
+            .project_by_id(&key.project_id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("key {} has no project", key.id)))?;
+        Ok(Some((key, project)))
+    }
+
+    async fn count_active_api_keys(&self) -> StoreResult<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?;
+        Ok(n as u64)
+    }
+
+    async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
+        let inserted = sqlx::query(
+            "INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (project_id, kind, call_id) DO NOTHING",
+        )
+        .bind(&request.project_id)
+        .bind(request.kind.as_str())
+        .bind(&request.call_id)
+        .bind(&request.run_id)
+        .bind(request.spec.get())
+        .bind(request.requested_at.as_micros())
+        .execute(&self.pool)
+        .await?;
+        if inserted.rows_affected() == 1 {
+            return Ok(Created::New);
+        }
+        let existing = self
+            .request(&request.project_id, request.kind, &request.call_id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("request {} conflicted but is missing", request.call_id)))?;
+        Ok(Created::Existing(Box::new(existing)))
+    }
+
+    async fn request(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Option<RequestRecord>> {
+        let row: Option<RequestRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests WHERE project_id = $1 AND kind = $2 AND call_id = $3"
+        ))
+        .bind(project_id)
+        .bind(kind.as_str())
+        .bind(call_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(RequestRecord::try_from).transpose()
+    }
+
+    async fn decide(
+        &self,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+        outcome: &Outcome,
+    ) -> StoreResult<Change> {
+        let (approved, comment, response, option, by) = outcome_columns(outcome);
+        let done = sqlx::query(
+            "UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, option_name = $5, \
+             decided_by = $6 WHERE project_id = $7 AND kind = $8 AND call_id = $9 AND responded_at IS NULL",
+        )
+        .bind(outcome.responded_at.as_micros())
+        .bind(approved)
+        .bind(comment)
+        .bind(response)
+        .bind(option)
+        .bind(by)
+        .bind(project_id)
+        .bind(kind.as_str())
+        .bind(call_id)
+        .execute(&self.pool)
+        .await?;
+        self.change(project_id, kind, call_id, done.rows_affected()).await
+    }
+
+    async fn escalate(
+        &self,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+        escalation: &Escalation,
+    ) -> StoreResult<Change> {
+        // Appended as text (not jsonb) so that what the client sent keeps its exact form.
+        let done = sqlx::query(
+            "UPDATE requests SET escalations = CASE WHEN escalations = '[]' THEN '[' || $1 || ']' \
+             ELSE substr(escalations, 1, length(escalations) - 1) || ',' || $1 || ']' END \
+             WHERE project_id = $2 AND kind = $3 AND call_id = $4 AND responded_at IS NULL",
+        )
+        .bind(escalation.record.to_string())
+        .bind(project_id)
+        .bind(kind.as_str())
+        .bind(call_id)
+        .execute(&self.pool)
+        .await?;
+        self.change(project_id, kind, call_id, done.rows_affected()).await
+    }
+
+    async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page> {
+        let rows: Vec<RequestRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            request_columns!(),
+            " FROM requests WHERE ",
+            pending_filter!(),
+            " ORDER BY requested_at, call_id LIMIT $4 OFFSET $5"
+        ))
+        .bind(project_id)
+        .bind(kind.as_str())
+        .bind(&page.run_id)
+        .bind(i64::from(page.limit))
+        .bind(i64::from(page.offset))
+        .fetch_all(&self.pool)
+        .await?;
+        let (total,): (i64,) = sqlx::query_as(concat!("SELECT count(*) FROM requests WHERE ", pending_filter!()))
+            .bind(project_id)
+            .bind(kind.as_str())
+            .bind(&page.run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let items = rows.into_iter().map(RequestRecord::try_from).collect::<StoreResult<_>>()?;
+        Ok(Page { items, total: total as u64 })
+    }
+
+    async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>> {
+        let rows: Vec<RequestRow> =
+            sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE responded_at IS NULL"))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(RequestRecord::try_from).collect()
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+impl PostgresStore {
+    /// Tells a conditional update that changed nothing apart: already decided, or not there at all.
+    async fn change(&self, project_id: &str, kind: RequestKind, call_id: &str, rows: u64) -> StoreResult<Change> {
+        if rows > 0 {
+            return Ok(Change::Done);
+        }
+        let exists = sqlx::query("SELECT 1 FROM requests WHERE project_id = $1 AND kind = $2 AND call_id = $3")
+            .bind(project_id)
+            .bind(kind.as_str())
+            .bind(call_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(if exists.is_some() { Change::AlreadyDecided } else { Change::NotFound })
+    }
+}
