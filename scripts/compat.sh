@@ -28,7 +28,22 @@ export PYTHONDONTWRITEBYTECODE=1
 
 status=0
 
+# With COUNTERSIGN_TEST_DATABASE_URL (a PostgreSQL admin URL) each suite gets a fresh database
+# and the servers it starts use it; without it they use SQLite in their data directories.
+fresh_database() {
+  local admin=${COUNTERSIGN_TEST_DATABASE_URL:-}
+  if [[ -z "$admin" ]]; then
+    unset COUNTERSIGN_DATABASE_URL
+    return
+  fi
+  local name="cs_compat_$1_$(date +%s%N)"
+  psql "$admin" -qAt -c "CREATE DATABASE $name" >/dev/null
+  export COUNTERSIGN_DATABASE_URL="${admin%/*}/$name"
+  echo "    (on PostgreSQL: $COUNTERSIGN_DATABASE_URL)"
+}
+
 echo "==> Python SDK (humanlayer==0.7.9)"
+fresh_database python
 PY_DIR="$REPO/compat/python"
 VENV="$PY_DIR/.venv"
 if [[ ! -x "$VENV/bin/python" ]]; then
@@ -42,6 +57,7 @@ set -e
 [[ $py_rc -eq 0 ]] || status=1
 
 echo "==> TypeScript SDK (@humanlayer/sdk@0.7.9)"
+fresh_database ts
 TS_DIR="$REPO/compat/ts"
 # `set -e` is suspended inside a subshell that is the left side of `||`,
 # so run it untested and collect its status explicitly.
