@@ -44,6 +44,8 @@ impl Server {
     /// and closes the store (every acknowledged write is already durable).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let state = self.state.clone();
+        let following = self.state.clone();
+        tokio::spawn(async move { following.requests.follow_changes().await });
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone()));
         let closing = state.clone();
         axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))

@@ -94,6 +94,11 @@ impl LiveRequests {
         self.entries.write().expect("live map lock").remove(key);
     }
 
+    /// The keys of every held request.
+    pub fn keys(&self) -> Vec<RequestKey> {
+        self.entries.read().expect("live map lock").keys().cloned().collect()
+    }
+
     /// How many pending requests are held.
     pub fn len(&self) -> usize {
         self.entries.read().expect("live map lock").len()

@@ -5,7 +5,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::live::{LiveRequests, RequestKey};
 use bytes::Bytes;
 use countersign_core::{Actor, Decision, Escalation, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp};
-use countersign_store::{Change, Created, Page, PageRequest, Store};
+use countersign_store::{Change, Created, Feed, Page, PageRequest, Store};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,12 +19,15 @@ pub struct Requests {
     store: Arc<dyn Store>,
     live: LiveRequests,
     closing: watch::Sender<bool>,
+    /// Subscribed at construction, before [`Requests::warm`] reads, so no change slips between.
+    feed: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<Feed>>>,
 }
 
 impl Requests {
     /// A service over `store`; call [`Requests::warm`] before serving.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0 }
+        let feed = std::sync::Mutex::new(store.changes());
+        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed }
     }
 
     /// Loads every pending request into memory; returns how many.
@@ -35,6 +38,42 @@ impl Requests {
             self.live.insert(record);
         }
         Ok(n)
+    }
+
+    /// Applies what other instances decide to the in-memory view, until shutdown; a no-op for
+    /// backends with no change feed. Waiters on another instance's decision wake through this.
+    pub async fn follow_changes(&self) {
+        let Some(mut feed) = self.feed.lock().expect("feed lock").take() else { return };
+        let mut closing = self.closing.subscribe();
+        loop {
+            let event = tokio::select! {
+                event = feed.recv() => event,
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            match event {
+                Ok(Feed::Changed { project_id, kind, call_id }) => {
+                    self.refresh(&RequestKey { project_id, kind, call_id }).await;
+                }
+                Ok(Feed::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    for key in self.live.keys() {
+                        self.refresh(&key).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Re-reads a held request from the store: decided ones leave memory and wake their waiters,
+    /// escalated ones are updated. Requests not held need nothing (reads of them go to the store).
+    async fn refresh(&self, key: &RequestKey) {
+        let Some(held) = self.live.get(key) else { return };
+        match self.store.request(&key.project_id, key.kind, &key.call_id).await {
+            Ok(Some(fresh)) if !fresh.is_pending() => self.live.complete(key, Bytes::from(fresh.to_json())),
+            Ok(Some(fresh)) if fresh.escalations.len() != held.record.escalations.len() => self.live.update(fresh),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, call_id = %key.call_id, "cannot refresh a request changed elsewhere"),
+        }
     }
 
     /// Ends every long-poll now (they answer with the current state); used at shutdown.

@@ -71,6 +71,16 @@ pub struct Page {
     pub total: u64,
 }
 
+/// What other processes sharing the database did, as far as the in-memory views must know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feed {
+    /// A request was decided or escalated (by any process, this one included).
+    Changed { project_id: String, kind: RequestKind, call_id: String },
+    /// Changes may have been missed (the listening connection was lost and is back): re-check
+    /// everything held in memory.
+    Resync,
+}
+
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
 #[async_trait]
@@ -117,6 +127,12 @@ pub trait Store: Send + Sync + 'static {
     async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page>;
     /// Every pending request of every project (to warm the server's in-memory view at start).
     async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>>;
+
+    /// Decisions and escalations committed by any process on this database, for backends that
+    /// several processes share; `None` when this process is the only one deciding (SQLite).
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Feed>> {
+        None
+    }
 
     /// Finishes outstanding writes and closes connections.
     async fn close(&self);

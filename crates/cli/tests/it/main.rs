@@ -5,6 +5,7 @@ mod api_errors;
 mod binary;
 mod function_calls;
 mod human_contacts;
+mod instances;
 mod long_poll;
 mod restart;
 mod support;

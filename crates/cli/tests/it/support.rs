@@ -99,6 +99,15 @@ impl TestServer {
         Self { dir, addr, key, other_key, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
     }
 
+    /// A second instance on the same PostgreSQL database (keys and requests shared).
+    pub async fn another_instance(&self) -> Self {
+        let url = database_url(self.dir.path()).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("postgres-database-url"), &url).unwrap();
+        let store = countersign_store::open(&url).await.unwrap();
+        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), Settings::default()).await
+    }
+
     /// Stops gracefully and starts again on the same data directory (a new port).
     pub async fn restart(mut self) -> Self {
         self.shutdown().await;

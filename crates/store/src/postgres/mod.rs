@@ -1,9 +1,12 @@
 //! The PostgreSQL backend, for several Countersign instances sharing one database. Every write is
 //! its own transaction (PostgreSQL groups concurrent commits itself); the first decision wins
-//! through a conditional UPDATE.
+//! through a conditional UPDATE. Decisions and escalations NOTIFY in the same statement, so every
+//! instance learns of them the moment they commit ([`Store::changes`]).
+
+mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
-use crate::{ApiKeyRecord, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use crate::{ApiKeyRecord, Change, Created, Feed, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
 use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
@@ -11,6 +14,14 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::str::FromStr;
 use std::time::Duration;
+
+/// Notifies every instance of the rows in `changed`, in the statement that changed them (so only
+/// when it commits). Payload: `project_id|kind|call_id`.
+macro_rules! notify_changed {
+    () => {
+        "SELECT pg_notify('countersign_requests', project_id || '|' || kind || '|' || call_id) FROM changed"
+    };
+}
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -24,6 +35,8 @@ macro_rules! pending_filter {
 /// Countersign's storage in a PostgreSQL database.
 pub struct PostgresStore {
     pool: PgPool,
+    feed: tokio::sync::broadcast::Sender<Feed>,
+    listener: tokio::task::JoinHandle<()>,
 }
 
 impl PostgresStore {
@@ -40,7 +53,9 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}: {e}")))?;
         MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        let (feed, _) = tokio::sync::broadcast::channel(4096);
+        let listener = tokio::spawn(listen::run(pool.clone(), feed.clone()));
+        Ok(Self { pool, feed, listener })
     }
 }
 
@@ -184,10 +199,12 @@ impl Store for PostgresStore {
         outcome: &Outcome,
     ) -> StoreResult<Change> {
         let (approved, comment, response, option, by) = outcome_columns(outcome);
-        let done = sqlx::query(
-            "UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, option_name = $5, \
-             decided_by = $6 WHERE project_id = $7 AND kind = $8 AND call_id = $9 AND responded_at IS NULL",
-        )
+        let done = sqlx::query(concat!(
+            "WITH changed AS (UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, \
+             option_name = $5, decided_by = $6 WHERE project_id = $7 AND kind = $8 AND call_id = $9 \
+             AND responded_at IS NULL RETURNING project_id, kind, call_id) ",
+            notify_changed!()
+        ))
         .bind(outcome.responded_at.as_micros())
         .bind(approved)
         .bind(comment)
@@ -197,9 +214,9 @@ impl Store for PostgresStore {
         .bind(project_id)
         .bind(kind.as_str())
         .bind(call_id)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        self.change(project_id, kind, call_id, done.rows_affected()).await
+        self.change(project_id, kind, call_id, done.len() as u64).await
     }
 
     async fn escalate(
@@ -210,18 +227,20 @@ impl Store for PostgresStore {
         escalation: &Escalation,
     ) -> StoreResult<Change> {
         // Appended as text (not jsonb) so that what the client sent keeps its exact form.
-        let done = sqlx::query(
-            "UPDATE requests SET escalations = CASE WHEN escalations = '[]' THEN '[' || $1 || ']' \
+        let done = sqlx::query(concat!(
+            "WITH changed AS (UPDATE requests SET escalations = CASE WHEN escalations = '[]' THEN '[' || $1 || ']' \
              ELSE substr(escalations, 1, length(escalations) - 1) || ',' || $1 || ']' END \
-             WHERE project_id = $2 AND kind = $3 AND call_id = $4 AND responded_at IS NULL",
-        )
+             WHERE project_id = $2 AND kind = $3 AND call_id = $4 AND responded_at IS NULL \
+             RETURNING project_id, kind, call_id) ",
+            notify_changed!()
+        ))
         .bind(escalation.record.to_string())
         .bind(project_id)
         .bind(kind.as_str())
         .bind(call_id)
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        self.change(project_id, kind, call_id, done.rows_affected()).await
+        self.change(project_id, kind, call_id, done.len() as u64).await
     }
 
     async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page> {
@@ -257,7 +276,12 @@ impl Store for PostgresStore {
         rows.into_iter().map(RequestRecord::try_from).collect()
     }
 
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Feed>> {
+        Some(self.feed.subscribe())
+    }
+
     async fn close(&self) {
+        self.listener.abort();
         self.pool.close().await;
     }
 }
