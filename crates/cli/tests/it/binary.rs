@@ -227,3 +227,18 @@ async fn acknowledged_writes_survive_sigkill() {
     }
     assert!(server.terminate().success());
 }
+
+#[test]
+fn an_unreachable_database_is_a_one_line_error_naming_host_port_and_cause() {
+    for args in [&["keys", "list"][..], &["serve", "--listen", "127.0.0.1:0"][..]] {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--database-url", "postgres://cs@127.0.0.1:1/countersign"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(last.starts_with("error: ") && last.contains("127.0.0.1:1") && last.contains("refused"), "{stderr}");
+    }
+}

@@ -10,8 +10,8 @@ use crate::{ApiKeyRecord, Change, Created, Feed, NewApiKey, Page, PageRequest, S
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
 use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -46,12 +46,16 @@ impl PostgresStore {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
         let (host, port) = (options.get_host().to_owned(), options.get_port());
+        let unreachable =
+            |e: sqlx::Error| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}: {e}"));
+        // One direct connection first: a pool would only report that it timed out, not why.
+        sqlx::PgConnection::connect_with(&options).await.map_err(unreachable)?.close().await.map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL at {host}:{port}: {e}")))?;
+            .map_err(unreachable)?;
         MIGRATOR.run(&pool).await?;
         let (feed, _) = tokio::sync::broadcast::channel(4096);
         let listener = tokio::spawn(listen::run(pool.clone(), feed.clone()));
