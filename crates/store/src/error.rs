@@ -19,7 +19,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
             | sqlx::Error::Tls(_) => Self::Unavailable(err.to_string()),
-            sqlx::Error::Database(db) if is_busy(db.as_ref()) => Self::Unavailable(err.to_string()),
+            sqlx::Error::Database(db) if is_transient(db.as_ref()) => Self::Unavailable(err.to_string()),
             _ => Self::Internal(err.to_string()),
         }
     }
@@ -31,9 +31,16 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-fn is_busy(err: &dyn sqlx::error::DatabaseError) -> bool {
-    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), after busy_timeout ran out.
-    matches!(err.code().as_deref(), Some("5" | "6" | "517" | "262"))
+/// Errors that say "not now" rather than "wrong": worth a 503 and a retry.
+fn is_transient(err: &dyn sqlx::error::DatabaseError) -> bool {
+    let Some(code) = err.code() else { return false };
+    // SQLite: SQLITE_BUSY (5) and SQLITE_LOCKED (6) and their extended codes, after busy_timeout.
+    // PostgreSQL: connection exceptions (08...), shutdown or start-up in progress (57P..),
+    // insufficient resources (53...), serialization failures and deadlocks (40001, 40P01).
+    matches!(code.as_ref(), "5" | "6" | "517" | "262" | "40001" | "40P01")
+        || code.starts_with("08")
+        || code.starts_with("57P")
+        || code.starts_with("53")
 }
 
 /// Shorthand for storage results.

@@ -99,6 +99,16 @@ impl TestServer {
         Self { dir, addr, key, other_key, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
     }
 
+    /// A server on the database `url` names (e.g. one in a private PostgreSQL cluster).
+    pub async fn start_on(url: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("postgres-database-url"), url).unwrap();
+        let store = countersign_store::open(url).await.unwrap();
+        let key = create_key(store.as_ref(), "alpha").await;
+        let other_key = create_key(store.as_ref(), "beta").await;
+        Self::launch(dir, store, key, other_key, Settings::default()).await
+    }
+
     /// A second instance on the same PostgreSQL database (keys and requests shared).
     pub async fn another_instance(&self) -> Self {
         let url = database_url(self.dir.path()).await;
