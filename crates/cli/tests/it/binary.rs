@@ -242,3 +242,43 @@ fn an_unreachable_database_is_a_one_line_error_naming_host_port_and_cause() {
         assert!(last.starts_with("error: ") && last.contains("127.0.0.1:1") && last.contains("refused"), "{stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_serve_processes_on_one_postgres_act_as_one_server() {
+    if !crate::support::on_postgres() {
+        eprintln!("skipped: several processes need PostgreSQL (set COUNTERSIGN_TEST_DATABASE_URL)");
+        return;
+    }
+    let dir = fresh_dir().await;
+    let key =
+        stdout(&countersign(dir.path(), &["keys", "create", "--project", "shared"])).lines().last().unwrap().to_owned();
+    let (a, b) = (Served::start(dir.path()), Served::start(dir.path()));
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"run_id": "r", "call_id": "both", "spec": {"fn": "f", "kwargs": {}}});
+    let created = http.post(a.url("/humanlayer/v1/function_calls")).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 200, "the key made by the CLI works on A");
+    let waiter = {
+        let (http, url, key) = (http.clone(), b.url("/humanlayer/v1/function_calls/both?wait=30"), key.clone());
+        tokio::spawn(async move {
+            http.get(url).bearer_auth(key).send().await.unwrap().json::<serde_json::Value>().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let decided = Instant::now();
+    let respond = |server: &Served| server.url("/humanlayer/v1/agent/function_calls/both/respond");
+    let first = http
+        .post(respond(&a))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({"approved": false, "comment": "via A"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap();
+    assert_eq!(woken["status"]["comment"], "via A", "B's long-poll woke with A's decision");
+    assert!(decided.elapsed() < Duration::from_secs(2));
+    let second =
+        http.post(respond(&b)).bearer_auth(&key).json(&serde_json::json!({"approved": true})).send().await.unwrap();
+    assert_eq!(second.status(), 409, "the loser on the other process gets 409");
+    assert!(a.terminate().success() && b.terminate().success());
+}

@@ -80,6 +80,29 @@ async fn a_postgres_outage_answers_503_then_recovers_losing_nothing_and_missing_
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
 
+    // Load through the outage: every create acknowledged with a 200 must survive it.
+    let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (a, stop_load) = (a.clone(), stop_load.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !stop_load.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("load{i}");
+                let (status, body) = a.post("/function_calls", approval(&id)).await;
+                match status {
+                    StatusCode::OK => acknowledged.push(id),
+                    StatusCode::SERVICE_UNAVAILABLE => assert_eq!(body["error"]["code"], "unavailable"),
+                    other => panic!("create during the outage: {other} {body}"),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     cluster.run("stop");
     let during = a.post("/function_calls", approval("during-outage")).await;
     assert_eq!(during.0, StatusCode::SERVICE_UNAVAILABLE, "{}", during.1);
@@ -105,9 +128,13 @@ async fn a_postgres_outage_answers_503_then_recovers_losing_nothing_and_missing_
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"]["comment"], "back");
 
-    for i in 0..20 {
-        let (status, _) = b.get(&format!("/function_calls/kept{i}")).await;
-        assert_eq!(status, StatusCode::OK, "acknowledged create kept{i} survived the outage");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acknowledged = load.await.unwrap();
+    assert!(acknowledged.len() > 10, "the load ran before and after the outage");
+    for id in (0..20).map(|i| format!("kept{i}")).chain(acknowledged) {
+        let (status, _) = b.get(&format!("/function_calls/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "acknowledged create {id} survived the outage");
     }
     let (status, _) = b.get("/function_calls/during-outage").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the refused create was not half-stored");
