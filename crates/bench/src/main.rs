@@ -8,13 +8,21 @@
 //! - respond → long-poll wake latency p50/p99 (and the respond round trip) vs. a loopback TCP
 //!   round trip to the bare server's echo port, paced the same way.
 //!
+//! With `--postgres ADMIN_URL` each selected part runs again on a server using a fresh database
+//! on that PostgreSQL cluster (rows marked `[pg]`): creates vs. direct 1-row transactions over 8
+//! connections (sqlx), GETs vs. the same bare handler, the wake on one instance, and the
+//! cross-instance wake (long-poll held on instance B, respond sent to instance A, same database)
+//! vs. a LISTEN/NOTIFY round trip measured directly.
+//!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
-//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake] [--json]`.
+//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake] [--json]
+//! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
 //! unless `--keep`; its stderr goes to `server.log` there.
 
 mod baseline;
 mod client;
+mod pg;
 mod process;
 mod report;
 mod stats;
@@ -22,9 +30,12 @@ mod wake;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use client::LoadResult;
 use client::{MakeRequest, Phase, Target};
 use process::Server;
-use report::Report;
+use report::{Backend, Report};
+use stats::Samples;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,9 +93,15 @@ struct Opts {
     /// database (must be on the disk under test) [default: the workspace's target/].
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
-    /// Keep the temporary directory (data, logs) instead of deleting it.
+    /// Keep the temporary directory (data, logs) instead of deleting it, and the PostgreSQL
+    /// databases of `--postgres`.
     #[arg(long)]
     keep: bool,
+    /// Also run each selected part against a PostgreSQL-backed server (rows marked `[pg]`): a
+    /// fresh database is created on this cluster (admin URL, loopback only; the user needs
+    /// CREATEDB) and dropped afterwards unless `--keep`.
+    #[arg(long, value_name = "ADMIN_URL", env = "COUNTERSIGN_BENCH_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,6 +166,36 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s)
 }
 
+/// What the SQLite pass measured that the PostgreSQL pass reuses as its own baselines.
+#[derive(Default)]
+struct Shared {
+    /// The bare axum GETs (the GET baseline is the same for both databases).
+    bare_gets: Option<LoadResult>,
+    /// The paced loopback TCP round trips.
+    rtt: Option<Samples>,
+}
+
+/// How to start one `countersign serve` (and its `keys create`) on a given database.
+struct Launch<'a> {
+    bin: &'a Path,
+    /// `--data-dir DIR` or `--database-url URL`.
+    store: Vec<OsString>,
+    config_home: PathBuf,
+}
+
+impl Launch<'_> {
+    async fn create_key(&self) -> Result<String> {
+        process::create_key(self.bin, "bench", &self.store, &self.config_home).await
+    }
+
+    async fn serve(&self, name: &str, log: &Path) -> Result<Server> {
+        let mut command = Command::new(self.bin);
+        process::isolate(&mut command, &self.config_home);
+        command.args(["serve", "--listen", "127.0.0.1:0"]).args(&self.store);
+        Server::start(name, command, log).await
+    }
+}
+
 async fn bench(opts: Opts) -> Result<()> {
     let parts: Vec<Part> =
         if opts.only.is_empty() { vec![Part::Creates, Part::Gets, Part::Wake] } else { opts.only.clone() };
@@ -176,6 +223,16 @@ async fn bench(opts: Opts) -> Result<()> {
 
     let mut report = Report::new(&opts, &bin, tmp.path(), &fs);
 
+    // Checked first, so that a wrong URL fails before minutes of SQLite measurements.
+    let mut cluster = match &opts.postgres {
+        Some(url) => {
+            let cluster = pg::Cluster::connect(url).await?;
+            report.postgres(&cluster.description);
+            Some(cluster)
+        }
+        None => None,
+    };
+
     let bare = if parts.contains(&Part::Gets) || parts.contains(&Part::Wake) {
         eprintln!("starting the bare baseline server ...");
         let mut command = Command::new(std::env::current_exe()?);
@@ -185,41 +242,46 @@ async fn bench(opts: Opts) -> Result<()> {
         None
     };
 
-    eprintln!("creating an API key and starting {} ...", bin.display());
-    let data_dir = tmp.path().join("data");
     let config_home = tmp.path().join("config");
-    std::fs::create_dir_all(&config_home)?;
-    let started = async {
-        let key = process::create_key(&bin, "bench", &data_dir, &config_home).await?;
-        let mut command = Command::new(&bin);
-        process::isolate(&mut command, &config_home);
-        command.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&data_dir);
-        let server = Server::start("countersign serve", command, &tmp.path().join("server.log")).await?;
-        Ok::<_, anyhow::Error>((key, server))
-    };
-    let (key, mut server) = match started.await {
-        Ok(v) => v,
-        Err(err) => {
-            if let Some(bare) = bare {
-                let _ = bare.stop().await;
-            }
-            return Err(err);
-        }
-    };
-    eprintln!("countersign listening on {}", server.addr);
-
-    let outcome = run_parts(&opts, &parts, &tag, &key, &mut server, bare.as_ref(), tmp.path(), &mut report).await;
-
-    let stopped = server.stop().await;
-    if let Some(bare) = bare {
-        bare.stop().await?;
+    let mut shared = Shared::default();
+    let sqlite = async {
+        std::fs::create_dir_all(&config_home)?;
+        let launch = Launch {
+            bin: &bin,
+            store: vec!["--data-dir".into(), tmp.path().join("data").into()],
+            config_home: config_home.clone(),
+        };
+        run_sqlite(&opts, &parts, &launch, &tag, tmp.path(), bare.as_ref(), &mut shared, &mut report).await
     }
+    .await;
+    let postgres = match cluster.as_mut() {
+        Some(cluster) if sqlite.is_ok() => {
+            run_postgres(&opts, &parts, &bin, &config_home, &tag, tmp.path(), cluster, &shared, &mut report).await
+        }
+        _ => Ok(()),
+    };
+    let dropped = match cluster.as_mut() {
+        Some(cluster) if opts.keep => {
+            if !cluster.created().is_empty() {
+                eprintln!("kept the PostgreSQL databases {}", cluster.created().join(", "));
+            }
+            Ok(())
+        }
+        Some(cluster) => cluster.drop_all().await,
+        None => Ok(()),
+    };
+    let bare_stopped = match bare {
+        Some(bare) => bare.stop().await,
+        None => Ok(()),
+    };
     if opts.keep {
         let kept = tmp.keep();
         eprintln!("kept {}", kept.display());
     }
-    outcome?;
-    stopped?;
+    sqlite?;
+    postgres?;
+    dropped?;
+    bare_stopped?;
 
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report.to_json())?);
@@ -227,6 +289,70 @@ async fn bench(opts: Opts) -> Result<()> {
         print!("{}", report.to_table());
     }
     Ok(())
+}
+
+/// The SQLite pass: a server on a fresh data directory, every selected part.
+#[allow(clippy::too_many_arguments)]
+async fn run_sqlite(
+    opts: &Opts,
+    parts: &[Part],
+    launch: &Launch<'_>,
+    tag: &str,
+    tmp: &Path,
+    bare: Option<&Server>,
+    shared: &mut Shared,
+    report: &mut Report,
+) -> Result<()> {
+    eprintln!("creating an API key and starting {} ...", launch.bin.display());
+    let key = launch.create_key().await?;
+    let mut server = launch.serve("countersign serve", &tmp.join("server.log")).await?;
+    eprintln!("countersign listening on {}", server.addr);
+    let outcome = run_parts(opts, parts, tag, &key, &mut server, bare, tmp, shared, report).await;
+    let stopped = server.stop().await;
+    outcome?;
+    stopped
+}
+
+fn phase_of(opts: &Opts) -> Phase {
+    Phase {
+        connections: opts.connections,
+        warmup: secs(opts.warmup),
+        measure: secs(opts.seconds),
+        max_requests: opts.max_requests,
+    }
+}
+
+/// Durable creates over keep-alive HTTP, each with a call id of its own.
+async fn create_load(opts: &Opts, target: &Target, tag: &str) -> Result<LoadResult> {
+    let tag = tag.to_owned();
+    let make: MakeRequest = Arc::new(move |t: &Target, conn, seq| {
+        t.request("POST", "/humanlayer/v1/function_calls", Some(&create_body(&format!("c-{tag}-{conn}-{seq}"))))
+    });
+    client::run_load(target, phase_of(opts), opts.client_threads, make).await
+}
+
+/// Creates one pending call and returns the GET of it (checked once) and its answer's length.
+async fn pending_get(target: &Target, tag: &str) -> Result<(bytes::Bytes, usize)> {
+    let call_id = format!("get-{tag}");
+    let mut conn = client::Conn::connect(target.addr).await?;
+    let (status, body) =
+        conn.send(&target.request("POST", "/humanlayer/v1/function_calls", Some(&create_body(&call_id)))).await?;
+    anyhow::ensure!(
+        (200..300).contains(&status),
+        "create {call_id}: HTTP {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let path = format!("/humanlayer/v1/function_calls/{call_id}");
+    let request = target.request("GET", &path, None);
+    let (status, body) = conn.send(&request).await?;
+    anyhow::ensure!((200..300).contains(&status), "GET {path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+    Ok((request, body.len()))
+}
+
+/// GETs of one pending call over keep-alive HTTP.
+async fn get_load(opts: &Opts, target: &Target, request: bytes::Bytes) -> Result<LoadResult> {
+    let make: MakeRequest = Arc::new(move |_: &Target, _, _| request.clone());
+    client::run_load(target, phase_of(opts), opts.client_threads, make).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -238,15 +364,11 @@ async fn run_parts(
     server: &mut Server,
     bare: Option<&Server>,
     tmp: &Path,
+    shared: &mut Shared,
     report: &mut Report,
 ) -> Result<()> {
     let target = Target::new(server.addr, Some(key))?;
-    let phase = Phase {
-        connections: opts.connections,
-        warmup: secs(opts.warmup),
-        measure: secs(opts.seconds),
-        max_requests: opts.max_requests,
-    };
+    let phase = phase_of(opts);
 
     if parts.contains(&Part::Creates) {
         eprintln!("baseline: SQLite, one commit per insert ({} s + {} s warm-up) ...", opts.seconds, opts.warmup);
@@ -255,47 +377,27 @@ async fn run_parts(
         eprintln!("  {:.0} commits/s", base.rate());
 
         eprintln!("countersign: durable creates, {} connections ...", opts.connections);
-        let tag = tag.to_owned();
-        let make: MakeRequest = Arc::new(move |t: &Target, conn, seq| {
-            t.request("POST", "/humanlayer/v1/function_calls", Some(&create_body(&format!("c-{tag}-{conn}-{seq}"))))
-        });
-        let load = client::run_load(&target, phase, opts.client_threads, make).await?;
+        let load = create_load(opts, &target, tag).await?;
         server.check_alive()?;
         eprintln!("  {:.0} creates/s", load.rate());
-        report.creates(&load, &base);
+        report.creates(Backend::Sqlite, &load, &base);
     }
 
     if parts.contains(&Part::Gets) {
         let bare = bare.expect("the bare server runs for the gets part");
-        let call_id = format!("get-{tag}");
-        let mut conn = client::Conn::connect(target.addr).await?;
-        let (status, body) =
-            conn.send(&target.request("POST", "/humanlayer/v1/function_calls", Some(&create_body(&call_id)))).await?;
-        anyhow::ensure!(
-            (200..300).contains(&status),
-            "create {call_id}: HTTP {status}: {}",
-            String::from_utf8_lossy(&body)
-        );
-        let path = format!("/humanlayer/v1/function_calls/{call_id}");
-        let (status, body) = conn.send(&target.request("GET", &path, None)).await?;
-        anyhow::ensure!((200..300).contains(&status), "GET {path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
-        let sample_body = String::from_utf8_lossy(&body).into_owned();
-        drop(conn);
+        let (request, body_len) = pending_get(&target, tag).await?;
 
         eprintln!("baseline: bare axum JSON GET, {} connections ...", opts.connections);
         let bare_target = Target::new(bare.addr, Some(key))?;
-        let request = bare_target.request("GET", "/", None);
-        let make: MakeRequest = Arc::new(move |_: &Target, _, _| request.clone());
-        let base = client::run_load(&bare_target, phase, opts.client_threads, make).await?;
+        let base = get_load(opts, &bare_target, bare_target.request("GET", "/", None)).await?;
         eprintln!("  {:.0} req/s", base.rate());
 
         eprintln!("countersign: GET of one pending call, {} connections ...", opts.connections);
-        let request = target.request("GET", &path, None);
-        let make: MakeRequest = Arc::new(move |_: &Target, _, _| request.clone());
-        let load = client::run_load(&target, phase, opts.client_threads, make).await?;
+        let load = get_load(opts, &target, request).await?;
         server.check_alive()?;
         eprintln!("  {:.0} req/s", load.rate());
-        report.gets(&load, &base, sample_body.len());
+        report.gets(Backend::Sqlite, &load, &base, body_len);
+        shared.bare_gets = Some(base);
     }
 
     if parts.contains(&Part::Wake) {
@@ -312,9 +414,117 @@ async fn run_parts(
         eprintln!("baseline: durable SQLite commits ({}, one per {} ms) ...", opts.wake_iters, opts.wake_delay_ms);
         let commit = baseline::paced_commits(&tmp.join("paced.db"), opts.wake_iters, delay).await?;
         eprintln!("countersign: respond → long-poll wake ({} iterations) ...", opts.wake_iters);
-        let wake = wake::run_wake(&target, tag, opts.wake_iters, delay).await?;
+        let wake = wake::run_wake(&target, &target, tag, opts.wake_iters, delay).await?;
         server.check_alive()?;
-        report.wake(&wake, &rtt, &commit);
+        report.wake(Backend::Sqlite, &wake, &rtt, &commit);
+        shared.rtt = Some(rtt);
+    }
+    Ok(())
+}
+
+/// The PostgreSQL pass: a fresh database for the servers and one for the direct baselines, a
+/// server (instance A) for every selected part, and a second instance (B) on the same database
+/// for the cross-instance wake.
+#[allow(clippy::too_many_arguments)]
+async fn run_postgres(
+    opts: &Opts,
+    parts: &[Part],
+    bin: &Path,
+    config_home: &Path,
+    tag: &str,
+    tmp: &Path,
+    cluster: &mut pg::Cluster,
+    shared: &Shared,
+    report: &mut Report,
+) -> Result<()> {
+    let name = format!("countersign_bench_{}", tag.replace('-', "_"));
+    eprintln!("[pg] creating the databases {name} (server) and {name}_base (baselines) ...");
+    let url = cluster.create_database(&name).await?;
+    let base_url = cluster.create_database(&format!("{name}_base")).await?;
+    let launch = Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
+    eprintln!("[pg] creating an API key and starting {} on PostgreSQL ...", bin.display());
+    let key = launch.create_key().await?;
+    let mut server = launch.serve("countersign serve [pg A]", &tmp.join("server-pg-a.log")).await?;
+    eprintln!("[pg] countersign listening on {} (instance A)", server.addr);
+    let outcome = run_pg_parts(opts, parts, tag, &key, &launch, &mut server, &base_url, shared, tmp, report).await;
+    let stopped = server.stop().await;
+    outcome?;
+    stopped
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_pg_parts(
+    opts: &Opts,
+    parts: &[Part],
+    tag: &str,
+    key: &str,
+    launch: &Launch<'_>,
+    server: &mut Server,
+    base_url: &str,
+    shared: &Shared,
+    tmp: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let target = Target::new(server.addr, Some(key))?;
+    let phase = phase_of(opts);
+
+    if parts.contains(&Part::Creates) {
+        eprintln!(
+            "[pg] baseline: PostgreSQL, 1-row transactions over {} connections ({} s + {} s warm-up) ...",
+            pg::BASELINE_CONNECTIONS,
+            opts.seconds,
+            opts.warmup
+        );
+        let base = pg::commits(base_url, phase.warmup, phase.measure, opts.max_requests).await?;
+        eprintln!("  {:.0} commits/s", base.rate());
+        eprintln!("[pg] countersign: durable creates, {} connections ...", opts.connections);
+        let load = create_load(opts, &target, tag).await?;
+        server.check_alive()?;
+        eprintln!("  {:.0} creates/s", load.rate());
+        report.creates(Backend::Postgres, &load, &base);
+    }
+
+    if parts.contains(&Part::Gets) {
+        let base = shared.bare_gets.as_ref().context("the bare GET baseline was not measured")?;
+        let (request, body_len) = pending_get(&target, tag).await?;
+        eprintln!("[pg] countersign: GET of one pending call, {} connections ...", opts.connections);
+        let load = get_load(opts, &target, request).await?;
+        server.check_alive()?;
+        eprintln!("  {:.0} req/s", load.rate());
+        report.gets(Backend::Postgres, &load, base, body_len);
+    }
+
+    if parts.contains(&Part::Wake) {
+        let rtt = shared.rtt.as_ref().context("the TCP round trips were not measured")?;
+        let delay = Duration::from_millis(opts.wake_delay_ms);
+        eprintln!("[pg] baseline: PostgreSQL commits ({}, one per {} ms) ...", opts.wake_iters, opts.wake_delay_ms);
+        let commit = pg::paced_commits(base_url, opts.wake_iters, delay).await?;
+        eprintln!("[pg] countersign: respond → long-poll wake on one instance ({} iterations) ...", opts.wake_iters);
+        let wake = wake::run_wake(&target, &target, tag, opts.wake_iters, delay).await?;
+        server.check_alive()?;
+        report.wake(Backend::Postgres, &wake, rtt, &commit);
+
+        eprintln!(
+            "[pg] baseline: LISTEN/NOTIFY round trips ({}, one per {} ms) ...",
+            opts.wake_iters, opts.wake_delay_ms
+        );
+        let notify = pg::notify_round_trips(base_url, opts.wake_iters, delay).await?;
+        // Started only now, so that it takes no part in the single-instance figures.
+        let mut second = launch.serve("countersign serve [pg B]", &tmp.join("server-pg-b.log")).await?;
+        eprintln!("[pg] countersign listening on {} (instance B)", second.addr);
+        let cross = async {
+            let waiter = Target::new(second.addr, Some(key))?;
+            eprintln!("[pg] countersign: respond on A → long-poll wake on B ({} iterations) ...", opts.wake_iters);
+            let cross = wake::run_wake(&target, &waiter, &format!("x-{tag}"), opts.wake_iters, delay).await?;
+            server.check_alive()?;
+            second.check_alive()?;
+            Ok::<_, anyhow::Error>(cross)
+        }
+        .await;
+        let stopped = second.stop().await;
+        let cross = cross?;
+        stopped?;
+        report.cross_wake(&cross, &notify, &commit, rtt);
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Child processes: the countersign server, its `keys create`, and the bench's own bare server.
 
 use anyhow::{Context, Result, anyhow, bail};
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -110,17 +111,14 @@ pub fn isolate(command: &mut Command, config_home: &Path) {
     command.env("XDG_CONFIG_HOME", config_home);
 }
 
-/// `countersign keys create --project NAME --data-dir DIR`: the key is the last line of stdout.
-pub async fn create_key(bin: &Path, project: &str, data_dir: &Path, config_home: &Path) -> Result<String> {
+/// `countersign keys create --project NAME STORE…` (`STORE`: `--data-dir DIR` or
+/// `--database-url URL`): the key is the last line of stdout.
+pub async fn create_key(bin: &Path, project: &str, store: &[OsString], config_home: &Path) -> Result<String> {
     let mut command = Command::new(bin);
     isolate(&mut command, config_home);
     let output = tokio::time::timeout(
         STARTUP_TIMEOUT,
-        command
-            .args(["keys", "create", "--project", project, "--data-dir"])
-            .arg(data_dir)
-            .stdin(Stdio::null())
-            .output(),
+        command.args(["keys", "create", "--project", project]).args(store).stdin(Stdio::null()).output(),
     )
     .await
     .map_err(|_| anyhow!("`keys create` took longer than {STARTUP_TIMEOUT:?}"))?

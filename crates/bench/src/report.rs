@@ -26,16 +26,51 @@ pub enum Goal {
     None,
 }
 
+/// The database behind the server a row measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+
+    /// `key` as this backend's JSON key (`pg_` prefix on PostgreSQL).
+    fn key(self, key: &str) -> String {
+        match self {
+            Backend::Sqlite => key.to_owned(),
+            Backend::Postgres => format!("pg_{key}"),
+        }
+    }
+
+    /// `figure` as shown in the table (`[pg]` marker on PostgreSQL).
+    fn figure(self, figure: &str) -> String {
+        match self {
+            Backend::Sqlite => figure.to_owned(),
+            Backend::Postgres => format!("[pg] {figure}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Row {
-    key: &'static str,
-    figure: &'static str,
+    key: String,
+    figure: String,
     value: f64,
     unit: Unit,
-    baseline_name: &'static str,
+    baseline_name: String,
     baseline: f64,
     goal: Goal,
     percent: bool,
+    backend: Backend,
+    /// Where the row goes: rows sort by this (stably), so each PostgreSQL row follows its SQLite one.
+    order: u32,
 }
 
 impl Row {
@@ -172,53 +207,115 @@ impl Report {
         Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new() }
     }
 
-    pub fn creates(&mut self, load: &LoadResult, base: &CommitResult) {
+    /// Notes the PostgreSQL cluster the `[pg]` rows ran on.
+    pub fn postgres(&mut self, description: &str) {
+        self.header["postgres"] = json!(description);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        backend: Backend,
+        order: u32,
+        key: &str,
+        figure: &str,
+        value: f64,
+        unit: Unit,
+        baseline_name: &str,
+        baseline: f64,
+        goal: Goal,
+        percent: bool,
+    ) {
         self.rows.push(Row {
-            key: "creates_per_s",
-            figure: "durable creates (HTTP, keep-alive)",
-            value: load.rate(),
-            unit: Unit::PerSec,
-            baseline_name: "SQLite direct, 1 commit per insert",
-            baseline: base.rate(),
-            goal: Goal::AtLeast(20_000.0),
-            percent: false,
+            key: backend.key(key),
+            figure: backend.figure(figure),
+            value,
+            unit,
+            baseline_name: baseline_name.to_owned(),
+            baseline,
+            goal,
+            percent,
+            backend,
+            order,
         });
+    }
+
+    fn note(&mut self, backend: Backend, text: String) {
+        self.notes.push(match backend {
+            Backend::Sqlite => text,
+            Backend::Postgres => format!("[pg] {text}"),
+        });
+    }
+
+    pub fn creates(&mut self, backend: Backend, load: &LoadResult, base: &CommitResult) {
+        let (baseline_name, goal, base_text) = match backend {
+            Backend::Sqlite => ("SQLite direct, 1 commit per insert", Goal::AtLeast(20_000.0), "SQLite baseline"),
+            Backend::Postgres => (
+                "PostgreSQL direct, 1-row txns, 8 conns",
+                Goal::None,
+                "PostgreSQL baseline (8 connections, 1 row per transaction)",
+            ),
+        };
+        self.push(
+            backend,
+            100,
+            "creates_per_s",
+            "durable creates (HTTP, keep-alive)",
+            load.rate(),
+            Unit::PerSec,
+            baseline_name,
+            base.rate(),
+            goal,
+            false,
+        );
         self.details.insert(
-            "creates".into(),
+            backend.key("creates"),
             json!({"server": load_json(load), "baseline": {
                 "rate_per_s": base.rate(), "commits": base.commits, "window_s": base.window.as_secs_f64(),
                 "commit_latency": latency_json(&base.latency)}}),
         );
-        self.notes.push(load_text("creates", load));
-        self.notes.push(format!(
-            "SQLite baseline: {} commits in {:.2} s, commit latency p50 {:.3} ms, p99 {:.3} ms",
-            thousands(base.commits),
-            base.window.as_secs_f64(),
-            base.latency.percentile_ms(50.0),
-            base.latency.percentile_ms(99.0)
-        ));
+        self.note(backend, load_text("creates", load));
+        self.note(
+            backend,
+            format!(
+                "{base_text}: {} commits in {:.2} s, commit latency p50 {:.3} ms, p99 {:.3} ms",
+                thousands(base.commits),
+                base.window.as_secs_f64(),
+                base.latency.percentile_ms(50.0),
+                base.latency.percentile_ms(99.0)
+            ),
+        );
     }
 
-    pub fn gets(&mut self, load: &LoadResult, base: &LoadResult, body_len: usize) {
-        self.rows.push(Row {
-            key: "gets_per_s",
-            figure: "GET one pending call",
-            value: load.rate(),
-            unit: Unit::PerSec,
-            baseline_name: "bare axum JSON GET (own process)",
-            baseline: base.rate(),
-            goal: Goal::RatioAtLeast(0.5),
-            percent: true,
-        });
+    pub fn gets(&mut self, backend: Backend, load: &LoadResult, base: &LoadResult, body_len: usize) {
+        self.push(
+            backend,
+            200,
+            "gets_per_s",
+            "GET one pending call",
+            load.rate(),
+            Unit::PerSec,
+            "bare axum JSON GET (own process)",
+            base.rate(),
+            Goal::RatioAtLeast(0.5),
+            true,
+        );
         self.details.insert(
-            "gets".into(),
+            backend.key("gets"),
             json!({"server": load_json(load), "baseline": load_json(base), "server_body_bytes": body_len}),
         );
-        self.notes.push(load_text(&format!("gets ({body_len}-byte answer)"), load));
-        self.notes.push(load_text("bare GETs", base));
+        self.note(backend, load_text(&format!("gets ({body_len}-byte answer)"), load));
+        if backend == Backend::Sqlite {
+            self.notes.push(load_text("bare GETs", base));
+        }
     }
 
-    pub fn wake(&mut self, wake: &WakeResult, rtt: &Samples, commit: &Samples) {
+    /// Respond → wake on one instance; `commit` is a paced durable commit on the same database.
+    pub fn wake(&mut self, backend: Backend, wake: &WakeResult, rtt: &Samples, commit: &Samples) {
+        let wake_goal = match backend {
+            Backend::Sqlite => Goal::AtMost(0.5),
+            Backend::Postgres => Goal::None,
+        };
         let rows = [
             (
                 "wake_p50_ms",
@@ -226,7 +323,7 @@ impl Report {
                 &wake.wake,
                 50.0,
                 "loopback TCP round trip p50",
-                Goal::AtMost(0.5),
+                wake_goal,
             ),
             (
                 "wake_p99_ms",
@@ -253,71 +350,129 @@ impl Report {
                 Goal::None,
             ),
         ];
-        // The floor under a durable decision over the network: one fsync'd commit plus one round trip.
+        // The floor under a durable decision over the network: one durable commit plus one round trip.
         let floor = |p: f64| commit.percentile_ms(p) + rtt.percentile_ms(p);
-        for (key, p) in [("wake_p50_vs_floor_ms", 50.0), ("wake_p99_vs_floor_ms", 99.0)] {
-            self.rows.push(Row {
+        let commit_name = match backend {
+            Backend::Sqlite => "durable commit",
+            Backend::Postgres => "PG commit",
+        };
+        for (order, key, p) in [(300, "wake_p50_vs_floor_ms", 50.0), (301, "wake_p99_vs_floor_ms", 99.0)] {
+            self.push(
+                backend,
+                order,
                 key,
-                figure: if p == 50.0 { "respond -> long-poll wake p50" } else { "respond -> long-poll wake p99" },
-                value: wake.wake.percentile_ms(p),
-                unit: Unit::Ms,
-                baseline_name: if p == 50.0 {
-                    "durable commit + TCP round trip p50"
-                } else {
-                    "durable commit + TCP round trip p99"
-                },
-                baseline: floor(p),
-                goal: Goal::None,
-                percent: false,
-            });
+                &format!("respond -> long-poll wake p{p}"),
+                wake.wake.percentile_ms(p),
+                Unit::Ms,
+                &format!("{commit_name} + TCP round trip p{p}"),
+                floor(p),
+                Goal::None,
+                false,
+            );
         }
-        for (key, figure, samples, p, baseline_name, goal) in rows {
-            self.rows.push(Row {
+        for (order, (key, figure, samples, p, baseline_name, goal)) in (302..).zip(rows) {
+            self.push(
+                backend,
+                order,
                 key,
                 figure,
-                value: samples.percentile_ms(p),
-                unit: Unit::Ms,
+                samples.percentile_ms(p),
+                Unit::Ms,
                 baseline_name,
-                baseline: rtt.percentile_ms(p),
+                rtt.percentile_ms(p),
                 goal,
-                percent: false,
-            });
+                false,
+            );
         }
         self.details.insert(
-            "wake".into(),
+            backend.key("wake"),
             json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "create": latency_json(&wake.create), "tcp_round_trip": latency_json(rtt), "paced_commit": latency_json(commit),
                    "not_parked": wake.not_parked, "not_decided": wake.not_decided, "first_problem": wake.first_problem}),
         );
         let mut text = format!(
             "wake: {} samples, max {:.3} ms (respond max {:.3} ms); single durable create round trip p50 {:.3} ms, \
-             p99 {:.3} ms; TCP round trip: {} samples, max {:.3} ms",
+             p99 {:.3} ms; paced {commit_name} p50 {:.3} ms, p99 {:.3} ms; TCP round trip: {} samples, max {:.3} ms",
             wake.wake.len(),
             wake.wake.max_ms(),
             wake.respond.max_ms(),
             wake.create.percentile_ms(50.0),
             wake.create.percentile_ms(99.0),
+            commit.percentile_ms(50.0),
+            commit.percentile_ms(99.0),
             rtt.len(),
             rtt.max_ms()
         );
-        if wake.not_parked + wake.not_decided > 0 {
-            let _ = write!(
-                text,
-                "\n  PROBLEMS: {} long-polls answered before the respond, {} woken without the decision; first: {}",
-                wake.not_parked,
-                wake.not_decided,
-                wake.first_problem.as_deref().unwrap_or("-")
-            );
-        }
-        self.notes.push(text);
+        problems(&mut text, wake);
+        self.note(backend, text);
     }
 
+    /// Respond on instance A → long-poll wake on instance B (same PostgreSQL database), against a
+    /// LISTEN/NOTIFY round trip and against the floor of a PG commit + NOTIFY + TCP round trip.
+    pub fn cross_wake(&mut self, wake: &WakeResult, notify: &Samples, commit: &Samples, rtt: &Samples) {
+        let backend = Backend::Postgres;
+        for (order, p) in [(400, 50.0), (401, 99.0)] {
+            self.push(
+                backend,
+                order,
+                &format!("cross_wake_p{p}_ms"),
+                &format!("cross-instance wake (respond A, poll B) p{p}"),
+                wake.wake.percentile_ms(p),
+                Unit::Ms,
+                &format!("LISTEN/NOTIFY round trip p{p}"),
+                notify.percentile_ms(p),
+                Goal::None,
+                false,
+            );
+        }
+        let floor = |p: f64| commit.percentile_ms(p) + notify.percentile_ms(p) + rtt.percentile_ms(p);
+        for (order, p) in [(402, 50.0), (403, 99.0)] {
+            self.push(
+                backend,
+                order,
+                &format!("cross_wake_p{p}_vs_floor_ms"),
+                &format!("cross-instance wake (respond A, poll B) p{p}"),
+                wake.wake.percentile_ms(p),
+                Unit::Ms,
+                &format!("PG commit + NOTIFY + TCP round trip p{p}"),
+                floor(p),
+                Goal::None,
+                false,
+            );
+        }
+        self.details.insert(
+            backend.key("cross_wake"),
+            json!({"wake": latency_json(&wake.wake), "respond": latency_json(&wake.respond), "create": latency_json(&wake.create),
+                   "notify_round_trip": latency_json(notify), "paced_commit": latency_json(commit), "tcp_round_trip": latency_json(rtt),
+                   "not_parked": wake.not_parked, "not_decided": wake.not_decided, "first_problem": wake.first_problem}),
+        );
+        let mut text = format!(
+            "cross-instance wake: {} samples, max {:.3} ms; respond round trip on A p50 {:.3} ms, p99 {:.3} ms; \
+             LISTEN/NOTIFY round trip: {} samples, max {:.3} ms",
+            wake.wake.len(),
+            wake.wake.max_ms(),
+            wake.respond.percentile_ms(50.0),
+            wake.respond.percentile_ms(99.0),
+            notify.len(),
+            notify.max_ms()
+        );
+        problems(&mut text, wake);
+        self.note(backend, text);
+    }
+
+    /// The rows in table order: each PostgreSQL row right after the SQLite row it mirrors.
+    fn sorted_rows(&self) -> Vec<&Row> {
+        let mut rows: Vec<&Row> = self.rows.iter().collect();
+        rows.sort_by_key(|r| r.order);
+        rows
+    }
     pub fn to_json(&self) -> Value {
         let figures: Vec<Value> = self
-            .rows
-            .iter()
+            .sorted_rows()
+            .into_iter()
             .map(|r| {
                 json!({
                     "key": r.key,
+                    "backend": r.backend.name(),
                     "figure": r.figure,
                     "value": r.value,
                     "unit": match r.unit { Unit::PerSec => "1/s", Unit::Ms => "ms" },
@@ -348,11 +503,15 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "server: {}  data: {} ({})\n",
+            "server: {}  data: {} ({})",
             h["server_bin"].as_str().unwrap_or("-"),
             h["tmp_dir"].as_str().unwrap_or("-"),
             h["tmp_fs"].as_str().unwrap_or("-")
         );
+        if let Some(pg) = h["postgres"].as_str() {
+            let _ = writeln!(out, "[pg] rows: the same server on {pg}");
+        }
+        out.push('\n');
         let mut table = vec![[
             "figure".to_owned(),
             "value".into(),
@@ -362,11 +521,11 @@ impl Report {
             "target".into(),
             "met".into(),
         ]];
-        for r in &self.rows {
+        for r in self.sorted_rows() {
             table.push([
-                r.figure.to_owned(),
+                r.figure.clone(),
                 fmt_value(r.value, r.unit),
-                r.baseline_name.to_owned(),
+                r.baseline_name.clone(),
                 fmt_value(r.baseline, r.unit),
                 r.ratio_text(),
                 r.goal_text(),
@@ -407,5 +566,18 @@ impl Report {
             let _ = writeln!(out, "{note}");
         }
         out
+    }
+}
+
+/// Appends the wake test's problems (long-polls not parked, or woken without the decision).
+fn problems(text: &mut String, wake: &WakeResult) {
+    if wake.not_parked + wake.not_decided > 0 {
+        let _ = write!(
+            text,
+            "\n  PROBLEMS: {} long-polls answered before the respond, {} woken without the decision; first: {}",
+            wake.not_parked,
+            wake.not_decided,
+            wake.first_problem.as_deref().unwrap_or("-")
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Respond → long-poll wake latency: one connection holds `GET …?wait=30` on a fresh pending
 //! call, another sends the respond; latency runs from sending the respond to the waiting GET's
-//! full answer.
+//! full answer. The two may go to different instances sharing one database (cross-instance wake).
 
 use crate::client::{Conn, Target};
 use crate::stats::Samples;
@@ -20,9 +20,17 @@ pub struct WakeResult {
     pub first_problem: Option<String>,
 }
 
-pub async fn run_wake(target: &Target, tag: &str, iters: usize, delay: Duration) -> Result<WakeResult> {
+/// Creates and responds through `target`, holds the long-poll on `waiter` (the same server, or
+/// another instance on the same database).
+pub async fn run_wake(
+    target: &Target,
+    waiter_target: &Target,
+    tag: &str,
+    iters: usize,
+    delay: Duration,
+) -> Result<WakeResult> {
     let mut control = Conn::connect(target.addr).await?;
-    let mut waiter = Some(Conn::connect(target.addr).await?);
+    let mut waiter = Some(Conn::connect(waiter_target.addr).await?);
     let (mut wake, mut respond, mut creates) =
         (Vec::with_capacity(iters), Vec::with_capacity(iters), Vec::with_capacity(iters));
     let mut result = WakeResult::default();
@@ -38,7 +46,7 @@ pub async fn run_wake(target: &Target, tag: &str, iters: usize, delay: Duration)
         }
 
         let mut conn = waiter.take().expect("waiter connection is returned each iteration");
-        let poll = target.request("GET", &format!("/humanlayer/v1/function_calls/{call_id}?wait=30"), None);
+        let poll = waiter_target.request("GET", &format!("/humanlayer/v1/function_calls/{call_id}?wait=30"), None);
         let pending = tokio::spawn(async move {
             let answer = conn.send(&poll).await;
             let at = Instant::now();

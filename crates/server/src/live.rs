@@ -89,11 +89,6 @@ impl LiveRequests {
         }
     }
 
-    /// Drops an entry without a decision (it turned out to be stale).
-    pub fn forget(&self, key: &RequestKey) {
-        self.entries.write().expect("live map lock").remove(key);
-    }
-
     /// The keys of every held request.
     pub fn keys(&self) -> Vec<RequestKey> {
         self.entries.read().expect("live map lock").keys().cloned().collect()

@@ -2,7 +2,7 @@
 //! thin and call these; storage and the in-memory view are kept in step here and nowhere else.
 
 use crate::error::{ApiError, ApiResult};
-use crate::live::{LiveRequests, RequestKey};
+use crate::live::{LiveEntry, LiveRequests, RequestKey};
 use bytes::Bytes;
 use countersign_core::{Actor, Decision, Escalation, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp};
 use countersign_store::{Change, Created, Feed, Page, PageRequest, Store};
@@ -115,31 +115,39 @@ impl Requests {
 
     /// The current JSON of a request.
     pub async fn get(&self, key: &RequestKey) -> ApiResult<Bytes> {
-        if let Some(entry) = self.live.get(key) {
-            return Ok(entry.json);
+        match self.hold(key).await? {
+            Held::Pending(entry) => Ok(entry.json),
+            Held::Decided(json) => Ok(json),
         }
-        Ok(Bytes::from(self.load(key).await?.to_json()))
+    }
+
+    /// The in-memory entry of a pending request, loading it if another instance created it (so
+    /// its next polls cost no read either), or the JSON of a decided one.
+    async fn hold(&self, key: &RequestKey) -> ApiResult<Held> {
+        if let Some(entry) = self.live.get(key) {
+            return Ok(Held::Pending(entry));
+        }
+        let record = self.load(key).await?;
+        if !record.is_pending() {
+            return Ok(Held::Decided(Bytes::from(record.to_json())));
+        }
+        // Hold it, then read again: a decision committed in between is not missed, since any
+        // decision after the insert finds the entry (here, or through the change feed).
+        let entry = self.live.insert(record);
+        let fresh = self.load(key).await?;
+        if !fresh.is_pending() {
+            let json = Bytes::from(fresh.to_json());
+            self.live.complete(key, json.clone());
+            return Ok(Held::Decided(json));
+        }
+        Ok(Held::Pending(entry))
     }
 
     /// Answers as soon as the request is decided, or with its pending state after `wait`.
     pub async fn wait(&self, key: &RequestKey, wait: Duration) -> ApiResult<Bytes> {
-        let entry = match self.live.get(key) {
-            Some(entry) => entry,
-            None => {
-                let record = self.load(key).await?;
-                if !record.is_pending() {
-                    return Ok(Bytes::from(record.to_json()));
-                }
-                // Pending but not held (a create still finishing, or another writer): hold it, then
-                // re-check, so that a decision committed in between is not missed.
-                let entry = self.live.insert(record);
-                let fresh = self.load(key).await?;
-                if !fresh.is_pending() {
-                    self.live.forget(key);
-                    return Ok(Bytes::from(fresh.to_json()));
-                }
-                entry
-            }
+        let entry = match self.hold(key).await? {
+            Held::Pending(entry) => entry,
+            Held::Decided(json) => return Ok(json),
         };
         let mut decided = entry.subscribe();
         let mut closing = self.closing.subscribe();
@@ -239,6 +247,12 @@ impl Requests {
     async fn load(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
         self.store.request(&key.project_id, key.kind, &key.call_id).await?.ok_or_else(|| not_found(key))
     }
+}
+
+/// A request as [`Requests::hold`] finds it.
+enum Held {
+    Pending(LiveEntry),
+    Decided(Bytes),
 }
 
 fn not_found(key: &RequestKey) -> ApiError {
