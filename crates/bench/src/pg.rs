@@ -116,6 +116,8 @@ async fn baseline_pool(url: &str, connections: usize) -> Result<PgPool> {
         .max_connections(connections as u32)
         .min_connections(connections as u32)
         .acquire_timeout(STATEMENT_TIMEOUT)
+        // No ping before each statement: the baseline is one round trip per insert.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .with_context(|| format!("connecting to the baseline database {url}"))?;

@@ -15,6 +15,10 @@ use sqlx::{Connection, PgPool};
 use std::str::FromStr;
 use std::time::Duration;
 
+// Decisions and escalations test "still pending" as `coalesce(responded_at, -1) = -1`, not
+// `responded_at IS NULL`: the latter lets the planner pick the partial `requests_pending` index
+// (and filter every pending request of the project) whenever the table has no statistics yet.
+
 /// Notifies every instance of the rows in `changed`, in the statement that changed them (so only
 /// when it commits). Payload: `project_id|kind|call_id`.
 macro_rules! notify_changed {
@@ -52,6 +56,9 @@ impl PostgresStore {
         sqlx::PgConnection::connect_with(&options).await.map_err(unreachable)?.close().await.map_err(unreachable)?;
         let pool = PgPoolOptions::new()
             .max_connections(16)
+            // No ping before every statement: a connection that died with the server fails
+            // its statement (a 503) and is dropped; the pool then opens fresh ones.
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
@@ -206,7 +213,7 @@ impl Store for PostgresStore {
         let done = sqlx::query(concat!(
             "WITH changed AS (UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, \
              option_name = $5, decided_by = $6 WHERE project_id = $7 AND kind = $8 AND call_id = $9 \
-             AND responded_at IS NULL RETURNING project_id, kind, call_id) ",
+             AND coalesce(responded_at, -1) = -1 RETURNING project_id, kind, call_id) ",
             notify_changed!()
         ))
         .bind(outcome.responded_at.as_micros())
@@ -234,7 +241,7 @@ impl Store for PostgresStore {
         let done = sqlx::query(concat!(
             "WITH changed AS (UPDATE requests SET escalations = CASE WHEN escalations = '[]' THEN '[' || $1 || ']' \
              ELSE substr(escalations, 1, length(escalations) - 1) || ',' || $1 || ']' END \
-             WHERE project_id = $2 AND kind = $3 AND call_id = $4 AND responded_at IS NULL \
+             WHERE project_id = $2 AND kind = $3 AND call_id = $4 AND coalesce(responded_at, -1) = -1 \
              RETURNING project_id, kind, call_id) ",
             notify_changed!()
         ))
