@@ -66,18 +66,19 @@ impl LiveRequests {
         self.entries.write().expect("live map lock").entry(key).or_insert_with(|| LiveEntry::new(record)).clone()
     }
 
-    /// Replaces the record of a pending entry (after an escalation), keeping its waiters.
+    /// Replaces the record of a held entry (after an escalation), keeping its waiters. A request
+    /// not held (or no longer: decided meanwhile) is left alone, so a late update can never bring
+    /// back a pending copy of a decided request; escalations only accumulate, so an update that
+    /// knows fewer of them than the entry (two escalations racing) is stale and dropped.
     pub fn update(&self, record: RequestRecord) {
+        if !record.is_pending() {
+            return; // its decision reaches this view through `complete`
+        }
         let key = RequestKey::of(&record);
         let mut entries = self.entries.write().expect("live map lock");
-        match entries.get_mut(&key) {
-            Some(entry) => {
-                entry.json = Bytes::from(record.to_json());
-                entry.record = Arc::new(record);
-            }
-            None => {
-                entries.insert(key, LiveEntry::new(record));
-            }
+        if let Some(entry) = entries.get_mut(&key).filter(|e| e.record.escalations.len() < record.escalations.len()) {
+            entry.json = Bytes::from(record.to_json());
+            entry.record = Arc::new(record);
         }
     }
 

@@ -213,8 +213,8 @@ impl Requests {
         let escalation = Escalation::parse(body, &record, by, Timestamp::now())?;
         match self.store.escalate(&key.project_id, key.kind, &key.call_id, &escalation).await? {
             Change::Done => {
-                let mut escalated = record.clone();
-                escalated.escalations.push(escalation.record);
+                // Read back rather than append locally: concurrent escalations all show up.
+                let escalated = self.load(key).await?;
                 let json = Bytes::from(escalated.to_json());
                 self.live.update(escalated);
                 tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, by, "request escalated");

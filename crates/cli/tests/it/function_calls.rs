@@ -284,3 +284,30 @@ async fn numbers_keep_their_exact_spelling_and_size() {
     let spec = r#""spec":{"fn":"f","kwargs":{"big":18446744073709551617,"neg":-9223372036854775809},"state":{"x":1e2,"y":2.50,"z":123456789012345678901234567890}}"#;
     assert!(fetched.contains(spec), "{fetched}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_escalations_are_all_kept() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    s.post("/function_calls", approval("many")).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let body = json!({"escalation_msg": format!("e{i}"), "channel": {"email": {"address": "a@b.c"}}});
+                s.post("/agent/function_calls/many/escalate_email", body).await.0
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let (_, fetched) = s.get("/function_calls/many").await;
+    let mut messages: Vec<String> = fetched["escalations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["escalation_msg"].as_str().unwrap().to_owned())
+        .collect();
+    messages.sort();
+    assert_eq!(messages, (0..8).map(|i| format!("e{i}")).collect::<Vec<_>>(), "polls show every escalation");
+}
