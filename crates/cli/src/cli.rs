@@ -39,6 +39,42 @@ pub enum Command {
     /// Manage API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the people who decide: create, list, disable.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a person with a role in one or more projects (created if new).
+    Create {
+        /// Their email address (also their login).
+        #[arg(long)]
+        email: String,
+        /// admin or approver.
+        #[arg(long, value_parser = ["admin", "approver"])]
+        role: String,
+        /// A project they decide for; repeat for several.
+        #[arg(long = "project", required = true)]
+        projects: Vec<String>,
+        /// Read the password from the first line of standard input (at least 10 characters).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List people, with their role, projects and status.
+    List {
+        /// Only people of this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a person: they can no longer sign in or decide.
+    Disable {
+        /// Their email address.
+        email: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod invalid;
 pub mod project;
 pub mod request;
 pub mod time;
+pub mod user;
 pub mod wire;
 
 pub use decision::{Actor, Decision, DecisionChannel, Outcome};
@@ -16,3 +17,4 @@ pub use invalid::Invalid;
 pub use project::{Project, ProjectName};
 pub use request::{NewRequest, RequestKind, RequestRecord};
 pub use time::Timestamp;
+pub use user::{Email, Role, User};

@@ -5,10 +5,13 @@ mod error;
 pub mod postgres;
 mod row;
 pub mod sqlite;
+mod users;
 
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
-use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
+use countersign_core::{
+    Email, Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Role, Timestamp, User,
+};
 use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
@@ -102,6 +105,19 @@ pub trait Store: Send + Sync + 'static {
     async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>>;
     /// How many unrevoked keys exist across all projects.
     async fn count_active_api_keys(&self) -> StoreResult<u64>;
+
+    /// Creates a person in the given projects; `None` when the email is already taken.
+    async fn create_user(
+        &self,
+        email: &Email,
+        role: Role,
+        password_hash: Option<&str>,
+        project_ids: &[String],
+    ) -> StoreResult<Option<User>>;
+    /// People, of one project or of all, by email.
+    async fn users(&self, project_name: Option<&str>) -> StoreResult<Vec<User>>;
+    /// Disables a person; returns them, or `None` if there is nobody with that email.
+    async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>>;
 
     /// Stores a new pending request, unless one with the same project, kind and `call_id` exists.
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created>;

@@ -71,32 +71,15 @@ fn print_table(keys: &[ApiKeyRecord]) {
         println!("No API keys. Create one with `countersign keys create --project NAME`.");
         return;
     }
-    let rows: Vec<[String; 6]> = keys
-        .iter()
-        .map(|k| {
-            [
-                k.display_prefix.clone(),
-                k.id.clone(),
-                k.project_name.clone(),
-                k.name.clone().unwrap_or_default(),
-                k.created_at.to_rfc3339()[..19].replace('T', " "),
-                if k.revoked_at.is_some() { "revoked".into() } else { "active".into() },
-            ]
-        })
-        .collect();
-    let header = ["PREFIX", "ID", "PROJECT", "NAME", "CREATED (UTC)", "STATUS"];
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 6]| {
-        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(header);
-    for row in &rows {
-        line([&row[0], &row[1], &row[2], &row[3], &row[4], &row[5]]);
-    }
+    let rows = keys.iter().map(|k| {
+        vec![
+            k.display_prefix.clone(),
+            k.id.clone(),
+            k.project_name.clone(),
+            k.name.clone().unwrap_or_default(),
+            k.created_at.to_rfc3339()[..19].replace('T', " "),
+            if k.revoked_at.is_some() { "revoked".into() } else { "active".into() },
+        ]
+    });
+    super::table::print(&["PREFIX", "ID", "PROJECT", "NAME", "CREATED (UTC)", "STATUS"], rows);
 }

@@ -2,6 +2,8 @@
 
 mod keys;
 mod serve;
+mod table;
+mod users;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -21,6 +23,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let store = open_store(&config).await?;
             let result = keys::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Users(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = users::run(store.as_ref(), cmd).await;
             store.close().await;
             result
         }

@@ -282,3 +282,120 @@ async fn two_serve_processes_on_one_postgres_act_as_one_server() {
     assert_eq!(second.status(), 409, "the loser on the other process gets 409");
     assert!(a.terminate().success() && b.terminate().success());
 }
+
+fn countersign_with_stdin(data_dir: &std::path::Path, args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--database-url", &database(data_dir)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The stored password hash of a user, read straight from the database.
+async fn stored_password_hash(data_dir: &std::path::Path, email: &str) -> Option<String> {
+    use sqlx::Connection;
+    let url = database(data_dir);
+    let query = "SELECT password_hash FROM users WHERE email = $1";
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(query).bind(email).fetch_one(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query_scalar(query).bind(email).fetch_one(&mut conn).await.unwrap()
+    }
+}
+
+#[tokio::test]
+async fn users_are_created_listed_and_disabled() {
+    let dir = fresh_dir().await;
+    let password = "correct horse battery staple";
+    let args = [
+        "users",
+        "create",
+        "--email",
+        "Ada@Example.com",
+        "--role",
+        "approver",
+        "--project",
+        "alpha",
+        "--project",
+        "beta",
+        "--password-stdin",
+    ];
+    let out = countersign_with_stdin(dir.path(), &args, &format!("{password}\n"));
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout(&out).contains("approver ada@example.com in alpha, beta"), "{}", stdout(&out));
+    let hash = stored_password_hash(dir.path(), "ada@example.com").await.expect("a password was stored");
+    assert!(hash.starts_with("$argon2id$") && !hash.contains(password), "stored as an argon2 hash only");
+
+    let out = countersign(
+        dir.path(),
+        &["users", "create", "--email", "bob@example.com", "--role", "admin", "--project", "beta"],
+    );
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("No password is set yet"));
+
+    let list = countersign(dir.path(), &["users", "list", "--json"]);
+    let users: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(users[0]["email"], "ada@example.com");
+    assert_eq!(users[0]["projects"], serde_json::json!(["alpha", "beta"]));
+    assert_eq!(users[0]["status"], "active");
+    assert_eq!(users[1]["role"], "admin");
+    assert_eq!(users[1]["status"], "no password");
+    let alpha = countersign(dir.path(), &["users", "list", "--project", "alpha", "--json"]);
+    let alpha: serde_json::Value = serde_json::from_slice(&alpha.stdout).unwrap();
+    assert_eq!(alpha.as_array().unwrap().len(), 1, "bob is not in alpha");
+    let table = stdout(&countersign(dir.path(), &["users", "list"]));
+    assert!(table.starts_with("EMAIL") && table.contains("no password"), "{table}");
+
+    let again = countersign(
+        dir.path(),
+        &["users", "create", "--email", "ada@example.com", "--role", "admin", "--project", "alpha"],
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let short = countersign_with_stdin(
+        dir.path(),
+        &[
+            "users",
+            "create",
+            "--email",
+            "c@example.com",
+            "--role",
+            "approver",
+            "--project",
+            "alpha",
+            "--password-stdin",
+        ],
+        "short\n",
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
+    let bad_email = countersign(
+        dir.path(),
+        &["users", "create", "--email", "not-an-email", "--role", "approver", "--project", "alpha"],
+    );
+    assert_eq!(bad_email.status.code(), Some(1));
+    let bad_role = countersign(
+        dir.path(),
+        &["users", "create", "--email", "d@example.com", "--role", "owner", "--project", "alpha"],
+    );
+    assert_eq!(bad_role.status.code(), Some(2), "clap refuses an unknown role");
+
+    let disable = countersign(dir.path(), &["users", "disable", "ADA@example.com"]);
+    assert!(disable.status.success(), "{disable:?}");
+    let users: serde_json::Value =
+        serde_json::from_slice(&countersign(dir.path(), &["users", "list", "--json"]).stdout).unwrap();
+    assert_eq!(users[0]["status"], "disabled");
+    assert!(users[0]["disabled_at"].is_string());
+    let nobody = countersign(dir.path(), &["users", "disable", "nobody@example.com"]);
+    assert_eq!(nobody.status.code(), Some(1));
+}

@@ -6,10 +6,13 @@
 mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
+use crate::users;
 use crate::{ApiKeyRecord, Change, Created, Feed, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
-use countersign_core::{Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Timestamp};
+use countersign_core::{
+    Email, Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Role, Timestamp, User,
+};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 use std::str::FromStr;
@@ -163,6 +166,49 @@ impl Store for PostgresStore {
         let (n,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL").fetch_one(&self.pool).await?;
         Ok(n as u64)
+    }
+
+    async fn create_user(
+        &self,
+        email: &Email,
+        role: Role,
+        password_hash: Option<&str>,
+        project_ids: &[String],
+    ) -> StoreResult<Option<User>> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(users::INSERT_USER)
+            .bind(&id)
+            .bind(email.as_str())
+            .bind(role.as_str())
+            .bind(password_hash)
+            .bind(Timestamp::now().as_micros())
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(None);
+        }
+        for project_id in project_ids {
+            sqlx::query(users::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(self.users(None).await?.into_iter().find(|u| u.id == id))
+    }
+
+    async fn users(&self, project_name: Option<&str>) -> StoreResult<Vec<User>> {
+        let rows: Vec<users::UserRow> = sqlx::query_as(users::SELECT_USERS).fetch_all(&self.pool).await?;
+        let memberships: Vec<(String, String)> =
+            sqlx::query_as(users::SELECT_MEMBERSHIPS).fetch_all(&self.pool).await?;
+        Ok(users::assemble(rows, memberships, project_name))
+    }
+
+    async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>> {
+        sqlx::query(users::DISABLE_USER)
+            .bind(Timestamp::now().as_micros())
+            .bind(email.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(self.users(None).await?.into_iter().find(|u| u.email == email.as_str()))
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
