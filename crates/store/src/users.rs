@@ -1,5 +1,6 @@
-//! People: the SQL both backends share (PostgreSQL's `$n` placeholders, which SQLite also
-//! accepts since they appear in order), and the row type.
+//! People: the queries both backends share. The SQL uses `$n` placeholders, which SQLite also
+//! accepts since they appear in order; [`user_queries`] writes the functions once for each pool
+//! type (sqlx's generic bounds over `Database` would be longer than the code).
 
 use countersign_core::{Role, Timestamp, User};
 use std::collections::BTreeMap;
@@ -43,3 +44,55 @@ pub(crate) fn assemble(rows: Vec<UserRow>, memberships: Vec<(String, String)>, p
         .filter(|user| project.is_none_or(|p| user.projects.iter().any(|name| name == p)))
         .collect()
 }
+
+/// Defines `create_user`, `users` and `disable_user` over one concrete pool type.
+macro_rules! user_queries {
+    ($pool:ty) => {
+        use crate::StoreResult;
+        use crate::users::{self, UserRow};
+        use countersign_core::{Email, Role, Timestamp, User};
+
+        pub(super) async fn create_user(
+            pool: &$pool,
+            email: &Email,
+            role: Role,
+            password_hash: Option<&str>,
+            project_ids: &[String],
+        ) -> StoreResult<Option<User>> {
+            let id = uuid::Uuid::now_v7().to_string();
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(users::INSERT_USER)
+                .bind(&id)
+                .bind(email.as_str())
+                .bind(role.as_str())
+                .bind(password_hash)
+                .bind(Timestamp::now().as_micros())
+                .execute(&mut *tx)
+                .await?;
+            if inserted.rows_affected() == 0 {
+                return Ok(None);
+            }
+            for project_id in project_ids {
+                sqlx::query(users::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(users(pool, None).await?.into_iter().find(|u| u.id == id))
+        }
+
+        pub(super) async fn users(pool: &$pool, project_name: Option<&str>) -> StoreResult<Vec<User>> {
+            let rows: Vec<UserRow> = sqlx::query_as(users::SELECT_USERS).fetch_all(pool).await?;
+            let memberships: Vec<(String, String)> = sqlx::query_as(users::SELECT_MEMBERSHIPS).fetch_all(pool).await?;
+            Ok(users::assemble(rows, memberships, project_name))
+        }
+
+        pub(super) async fn disable_user(pool: &$pool, email: &Email) -> StoreResult<Option<User>> {
+            sqlx::query(users::DISABLE_USER)
+                .bind(Timestamp::now().as_micros())
+                .bind(email.as_str())
+                .execute(pool)
+                .await?;
+            Ok(users(pool, None).await?.into_iter().find(|u| u.email == email.as_str()))
+        }
+    };
+}
+pub(crate) use user_queries;

@@ -6,7 +6,6 @@
 mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
-use crate::users;
 use crate::{ApiKeyRecord, Change, Created, Feed, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
@@ -28,6 +27,10 @@ macro_rules! notify_changed {
     () => {
         "SELECT pg_notify('countersign_requests', project_id || '|' || kind || '|' || call_id) FROM changed"
     };
+}
+
+mod people {
+    crate::users::user_queries!(sqlx::PgPool);
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -175,40 +178,15 @@ impl Store for PostgresStore {
         password_hash: Option<&str>,
         project_ids: &[String],
     ) -> StoreResult<Option<User>> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(users::INSERT_USER)
-            .bind(&id)
-            .bind(email.as_str())
-            .bind(role.as_str())
-            .bind(password_hash)
-            .bind(Timestamp::now().as_micros())
-            .execute(&mut *tx)
-            .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        for project_id in project_ids {
-            sqlx::query(users::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(self.users(None).await?.into_iter().find(|u| u.id == id))
+        people::create_user(&self.pool, email, role, password_hash, project_ids).await
     }
 
     async fn users(&self, project_name: Option<&str>) -> StoreResult<Vec<User>> {
-        let rows: Vec<users::UserRow> = sqlx::query_as(users::SELECT_USERS).fetch_all(&self.pool).await?;
-        let memberships: Vec<(String, String)> =
-            sqlx::query_as(users::SELECT_MEMBERSHIPS).fetch_all(&self.pool).await?;
-        Ok(users::assemble(rows, memberships, project_name))
+        people::users(&self.pool, project_name).await
     }
 
     async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>> {
-        sqlx::query(users::DISABLE_USER)
-            .bind(Timestamp::now().as_micros())
-            .bind(email.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(self.users(None).await?.into_iter().find(|u| u.email == email.as_str()))
+        people::disable_user(&self.pool, email).await
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {

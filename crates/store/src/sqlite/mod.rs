@@ -6,7 +6,6 @@ mod checkpoint;
 mod writer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
-use crate::users;
 use crate::{ApiKeyRecord, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
@@ -25,6 +24,10 @@ macro_rules! pending_filter {
     () => {
         "project_id = ?1 AND kind = ?2 AND responded_at IS NULL AND (?3 IS NULL OR run_id = ?3)"
     };
+}
+
+mod people {
+    crate::users::user_queries!(sqlx::SqlitePool);
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -164,40 +167,15 @@ impl Store for SqliteStore {
         password_hash: Option<&str>,
         project_ids: &[String],
     ) -> StoreResult<Option<User>> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(users::INSERT_USER)
-            .bind(&id)
-            .bind(email.as_str())
-            .bind(role.as_str())
-            .bind(password_hash)
-            .bind(Timestamp::now().as_micros())
-            .execute(&mut *tx)
-            .await?;
-        if inserted.rows_affected() == 0 {
-            return Ok(None);
-        }
-        for project_id in project_ids {
-            sqlx::query(users::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(self.users(None).await?.into_iter().find(|u| u.id == id))
+        people::create_user(&self.pool, email, role, password_hash, project_ids).await
     }
 
     async fn users(&self, project_name: Option<&str>) -> StoreResult<Vec<User>> {
-        let rows: Vec<users::UserRow> = sqlx::query_as(users::SELECT_USERS).fetch_all(&self.pool).await?;
-        let memberships: Vec<(String, String)> =
-            sqlx::query_as(users::SELECT_MEMBERSHIPS).fetch_all(&self.pool).await?;
-        Ok(users::assemble(rows, memberships, project_name))
+        people::users(&self.pool, project_name).await
     }
 
     async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>> {
-        sqlx::query(users::DISABLE_USER)
-            .bind(Timestamp::now().as_micros())
-            .bind(email.as_str())
-            .execute(&self.pool)
-            .await?;
-        Ok(self.users(None).await?.into_iter().find(|u| u.email == email.as_str()))
+        people::disable_user(&self.pool, email).await
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
