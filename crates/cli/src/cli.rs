@@ -22,13 +22,13 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Configuration file (TOML) [default: ~/.config/countersign/config.toml if it exists; env: COUNTERSIGN_CONFIG]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
     pub config: Option<PathBuf>,
     /// Directory of the embedded SQLite database [default: ~/.local/share/countersign; env: COUNTERSIGN_DATA_DIR]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", help_heading = "Global options")]
     pub data_dir: Option<PathBuf>,
     /// Database URL, instead of the data directory's SQLite file [env: COUNTERSIGN_DATABASE_URL]
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
     pub database_url: Option<String>,
 }
 
@@ -42,6 +42,141 @@ pub enum Command {
     /// Manage the people who decide: create, list, disable.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Sign in to a running server as a person, for inbox, approve, reject and answer.
+    #[command(after_help = terminal_help(LOGIN_EXAMPLES))]
+    Login(LoginArgs),
+    /// Sign out: revoke the stored login on the server and delete it from this machine.
+    #[command(after_help = terminal_help(LOGOUT_EXAMPLES))]
+    Logout(LogoutArgs),
+    /// List the approvals and questions waiting for you, newest first.
+    #[command(after_help = terminal_help(INBOX_EXAMPLES))]
+    Inbox(InboxArgs),
+    /// Approve a pending function call: the agent goes ahead.
+    #[command(after_help = terminal_help(APPROVE_EXAMPLES))]
+    Approve(ApproveArgs),
+    /// Reject a pending function call with a comment or a reject option: the agent gets them back.
+    #[command(after_help = terminal_help(REJECT_EXAMPLES))]
+    Reject(RejectArgs),
+    /// Answer a pending question from an agent.
+    #[command(after_help = terminal_help(ANSWER_EXAMPLES))]
+    Answer(AnswerArgs),
+}
+
+const LOGIN_EXAMPLES: &str = "  countersign login --server https://countersign.example.com --email ada@example.com
+  pass show countersign | countersign login --email ada@example.com --password-stdin";
+const LOGOUT_EXAMPLES: &str = "  countersign logout";
+const INBOX_EXAMPLES: &str = "  countersign inbox
+  countersign inbox --json | jq -r '.[] | select(.project == \"billing\") | .call_id'";
+const APPROVE_EXAMPLES: &str = "  countersign approve call-123
+  countersign approve call-123 -m 'fine, under the limit' --project billing";
+const REJECT_EXAMPLES: &str = "  countersign reject call-123 -m 'not above 100'
+  countersign reject call-123 --option too_expensive";
+const ANSWER_EXAMPLES: &str = "  countersign answer q-7 'blue, like the logo'
+  countersign answer q-7 --option yes";
+
+/// The `--help` epilogue of the terminal commands: examples, where the login lives, exit codes.
+fn terminal_help(examples: &str) -> String {
+    format!(
+        "Examples:\n{examples}\n\n\
+         The login is stored in ~/.config/countersign/credentials.json (or under $XDG_CONFIG_HOME), \
+         readable only by you. \
+         COUNTERSIGN_TOKEN, if set, is used instead of the stored token, against --server, \
+         COUNTERSIGN_SERVER, the stored server or http://127.0.0.1:8484.\n\n{}",
+        crate::exit::HELP
+    )
+}
+
+/// Which server to talk to.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Base URL of the Countersign server [default: the one you signed in to, else http://127.0.0.1:8484]
+    #[arg(long, env = "COUNTERSIGN_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Your email address, as an admin created you with `countersign users create`.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from the first line of standard input instead of prompting on the terminal.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the items as JSON (each with the full HumanLayer request) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many requests (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub limit: u32,
+}
+
+/// Options of every decision.
+#[derive(Debug, Args)]
+pub struct DecisionOptions {
+    /// The project of the request, when the id exists in several of your projects.
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Print the decided request as JSON instead of one line.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The function call's id, as `countersign inbox` shows it.
+    #[arg(value_name = "ID")]
+    pub call_id: String,
+    /// A comment passed to the agent with the approval.
+    #[arg(short = 'm', long = "comment", value_name = "COMMENT")]
+    pub comment: Option<String>,
+    #[command(flatten)]
+    pub options: DecisionOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RejectArgs {
+    /// The function call's id, as `countersign inbox` shows it.
+    #[arg(value_name = "ID")]
+    pub call_id: String,
+    /// Why: the agent receives it (required unless --option is given).
+    #[arg(short = 'm', long = "comment", value_name = "COMMENT", required_unless_present = "option")]
+    pub comment: Option<String>,
+    /// One of the request's reject options, by name.
+    #[arg(long, value_name = "NAME")]
+    pub option: Option<String>,
+    #[command(flatten)]
+    pub options: DecisionOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct AnswerArgs {
+    /// The question's id, as `countersign inbox` shows it.
+    #[arg(value_name = "ID")]
+    pub call_id: String,
+    /// The answer (optional when --option is given).
+    #[arg(required_unless_present = "option")]
+    pub text: Option<String>,
+    /// One of the question's response options, by name.
+    #[arg(long, value_name = "NAME")]
+    pub option: Option<String>,
+    #[command(flatten)]
+    pub options: DecisionOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +192,8 @@ pub enum UsersCommand {
         /// A project they decide for; repeat for several.
         #[arg(long = "project", required = true)]
         projects: Vec<String>,
-        /// Read the password from the first line of standard input (at least 10 characters).
+        /// Read the password from the first line of standard input (at least 10 characters);
+        /// without it, a one-time link to set the password in the browser is printed.
         #[arg(long)]
         password_stdin: bool,
     },
@@ -72,6 +208,11 @@ pub enum UsersCommand {
     },
     /// Disable a person: they can no longer sign in or decide.
     Disable {
+        /// Their email address.
+        email: String,
+    },
+    /// Print a new one-time link with which a person sets their password (valid 72 hours).
+    ResetPassword {
         /// Their email address.
         email: String,
     },

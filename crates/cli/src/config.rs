@@ -74,6 +74,17 @@ impl Config {
         self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.sqlite_path().display()))
     }
 
+    /// The base URL people and agents reach this server at: `public_url`, else the listen address.
+    pub fn public_base(&self, bound: SocketAddr) -> String {
+        let base = self.public_url.clone().unwrap_or_else(|| {
+            let ip = bound.ip();
+            let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
+            let host = if bound.is_ipv6() && !ip.is_unspecified() { format!("[{host}]") } else { host };
+            format!("http://{host}:{}", bound.port())
+        });
+        base.trim_end_matches('/').to_owned()
+    }
+
     /// Where the embedded database lives.
     pub fn sqlite_path(&self) -> PathBuf {
         Path::new(&self.data_dir).join("countersign.db")

@@ -3,11 +3,13 @@
 mod cli;
 mod commands;
 pub mod config;
+mod exit;
 
 use clap::Parser;
 use std::process::ExitCode;
 
-/// Runs the command line and turns the outcome into an exit code: 0 success, 1 failure, 2 usage.
+/// Runs the command line and turns the outcome into an exit code: 0 success, 2 usage, 1 or the
+/// code a failure carries (see `exit::Exit`).
 pub fn main() -> ExitCode {
     let args = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -21,7 +23,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            exit::code(&err)
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod escalation;
 pub mod invalid;
 pub mod project;
 pub mod request;
+pub mod session;
 pub mod time;
 pub mod user;
 pub mod wire;

@@ -215,6 +215,31 @@ impl RequestRecord {
         options.unwrap_or_default()
     }
 
+    /// One line for people: the function of an approval, the question (its first line).
+    pub fn summary(&self) -> String {
+        #[derive(Deserialize)]
+        struct Named {
+            #[serde(rename = "fn")]
+            fn_name: Option<String>,
+            msg: Option<String>,
+            subject: Option<String>,
+        }
+        let named: Option<Named> = serde_json::from_str(self.spec.get()).ok();
+        let text = named.and_then(|n| match self.kind {
+            RequestKind::FunctionCall => n.fn_name,
+            RequestKind::HumanContact => n.subject.filter(|s| !s.trim().is_empty()).or(n.msg),
+        });
+        let text = text.unwrap_or_default();
+        let line = text.lines().next().unwrap_or_default();
+        if line.chars().count() > 120 { format!("{}…", line.chars().take(119).collect::<String>()) } else { line.to_owned() }
+    }
+
+    /// A top-level field of the spec as the JSON text sent (`kwargs`, `state`, `msg`...); `None` when absent or null.
+    pub fn spec_field(&self, name: &str) -> Option<Box<RawValue>> {
+        let fields: std::collections::HashMap<String, Box<RawValue>> = serde_json::from_str(self.spec.get()).ok()?;
+        fields.into_iter().find(|(k, _)| k == name).map(|(_, v)| v).filter(|v| v.get() != "null")
+    }
+
     /// The spec's `channel`, if it has a valid one.
     pub fn channel(&self) -> Option<crate::wire::ContactChannel> {
         #[derive(Deserialize)]

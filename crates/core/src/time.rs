@@ -18,6 +18,11 @@ impl Timestamp {
         Self(micros)
     }
 
+    /// This time moved `d` later.
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        Self(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    }
+
     /// Microseconds since the epoch, for storage.
     pub fn as_micros(self) -> i64 {
         self.0

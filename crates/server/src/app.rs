@@ -25,11 +25,14 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Organization name reported by `GET /project`.
     pub organization: String,
+    /// Public base URL; when it is `https://...`, session cookies are marked `Secure` (they also
+    /// are behind a proxy that sends `X-Forwarded-Proto: https`).
+    pub public_url: Option<String>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 * 1024, organization: "countersign".into() }
+        Self { max_body_bytes: 16 * 1024 * 1024, organization: "countersign".into(), public_url: None }
     }
 }
 
@@ -114,6 +117,8 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
     router
         .route("/openapi.json", get(move || std::future::ready(JsonBytes(openapi_json.clone()))))
+        .nest("/api/v1", crate::terminal::routes())
+        .merge(crate::web::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))

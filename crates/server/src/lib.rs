@@ -5,7 +5,10 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod live;
+pub mod people;
 pub mod requests;
+pub mod terminal;
+pub mod web;
 
 use app::AppState;
 pub use app::Settings;

@@ -21,13 +21,38 @@ pub struct Requests {
     closing: watch::Sender<bool>,
     /// Subscribed at construction, before [`Requests::warm`] reads, so no change slips between.
     feed: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<Feed>>>,
+    /// Projects whose pending requests changed, for the live inboxes.
+    inbox: tokio::sync::broadcast::Sender<InboxChange>,
+}
+
+/// A project's pending requests changed: one was created, decided or escalated, here or (on a
+/// shared database) by another instance. Carries no content, so listeners re-read what their
+/// reader may see.
+#[derive(Debug, Clone)]
+pub struct InboxChange {
+    pub project_id: Arc<str>,
 }
 
 impl Requests {
     /// A service over `store`; call [`Requests::warm`] before serving.
     pub fn new(store: Arc<dyn Store>) -> Self {
         let feed = std::sync::Mutex::new(store.changes());
-        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed }
+        let inbox = tokio::sync::broadcast::channel(1024).0;
+        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox }
+    }
+
+    /// Changes to pending requests, as they happen.
+    pub fn watch_inbox(&self) -> tokio::sync::broadcast::Receiver<InboxChange> {
+        self.inbox.subscribe()
+    }
+
+    /// Ends when the server starts shutting down (for long-lived streams).
+    pub async fn closed(&self) {
+        let _ = self.closing.subscribe().wait_for(|c| *c).await;
+    }
+
+    fn inbox_changed(&self, project_id: &str) {
+        let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
     }
 
     /// Loads every pending request into memory; returns how many.
@@ -51,10 +76,13 @@ impl Requests {
                 _ = closing.wait_for(|c| *c) => return,
             };
             match event {
+                Ok(Feed::Created { project_id, .. }) => self.inbox_changed(&project_id),
                 Ok(Feed::Changed { project_id, kind, call_id }) => {
+                    self.inbox_changed(&project_id);
                     self.refresh(&RequestKey { project_id, kind, call_id }).await;
                 }
                 Ok(Feed::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = self.inbox.send(InboxChange { project_id: "*".into() });
                     for key in self.live.keys() {
                         self.refresh(&key).await;
                     }
@@ -94,6 +122,7 @@ impl Requests {
             Created::New => {
                 let id = record.call_id.clone();
                 let entry = self.live.insert(record);
+                self.inbox_changed(project_id);
                 tracing::debug!(kind = entry.record.kind.noun(), call_id = %id, run_id = %entry.record.run_id, "request created");
                 Ok(entry.json)
             }
@@ -189,7 +218,9 @@ impl Requests {
                 decided.outcome = Some(outcome);
                 let json = Bytes::from(decided.to_json());
                 self.live.complete(key, json.clone());
-                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, decision = describe(&decided), "request decided");
+                self.inbox_changed(&key.project_id);
+                let by = actor_name(&outcome_actor(&decided));
+                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, decision = describe(&decided), by, "request decided");
                 Ok(json)
             }
             Change::AlreadyDecided => {
@@ -217,6 +248,7 @@ impl Requests {
                 let escalated = self.load(key).await?;
                 let json = Bytes::from(escalated.to_json());
                 self.live.update(escalated);
+                self.inbox_changed(&key.project_id);
                 tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, by, "request escalated");
                 Ok(json)
             }
@@ -259,12 +291,21 @@ fn not_found(key: &RequestKey) -> ApiError {
     ApiError::not_found(format!("no {} with call_id {:?} in this project", key.kind.noun(), key.call_id))
 }
 
-fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
-    let who = match (&outcome.decided_by.email, &outcome.decided_by.api_key) {
+fn outcome_actor(record: &RequestRecord) -> Actor {
+    record.outcome.as_ref().map(|o| o.decided_by.clone()).unwrap_or_else(|| Actor::api_key("?"))
+}
+
+/// Who an actor is, for people: their email, else the API key's prefix.
+pub fn actor_name(actor: &Actor) -> String {
+    match (&actor.email, &actor.api_key) {
         (Some(email), _) => email.clone(),
         (None, Some(key)) => format!("API key {key}"),
         (None, None) => "someone".to_owned(),
-    };
+    }
+}
+
+fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
+    let who = actor_name(&outcome.decided_by);
     ApiError::conflict(format!(
         "{} {:?} already has a response: {} by {} via {} at {}",
         record.kind.noun(),
@@ -276,7 +317,8 @@ fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
     ))
 }
 
-fn describe(record: &RequestRecord) -> &'static str {
+/// `pending`, `approved`, `rejected` or `answered`.
+pub fn describe(record: &RequestRecord) -> &'static str {
     match record.outcome.as_ref().map(|o| &o.decision) {
         None => "pending",
         Some(Decision::Approved { .. }) => "approved",

@@ -2,6 +2,7 @@
 //! implementation per database backend, each owning its migrations.
 
 mod error;
+mod listing;
 pub mod postgres;
 mod row;
 pub mod sqlite;
@@ -9,12 +10,46 @@ mod users;
 
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
+use countersign_core::session::SessionKind;
 use countersign_core::{
     Email, Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Role, Timestamp, User,
 };
 use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
+pub use listing::{DecidedStatus, RequestFilter};
+
+/// What checking a password needs about an enabled person.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user_id: String,
+    /// argon2 PHC string; `None` until a password is set.
+    pub password_hash: Option<String>,
+    /// Failed logins lock the account until then.
+    pub locked_until: Option<Timestamp>,
+}
+
+/// A session to store (its token only as a hash).
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub hash: KeyHash,
+    pub user_id: String,
+    pub kind: SessionKind,
+    pub csrf_token: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A live session: who is signed in, and the projects they see.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: User,
+    pub kind: SessionKind,
+    pub csrf_token: String,
+    pub expires_at: Timestamp,
+    /// The person's projects, by name.
+    pub projects: Vec<Project>,
+}
 
 /// A stored API key (never the secret itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +112,8 @@ pub struct Page {
 /// What other processes sharing the database did, as far as the in-memory views must know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feed {
+    /// A request was created (by any process, this one included).
+    Created { project_id: String, kind: RequestKind, call_id: String },
     /// A request was decided or escalated (by any process, this one included).
     Changed { project_id: String, kind: RequestKind, call_id: String },
     /// Changes may have been missed (the listening connection was lost and is back): re-check
@@ -119,6 +156,41 @@ pub trait Store: Send + Sync + 'static {
     /// Disables a person; returns them, or `None` if there is nobody with that email.
     async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>>;
 
+    /// The person with this id (enabled or not).
+    async fn user(&self, id: &str) -> StoreResult<Option<User>>;
+    /// The password hash and lockout of an enabled person, by email.
+    async fn credentials(&self, email: &Email) -> StoreResult<Option<Credentials>>;
+    /// Counts a failed login; returns the lockout's end when this failure locked the account.
+    async fn login_failed(&self, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>>;
+    /// Clears the failed-login count after a successful login.
+    async fn login_succeeded(&self, user_id: &str) -> StoreResult<()>;
+    /// Stores a session (and drops expired ones).
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()>;
+    /// The unexpired session with this token hash, of an enabled person.
+    async fn session(&self, hash: &KeyHash, now: Timestamp) -> StoreResult<Option<Session>>;
+    /// Ends a session (logout).
+    async fn delete_session(&self, hash: &KeyHash) -> StoreResult<()>;
+    /// Stores a one-time set-password token.
+    async fn create_password_token(&self, user_id: &str, hash: &KeyHash, expires_at: Timestamp) -> StoreResult<()>;
+    /// Uses a set-password token: sets the password and ends the person's sessions. `None` when
+    /// the token is unknown, used, expired, or the person is disabled.
+    async fn set_password_with_token(
+        &self,
+        hash: &KeyHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>>;
+
+    /// Requests of the given projects matching `filter`: pending ones newest asked first, or
+    /// decided ones newest decided first.
+    async fn list_requests(
+        &self,
+        project_ids: &[String],
+        filter: &RequestFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<Page>;
+
     /// Stores a new pending request, unless one with the same project, kind and `call_id` exists.
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created>;
     /// One request of a project.
@@ -144,7 +216,7 @@ pub trait Store: Send + Sync + 'static {
     /// Every pending request of every project (to warm the server's in-memory view at start).
     async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>>;
 
-    /// Decisions and escalations committed by any process on this database, for backends that
+    /// Creates, decisions and escalations committed by any process on this database, for backends that
     /// several processes share; `None` when this process is the only one deciding (SQLite).
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Feed>> {
         None

@@ -16,9 +16,38 @@ pub(crate) struct UserRow {
     disabled_at: Option<i64>,
 }
 
-pub(crate) const SELECT_USERS: &str = "SELECT id, email, role, password_hash IS NOT NULL AS has_password, created_at, disabled_at FROM users ORDER BY email";
+macro_rules! user_columns {
+    () => {
+        "id, email, role, password_hash IS NOT NULL AS has_password, created_at, disabled_at"
+    };
+}
+pub(crate) const SELECT_USERS: &str = concat!("SELECT ", user_columns!(), " FROM users ORDER BY email");
+pub(crate) const SELECT_USER_BY_ID: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
 pub(crate) const SELECT_MEMBERSHIPS: &str =
     "SELECT up.user_id, p.name FROM user_projects up JOIN projects p ON p.id = up.project_id ORDER BY p.name";
+pub(crate) const SELECT_USER_PROJECTS: &str = "SELECT p.id, p.name, p.created_at FROM user_projects up \
+     JOIN projects p ON p.id = up.project_id WHERE up.user_id = $1 ORDER BY p.name";
+pub(crate) const SELECT_CREDENTIALS: &str =
+    "SELECT id, password_hash, locked_until FROM users WHERE email = $1 AND disabled_at IS NULL";
+/// Counts a failure; the one that reaches the limit resets the count and locks the account.
+pub(crate) const LOGIN_FAILED: &str = "UPDATE users SET \
+     locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END, \
+     failed_logins = CASE WHEN failed_logins + 1 >= $1 THEN 0 ELSE failed_logins + 1 END \
+     WHERE id = $3 RETURNING locked_until";
+pub(crate) const LOGIN_SUCCEEDED: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1";
+pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (token_hash, user_id, kind, csrf_token, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const SELECT_SESSION: &str = "SELECT s.user_id, s.kind, s.csrf_token, s.expires_at FROM sessions s \
+     JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL";
+pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE token_hash = $1";
+pub(crate) const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_id = $1";
+pub(crate) const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
+pub(crate) const INSERT_PASSWORD_TOKEN: &str =
+    "INSERT INTO password_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+pub(crate) const USE_PASSWORD_TOKEN: &str = "UPDATE password_tokens SET used_at = $1 \
+     WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id";
+pub(crate) const SET_PASSWORD: &str =
+    "UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL WHERE id = $2 AND disabled_at IS NULL";
 pub(crate) const INSERT_USER: &str = "INSERT INTO users (id, email, role, password_hash, created_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING";
 pub(crate) const INSERT_MEMBERSHIP: &str =
@@ -45,12 +74,14 @@ pub(crate) fn assemble(rows: Vec<UserRow>, memberships: Vec<(String, String)>, p
         .collect()
 }
 
-/// Defines `create_user`, `users` and `disable_user` over one concrete pool type.
+/// Defines the people and sign-in queries over one concrete pool type.
 macro_rules! user_queries {
     ($pool:ty) => {
-        use crate::StoreResult;
         use crate::users::{self, UserRow};
-        use countersign_core::{Email, Role, Timestamp, User};
+        use crate::{Credentials, NewSession, Session, StoreError, StoreResult};
+        use countersign_core::api_key::KeyHash;
+        use countersign_core::session::{LOCKOUT, MAX_FAILED_LOGINS, SessionKind};
+        use countersign_core::{Email, Project, Role, Timestamp, User};
 
         pub(super) async fn create_user(
             pool: &$pool,
@@ -92,6 +123,121 @@ macro_rules! user_queries {
                 .execute(pool)
                 .await?;
             Ok(users(pool, None).await?.into_iter().find(|u| u.email == email.as_str()))
+        }
+
+        pub(super) async fn user(pool: &$pool, id: &str) -> StoreResult<Option<User>> {
+            let Some(row): Option<UserRow> = sqlx::query_as(users::SELECT_USER_BY_ID).bind(id).fetch_optional(pool).await?
+            else {
+                return Ok(None);
+            };
+            let projects = user_projects(pool, id).await?;
+            let memberships = projects.into_iter().map(|p| (id.to_owned(), p.name)).collect();
+            Ok(users::assemble(vec![row], memberships, None).pop())
+        }
+
+        pub(super) async fn user_projects(pool: &$pool, user_id: &str) -> StoreResult<Vec<Project>> {
+            let rows: Vec<(String, String, i64)> =
+                sqlx::query_as(users::SELECT_USER_PROJECTS).bind(user_id).fetch_all(pool).await?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, name, created_at)| Project { id, name, created_at: Timestamp::from_micros(created_at) })
+                .collect())
+        }
+
+        pub(super) async fn credentials(pool: &$pool, email: &Email) -> StoreResult<Option<Credentials>> {
+            let row: Option<(String, Option<String>, Option<i64>)> =
+                sqlx::query_as(users::SELECT_CREDENTIALS).bind(email.as_str()).fetch_optional(pool).await?;
+            Ok(row.map(|(user_id, password_hash, locked_until)| Credentials {
+                user_id,
+                password_hash,
+                locked_until: locked_until.map(Timestamp::from_micros),
+            }))
+        }
+
+        pub(super) async fn login_failed(pool: &$pool, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+            let locked: Option<(Option<i64>,)> = sqlx::query_as(users::LOGIN_FAILED)
+                .bind(i64::from(MAX_FAILED_LOGINS))
+                .bind(now.plus(LOCKOUT).as_micros())
+                .bind(user_id)
+                .fetch_optional(pool)
+                .await?;
+            Ok(locked.and_then(|(until,)| until).map(Timestamp::from_micros).filter(|until| *until > now))
+        }
+
+        pub(super) async fn login_succeeded(pool: &$pool, user_id: &str) -> StoreResult<()> {
+            sqlx::query(users::LOGIN_SUCCEEDED).bind(user_id).execute(pool).await?;
+            Ok(())
+        }
+
+        pub(super) async fn create_session(pool: &$pool, session: &NewSession) -> StoreResult<()> {
+            sqlx::query(users::DELETE_EXPIRED_SESSIONS).bind(session.created_at.as_micros()).execute(pool).await?;
+            sqlx::query(users::INSERT_SESSION)
+                .bind(&session.hash.0[..])
+                .bind(&session.user_id)
+                .bind(session.kind.as_str())
+                .bind(&session.csrf_token)
+                .bind(session.created_at.as_micros())
+                .bind(session.expires_at.as_micros())
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn session(pool: &$pool, hash: &KeyHash, now: Timestamp) -> StoreResult<Option<Session>> {
+            let row: Option<(String, String, String, i64)> = sqlx::query_as(users::SELECT_SESSION)
+                .bind(&hash.0[..])
+                .bind(now.as_micros())
+                .fetch_optional(pool)
+                .await?;
+            let Some((user_id, kind, csrf_token, expires_at)) = row else { return Ok(None) };
+            let Some(user) = user(pool, &user_id).await? else { return Ok(None) };
+            let kind = SessionKind::parse(&kind)
+                .ok_or_else(|| StoreError::Internal(format!("stored session kind {kind:?} is unknown")))?;
+            let projects = user_projects(pool, &user_id).await?;
+            Ok(Some(Session { user, kind, csrf_token, expires_at: Timestamp::from_micros(expires_at), projects }))
+        }
+
+        pub(super) async fn delete_session(pool: &$pool, hash: &KeyHash) -> StoreResult<()> {
+            sqlx::query(users::DELETE_SESSION).bind(&hash.0[..]).execute(pool).await?;
+            Ok(())
+        }
+
+        pub(super) async fn create_password_token(
+            pool: &$pool,
+            user_id: &str,
+            hash: &KeyHash,
+            expires_at: Timestamp,
+        ) -> StoreResult<()> {
+            sqlx::query(users::INSERT_PASSWORD_TOKEN)
+                .bind(&hash.0[..])
+                .bind(user_id)
+                .bind(Timestamp::now().as_micros())
+                .bind(expires_at.as_micros())
+                .execute(pool)
+                .await?;
+            Ok(())
+        }
+
+        pub(super) async fn set_password_with_token(
+            pool: &$pool,
+            hash: &KeyHash,
+            password_hash: &str,
+            now: Timestamp,
+        ) -> StoreResult<Option<User>> {
+            let mut tx = pool.begin().await?;
+            let used: Option<(String,)> = sqlx::query_as(users::USE_PASSWORD_TOKEN)
+                .bind(now.as_micros())
+                .bind(&hash.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((user_id,)) = used else { return Ok(None) };
+            let set = sqlx::query(users::SET_PASSWORD).bind(password_hash).bind(&user_id).execute(&mut *tx).await?;
+            if set.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query(users::DELETE_USER_SESSIONS).bind(&user_id).execute(&mut *tx).await?;
+            tx.commit().await?;
+            user(pool, &user_id).await
         }
     };
 }

@@ -3,6 +3,7 @@
 mod keys;
 mod serve;
 mod table;
+mod terminal;
 mod users;
 
 use crate::cli::{Cli, Command};
@@ -29,9 +30,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(cmd) => {
             init_logging("warn");
             let store = open_store(&config).await?;
-            let result = users::run(store.as_ref(), cmd).await;
+            let result = users::run(store.as_ref(), &config, cmd).await;
             store.close().await;
             result
+        }
+        // The terminal commands talk to a running server: no database, no configuration needed.
+        Command::Login(args) => {
+            init_logging("warn");
+            terminal::login(args).await
+        }
+        Command::Logout(args) => {
+            init_logging("warn");
+            terminal::logout(args).await
+        }
+        Command::Inbox(args) => {
+            init_logging("warn");
+            terminal::inbox(args).await
+        }
+        Command::Approve(args) => {
+            init_logging("warn");
+            terminal::approve(args).await
+        }
+        Command::Reject(args) => {
+            init_logging("warn");
+            terminal::reject(args).await
+        }
+        Command::Answer(args) => {
+            init_logging("warn");
+            terminal::answer(args).await
         }
     }
 }

@@ -16,15 +16,15 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let settings = Settings { max_body_bytes: config.max_body_bytes, organization: config.organization.clone() };
+    let settings = Settings {
+        max_body_bytes: config.max_body_bytes,
+        organization: config.organization.clone(),
+        public_url: config.public_url.clone(),
+    };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
     let addr = server.local_addr();
-    let base = config.public_url.clone().unwrap_or_else(|| {
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-        let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
-        format!("http://{host}:{}", addr.port())
-    });
-    let base = base.trim_end_matches('/');
+    let base = config.public_base(addr);
+    let base = base.as_str();
     tracing::info!(%addr, database = %redact(&config.database_url()), "countersign {} ready", env!("CARGO_PKG_VERSION"));
     println!("Listening on http://{addr}");
     if let Some(key) = first_key {

@@ -1,13 +1,15 @@
 //! `countersign users create|list|disable`.
 
 use crate::cli::UsersCommand;
+use crate::config::Config;
 use anyhow::{Context, bail};
-use countersign_core::{Email, ProjectName, Role, User, user};
+use countersign_core::session::{PASSWORD_LINK_TTL, PASSWORD_TOKEN_PREFIX, Secret};
+use countersign_core::{Email, ProjectName, Role, Timestamp, User, user};
 use countersign_store::Store;
 use serde_json::json;
 use std::io::BufRead;
 
-pub async fn run(store: &dyn Store, cmd: UsersCommand) -> anyhow::Result<()> {
+pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
         UsersCommand::Create { email, role, projects, password_stdin } => {
             let email = Email::parse(&email)?;
@@ -28,10 +30,7 @@ pub async fn run(store: &dyn Store, cmd: UsersCommand) -> anyhow::Result<()> {
             };
             println!("Created {} {} in {}.", created.role.as_str(), created.email, created.projects.join(", "));
             if !created.has_password {
-                println!(
-                    "No password is set yet. Set one now with --password-stdin (the one-time link to set it in the \
-                     browser comes with the web inbox)."
-                );
+                print_password_link(store, config, &created).await?;
             }
         }
         UsersCommand::List { project, json } => {
@@ -59,6 +58,17 @@ pub async fn run(store: &dyn Store, cmd: UsersCommand) -> anyhow::Result<()> {
                 super::table::print(&["EMAIL", "ROLE", "PROJECTS", "STATUS", "CREATED (UTC)"], rows);
             }
         }
+        UsersCommand::ResetPassword { email } => {
+            let email = Email::parse(&email)?;
+            let found = store.users(None).await?.into_iter().find(|u| u.email == email.as_str());
+            match found {
+                Some(user) if user.disabled_at.is_some() => {
+                    bail!("{email} is disabled; a disabled person cannot sign in")
+                }
+                Some(user) => print_password_link(store, config, &user).await?,
+                None => bail!("no user with email {email}; see `countersign users list`"),
+            }
+        }
         UsersCommand::Disable { email } => {
             let email = Email::parse(&email)?;
             match store.disable_user(&email).await? {
@@ -67,6 +77,19 @@ pub async fn run(store: &dyn Store, cmd: UsersCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Stores a one-time set-password token and prints its link (the only place it ever appears).
+async fn print_password_link(store: &dyn Store, config: &Config, user: &User) -> anyhow::Result<()> {
+    let secret = Secret::generate(PASSWORD_TOKEN_PREFIX);
+    store.create_password_token(&user.id, &secret.hash, Timestamp::now().plus(PASSWORD_LINK_TTL)).await?;
+    println!(
+        "Send {} this one-time link to set their password (valid {} hours; `countersign users reset-password` makes a new one):",
+        user.email,
+        PASSWORD_LINK_TTL.as_secs() / 3600
+    );
+    println!("{}/set-password?token={}", config.public_base(config.listen), secret.text);
     Ok(())
 }
 

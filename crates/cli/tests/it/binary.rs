@@ -118,7 +118,7 @@ async fn keys_are_created_listed_used_and_revoked() {
 
     let server = Served::start(dir.path());
     assert!(!server.banner.iter().any(|l| l.contains("HUMANLAYER_API_KEY=")), "no new key when one exists");
-    let http = reqwest::Client::new();
+    let http = crate::support::client();
     let project = http.get(server.url("/humanlayer/v1/project")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(project.status(), 200);
     assert_eq!(project.json::<serde_json::Value>().await.unwrap()["name"], "team-a");
@@ -156,7 +156,7 @@ async fn a_first_start_prints_a_working_key_and_data_survives_sigterm() {
         banner.lines().find_map(|l| l.trim().strip_prefix("export HUMANLAYER_API_KEY=")).expect(&banner).to_owned();
     assert_eq!(base, server.url("/humanlayer/v1"));
 
-    let http = reqwest::Client::new();
+    let http = crate::support::client();
     let body = serde_json::json!({"run_id": "r", "call_id": "durable", "spec": {"fn": "f", "kwargs": {"n": 1}}});
     let created = http.post(format!("{base}/function_calls")).bearer_auth(&key).json(&body).send().await.unwrap();
     assert_eq!(created.status(), 200);
@@ -188,7 +188,7 @@ async fn acknowledged_writes_survive_sigkill() {
     let key =
         stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
     let mut server = Served::start(dir.path());
-    let http = reqwest::Client::new();
+    let http = crate::support::client();
     // Concurrent creates so that several share a group commit, and decisions on half of them.
     let creates: Vec<_> = (0..64)
         .map(|i| {
@@ -253,7 +253,7 @@ async fn two_serve_processes_on_one_postgres_act_as_one_server() {
     let key =
         stdout(&countersign(dir.path(), &["keys", "create", "--project", "shared"])).lines().last().unwrap().to_owned();
     let (a, b) = (Served::start(dir.path()), Served::start(dir.path()));
-    let http = reqwest::Client::new();
+    let http = crate::support::client();
     let body = serde_json::json!({"run_id": "r", "call_id": "both", "spec": {"fn": "f", "kwargs": {}}});
     let created = http.post(a.url("/humanlayer/v1/function_calls")).bearer_auth(&key).json(&body).send().await.unwrap();
     assert_eq!(created.status(), 200, "the key made by the CLI works on A");
@@ -341,7 +341,16 @@ async fn users_are_created_listed_and_disabled() {
         &["users", "create", "--email", "bob@example.com", "--role", "admin", "--project", "beta"],
     );
     assert!(out.status.success());
-    assert!(stdout(&out).contains("No password is set yet"));
+    let printed = stdout(&out);
+    let link = printed.lines().find(|l| l.contains("/set-password?token=csp_")).expect("a set-password link");
+    assert!(link.starts_with("http://127.0.0.1:8484/set-password?token=csp_"), "{printed}");
+    let again = countersign(dir.path(), &["users", "reset-password", "bob@example.com"]);
+    assert!(again.status.success());
+    let second = stdout(&again);
+    assert!(second.contains("/set-password?token=csp_") && !second.contains(link), "a new link each time: {second}");
+    let nobody = countersign(dir.path(), &["users", "reset-password", "nobody@example.com"]);
+    assert_eq!(nobody.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("no user with email nobody@example.com"));
 
     let list = countersign(dir.path(), &["users", "list", "--json"]);
     let users: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();

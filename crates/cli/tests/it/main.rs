@@ -10,3 +10,5 @@ mod instances;
 mod long_poll;
 mod restart;
 mod support;
+mod terminal;
+mod web;

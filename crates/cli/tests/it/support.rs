@@ -22,6 +22,8 @@ pub struct TestServer {
     /// A key of project `beta`, to check isolation.
     pub other_key: String,
     pub http: reqwest::Client,
+    /// The server's store, to set up people and inspect what is stored.
+    pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -39,6 +41,18 @@ pub async fn create_key(store: &dyn Store, project: &str) -> String {
         .await
         .unwrap();
     key.secret
+}
+
+/// An HTTP client builder. The CLI's reqwest has rustls without a built-in crypto provider, so
+/// every client in this process needs ring installed as the default first.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+/// An HTTP client (see [`client_builder`]).
+pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
 }
 
 /// The admin URL of a PostgreSQL server to test against; unset means SQLite.
@@ -90,13 +104,25 @@ impl TestServer {
     }
 
     async fn launch(dir: TempDir, store: Arc<dyn Store>, key: String, other_key: String, settings: Settings) -> Self {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), store, settings).await.unwrap();
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), store.clone(), settings).await.unwrap();
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;
         }));
-        Self { dir, addr, key, other_key, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        Self { dir, addr, key, other_key, http: client(), store, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Creates an approver with this password in these projects (created if new); returns their id.
+    pub async fn person(&self, email: &str, password: &str, projects: &[&str]) -> String {
+        let mut ids = Vec::new();
+        for name in projects {
+            ids.push(self.store.ensure_project(&ProjectName::parse(name).unwrap()).await.unwrap().id);
+        }
+        let email = countersign_core::Email::parse(email).unwrap();
+        let hash = countersign_core::user::hash_password(password).unwrap();
+        let user = self.store.create_user(&email, countersign_core::Role::Approver, Some(&hash), &ids).await.unwrap();
+        user.expect("a new email").id
     }
 
     /// A server on the database `url` names (e.g. one in a private PostgreSQL cluster).

@@ -58,13 +58,18 @@ pub(super) async fn run(pool: PgPool, feed: broadcast::Sender<Feed>) {
     }
 }
 
-/// Parses `project_id|kind|call_id` (the call id may itself contain `|`).
+/// Parses `project_id|kind|call_id` (the call id may itself contain `|`), prefixed with `+` for
+/// a new request.
 fn parse(payload: &str) -> Option<Feed> {
+    let (created, payload) = match payload.strip_prefix('+') {
+        Some(rest) => (true, rest),
+        None => (false, payload),
+    };
     let mut parts = payload.splitn(3, '|');
     let project_id = parts.next()?.to_owned();
     let kind = RequestKind::parse(parts.next()?)?;
     let call_id = parts.next()?.to_owned();
-    Some(Feed::Changed { project_id, kind, call_id })
+    Some(if created { Feed::Created { project_id, kind, call_id } } else { Feed::Changed { project_id, kind, call_id } })
 }
 
 #[cfg(test)]
@@ -78,5 +83,9 @@ mod tests {
             Some(Feed::Changed { project_id: "p1".into(), kind: RequestKind::FunctionCall, call_id: "a|b".into() })
         );
         assert_eq!(parse("p1|nonsense|x"), None);
+        assert_eq!(
+            parse("+p1|human_contact|x"),
+            Some(Feed::Created { project_id: "p1".into(), kind: RequestKind::HumanContact, call_id: "x".into() })
+        );
     }
 }

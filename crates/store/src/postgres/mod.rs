@@ -6,7 +6,7 @@
 mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
-use crate::{ApiKeyRecord, Change, Created, Feed, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use crate::{ApiKeyRecord, Credentials, NewSession, RequestFilter, Session, Change, Created, Feed, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
 use countersign_core::{
@@ -22,7 +22,7 @@ use std::time::Duration;
 // (and filter every pending request of the project) whenever the table has no statistics yet.
 
 /// Notifies every instance of the rows in `changed`, in the statement that changed them (so only
-/// when it commits). Payload: `project_id|kind|call_id`.
+/// when it commits). Payload: `project_id|kind|call_id` (a create's starts with `+`).
 macro_rules! notify_changed {
     () => {
         "SELECT pg_notify('countersign_requests', project_id || '|' || kind || '|' || call_id) FROM changed"
@@ -31,6 +31,10 @@ macro_rules! notify_changed {
 
 mod people {
     crate::users::user_queries!(sqlx::PgPool);
+}
+
+mod listing {
+    crate::listing::listing_queries!(sqlx::Postgres, sqlx::PgPool, "(spec::jsonb ->> 'fn')", "(decided_by::jsonb ->> 'email')", "ILIKE");
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -189,20 +193,74 @@ impl Store for PostgresStore {
         people::disable_user(&self.pool, email).await
     }
 
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        people::user(&self.pool, id).await
+    }
+
+    async fn credentials(&self, email: &Email) -> StoreResult<Option<Credentials>> {
+        people::credentials(&self.pool, email).await
+    }
+
+    async fn login_failed(&self, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+        people::login_failed(&self.pool, user_id, now).await
+    }
+
+    async fn login_succeeded(&self, user_id: &str) -> StoreResult<()> {
+        people::login_succeeded(&self.pool, user_id).await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+        people::create_session(&self.pool, session).await
+    }
+
+    async fn session(&self, hash: &KeyHash, now: Timestamp) -> StoreResult<Option<Session>> {
+        people::session(&self.pool, hash, now).await
+    }
+
+    async fn delete_session(&self, hash: &KeyHash) -> StoreResult<()> {
+        people::delete_session(&self.pool, hash).await
+    }
+
+    async fn create_password_token(&self, user_id: &str, hash: &KeyHash, expires_at: Timestamp) -> StoreResult<()> {
+        people::create_password_token(&self.pool, user_id, hash, expires_at).await
+    }
+
+    async fn set_password_with_token(
+        &self,
+        hash: &KeyHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>> {
+        people::set_password_with_token(&self.pool, hash, password_hash, now).await
+    }
+
+    async fn list_requests(
+        &self,
+        project_ids: &[String],
+        filter: &RequestFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<Page> {
+        listing::list_requests(&self.pool, project_ids, filter, limit, offset).await
+    }
+
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
-        let inserted = sqlx::query(
-            "INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (project_id, kind, call_id) DO NOTHING",
-        )
+        // Other instances hear of new requests too (their inboxes show them live).
+        let inserted = sqlx::query(concat!(
+            "WITH created AS (INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, kind, call_id) DO NOTHING \
+             RETURNING project_id, kind, call_id) \
+             SELECT pg_notify('countersign_requests', '+' || project_id || '|' || kind || '|' || call_id) FROM created"
+        ))
         .bind(&request.project_id)
         .bind(request.kind.as_str())
         .bind(&request.call_id)
         .bind(&request.run_id)
         .bind(request.spec.get())
         .bind(request.requested_at.as_micros())
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        if inserted.rows_affected() == 1 {
+        if inserted.is_some() {
             return Ok(Created::New);
         }
         let existing = self

@@ -6,7 +6,7 @@ mod checkpoint;
 mod writer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
-use crate::{ApiKeyRecord, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use crate::{ApiKeyRecord, Credentials, NewSession, RequestFilter, Session, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
 use countersign_core::api_key::KeyHash;
@@ -28,6 +28,10 @@ macro_rules! pending_filter {
 
 mod people {
     crate::users::user_queries!(sqlx::SqlitePool);
+}
+
+mod listing {
+    crate::listing::listing_queries!(sqlx::Sqlite, sqlx::SqlitePool, "json_extract(spec, '$.fn')", "json_extract(decided_by, '$.email')", "LIKE");
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -176,6 +180,57 @@ impl Store for SqliteStore {
 
     async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>> {
         people::disable_user(&self.pool, email).await
+    }
+
+    async fn user(&self, id: &str) -> StoreResult<Option<User>> {
+        people::user(&self.pool, id).await
+    }
+
+    async fn credentials(&self, email: &Email) -> StoreResult<Option<Credentials>> {
+        people::credentials(&self.pool, email).await
+    }
+
+    async fn login_failed(&self, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+        people::login_failed(&self.pool, user_id, now).await
+    }
+
+    async fn login_succeeded(&self, user_id: &str) -> StoreResult<()> {
+        people::login_succeeded(&self.pool, user_id).await
+    }
+
+    async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
+        people::create_session(&self.pool, session).await
+    }
+
+    async fn session(&self, hash: &KeyHash, now: Timestamp) -> StoreResult<Option<Session>> {
+        people::session(&self.pool, hash, now).await
+    }
+
+    async fn delete_session(&self, hash: &KeyHash) -> StoreResult<()> {
+        people::delete_session(&self.pool, hash).await
+    }
+
+    async fn create_password_token(&self, user_id: &str, hash: &KeyHash, expires_at: Timestamp) -> StoreResult<()> {
+        people::create_password_token(&self.pool, user_id, hash, expires_at).await
+    }
+
+    async fn set_password_with_token(
+        &self,
+        hash: &KeyHash,
+        password_hash: &str,
+        now: Timestamp,
+    ) -> StoreResult<Option<User>> {
+        people::set_password_with_token(&self.pool, hash, password_hash, now).await
+    }
+
+    async fn list_requests(
+        &self,
+        project_ids: &[String],
+        filter: &RequestFilter,
+        limit: u32,
+        offset: u32,
+    ) -> StoreResult<Page> {
+        listing::list_requests(&self.pool, project_ids, filter, limit, offset).await
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {

@@ -1,0 +1,137 @@
+//! Readable, syntax-highlighted JSON for the inbox: the agent's JSON text, re-indented and turned
+//! into HTML spans (`j-key`, `j-str`, `j-num`, `j-lit`). Works on the text as sent, so numbers of
+//! any size keep their spelling; everything the agent wrote is escaped, never interpreted.
+
+use std::fmt::Write;
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Pretty-printed, highlighted HTML of valid JSON text (two-space indent).
+pub fn highlight(json: &str) -> String {
+    let mut out = String::with_capacity(json.len() * 2);
+    let mut depth = 0usize;
+    let mut chars = json.char_indices().peekable();
+    // True right after `{` or `[`, to print empty containers as `{}` / `[]`.
+    let mut just_opened = false;
+    // The next string is an object key (after `{` or `,` inside an object).
+    let mut stack: Vec<char> = Vec::new();
+    let mut expect_key = false;
+    let newline = |out: &mut String, depth: usize| {
+        out.push('\n');
+        for _ in 0..depth {
+            out.push_str("  ");
+        }
+    };
+    while let Some((start, c)) = chars.next() {
+        if c.is_whitespace() {
+            continue;
+        }
+        let closing = c == '}' || c == ']';
+        if just_opened && !closing {
+            newline(&mut out, depth);
+        }
+        if closing {
+            depth = depth.saturating_sub(1);
+            stack.pop();
+            if !just_opened {
+                newline(&mut out, depth);
+            }
+            out.push(c);
+            just_opened = false;
+            continue;
+        }
+        just_opened = false;
+        match c {
+            '{' | '[' => {
+                out.push(c);
+                depth += 1;
+                stack.push(c);
+                just_opened = true;
+                expect_key = c == '{';
+            }
+            ',' => {
+                out.push(',');
+                newline(&mut out, depth);
+                expect_key = stack.last() == Some(&'{');
+            }
+            ':' => out.push_str(": "),
+            '"' => {
+                let mut end = start + 1;
+                let mut escaped = false;
+                for (i, ch) in chars.by_ref() {
+                    end = i + ch.len_utf8();
+                    if escaped {
+                        escaped = false;
+                    } else if ch == '\\' {
+                        escaped = true;
+                    } else if ch == '"' {
+                        break;
+                    }
+                }
+                let class = if expect_key { "j-key" } else { "j-str" };
+                expect_key = false;
+                let _ = write!(out, "<span class=\"{class}\">{}</span>", escape(&json[start..end]));
+            }
+            _ => {
+                let mut end = start + c.len_utf8();
+                while let Some(&(i, ch)) = chars.peek() {
+                    if ch.is_whitespace() || matches!(ch, ',' | '}' | ']' | ':') {
+                        break;
+                    }
+                    end = i + ch.len_utf8();
+                    chars.next();
+                }
+                let token = &json[start..end];
+                let class = if matches!(token, "true" | "false" | "null") { "j-lit" } else { "j-num" };
+                let _ = write!(out, "<span class=\"{class}\">{}</span>", escape(token));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indents_and_classes() {
+        let html = highlight(r#"{"a":1e2,"b":[true,null,"x"],"c":{},"d":[]}"#);
+        assert_eq!(
+            html,
+            "{\n  <span class=\"j-key\">&quot;a&quot;</span>: <span class=\"j-num\">1e2</span>,\n  \
+             <span class=\"j-key\">&quot;b&quot;</span>: [\n    <span class=\"j-lit\">true</span>,\n    \
+             <span class=\"j-lit\">null</span>,\n    <span class=\"j-str\">&quot;x&quot;</span>\n  ],\n  \
+             <span class=\"j-key\">&quot;c&quot;</span>: {},\n  <span class=\"j-key\">&quot;d&quot;</span>: []\n}"
+        );
+    }
+
+    #[test]
+    fn markup_in_strings_is_escaped() {
+        let html = highlight(r#"{"<b>":"<script>alert(\"x\")</script>","n":123456789012345678901234567890}"#);
+        assert!(!html.contains("<script>") && !html.contains("<b>"));
+        assert!(html.contains("&lt;script&gt;alert(\\&quot;x\\&quot;)&lt;/script&gt;"));
+        assert!(html.contains("123456789012345678901234567890"));
+    }
+
+    #[test]
+    fn escaped_quotes_do_not_end_strings() {
+        let html = highlight(r#"["a\"b", "c\\"]"#);
+        assert!(html.contains("&quot;a\\&quot;b&quot;"));
+        assert!(html.contains("&quot;c\\\\&quot;"));
+    }
+}

@@ -1,0 +1,475 @@
+//! The web inbox: sign-in pages, the live inbox at `/`, a request's detail and decision forms,
+//! the history, the SSE stream that keeps every open inbox current, and the static assets
+//! (htmx and its SSE extension are served from the binary).
+//!
+//! Sessions are an HttpOnly, SameSite=Lax cookie (Secure behind https); every state-changing
+//! form carries the session's CSRF token (the login form a cookie-bound one). Everything shown is
+//! scoped to the person's projects.
+
+mod json_html;
+mod session;
+mod views;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::people::{self, Action, Person};
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::cookie::CookieJar;
+use countersign_core::session::{SessionKind, random_text, same_secret};
+use countersign_core::{DecisionChannel, RequestKind};
+use countersign_store::{DecidedStatus, RequestFilter};
+use serde::Deserialize;
+use session::{LOGIN_CSRF_COOKIE, WebSession};
+use std::convert::Infallible;
+use std::time::Duration;
+use views::{
+    Chrome, Detail, DetailFragment, ErrorPage, HistoryPage, HistoryQuery, HistoryRow, InboxPage, Item, ListFragment,
+    LoginPage, OutcomeView, SetPasswordPage,
+};
+
+/// Requests shown in the inbox list.
+const INBOX_LIMIT: u32 = 200;
+/// Rows per history page.
+const HISTORY_PAGE: u32 = 25;
+
+/// The web routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(inbox))
+        .route("/inbox/list", get(inbox_list))
+        .route("/r/{project}/{kind}/{call_id}", get(detail))
+        .route("/r/{project}/{kind}/{call_id}/{action}", post(decide))
+        .route("/history", get(history))
+        .route("/events", get(events))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/set-password", get(set_password_form).post(set_password))
+        .route("/assets/{file}", get(asset))
+}
+
+/// A page, or an HTML error page with its status.
+type PageResult = Result<Response, WebError>;
+
+/// An error shown as a page.
+pub struct WebError {
+    status: StatusCode,
+    title: &'static str,
+    message: String,
+}
+
+impl WebError {
+    fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+        Self { status, title, message: message.into() }
+    }
+
+    fn csrf() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "This form did not come from this Countersign session (the CSRF check failed). Reload the page and try again.",
+        )
+    }
+}
+
+impl From<ApiError> for WebError {
+    fn from(err: ApiError) -> Self {
+        let title = match err.status() {
+            StatusCode::NOT_FOUND => "Not found",
+            StatusCode::SERVICE_UNAVAILABLE => "Unavailable",
+            s if s.is_client_error() => "Cannot do that",
+            _ => "Something went wrong",
+        };
+        Self::new(err.status(), title, err.message().to_owned())
+    }
+}
+
+impl IntoResponse for WebError {
+    fn into_response(self) -> Response {
+        let page = ErrorPage { title: self.title.to_owned(), message: self.message };
+        (self.status, render(&page)).into_response()
+    }
+}
+
+/// Renders a template as an HTML response with the page security headers.
+fn render(template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => {
+            let mut response = Html(html).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                     connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+                ),
+            );
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(err) => ApiError::internal(format!("template: {err}")).into_response(),
+    }
+}
+
+fn is_htmx(headers: &HeaderMap) -> bool {
+    headers.get("hx-request").is_some_and(|v| v == "true")
+}
+
+fn person(who: &WebSession) -> Person<'_> {
+    Person { session: &who.session, channel: DecisionChannel::Web }
+}
+
+fn chrome(who: &WebSession, nav: &'static str, search: &str) -> Chrome {
+    Chrome { email: who.session.user.email.clone(), csrf: who.session.csrf_token.clone(), nav, search: search.to_owned() }
+}
+
+async fn pending_items(state: &AppState, person: &Person<'_>) -> Result<(Vec<Item>, u64), WebError> {
+    let page = person.inbox(state.store.as_ref(), INBOX_LIMIT).await?;
+    let items = page.items.iter().map(|r| Item::new(person.project_name(&r.project_id), r)).collect();
+    Ok((items, page.total))
+}
+
+async fn inbox(State(state): State<AppState>, who: WebSession) -> PageResult {
+    let (items, total) = pending_items(&state, &person(&who)).await?;
+    Ok(render(&InboxPage { chrome: chrome(&who, "inbox", ""), items, total, detail: None }))
+}
+
+async fn inbox_list(State(state): State<AppState>, who: WebSession) -> PageResult {
+    let (items, total) = pending_items(&state, &person(&who)).await?;
+    Ok(render(&ListFragment { items, total }))
+}
+
+fn kind_of(segment: &str) -> Result<RequestKind, WebError> {
+    match segment {
+        "approval" => Ok(RequestKind::FunctionCall),
+        "question" => Ok(RequestKind::HumanContact),
+        _ => Err(WebError::new(StatusCode::NOT_FOUND, "Not found", "no such page")),
+    }
+}
+
+async fn detail(
+    State(state): State<AppState>,
+    who: WebSession,
+    headers: HeaderMap,
+    Path((project, kind, call_id)): Path<(String, String, String)>,
+) -> PageResult {
+    let person = person(&who);
+    let record = person.request(state.store.as_ref(), &project, kind_of(&kind)?, &call_id).await?;
+    let detail = Detail::new(&project, &record, &who.session.csrf_token);
+    if is_htmx(&headers) {
+        return Ok(render(&DetailFragment { d: detail }));
+    }
+    let (items, total) = pending_items(&state, &person).await?;
+    Ok(render(&InboxPage { chrome: chrome(&who, "inbox", ""), items, total, detail: Some(detail) }))
+}
+
+/// A decision form.
+#[derive(Deserialize)]
+struct DecisionForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    comment: Option<String>,
+    option: Option<String>,
+    text: Option<String>,
+}
+
+async fn decide(
+    State(state): State<AppState>,
+    who: WebSession,
+    headers: HeaderMap,
+    Path((project, kind, call_id, action)): Path<(String, String, String, String)>,
+    Form(form): Form<DecisionForm>,
+) -> PageResult {
+    if !who.csrf_ok(&form.csrf, &headers) {
+        return Err(WebError::csrf());
+    }
+    let person = person(&who);
+    let store = state.store.as_ref();
+    let record = person.request(store, &project, kind_of(&kind)?, &call_id).await?;
+    let option = form.option.filter(|o| !o.is_empty());
+    // A non-interactive option's prompt_fill is sent as is, whatever the text box holds.
+    let fixed = option.as_ref().and_then(|name| record.options().into_iter().find(|o| &o.name == name));
+    let fixed = fixed.is_some_and(|o| !o.interactive.unwrap_or(false) && o.prompt_fill.is_some());
+    let comment = if fixed { None } else { form.comment };
+    let action = match action.as_str() {
+        "approve" => Action::Approve { comment },
+        "reject" => Action::Reject { comment, option },
+        "answer" => Action::Answer { text: if fixed { None } else { form.text }, option },
+        _ => return Err(WebError::new(StatusCode::NOT_FOUND, "Not found", "no such action")),
+    };
+    let (status, notice, error) = match person.decide(&state.requests, &record, &action).await {
+        Ok(_) => (StatusCode::OK, String::new(), String::new()),
+        Err(err) if err.status() == StatusCode::CONFLICT => {
+            (StatusCode::CONFLICT, "Someone else decided this first; nothing was changed.".to_owned(), String::new())
+        }
+        Err(err) if err.status() == StatusCode::BAD_REQUEST => {
+            (StatusCode::BAD_REQUEST, String::new(), err.message().to_owned())
+        }
+        Err(err) => return Err(err.into()),
+    };
+    if status == StatusCode::OK && !is_htmx(&headers) {
+        let href = views::href(&project, &record);
+        return Ok(Redirect::to(&href).into_response());
+    }
+    let fresh = person.request(store, &project, record.kind, &call_id).await?;
+    let mut detail = Detail::new(&project, &fresh, &who.session.csrf_token);
+    detail.notice = notice;
+    detail.error = error;
+    if is_htmx(&headers) {
+        return Ok((status, render(&DetailFragment { d: detail })).into_response());
+    }
+    let (items, total) = pending_items(&state, &person).await?;
+    let page = InboxPage { chrome: chrome(&who, "inbox", ""), items, total, detail: Some(detail) };
+    Ok((status, render(&page)).into_response())
+}
+
+async fn history(
+    State(state): State<AppState>,
+    who: WebSession,
+    Query(filters): Query<HistoryQuery>,
+) -> PageResult {
+    let person = person(&who);
+    let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let filter = RequestFilter {
+        pending: false,
+        status: DecidedStatus::parse(&filters.status),
+        run_id: text(&filters.run),
+        function: text(&filters.function),
+        decided_by: text(&filters.by),
+        text: text(&filters.q),
+    };
+    let page_no = filters.page.unwrap_or(1).max(1);
+    let offset = (page_no - 1).saturating_mul(HISTORY_PAGE);
+    let page = state.store.list_requests(&person.project_ids(), &filter, HISTORY_PAGE, offset).await.map_err(ApiError::from)?;
+    let rows: Vec<HistoryRow> = page
+        .items
+        .iter()
+        .filter_map(|r| {
+            let project = person.project_name(&r.project_id).to_owned();
+            Some(HistoryRow {
+                href: views::href(&project, r),
+                kind_label: if r.kind == RequestKind::FunctionCall { "Approval" } else { "Question" },
+                summary: r.summary(),
+                run_id: r.run_id.clone(),
+                outcome: OutcomeView::of(r)?,
+                project,
+            })
+        })
+        .collect();
+    let link = |page: u32| {
+        let mut query = form_urlencoded(&[
+            ("status", &filters.status),
+            ("run", &filters.run),
+            ("fn", &filters.function),
+            ("by", &filters.by),
+            ("q", &filters.q),
+        ]);
+        query.push_str(&format!("page={page}"));
+        format!("/history?{query}")
+    };
+    let shown = rows.len() as u64;
+    let first = if shown == 0 { 0 } else { u64::from(offset) + 1 };
+    let last = u64::from(offset) + shown;
+    let prev_href = if page_no > 1 { link(page_no - 1) } else { String::new() };
+    let next_href = if last < page.total { link(page_no + 1) } else { String::new() };
+    let search = filters.q.clone();
+    Ok(render(&HistoryPage {
+        chrome: chrome(&who, "history", &search),
+        filters,
+        rows,
+        total: page.total,
+        first,
+        last,
+        prev_href,
+        next_href,
+    }))
+}
+
+/// `a=1&b=2&` of the non-empty pairs.
+fn form_urlencoded(pairs: &[(&str, &String)]) -> String {
+    let mut out = String::new();
+    for (name, value) in pairs {
+        if !value.is_empty() {
+            out.push_str(&format!("{name}={}&", views::segment(value)));
+        }
+    }
+    out
+}
+
+/// Server-sent events for an open inbox: `changed` whenever a request of the person's projects
+/// is created, decided or escalated (the page then re-reads its list). Events carry no content,
+/// and events of other projects are never sent.
+async fn events(State(state): State<AppState>, who: WebSession) -> Response {
+    let projects: Vec<String> = who.session.projects.iter().map(|p| p.id.clone()).collect();
+    let mut changes = state.requests.watch_inbox();
+    let closing = state.clone();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                () = closing.requests.closed() => return,
+            };
+            let relevant = match &change {
+                Ok(change) => &*change.project_id == "*" || projects.iter().any(|p| **p == *change.project_id),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if !relevant {
+                continue;
+            }
+            // Let a burst settle into one refresh.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            while changes.try_recv().is_ok() {}
+            if tx.send(Event::default().event("changed").data("refresh")).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A stream fed by a task through a small channel.
+fn async_stream<F, Fut>(produce: F) -> impl futures::Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(produce(tx));
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|e| e.map(Ok)))
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// Only local paths, so a crafted link cannot send people elsewhere after signing in.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
+
+async fn login_form(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+    let token = random_text(32);
+    let jar = jar.add(session::cookie(&state, &headers, LOGIN_CSRF_COOKIE, token.clone()));
+    let page = LoginPage { csrf: token, next: safe_next(q.next.as_deref()), email: String::new(), error: String::new() };
+    (jar, render(&page)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    next: Option<String>,
+}
+
+async fn login(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+    let expected = jar.get(LOGIN_CSRF_COOKIE).map(|c| c.value().to_owned()).unwrap_or_default();
+    if expected.is_empty() || !same_secret(&expected, &form.csrf) {
+        return WebError::csrf().into_response();
+    }
+    let next = safe_next(form.next.as_deref());
+    match people::login(state.store.as_ref(), &form.email, &form.password, SessionKind::Web).await {
+        Ok(signed_in) => {
+            let jar = jar
+                .remove(session::removal(LOGIN_CSRF_COOKIE))
+                .add(session::cookie(&state, &headers, session::SESSION_COOKIE, signed_in.token));
+            (jar, Redirect::to(&next)).into_response()
+        }
+        Err(err) => {
+            let message = if err.status() == StatusCode::UNAUTHORIZED {
+                "Wrong email or password.".to_owned()
+            } else {
+                err.message().to_owned()
+            };
+            let page = LoginPage { csrf: expected, next, email: form.email, error: message };
+            (err.status(), render(&page)).into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+}
+
+async fn logout(State(state): State<AppState>, who: WebSession, headers: HeaderMap, jar: CookieJar, Form(form): Form<CsrfForm>) -> PageResult {
+    if !who.csrf_ok(&form.csrf, &headers) {
+        return Err(WebError::csrf());
+    }
+    people::logout(state.store.as_ref(), &who.token).await?;
+    Ok((jar.remove(session::removal(session::SESSION_COOKIE)), Redirect::to("/login")).into_response())
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+async fn set_password_form(Query(q): Query<TokenQuery>) -> Response {
+    render(&SetPasswordPage { token: q.token, error: String::new(), done: false })
+}
+
+#[derive(Deserialize)]
+struct SetPasswordForm {
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+/// The one-time token in the form is what authorizes this (no session exists yet), so it needs no
+/// CSRF token: a forged form would have to know the secret.
+async fn set_password(State(state): State<AppState>, Form(form): Form<SetPasswordForm>) -> Response {
+    let page = |error: String, done: bool| SetPasswordPage { token: form.token.clone(), error, done };
+    if form.password != form.confirm {
+        return (StatusCode::BAD_REQUEST, render(&page("The two passwords differ.".into(), false))).into_response();
+    }
+    match people::set_password(state.store.as_ref(), &form.token, &form.password).await {
+        Ok(user) => {
+            tracing::info!(user_id = %user.id, "password set with a one-time link");
+            render(&page(String::new(), true))
+        }
+        Err(err) => (err.status(), render(&page(err.message().to_owned(), false))).into_response(),
+    }
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, content_type): (&'static [u8], &str) = match file.as_str() {
+        "htmx.min.js" => (include_bytes!("../../assets/vendor/htmx.min.js"), "text/javascript"),
+        "htmx-ext-sse.min.js" => (include_bytes!("../../assets/vendor/htmx-ext-sse.min.js"), "text/javascript"),
+        "inbox.js" => (include_bytes!("../../assets/inbox.js"), "text/javascript"),
+        "style.css" => (include_bytes!("../../assets/style.css"), "text/css"),
+        _ => return WebError::new(StatusCode::NOT_FOUND, "Not found", "no such asset").into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_str(&format!("{content_type}; charset=utf-8")).expect("ascii")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        body,
+    )
+        .into_response()
+}
