@@ -45,11 +45,7 @@ fresh_database() {
 echo "==> Python SDK (humanlayer==0.7.9)"
 fresh_database python
 PY_DIR="$REPO/compat/python"
-VENV="$PY_DIR/.venv"
-if [[ ! -x "$VENV/bin/python" ]]; then
-  python3 -m venv "$VENV"
-fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt"
+VENV="$("$REPO/scripts/compat-venv")"
 set +e
 (cd "$PY_DIR" && "$VENV/bin/python" -m pytest -q "$@")
 py_rc=$?

@@ -231,7 +231,11 @@ impl RequestRecord {
         });
         let text = text.unwrap_or_default();
         let line = text.lines().next().unwrap_or_default();
-        if line.chars().count() > 120 { format!("{}…", line.chars().take(119).collect::<String>()) } else { line.to_owned() }
+        if line.chars().count() > 120 {
+            format!("{}…", line.chars().take(119).collect::<String>())
+        } else {
+            line.to_owned()
+        }
     }
 
     /// A top-level field of the spec as the JSON text sent (`kwargs`, `state`, `msg`...); `None` when absent or null.

@@ -113,9 +113,12 @@ pub async fn password_link_token(store: &dyn Store, user_id: &str) -> ApiResult<
 /// unknown token.
 pub async fn set_password(store: &dyn Store, token: &str, password: &str) -> ApiResult<countersign_core::User> {
     let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || user::hash_password(&password)).await.map_err(ApiError::internal)??;
+    let hash =
+        tokio::task::spawn_blocking(move || user::hash_password(&password)).await.map_err(ApiError::internal)??;
     store.set_password_with_token(&KeyHash::of(token), &hash, Timestamp::now()).await?.ok_or_else(|| {
-        ApiError::not_found("this link is used, expired or unknown; ask an admin for a new one (countersign users reset-password)")
+        ApiError::not_found(
+            "this link is used, expired or unknown; ask an admin for a new one (countersign users reset-password)",
+        )
     })
 }
 
@@ -173,7 +176,13 @@ impl Person<'_> {
     }
 
     /// One request of the person's projects.
-    pub async fn request(&self, store: &dyn Store, project: &str, kind: RequestKind, call_id: &str) -> ApiResult<RequestRecord> {
+    pub async fn request(
+        &self,
+        store: &dyn Store,
+        project: &str,
+        kind: RequestKind,
+        call_id: &str,
+    ) -> ApiResult<RequestRecord> {
         let project = self.project(project)?;
         store
             .request(&project.id, kind, call_id)
@@ -183,7 +192,13 @@ impl Person<'_> {
 
     /// Finds a request by call id across the person's projects (or in `project`); 409 with code
     /// `ambiguous` when several projects have one.
-    pub async fn find(&self, store: &dyn Store, kind: RequestKind, call_id: &str, project: Option<&str>) -> ApiResult<RequestRecord> {
+    pub async fn find(
+        &self,
+        store: &dyn Store,
+        kind: RequestKind,
+        call_id: &str,
+        project: Option<&str>,
+    ) -> ApiResult<RequestRecord> {
         if let Some(name) = project {
             return self.request(store, name, kind, call_id).await;
         }
@@ -201,7 +216,10 @@ impl Person<'_> {
                 Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "ambiguous",
-                    format!("{call_id:?} exists in several of your projects ({}); name one with --project", names.join(", ")),
+                    format!(
+                        "{call_id:?} exists in several of your projects ({}); name one with --project",
+                        names.join(", ")
+                    ),
                 ))
             }
         }

@@ -144,7 +144,11 @@ struct DecideBody {
     text: Option<String>,
 }
 
-async fn decide(State(state): State<AppState>, who: TerminalSession, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+async fn decide(
+    State(state): State<AppState>,
+    who: TerminalSession,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
     let body: DecideBody = parse(body)?;
     let action = match body.action.as_str() {
         "approve" => Action::Approve { comment: body.comment },

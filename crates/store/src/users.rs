@@ -126,7 +126,8 @@ macro_rules! user_queries {
         }
 
         pub(super) async fn user(pool: &$pool, id: &str) -> StoreResult<Option<User>> {
-            let Some(row): Option<UserRow> = sqlx::query_as(users::SELECT_USER_BY_ID).bind(id).fetch_optional(pool).await?
+            let Some(row): Option<UserRow> =
+                sqlx::query_as(users::SELECT_USER_BY_ID).bind(id).fetch_optional(pool).await?
             else {
                 return Ok(None);
             };
@@ -154,7 +155,11 @@ macro_rules! user_queries {
             }))
         }
 
-        pub(super) async fn login_failed(pool: &$pool, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>> {
+        pub(super) async fn login_failed(
+            pool: &$pool,
+            user_id: &str,
+            now: Timestamp,
+        ) -> StoreResult<Option<Timestamp>> {
             let locked: Option<(Option<i64>,)> = sqlx::query_as(users::LOGIN_FAILED)
                 .bind(i64::from(MAX_FAILED_LOGINS))
                 .bind(now.plus(LOCKOUT).as_micros())

@@ -117,3 +117,26 @@ async fn keys_and_requests_are_shared() {
     let (_, page) = b.get("/agent/function_calls/pending").await;
     assert_eq!(page["total"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbox_on_one_instance_hears_of_requests_made_on_another() {
+    let Some((a, b)) = two_instances().await else { return };
+    let ada = crate::web::signed_in(&b, "ada@example.com", &["alpha"]).await;
+    let mut stream = b
+        .http
+        .get(b.root("/events"))
+        .header("cookie", ada.cookie_header())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.post_as(&a.other_key, "/function_calls", approval("theirs")).await;
+    let quiet = crate::web::events_within(&mut stream, Duration::from_millis(500)).await;
+    assert!(quiet.is_empty(), "another project's request is not announced: {quiet:?}");
+    a.post("/function_calls", approval("on-a")).await;
+    assert_eq!(crate::web::events_within(&mut stream, Duration::from_secs(2)).await, vec!["changed"]);
+    a.post("/agent/function_calls/on-a/respond", json!({"approved": true})).await;
+    assert_eq!(crate::web::events_within(&mut stream, Duration::from_secs(2)).await, vec!["changed"]);
+}

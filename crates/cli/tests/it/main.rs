@@ -3,6 +3,7 @@
 
 mod api_errors;
 mod binary;
+mod browser;
 mod faults;
 mod function_calls;
 mod human_contacts;

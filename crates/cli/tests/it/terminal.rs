@@ -196,6 +196,15 @@ async fn the_inbox_lists_only_the_persons_projects_and_others_stay_out_of_reach(
     desk.ask_approval("beta", approval("theirs")).await;
     desk.server.post("/contact_requests", question("q-1")).await;
 
+    let sneaky = json!({"run_id": "r", "call_id": "sneaky", "spec": {"msg": "ok?\u{1b}]0;pwned\u{7}"}});
+    let (status, created) = desk.server.post("/contact_requests", sneaky).await;
+    assert_eq!(status, 200, "{created}");
+    let out = desk.run(&["inbox"]).await;
+    assert!(!out.stdout.contains(['\u{1b}', '\u{7}']), "agents cannot send escape sequences to the terminal: {out:?}");
+    let out = desk.run(&["answer", "sneaky", "no"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(!out.stdout.contains(['\u{1b}', '\u{7}']), "{out:?}");
+
     let out = desk.run(&["inbox", "--json"]).await;
     assert_eq!(out.code, Some(0), "{out:?}");
     let items: Value = serde_json::from_str(&out.stdout).unwrap();

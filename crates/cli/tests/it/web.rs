@@ -13,7 +13,7 @@ use std::time::Duration;
 const PASSWORD: &str = "correct-horse-battery";
 
 /// A browser-like client: keeps the session cookie by hand, never follows redirects.
-struct Browser {
+pub(crate) struct Browser {
     http: reqwest::Client,
     base: String,
     cookies: Vec<(String, String)>,
@@ -28,12 +28,12 @@ struct Page {
 }
 
 impl Browser {
-    fn new(server: &TestServer) -> Self {
+    pub(crate) fn new(server: &TestServer) -> Self {
         let http = crate::support::client_builder().redirect(Policy::none()).build().unwrap();
         Self { http, base: server.root(""), cookies: Vec::new(), csrf: String::new() }
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
     }
 
@@ -97,7 +97,7 @@ fn hidden(html: &str, name: &str) -> Option<String> {
     Some(rest[..rest.find('"')?].to_owned())
 }
 
-async fn signed_in(server: &TestServer, email: &str, projects: &[&str]) -> Browser {
+pub(crate) async fn signed_in(server: &TestServer, email: &str, projects: &[&str]) -> Browser {
     server.person(email, PASSWORD, projects).await;
     let mut browser = Browser::new(server);
     let page = browser.login(email, PASSWORD).await;
@@ -130,7 +130,8 @@ async fn pages_without_a_session_go_to_the_login_page() {
 
 #[tokio::test]
 async fn sessions_are_secure_behind_https() {
-    let settings = countersign_server::Settings { public_url: Some("https://approve.example.com".into()), ..Default::default() };
+    let settings =
+        countersign_server::Settings { public_url: Some("https://approve.example.com".into()), ..Default::default() };
     let s = TestServer::start_with(settings).await;
     s.person("ada@example.com", PASSWORD, &["alpha"]).await;
     let mut browser = Browser::new(&s);
@@ -175,13 +176,17 @@ async fn a_one_time_link_sets_the_password_once() {
     let email = Email::parse("new@example.com").unwrap();
     let user = s.store.create_user(&email, Role::Approver, None, &[project.id]).await.unwrap().unwrap();
     let secret = Secret::generate(PASSWORD_TOKEN_PREFIX);
-    s.store.create_password_token(&user.id, &secret.hash, Timestamp::now().plus(Duration::from_secs(60))).await.unwrap();
+    s.store
+        .create_password_token(&user.id, &secret.hash, Timestamp::now().plus(Duration::from_secs(60)))
+        .await
+        .unwrap();
     let mut browser = Browser::new(&s);
     assert_eq!(browser.login("new@example.com", PASSWORD).await.status, StatusCode::UNAUTHORIZED, "no password yet");
     let form = browser.get(&format!("/set-password?token={}", secret.text)).await;
     assert_eq!(form.status, StatusCode::OK);
     let token = secret.text.as_str();
-    let mismatch = browser.post("/set-password", &[("token", token), ("password", PASSWORD), ("confirm", "other")]).await;
+    let mismatch =
+        browser.post("/set-password", &[("token", token), ("password", PASSWORD), ("confirm", "other")]).await;
     assert_eq!(mismatch.status, StatusCode::BAD_REQUEST);
     let short = browser.post("/set-password", &[("token", token), ("password", "short"), ("confirm", "short")]).await;
     assert_eq!(short.status, StatusCode::BAD_REQUEST);
@@ -189,7 +194,9 @@ async fn a_one_time_link_sets_the_password_once() {
     let done = browser.post("/set-password", &[("token", token), ("password", PASSWORD), ("confirm", PASSWORD)]).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.body.contains("Your password is set"));
-    let reused = browser.post("/set-password", &[("token", token), ("password", "another-password"), ("confirm", "another-password")]).await;
+    let reused = browser
+        .post("/set-password", &[("token", token), ("password", "another-password"), ("confirm", "another-password")])
+        .await;
     assert_eq!(reused.status, StatusCode::NOT_FOUND);
     assert!(reused.body.contains("used, expired or unknown"));
     assert_eq!(browser.login("new@example.com", PASSWORD).await.status, StatusCode::SEE_OTHER);
@@ -246,7 +253,8 @@ async fn reject_options_fill_the_comment_unless_interactive_and_edited() {
         {"name": "edit", "title": "Say why", "prompt_fill": "because", "interactive": true}
     ]);
     for id in ["fixed", "edited"] {
-        let body = json!({"run_id": "r", "call_id": id, "spec": {"fn": "deploy", "kwargs": {}, "reject_options": options}});
+        let body =
+            json!({"run_id": "r", "call_id": id, "spec": {"fn": "deploy", "kwargs": {}, "reject_options": options}});
         s.post("/function_calls", body).await;
     }
     ada.get("/").await;
@@ -329,7 +337,7 @@ async fn people_see_nothing_of_other_projects() {
 }
 
 /// Reads SSE events until `deadline`; returns the event names.
-async fn events_within(response: &mut reqwest::Response, deadline: Duration) -> Vec<String> {
+pub(crate) async fn events_within(response: &mut reqwest::Response, deadline: Duration) -> Vec<String> {
     let mut names = Vec::new();
     let mut buffer = String::new();
     let end = tokio::time::Instant::now() + deadline;

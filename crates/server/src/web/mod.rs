@@ -128,7 +128,12 @@ fn person(who: &WebSession) -> Person<'_> {
 }
 
 fn chrome(who: &WebSession, nav: &'static str, search: &str) -> Chrome {
-    Chrome { email: who.session.user.email.clone(), csrf: who.session.csrf_token.clone(), nav, search: search.to_owned() }
+    Chrome {
+        email: who.session.user.email.clone(),
+        csrf: who.session.csrf_token.clone(),
+        nav,
+        search: search.to_owned(),
+    }
 }
 
 async fn pending_items(state: &AppState, person: &Person<'_>) -> Result<(Vec<Item>, u64), WebError> {
@@ -231,11 +236,7 @@ async fn decide(
     Ok((status, render(&page)).into_response())
 }
 
-async fn history(
-    State(state): State<AppState>,
-    who: WebSession,
-    Query(filters): Query<HistoryQuery>,
-) -> PageResult {
+async fn history(State(state): State<AppState>, who: WebSession, Query(filters): Query<HistoryQuery>) -> PageResult {
     let person = person(&who);
     let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let filter = RequestFilter {
@@ -248,7 +249,11 @@ async fn history(
     };
     let page_no = filters.page.unwrap_or(1).max(1);
     let offset = (page_no - 1).saturating_mul(HISTORY_PAGE);
-    let page = state.store.list_requests(&person.project_ids(), &filter, HISTORY_PAGE, offset).await.map_err(ApiError::from)?;
+    let page = state
+        .store
+        .list_requests(&person.project_ids(), &filter, HISTORY_PAGE, offset)
+        .await
+        .map_err(ApiError::from)?;
     let rows: Vec<HistoryRow> = page
         .items
         .iter()
@@ -362,10 +367,16 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-async fn login_form(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+async fn login_form(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let token = random_text(32);
     let jar = jar.add(session::cookie(&state, &headers, LOGIN_CSRF_COOKIE, token.clone()));
-    let page = LoginPage { csrf: token, next: safe_next(q.next.as_deref()), email: String::new(), error: String::new() };
+    let page =
+        LoginPage { csrf: token, next: safe_next(q.next.as_deref()), email: String::new(), error: String::new() };
     (jar, render(&page)).into_response()
 }
 
@@ -380,7 +391,12 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let expected = jar.get(LOGIN_CSRF_COOKIE).map(|c| c.value().to_owned()).unwrap_or_default();
     if expected.is_empty() || !same_secret(&expected, &form.csrf) {
         return WebError::csrf().into_response();
@@ -388,9 +404,12 @@ async fn login(State(state): State<AppState>, jar: CookieJar, headers: HeaderMap
     let next = safe_next(form.next.as_deref());
     match people::login(state.store.as_ref(), &form.email, &form.password, SessionKind::Web).await {
         Ok(signed_in) => {
-            let jar = jar
-                .remove(session::removal(LOGIN_CSRF_COOKIE))
-                .add(session::cookie(&state, &headers, session::SESSION_COOKIE, signed_in.token));
+            let jar = jar.remove(session::removal(LOGIN_CSRF_COOKIE)).add(session::cookie(
+                &state,
+                &headers,
+                session::SESSION_COOKIE,
+                signed_in.token,
+            ));
             (jar, Redirect::to(&next)).into_response()
         }
         Err(err) => {
@@ -411,7 +430,13 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(state): State<AppState>, who: WebSession, headers: HeaderMap, jar: CookieJar, Form(form): Form<CsrfForm>) -> PageResult {
+async fn logout(
+    State(state): State<AppState>,
+    who: WebSession,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
     if !who.csrf_ok(&form.csrf, &headers) {
         return Err(WebError::csrf());
     }

@@ -26,7 +26,12 @@ fn secure(state: &AppState, headers: &HeaderMap) -> bool {
 /// An HttpOnly, SameSite=Lax cookie for the whole site. It lasts until the browser closes; the
 /// server ends the session itself after its lifetime.
 pub fn cookie(state: &AppState, headers: &HeaderMap, name: &'static str, value: String) -> Cookie<'static> {
-    Cookie::build((name, value)).path("/").http_only(true).same_site(SameSite::Lax).secure(secure(state, headers)).build()
+    Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure(state, headers))
+        .build()
 }
 
 /// A cookie that removes `name`.

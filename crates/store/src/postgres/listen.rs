@@ -69,7 +69,11 @@ fn parse(payload: &str) -> Option<Feed> {
     let project_id = parts.next()?.to_owned();
     let kind = RequestKind::parse(parts.next()?)?;
     let call_id = parts.next()?.to_owned();
-    Some(if created { Feed::Created { project_id, kind, call_id } } else { Feed::Changed { project_id, kind, call_id } })
+    Some(if created {
+        Feed::Created { project_id, kind, call_id }
+    } else {
+        Feed::Changed { project_id, kind, call_id }
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@
 mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
-use crate::{ApiKeyRecord, Credentials, NewSession, RequestFilter, Session, Change, Created, Feed, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use crate::{
+    ApiKeyRecord, Change, Created, Credentials, Feed, NewApiKey, NewSession, Page, PageRequest, RequestFilter, Session,
+    Store, StoreError, StoreResult,
+};
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
 use countersign_core::{
@@ -34,7 +37,13 @@ mod people {
 }
 
 mod listing {
-    crate::listing::listing_queries!(sqlx::Postgres, sqlx::PgPool, "(spec::jsonb ->> 'fn')", "(decided_by::jsonb ->> 'email')", "ILIKE");
+    crate::listing::listing_queries!(
+        sqlx::Postgres,
+        sqlx::PgPool,
+        "(spec::jsonb ->> 'fn')",
+        "(decided_by::jsonb ->> 'email')",
+        "ILIKE"
+    );
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

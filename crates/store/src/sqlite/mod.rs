@@ -6,7 +6,10 @@ mod checkpoint;
 mod writer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
-use crate::{ApiKeyRecord, Credentials, NewSession, RequestFilter, Session, Change, Created, NewApiKey, Page, PageRequest, Store, StoreError, StoreResult};
+use crate::{
+    ApiKeyRecord, Change, Created, Credentials, NewApiKey, NewSession, Page, PageRequest, RequestFilter, Session,
+    Store, StoreError, StoreResult,
+};
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
 use countersign_core::api_key::KeyHash;
@@ -31,7 +34,13 @@ mod people {
 }
 
 mod listing {
-    crate::listing::listing_queries!(sqlx::Sqlite, sqlx::SqlitePool, "json_extract(spec, '$.fn')", "json_extract(decided_by, '$.email')", "LIKE");
+    crate::listing::listing_queries!(
+        sqlx::Sqlite,
+        sqlx::SqlitePool,
+        "json_extract(spec, '$.fn')",
+        "json_extract(decided_by, '$.email')",
+        "LIKE"
+    );
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -151,7 +151,8 @@ pub async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
         .iter()
         .map(|i| {
             let asked = asked(&i.requested_at, now);
-            vec![i.call_id.clone(), i.project.clone(), i.kind().to_owned(), i.summary.clone(), i.run_id.clone(), asked]
+            let cells = [&i.call_id, &i.project, i.kind(), &i.summary, &i.run_id, &asked];
+            cells.into_iter().map(printable).collect()
         })
         .collect();
     let kind_colour = |column: usize, text: &str| match (column, text) {
@@ -198,8 +199,9 @@ async fn decide(call_id: &str, options: DecisionOptions, mut body: Value) -> any
         _ => ("Answered", GREEN),
     };
     let verb = if colour() { format!("{ansi}{verb}{RESET}") } else { verb.to_owned() };
-    let what = if item.kind == "human_contact" { format!("{:?}", item.summary) } else { item.summary.clone() };
-    println!("{verb} {what} (call {}) in project {}.", item.call_id, item.project);
+    let what = printable(&item.summary);
+    let what = if item.kind == "human_contact" { format!("\"{what}\"") } else { what };
+    println!("{verb} {what} (call {}) in project {}.", printable(&item.call_id), printable(&item.project));
     Ok(())
 }
 
@@ -217,7 +219,7 @@ fn server_url(args: &ServerArgs, stored: Option<&Credentials>) -> anyhow::Result
     let url = url.trim().trim_end_matches('/');
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.contains(char::is_whitespace) {
         let hint = "use a URL such as http://127.0.0.1:8484 or https://countersign.example.com";
-        return Err(Failure::new(Exit::Usage, format!("--server {url:?} is not an http(s) URL: {hint}")).into());
+        return Err(Failure::new(Exit::Usage, format!("the server {url:?} is not an http(s) URL: {hint}")).into());
     }
     Ok(url.to_owned())
 }
@@ -252,6 +254,12 @@ fn asked(requested_at: &str, now: DateTime<Utc>) -> String {
         86_400..604_800 => format!("{}d ago", seconds / 86_400),
         _ => at.format("%Y-%m-%d %H:%M UTC").to_string(),
     }
+}
+
+/// Text from agents, made safe to print: a control character (an escape sequence could redraw
+/// the terminal and fake what is asked) is shown as U+FFFD.
+fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
 }
 
 const GREEN: &str = "\x1b[32m";
