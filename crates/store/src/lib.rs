@@ -112,8 +112,8 @@ pub struct Page {
 /// What other processes sharing the database did, as far as the in-memory views must know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Feed {
-    /// A request was created (by any process, this one included).
-    Created { project_id: String, kind: RequestKind, call_id: String },
+    /// Requests were created in a project (by any process, this one included; shortly after).
+    Created { project_id: String },
     /// A request was decided or escalated (by any process, this one included).
     Changed { project_id: String, kind: RequestKind, call_id: String },
     /// Changes may have been missed (the listening connection was lost and is back): re-check

@@ -432,3 +432,29 @@ async fn logging_out_ends_the_session() {
     let stale = s.http.get(s.root("/")).header("cookie", cookie).send().await.unwrap();
     assert_eq!(stale.url().path(), "/login", "the old cookie no longer works");
 }
+
+#[tokio::test]
+async fn questions_take_an_option_and_disabled_people_are_signed_out() {
+    let s = TestServer::start().await;
+    let mut ada = signed_in(&s, "ada@example.com", &["alpha"]).await;
+    let body = json!({"run_id": "r", "call_id": "q1", "spec": {"msg": "Which region?", "response_options": [
+        {"name": "eu", "title": "Europe", "prompt_fill": "deploy to eu-west-1"},
+        {"name": "us", "title": "United States"}
+    ]}});
+    s.post("/contact_requests", body).await;
+    let detail = ada.get("/r/alpha/question/q1").await;
+    assert!(detail.body.contains("Which region?") && detail.body.contains("Europe"), "{}", detail.body);
+    let empty = ada.submit("/r/alpha/question/q1/answer", &[("text", "  ")]).await;
+    assert_eq!(empty.status, StatusCode::BAD_REQUEST);
+    assert!(empty.body.contains("must be a non-empty string"), "{}", empty.body);
+    assert_eq!(ada.submit("/r/alpha/question/q1/answer", &[("option", "eu")]).await.status, StatusCode::SEE_OTHER);
+    let (_, hc) = s.get("/contact_requests/q1").await;
+    assert_eq!(hc["status"]["response"], "deploy to eu-west-1");
+    assert_eq!(hc["status"]["response_option_name"], "eu");
+    // An approval's actions do not apply to a question, and the other way round.
+    s.post("/function_calls", approval("c1")).await;
+    assert_eq!(ada.submit("/r/alpha/question/c1/answer", &[("text", "x")]).await.status, StatusCode::NOT_FOUND);
+    s.store.disable_user(&Email::parse("ada@example.com").unwrap()).await.unwrap();
+    let after = ada.get("/").await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER, "a disabled person's session ends at once");
+}

@@ -58,22 +58,43 @@ pub(super) async fn run(pool: PgPool, feed: broadcast::Sender<Feed>) {
     }
 }
 
-/// Parses `project_id|kind|call_id` (the call id may itself contain `|`), prefixed with `+` for
-/// a new request.
+/// Announces new requests to the other instances: each batch of creates (those committed within
+/// [`ANNOUNCE_DELAY`] of each other) becomes one NOTIFY per project, `+project_id`, sent in its
+/// own statement after the creates committed. Best effort: a crash in between only delays other
+/// inboxes until their next change.
+pub(super) async fn announce_creates(pool: PgPool, mut queue: tokio::sync::mpsc::UnboundedReceiver<String>) {
+    while let Some(first) = queue.recv().await {
+        tokio::time::sleep(ANNOUNCE_DELAY).await;
+        let mut projects = std::collections::BTreeSet::from([first]);
+        while let Ok(more) = queue.try_recv() {
+            projects.insert(more);
+        }
+        let projects: Vec<String> = projects.into_iter().collect();
+        let sent = sqlx::query("SELECT pg_notify($1, '+' || p) FROM unnest($2::text[]) AS p")
+            .bind(CHANNEL)
+            .bind(&projects)
+            .execute(&pool)
+            .await;
+        if let Err(err) = sent {
+            tracing::debug!(%err, "cannot announce new requests to other instances");
+        }
+    }
+}
+
+/// How long creates are gathered into one announcement.
+const ANNOUNCE_DELAY: Duration = Duration::from_millis(20);
+
+/// Parses `project_id|kind|call_id` (the call id may itself contain `|`), or `+project_id` for
+/// new requests.
 fn parse(payload: &str) -> Option<Feed> {
-    let (created, payload) = match payload.strip_prefix('+') {
-        Some(rest) => (true, rest),
-        None => (false, payload),
-    };
+    if let Some(project_id) = payload.strip_prefix('+') {
+        return Some(Feed::Created { project_id: project_id.to_owned() });
+    }
     let mut parts = payload.splitn(3, '|');
     let project_id = parts.next()?.to_owned();
     let kind = RequestKind::parse(parts.next()?)?;
     let call_id = parts.next()?.to_owned();
-    Some(if created {
-        Feed::Created { project_id, kind, call_id }
-    } else {
-        Feed::Changed { project_id, kind, call_id }
-    })
+    Some(Feed::Changed { project_id, kind, call_id })
 }
 
 #[cfg(test)]
@@ -87,9 +108,6 @@ mod tests {
             Some(Feed::Changed { project_id: "p1".into(), kind: RequestKind::FunctionCall, call_id: "a|b".into() })
         );
         assert_eq!(parse("p1|nonsense|x"), None);
-        assert_eq!(
-            parse("+p1|human_contact|x"),
-            Some(Feed::Created { project_id: "p1".into(), kind: RequestKind::HumanContact, call_id: "x".into() })
-        );
+        assert_eq!(parse("+p1"), Some(Feed::Created { project_id: "p1".into() }));
     }
 }
