@@ -243,7 +243,24 @@ impl Person<'_> {
             user_id: Some(self.session.user.id.clone()),
             email: Some(self.session.user.email.clone()),
         };
-        requests.decide(&RequestKey::of(record), &action.body(), actor).await
+        requests.decide(&RequestKey::of(record), &action.body(), actor).await.map_err(|err| {
+            if err.status() != StatusCode::BAD_REQUEST {
+                return err;
+            }
+            // People chose an option or typed text; they never saw the API's field names.
+            let message = err.message();
+            let renamed = [
+                ("reject_option_name: ", "option: "),
+                ("response_option_name: ", "option: "),
+                ("response: ", "answer: "),
+            ]
+            .into_iter()
+            .find_map(|(api, person)| message.strip_prefix(api).map(|rest| format!("{person}{rest}")));
+            match renamed {
+                Some(message) => ApiError::new(StatusCode::BAD_REQUEST, err.code(), message),
+                None => err,
+            }
+        })
     }
 
     /// Pending requests of the person's projects, newest first.

@@ -153,7 +153,7 @@ async fn decide(
     let action = match body.action.as_str() {
         "approve" => Action::Approve { comment: body.comment },
         "reject" => Action::Reject { comment: body.comment, option: body.option },
-        "answer" => Action::Answer { text: body.text.or(body.comment), option: body.option },
+        "answer" => Action::Answer { text: body.text, option: body.option },
         other => {
             return Err(ApiError::invalid(countersign_core::Invalid::new(
                 "action",

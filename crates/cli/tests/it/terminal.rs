@@ -276,7 +276,8 @@ async fn rejecting_with_an_option_uses_its_prompt_fill_and_an_unknown_option_nam
     let out = desk.run(&["reject", "r-1"]).await;
     assert_eq!(out.code, Some(2), "a rejection needs -m or --option: {out:?}");
     let out = desk.run(&["reject", "r-1", "--option", "nope"]).await;
-    assert_exit(&out, 1, "later");
+    assert_exit(&out, 1, "option: \"nope\" is not an option");
+    assert!(out.stderr.contains("later"), "{out:?}");
     assert!(out.stderr.contains("never"), "{out:?}");
     let out = desk.run(&["answer", "r-1", "yes"]).await;
     assert_exit(&out, 4, "r-1");

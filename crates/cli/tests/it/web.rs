@@ -446,7 +446,7 @@ async fn questions_take_an_option_and_disabled_people_are_signed_out() {
     assert!(detail.body.contains("Which region?") && detail.body.contains("Europe"), "{}", detail.body);
     let empty = ada.submit("/r/alpha/question/q1/answer", &[("text", "  ")]).await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
-    assert!(empty.body.contains("must be a non-empty string"), "{}", empty.body);
+    assert!(empty.body.contains("answer: must be a non-empty string"), "{}", empty.body);
     assert_eq!(ada.submit("/r/alpha/question/q1/answer", &[("option", "eu")]).await.status, StatusCode::SEE_OTHER);
     let (_, hc) = s.get("/contact_requests/q1").await;
     assert_eq!(hc["status"]["response"], "deploy to eu-west-1");
