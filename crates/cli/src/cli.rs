@@ -39,7 +39,7 @@ pub enum Command {
     /// Manage API keys: create, list, revoke.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Manage the people who decide: create, list, disable.
+    /// Manage the people who decide: create, list, reset-password, disable.
     #[command(subcommand)]
     Users(UsersCommand),
     /// Sign in to a running server as a person, for inbox, approve, reject and answer.
