@@ -42,6 +42,9 @@ pub enum Command {
     /// Manage the people who decide: create, list, reset-password, disable.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Manage signed webhook endpoints: add, list, remove, deliveries, attempts, redeliver.
+    #[command(subcommand, after_help = WEBHOOKS_HELP)]
+    Webhooks(WebhooksCommand),
     /// Sign in to a running server as a person, for inbox, approve, reject and answer.
     #[command(after_help = terminal_help(LOGIN_EXAMPLES))]
     Login(LoginArgs),
@@ -249,5 +252,96 @@ pub enum KeysCommand {
     Revoke {
         /// The key's id or prefix, as shown by `keys list`.
         key: String,
+    },
+}
+
+const WEBHOOKS_HELP: &str = "\
+Countersign POSTs an event to a project's endpoints when one of its requests is created,
+decided or escalated, signed the Standard Webhooks way (headers webhook-id, webhook-timestamp,
+webhook-signature), and retries failed deliveries for about a day. These commands work on the
+database directly, like `keys`; a running server picks up changes within a second.
+
+Examples:
+  countersign webhooks add --project billing https://hooks.example.com/countersign
+  countersign webhooks add https://hooks.example.com/all --events all --format legacy
+  countersign webhooks list --project billing
+  countersign webhooks deliveries wh_0193... --limit 20
+  countersign webhooks attempts msg_5f2c...
+  countersign webhooks redeliver msg_5f2c...
+  countersign webhooks remove wh_0193...";
+const WEBHOOKS_ADD_EXAMPLES: &str = "\
+Events: function_call.created, function_call.completed, function_call.escalated,
+human_contact.created, human_contact.completed, human_contact.escalated, or all.
+
+Examples:
+  countersign webhooks add --project billing https://hooks.example.com/countersign
+  countersign webhooks add https://h.example --events function_call.created,human_contact.created
+  countersign webhooks add https://hooks.example.com/all --events all --format legacy
+  countersign webhooks add https://hooks.example.com/x --json | jq -r .secret";
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Add an endpoint (and its project, if new); prints its signing secret once, on the last line.
+    #[command(after_help = WEBHOOKS_ADD_EXAMPLES)]
+    Add {
+        /// Where to POST the events: an http:// or https:// URL.
+        url: String,
+        /// Project whose requests the endpoint hears about.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Comma-separated event names, or `all` [default: function_call.completed,human_contact.completed]
+        #[arg(long, value_name = "LIST")]
+        events: Option<String>,
+        /// Body format: v1beta2 (`{"is_test", "type", "event"}`) or legacy (the bare request object).
+        #[arg(long, default_value = "v1beta2", value_parser = ["v1beta2", "legacy"])]
+        format: String,
+        /// Print the endpoint, secret included, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List endpoints (never their secrets).
+    List {
+        /// Only endpoints of this project.
+        #[arg(long)]
+        project: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an endpoint; its pending deliveries are marked failed.
+    Remove {
+        /// The endpoint's id (`wh_...`), as `webhooks list` shows it.
+        #[arg(value_name = "ENDPOINT_ID")]
+        id: String,
+    },
+    /// An endpoint's delivery log, newest first: status, attempts, last answer, next attempt.
+    Deliveries {
+        /// The endpoint's id (`wh_...`), as `webhooks list` shows it.
+        #[arg(value_name = "ENDPOINT_ID")]
+        endpoint_id: String,
+        /// Show at most this many deliveries (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One delivery and each of its attempts: when, the HTTP status or error, the latency.
+    Attempts {
+        /// The delivery's id (`msg_...`, also its webhook-id header), as `webhooks deliveries` shows it.
+        #[arg(value_name = "DELIVERY_ID")]
+        delivery_id: String,
+        /// Print JSON (the delivery with an `attempts_log` list) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a delivery again now, whatever its status; a running server sends it within a second.
+    Redeliver {
+        /// The delivery's id (`msg_...`, also its webhook-id header), as `webhooks deliveries` shows it.
+        #[arg(value_name = "DELIVERY_ID")]
+        delivery_id: String,
+        /// Print the delivery as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }

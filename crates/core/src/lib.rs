@@ -10,6 +10,7 @@ pub mod request;
 pub mod session;
 pub mod time;
 pub mod user;
+pub mod webhook;
 pub mod wire;
 
 pub use decision::{Actor, Decision, DecisionChannel, Outcome};

@@ -71,6 +71,7 @@ impl Deref for AppState {
         (name = "function_calls", description = "Approvals of function calls"),
         (name = "human_contacts", description = "Questions to humans"),
         (name = "project", description = "The key's project"),
+        (name = "webhooks", description = "Signed webhooks of the key's project (a Countersign extension)"),
         (name = "health", description = "Liveness"),
     )
 )]
@@ -105,6 +106,11 @@ fn humanlayer_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hc::escalate_email))
         .routes(routes!(hc::pending))
         .routes(routes!(api::project::get))
+        .routes(routes!(api::webhooks::add, api::webhooks::list))
+        .routes(routes!(api::webhooks::remove))
+        .routes(routes!(api::webhooks::deliveries))
+        .routes(routes!(api::webhooks::delivery))
+        .routes(routes!(api::webhooks::redeliver))
 }
 
 /// The whole application and its OpenAPI document.

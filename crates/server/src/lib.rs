@@ -5,10 +5,12 @@ pub mod app;
 pub mod auth;
 pub mod error;
 pub mod live;
+pub mod outbox;
 pub mod people;
 pub mod requests;
 pub mod terminal;
 pub mod web;
+pub mod webhooks;
 
 use app::AppState;
 pub use app::Settings;
@@ -49,6 +51,8 @@ impl Server {
         let state = self.state.clone();
         let following = self.state.clone();
         tokio::spawn(async move { following.requests.follow_changes().await });
+        let outbox = outbox::Outbox::new(self.state.store.clone(), self.state.requests.written());
+        let worker = tokio::spawn(outbox.run(self.state.requests.closing()));
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone()));
         let closing = state.clone();
         axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
@@ -58,6 +62,7 @@ impl Server {
                 closing.requests.close_waiters();
             })
             .await?;
+        let _ = worker.await;
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -23,6 +23,8 @@ pub struct Requests {
     feed: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<Feed>>>,
     /// Projects whose pending requests changed, for the live inboxes.
     inbox: tokio::sync::broadcast::Sender<InboxChange>,
+    /// Poked after every committed change, which may have written webhook deliveries.
+    written: Arc<tokio::sync::Notify>,
 }
 
 /// A project's pending requests changed: one was created, decided or escalated, here or (on a
@@ -38,7 +40,8 @@ impl Requests {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let feed = std::sync::Mutex::new(store.changes());
         let inbox = tokio::sync::broadcast::channel(1024).0;
-        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox }
+        let written = Arc::new(tokio::sync::Notify::new());
+        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox, written }
     }
 
     /// Changes to pending requests, as they happen.
@@ -53,6 +56,17 @@ impl Requests {
 
     fn inbox_changed(&self, project_id: &str) {
         let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
+        self.written.notify_one();
+    }
+
+    /// Notified after each committed change (the webhook worker waits on it).
+    pub fn written(&self) -> Arc<tokio::sync::Notify> {
+        self.written.clone()
+    }
+
+    /// Turns true when the server starts shutting down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Loads every pending request into memory; returns how many.

@@ -7,6 +7,7 @@ pub mod postgres;
 mod row;
 pub mod sqlite;
 mod users;
+mod webhooks;
 
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 pub use error::{StoreError, StoreResult};
 pub use listing::{DecidedStatus, RequestFilter};
+pub use webhooks::{Attempt, AttemptOutcome, Claimed, Delivery, NewWebhookEndpoint, WebhookEndpoint};
 
 /// What checking a password needs about an enabled person.
 #[derive(Debug, Clone)]
@@ -190,6 +192,30 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         offset: u32,
     ) -> StoreResult<Page>;
+
+    /// Adds a webhook endpoint.
+    async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint>;
+    /// An active endpoint.
+    async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    /// Active endpoints, of one project or of all, oldest first.
+    async fn webhooks(&self, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// Removes an endpoint; its pending deliveries are marked failed. Returns it, if it existed.
+    async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    /// An endpoint's deliveries, newest first.
+    async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// One delivery.
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>>;
+    /// A delivery's attempts, oldest first.
+    async fn attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+    /// Claims up to `limit` due deliveries for one attempt each, until `lease_until`; no other
+    /// worker (of any instance) claims them meanwhile.
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>>;
+    /// Records an attempt of a claimed delivery; `false` if the claim had lapsed (nothing recorded).
+    async fn finish_attempt(&self, claimed: &Claimed, outcome: &AttemptOutcome) -> StoreResult<bool>;
+    /// Schedules a delivery for another attempt now (whatever its status).
+    async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>>;
+    /// When the next pending delivery is due, if any.
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
 
     /// Stores a new pending request, unless one with the same project, kind and `call_id` exists.
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created>;

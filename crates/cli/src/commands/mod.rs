@@ -5,6 +5,7 @@ mod serve;
 mod table;
 mod terminal;
 mod users;
+mod webhooks;
 
 use crate::cli::{Cli, Command};
 use crate::config::Config;
@@ -31,6 +32,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let store = open_store(&config).await?;
             let result = users::run(store.as_ref(), &config, cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Webhooks(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = webhooks::run(store.as_ref(), cmd).await;
             store.close().await;
             result
         }

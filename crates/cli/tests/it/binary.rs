@@ -13,13 +13,13 @@ fn database(data_dir: &std::path::Path) -> String {
 }
 
 /// A data directory with its database (on PostgreSQL, a fresh one).
-async fn fresh_dir() -> tempfile::TempDir {
+pub(crate) async fn fresh_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     crate::support::database_url(dir.path()).await;
     dir
 }
 
-fn countersign(data_dir: &std::path::Path, args: &[&str]) -> Output {
+pub(crate) fn countersign(data_dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .arg("--data-dir")
@@ -31,19 +31,19 @@ fn countersign(data_dir: &std::path::Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// A `countersign serve` process; its stdout lines up to "Listening on" are kept.
-struct Served {
-    child: Child,
+pub(crate) struct Served {
+    pub(crate) child: Child,
     addr: String,
     banner: Vec<String>,
 }
 
 impl Served {
-    fn start(data_dir: &std::path::Path) -> Self {
+    pub(crate) fn start(data_dir: &std::path::Path) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -74,12 +74,12 @@ impl Served {
         Self { child, addr, banner }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// Sends SIGTERM and returns the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(10);

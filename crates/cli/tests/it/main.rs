@@ -13,3 +13,5 @@ mod restart;
 mod support;
 mod terminal;
 mod web;
+mod webhooks;
+mod webhooks_cli;

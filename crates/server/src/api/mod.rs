@@ -6,6 +6,7 @@ pub mod function_calls;
 pub mod health;
 pub mod human_contacts;
 pub mod project;
+pub mod webhooks;
 
 use crate::app::AppState;
 use crate::auth::Caller;

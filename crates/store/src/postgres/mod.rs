@@ -7,7 +7,7 @@ mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
 use crate::{
-    ApiKeyRecord, Change, Created, Credentials, Feed, NewApiKey, NewSession, Page, PageRequest, RequestFilter, Session,
+    ApiKeyRecord, Attempt, AttemptOutcome, Claimed, Delivery, NewWebhookEndpoint, WebhookEndpoint, Change, Created, Credentials, Feed, NewApiKey, NewSession, Page, PageRequest, RequestFilter, Session,
     Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
@@ -34,6 +34,10 @@ macro_rules! notify_changed {
 
 mod people {
     crate::users::user_queries!(sqlx::PgPool);
+}
+
+mod hooks {
+    crate::webhooks::webhook_queries!(sqlx::PgPool, "FOR UPDATE SKIP LOCKED");
 }
 
 mod listing {
@@ -256,6 +260,50 @@ impl Store for PostgresStore {
         offset: u32,
     ) -> StoreResult<Page> {
         listing::list_requests(&self.pool, project_ids, filter, limit, offset).await
+    }
+
+    async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
+        hooks::add(&self.pool, new).await
+    }
+
+    async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        hooks::endpoint(&self.pool, id).await
+    }
+
+    async fn webhooks(&self, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>> {
+        hooks::list(&self.pool, project_id).await
+    }
+
+    async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        hooks::remove(&self.pool, id).await
+    }
+
+    async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>> {
+        hooks::deliveries(&self.pool, endpoint_id, limit).await
+    }
+
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        hooks::delivery(&self.pool, id).await
+    }
+
+    async fn attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+        hooks::attempts(&self.pool, delivery_id).await
+    }
+
+    async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>> {
+        hooks::claim(&self.pool, now, lease_until, limit).await
+    }
+
+    async fn finish_attempt(&self, claimed: &Claimed, outcome: &AttemptOutcome) -> StoreResult<bool> {
+        hooks::finish(&self.pool, claimed, outcome).await
+    }
+
+    async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>> {
+        hooks::redeliver(&self.pool, id).await
+    }
+
+    async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
+        hooks::next_due(&self.pool).await
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {

@@ -1,0 +1,162 @@
+//! The webhook worker: delivers the outbox rows the database wrote with each change, at least
+//! once, signed the Standard Webhooks way. A delivery is claimed (a lease no other worker of any
+//! instance takes), attempted with a 10 s timeout, and recorded: a 2xx is delivered, anything else
+//! is retried with growing, jittered delays for about a day, then marked failed.
+
+use countersign_core::webhook::{self, Format};
+use countersign_core::{RequestKind, RequestRecord, Timestamp};
+use countersign_store::{AttemptOutcome, Claimed, Store};
+use futures::StreamExt;
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+
+/// Longest wait for an endpoint's answer.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a claim lasts; an attempt that outlives it (a crash) is retried by anyone.
+const LEASE: Duration = Duration::from_secs(60);
+/// Deliveries claimed at once, and attempted concurrently.
+const BATCH: u32 = 64;
+const CONCURRENCY: usize = 32;
+/// The longest the worker sleeps without checking the database (deliveries due on other
+/// instances' schedules, or written by another instance).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// Delivers webhooks until told to stop.
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// A worker over `store`, woken early through `wake` when something was written.
+    pub fn new(store: Arc<dyn Store>, wake: Arc<Notify>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .connect_timeout(DELIVERY_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Countersign-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client with rustls");
+        Self { store, http, wake }
+    }
+
+    /// Runs until `closing` turns true.
+    pub async fn run(self, mut closing: watch::Receiver<bool>) {
+        loop {
+            if *closing.borrow() {
+                return;
+            }
+            let now = Timestamp::now();
+            let claimed = match self.store.claim_deliveries(now, now.plus(LEASE), BATCH).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    tracing::warn!(%err, "cannot claim webhook deliveries; retrying");
+                    Vec::new()
+                }
+            };
+            if !claimed.is_empty() {
+                futures::stream::iter(claimed).for_each_concurrent(CONCURRENCY, |c| self.attempt(c)).await;
+                continue;
+            }
+            let sleep = match self.store.next_delivery_due().await {
+                Ok(Some(at)) => Duration::from_micros(u64::try_from(at.as_micros() - now.as_micros()).unwrap_or(0)),
+                _ => IDLE_CHECK,
+            }
+            .min(IDLE_CHECK);
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    async fn attempt(&self, claimed: Claimed) {
+        let started = Instant::now();
+        let at = Timestamp::now();
+        let (status_code, error) = match self.send(&claimed).await {
+            Ok(status) if status.is_success() => (Some(status.as_u16()), None),
+            Ok(status) => (Some(status.as_u16()), Some(format!("the endpoint answered {status}"))),
+            Err(err) => (None, Some(err)),
+        };
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let delivered = error.is_none();
+        let attempts = claimed.delivery.attempts + 1;
+        let retry_at = if delivered { None } else { webhook::retry_delay(attempts).map(|d| Timestamp::now().plus(d)) };
+        let d = &claimed.delivery;
+        match (&error, retry_at) {
+            (None, _) => tracing::debug!(id = %d.id, event = %d.event_type, latency_ms, "webhook delivered"),
+            (Some(error), Some(at)) => {
+                tracing::info!(id = %d.id, event = %d.event_type, url = %claimed.endpoint.url, attempts, %error, retry_at = %at, "webhook delivery failed; will retry")
+            }
+            (Some(error), None) => {
+                tracing::warn!(id = %d.id, event = %d.event_type, url = %claimed.endpoint.url, attempts, %error, "webhook delivery failed for good")
+            }
+        }
+        let outcome = AttemptOutcome { at, status_code, error, latency_ms, delivered, retry_at };
+        match self.store.finish_attempt(&claimed, &outcome).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(id = %d.id, "a webhook attempt outlived its lease; another worker retries it"),
+            Err(err) => tracing::warn!(%err, id = %d.id, "cannot record a webhook attempt; it will be retried"),
+        }
+    }
+
+    /// Renders, signs and posts one delivery.
+    async fn send(&self, claimed: &Claimed) -> Result<reqwest::StatusCode, String> {
+        let d = &claimed.delivery;
+        let record = self
+            .store
+            .request(&d.project_id, d.kind, &d.call_id)
+            .await
+            .map_err(|e| format!("cannot read the request: {e}"))?
+            .ok_or_else(|| format!("the request {} is gone", d.call_id))?;
+        let event = event_json(&record, &d.event_type, d.event_seq);
+        let format = Format::parse(&claimed.endpoint.format).unwrap_or(Format::V1Beta2);
+        let body = webhook::body(format, &d.event_type, &event, false);
+        let timestamp = Timestamp::now().as_micros() / 1_000_000;
+        let signature = webhook::sign(&claimed.endpoint.secret, &d.id, timestamp, body.as_bytes());
+        let response = self
+            .http
+            .post(&claimed.endpoint.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &d.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| describe(&e))?;
+        Ok(response.status())
+    }
+}
+
+/// The request as it was when the event happened: pending with the escalations it had for
+/// `created` and `escalated`, decided for `completed` (a decided request never changes again).
+pub fn event_json(record: &RequestRecord, event_type: &str, seq: u32) -> Box<RawValue> {
+    let mut then = record.clone();
+    if !event_type.ends_with(".completed") {
+        then.outcome = None;
+        then.escalations.truncate(usize::try_from(seq).unwrap_or(usize::MAX));
+    }
+    let json = String::from_utf8(then.to_json()).expect("JSON is UTF-8");
+    RawValue::from_string(json).expect("the request renders as JSON")
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        format!("no answer within {} s", DELIVERY_TIMEOUT.as_secs())
+    } else if err.is_connect() {
+        "cannot connect to the endpoint".to_owned()
+    } else {
+        format!("request failed: {err}")
+    }
+}
+
+/// The kind a delivery's event is about (for listings).
+pub fn event_kind(event_type: &str) -> Option<RequestKind> {
+    RequestKind::parse(event_type.split('.').next()?)
+}
