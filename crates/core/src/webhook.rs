@@ -124,7 +124,8 @@ pub fn generate_secret() -> String {
 /// The `webhook-signature` header: `v1,` + base64 HMAC-SHA256 over `id.timestamp.body`, keyed with
 /// the secret's decoded bytes.
 pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = secret.strip_prefix("whsec_").and_then(|b| B64.decode(b).ok()).unwrap_or_else(|| secret.as_bytes().to_vec());
+    let key =
+        secret.strip_prefix("whsec_").and_then(|b| B64.decode(b).ok()).unwrap_or_else(|| secret.as_bytes().to_vec());
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
     mac.update(msg_id.as_bytes());
     mac.update(b".");
@@ -176,7 +177,14 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(verify(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &format!("v1,bogus {sig}"), 1614265400));
+        assert!(verify(
+            secret,
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+            &format!("v1,bogus {sig}"),
+            1614265400
+        ));
         assert!(!verify(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &sig, 1614265330 + 301));
         assert!(!verify(secret, "msg_other", 1614265330, body, &sig, 1614265330));
     }
@@ -195,7 +203,10 @@ mod tests {
     fn events_parse() {
         assert_eq!(parse_events("").unwrap(), vec![EventType::FunctionCallCompleted, EventType::HumanContactCompleted]);
         assert_eq!(parse_events("all").unwrap().len(), 6);
-        assert_eq!(parse_events("function_call.created, function_call.created").unwrap(), vec![EventType::FunctionCallCreated]);
+        assert_eq!(
+            parse_events("function_call.created, function_call.created").unwrap(),
+            vec![EventType::FunctionCallCreated]
+        );
         assert_eq!(parse_events("nope").unwrap_err().field, "events");
     }
 

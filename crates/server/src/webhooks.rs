@@ -7,14 +7,16 @@ use countersign_core::webhook::{self, Format};
 use countersign_store::{Attempt, Delivery, NewWebhookEndpoint, Store, WebhookEndpoint};
 use serde_json::{Value, json};
 
-/// Validates and stores a new endpoint of a project; the result holds its secret (show it once).
-pub async fn add(
-    store: &dyn Store,
-    project_id: &str,
-    url: &str,
-    events: Option<&[String]>,
-    format: Option<&str>,
-) -> ApiResult<WebhookEndpoint> {
+/// A checked endpoint definition: the normalized URL, the event names and the format.
+pub struct Checked {
+    pub url: String,
+    pub events: Vec<String>,
+    pub format: Format,
+}
+
+/// Checks an endpoint definition without storing anything (events default to the two
+/// `*.completed` ones, the format to `v1beta2`).
+pub fn validate(url: &str, events: Option<&[String]>, format: Option<&str>) -> Result<Checked, Invalid> {
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| Invalid::new("url", format!("{url:?} is not a URL: {e}")))
         .and_then(|u| match u.scheme() {
@@ -23,11 +25,23 @@ pub async fn add(
         })?;
     let events = webhook::parse_events(&events.map(|e| e.join(",")).unwrap_or_default())?;
     let format = Format::parse(format.unwrap_or("v1beta2"))?;
+    Ok(Checked { url: parsed.to_string(), events: events.iter().map(|e| e.as_str().to_owned()).collect(), format })
+}
+
+/// Validates and stores a new endpoint of a project; the result holds its secret (show it once).
+pub async fn add(
+    store: &dyn Store,
+    project_id: &str,
+    url: &str,
+    events: Option<&[String]>,
+    format: Option<&str>,
+) -> ApiResult<WebhookEndpoint> {
+    let checked = validate(url, events, format)?;
     let new = NewWebhookEndpoint {
         project_id: project_id.to_owned(),
-        url: parsed.to_string(),
-        events: events.iter().map(|e| e.as_str().to_owned()).collect(),
-        format: format.as_str().to_owned(),
+        url: checked.url,
+        events: checked.events,
+        format: checked.format.as_str().to_owned(),
         secret: webhook::generate_secret(),
     };
     let endpoint = store.add_webhook(&new).await?;

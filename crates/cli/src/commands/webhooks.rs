@@ -44,9 +44,11 @@ async fn add(
     json: bool,
 ) -> anyhow::Result<()> {
     let name = ProjectName::parse(project)?;
+    let events = events.map(|list| vec![list]);
+    // Check first, so a refused endpoint does not leave a new, empty project behind.
+    service::validate(url, events.as_deref(), Some(format))?;
     let is_new = store.project_by_name(name.as_str()).await?.is_none();
     let project = store.ensure_project(&name).await.context("cannot create the project")?;
-    let events = events.map(|list| vec![list]);
     let endpoint =
         service::add(store, &project.id, url, events.as_deref(), Some(format)).await.map_err(|e| api_error(&e))?;
     if json {

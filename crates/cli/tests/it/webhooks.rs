@@ -145,7 +145,11 @@ async fn a_decision_is_delivered_signed_in_the_v1beta2_envelope() {
     assert_eq!(envelope["event"]["call_id"], "c1");
     assert_eq!(envelope["event"]["status"]["approved"], false);
     assert_eq!(envelope["event"]["status"]["comment"], "too much");
-    assert!(hook.body.contains(r#""state": {"n": 123456789012345678901234567890, "resume": [1, 2.50]}"#), "state round-trips exactly: {}", hook.body);
+    assert!(
+        hook.body.contains(r#""state": {"n": 123456789012345678901234567890, "resume": [1, 2.50]}"#),
+        "state round-trips exactly: {}",
+        hook.body
+    );
     assert!(latency < Duration::from_secs(2), "sent promptly: {latency:?}");
 
     // The delivery log: the 500 is recorded and a retry is scheduled.
@@ -180,7 +184,8 @@ async fn legacy_bodies_and_every_event() {
     let secret = endpoint["secret"].as_str().unwrap();
     s.post("/function_calls", approval("c1")).await;
     receiver.wait_for(1, Duration::from_secs(5)).await;
-    let escalation = json!({"escalation_msg": "please look", "additional_recipients": [{"address": "boss@example.com"}]});
+    let escalation =
+        json!({"escalation_msg": "please look", "additional_recipients": [{"address": "boss@example.com"}]});
     let (status, body) = s.post("/agent/function_calls/c1/escalate_email", escalation).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     receiver.wait_for(2, Duration::from_secs(5)).await;
@@ -188,7 +193,10 @@ async fn legacy_bodies_and_every_event() {
     let got = receiver.wait_for(3, Duration::from_secs(5)).await;
     assert!(got.iter().all(|h| h.verified(secret)));
     let bodies: Vec<Value> = got.iter().map(Received::json).collect();
-    assert!(bodies.iter().all(|b| b.get("type").is_none() && b["call_id"] == "c1"), "legacy bodies are the bare object");
+    assert!(
+        bodies.iter().all(|b| b.get("type").is_none() && b["call_id"] == "c1"),
+        "legacy bodies are the bare object"
+    );
     assert_eq!(bodies[0]["status"]["approved"], Value::Null, "created: pending");
     assert!(bodies[0].get("escalations").is_none() || bodies[0]["escalations"] == json!([]));
     assert_eq!(bodies[1]["status"]["approved"], Value::Null, "escalated: still pending");
@@ -217,7 +225,8 @@ async fn bad_endpoints_are_refused_and_projects_are_isolated() {
     }
     let endpoint = add_endpoint(&s, json!({"url": "http://127.0.0.1:9/hook"})).await;
     let id = endpoint["id"].as_str().unwrap();
-    let theirs = s.http.get(s.api(&format!("/webhooks/{id}/deliveries"))).bearer_auth(&s.other_key).send().await.unwrap();
+    let theirs =
+        s.http.get(s.api(&format!("/webhooks/{id}/deliveries"))).bearer_auth(&s.other_key).send().await.unwrap();
     assert_error(&read_json(theirs).await, StatusCode::NOT_FOUND, "not_found", id);
     let remove = s.http.delete(s.api(&format!("/webhooks/{id}"))).bearer_auth(&s.other_key).send().await.unwrap();
     assert_eq!(remove.status(), StatusCode::NOT_FOUND);
@@ -259,7 +268,8 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
 async fn a_server_killed_after_the_decision_delivers_after_restart() {
     use crate::binary::{Served, countersign, fresh_dir, stdout};
     let dir = fresh_dir().await;
-    let key = stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
+    let key =
+        stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut server = Served::start(dir.path());
     let http = crate::support::client();

@@ -100,8 +100,10 @@ async fn an_endpoint_is_added_with_a_secret_shown_once_then_listed_without_it() 
 async fn bad_input_is_refused_with_the_rule() {
     let db = Db::fresh().await;
     let url = "https://hooks.example.com/cs";
-    let events = db.fails(&["webhooks", "add", url, "--events", "nope"], 1);
+    let events = db.fails(&["webhooks", "add", url, "--project", "typo", "--events", "nope"], 1);
     assert!(events.contains("events: \"nope\" is not an event"), "{events}");
+    let typo = db.fails(&["webhooks", "list", "--project", "typo"], 1);
+    assert!(typo.contains("no project named \"typo\""), "a refused endpoint leaves no project behind: {typo}");
     for name in ["function_call.created", "function_call.completed", "human_contact.escalated"] {
         assert!(events.contains(name), "names the valid events: {events}");
     }

@@ -102,7 +102,11 @@ pub async fn delivery(State(state): State<AppState>, caller: Caller, Path(id): P
 /// Send a delivery again now (delivered, failed or pending).
 #[utoipa::path(post, path = "/webhook_deliveries/{id}/redeliver", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn redeliver(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn redeliver(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     service::delivery_of(state.store.as_ref(), &caller.project.id, &id).await?;
     let d = state.store.redeliver(&id).await?.ok_or_else(|| ApiError::not_found("the delivery vanished"))?;
     state.requests.written().notify_one();

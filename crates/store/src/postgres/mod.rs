@@ -7,8 +7,9 @@ mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
 use crate::{
-    ApiKeyRecord, Attempt, AttemptOutcome, Claimed, Delivery, NewWebhookEndpoint, WebhookEndpoint, Change, Created, Credentials, Feed, NewApiKey, NewSession, Page, PageRequest, RequestFilter, Session,
-    Store, StoreError, StoreResult,
+    ApiKeyRecord, Attempt, AttemptOutcome, Change, Claimed, Created, Credentials, Delivery, Feed, NewApiKey,
+    NewSession, NewWebhookEndpoint, Page, PageRequest, RequestFilter, Session, Store, StoreError, StoreResult,
+    WebhookEndpoint,
 };
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;

@@ -7,8 +7,8 @@ mod writer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
 use crate::{
-    ApiKeyRecord, Attempt, AttemptOutcome, Claimed, Delivery, NewWebhookEndpoint, WebhookEndpoint, Change, Created, Credentials, NewApiKey, NewSession, Page, PageRequest, RequestFilter, Session,
-    Store, StoreError, StoreResult,
+    ApiKeyRecord, Attempt, AttemptOutcome, Change, Claimed, Created, Credentials, Delivery, NewApiKey, NewSession,
+    NewWebhookEndpoint, Page, PageRequest, RequestFilter, Session, Store, StoreError, StoreResult, WebhookEndpoint,
 };
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
