@@ -6,16 +6,20 @@
 //! - GETs/s of one pending call (64 connections) vs. a bare axum JSON handler in its own process
 //!   (this binary's hidden `bare-server` subcommand), driven by the same load generator;
 //! - respond → long-poll wake latency p50/p99 (and the respond round trip) vs. a loopback TCP
-//!   round trip to the bare server's echo port, paced the same way.
+//!   round trip to the bare server's echo port, paced the same way;
+//! - webhook deliveries/s (N decisions, each delivered as a signed webhook to a receiver inside
+//!   this process) vs. the same receiver fed N signed POSTs directly over 32 connections, and
+//!   decision → webhook latency p50/p99 vs. the respond round trip plus a bare POST to the
+//!   receiver (on a server of its own, so that its endpoint sees no other part's decisions).
 //!
 //! With `--postgres ADMIN_URL` each selected part runs again on a server using a fresh database
 //! on that PostgreSQL cluster (rows marked `[pg]`): creates vs. direct 1-row transactions over 8
 //! connections (sqlx), GETs vs. the same bare handler, the wake on one instance, and the
 //! cross-instance wake (long-poll held on instance B, respond sent to instance A, same database)
-//! vs. a LISTEN/NOTIFY round trip measured directly.
+//! vs. a LISTEN/NOTIFY round trip measured directly; the webhooks part runs on a database of its own.
 //!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
-//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake] [--json]
+//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks] [--json]
 //! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
 //! unless `--keep`; its stderr goes to `server.log` there.
@@ -27,6 +31,7 @@ mod process;
 mod report;
 mod stats;
 mod wake;
+mod webhooks;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -80,9 +85,13 @@ struct Opts {
     /// Respond → wake samples (plus 10 discarded warm-up iterations).
     #[arg(long, default_value_t = 500)]
     wake_iters: usize,
-    /// How long the long-poll is left parked before the respond is sent, in ms.
+    /// How long the long-poll is left parked before the respond is sent, in ms (also the pause
+    /// before each decision of the webhook latency test, and between bare POSTs).
     #[arg(long, default_value_t = 5)]
     wake_delay_ms: u64,
+    /// Requests decided at once in the webhook deliveries/s test [default: 1,000 per --seconds].
+    #[arg(long, value_name = "N")]
+    webhook_decisions: Option<u64>,
     /// Run only these parts (repeatable or comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -109,6 +118,14 @@ enum Part {
     Creates,
     Gets,
     Wake,
+    Webhooks,
+}
+
+impl Part {
+    /// Whether the part runs on the shared server (the webhooks part starts its own).
+    fn on_shared_server(self) -> bool {
+        self != Part::Webhooks
+    }
 }
 
 fn main() -> Result<()> {
@@ -120,6 +137,7 @@ fn main() -> Result<()> {
             anyhow::ensure!(opts.client_threads >= 1, "--client-threads must be at least 1");
             anyhow::ensure!(opts.connections >= 1, "--connections must be at least 1");
             anyhow::ensure!(opts.seconds > 0.0 && opts.warmup >= 0.0, "--seconds must be > 0 and --warmup >= 0");
+            anyhow::ensure!(opts.webhook_decisions != Some(0), "--webhook-decisions must be at least 1");
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(opts.client_threads).enable_all().build()?;
             runtime.block_on(bench(opts))
@@ -197,8 +215,7 @@ impl Launch<'_> {
 }
 
 async fn bench(opts: Opts) -> Result<()> {
-    let parts: Vec<Part> =
-        if opts.only.is_empty() { vec![Part::Creates, Part::Gets, Part::Wake] } else { opts.only.clone() };
+    let parts: Vec<Part> = if opts.only.is_empty() { Part::value_variants().to_vec() } else { opts.only.clone() };
     let bin = opts.bin.clone().unwrap_or_else(default_bin);
     if !bin.is_file() {
         bail!(
@@ -303,14 +320,60 @@ async fn run_sqlite(
     shared: &mut Shared,
     report: &mut Report,
 ) -> Result<()> {
-    eprintln!("creating an API key and starting {} ...", launch.bin.display());
+    if parts.iter().any(|p| p.on_shared_server()) {
+        eprintln!("creating an API key and starting {} ...", launch.bin.display());
+        let key = launch.create_key().await?;
+        let mut server = launch.serve("countersign serve", &tmp.join("server.log")).await?;
+        eprintln!("countersign listening on {}", server.addr);
+        let outcome = run_parts(opts, parts, tag, &key, &mut server, bare, tmp, shared, report).await;
+        let stopped = server.stop().await;
+        outcome?;
+        stopped?;
+    }
+    if parts.contains(&Part::Webhooks) {
+        let launch = Launch {
+            bin: launch.bin,
+            store: vec!["--data-dir".into(), tmp.join("webhooks-data").into()],
+            config_home: launch.config_home.clone(),
+        };
+        run_webhooks(opts, &launch, Backend::Sqlite, tag, &tmp.join("server-webhooks.log"), report).await?;
+    }
+    Ok(())
+}
+
+/// Requests decided in the webhook deliveries/s test.
+fn webhook_decisions(opts: &Opts) -> u64 {
+    let by_time = (opts.seconds * 1_000.0).round().clamp(200.0, 100_000.0) as u64;
+    opts.webhook_decisions.unwrap_or(by_time).min(opts.max_requests)
+}
+
+/// The webhooks part on a server of its own (a fresh store and key): the endpoint it adds would
+/// otherwise receive the other parts' decisions, and their data would weigh on its outbox.
+async fn run_webhooks(
+    opts: &Opts,
+    launch: &Launch<'_>,
+    backend: Backend,
+    tag: &str,
+    log: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let marker = if backend == Backend::Postgres { "[pg] " } else { "" };
+    eprintln!("{marker}creating an API key and starting a server for the webhooks part ...");
     let key = launch.create_key().await?;
-    let mut server = launch.serve("countersign serve", &tmp.join("server.log")).await?;
-    eprintln!("countersign listening on {}", server.addr);
-    let outcome = run_parts(opts, parts, tag, &key, &mut server, bare, tmp, shared, report).await;
+    let mut server = launch.serve(&format!("countersign serve [{marker}webhooks]"), log).await?;
+    eprintln!("{marker}countersign listening on {} (webhooks)", server.addr);
+    let outcome = async {
+        let target = Target::new(server.addr, Some(&key))?;
+        let result = webhooks::run(opts, &target, tag, webhook_decisions(opts)).await?;
+        server.check_alive()?;
+        Ok::<_, anyhow::Error>(result)
+    }
+    .await;
     let stopped = server.stop().await;
-    outcome?;
-    stopped
+    let result = outcome?;
+    stopped?;
+    report.webhooks(backend, &result);
+    Ok(())
 }
 
 fn phase_of(opts: &Opts) -> Phase {
@@ -438,18 +501,29 @@ async fn run_postgres(
     report: &mut Report,
 ) -> Result<()> {
     let name = format!("countersign_bench_{}", tag.replace('-', "_"));
-    eprintln!("[pg] creating the databases {name} (server) and {name}_base (baselines) ...");
-    let url = cluster.create_database(&name).await?;
-    let base_url = cluster.create_database(&format!("{name}_base")).await?;
-    let launch = Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
-    eprintln!("[pg] creating an API key and starting {} on PostgreSQL ...", bin.display());
-    let key = launch.create_key().await?;
-    let mut server = launch.serve("countersign serve [pg A]", &tmp.join("server-pg-a.log")).await?;
-    eprintln!("[pg] countersign listening on {} (instance A)", server.addr);
-    let outcome = run_pg_parts(opts, parts, tag, &key, &launch, &mut server, &base_url, shared, tmp, report).await;
-    let stopped = server.stop().await;
-    outcome?;
-    stopped
+    if parts.iter().any(|p| p.on_shared_server()) {
+        eprintln!("[pg] creating the databases {name} (server) and {name}_base (baselines) ...");
+        let url = cluster.create_database(&name).await?;
+        let base_url = cluster.create_database(&format!("{name}_base")).await?;
+        let launch =
+            Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
+        eprintln!("[pg] creating an API key and starting {} on PostgreSQL ...", bin.display());
+        let key = launch.create_key().await?;
+        let mut server = launch.serve("countersign serve [pg A]", &tmp.join("server-pg-a.log")).await?;
+        eprintln!("[pg] countersign listening on {} (instance A)", server.addr);
+        let outcome = run_pg_parts(opts, parts, tag, &key, &launch, &mut server, &base_url, shared, tmp, report).await;
+        let stopped = server.stop().await;
+        outcome?;
+        stopped?;
+    }
+    if parts.contains(&Part::Webhooks) {
+        eprintln!("[pg] creating the database {name}_wh (webhooks part) ...");
+        let url = cluster.create_database(&format!("{name}_wh")).await?;
+        let launch =
+            Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
+        run_webhooks(opts, &launch, Backend::Postgres, tag, &tmp.join("server-pg-webhooks.log"), report).await?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -5,6 +5,7 @@ use crate::baseline::CommitResult;
 use crate::client::LoadResult;
 use crate::stats::Samples;
 use crate::wake::WakeResult;
+use crate::webhooks::{self, Tally, WebhookResult};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,6 +14,7 @@ use std::path::Path;
 pub enum Unit {
     PerSec,
     Ms,
+    Count,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +117,7 @@ fn fmt_value(v: f64, unit: Unit) -> String {
     match unit {
         Unit::PerSec => format!("{} /s", thousands(v.round() as u64)),
         Unit::Ms => format!("{v:.3} ms"),
+        Unit::Count => thousands(v.round() as u64),
     }
 }
 
@@ -128,6 +131,10 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+fn per_second(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
 }
 
 fn latency_json(s: &Samples) -> Value {
@@ -459,6 +466,128 @@ impl Report {
         self.note(backend, text);
     }
 
+    /// Webhook deliveries/s against direct POSTs to the same receiver, exactly-once counts, and
+    /// decision → delivery latency against the respond round trip plus a bare POST.
+    pub fn webhooks(&mut self, backend: Backend, r: &WebhookResult) {
+        self.push(
+            backend,
+            500,
+            "webhook_deliveries_per_s",
+            &format!("webhook deliveries/s ({} decisions)", thousands(r.decisions)),
+            r.rate(),
+            Unit::PerSec,
+            &format!("signed POSTs straight to the receiver, {} conns", webhooks::BASELINE_CONNECTIONS),
+            r.base_rate(),
+            Goal::None,
+            true,
+        );
+        self.push(
+            backend,
+            501,
+            "webhooks_exactly_once",
+            "webhooks received exactly once",
+            r.tally.exactly_once as f64,
+            Unit::Count,
+            "decisions",
+            r.decisions as f64,
+            Goal::RatioAtLeast(1.0),
+            true,
+        );
+        self.push(
+            backend,
+            502,
+            "webhook_duplicates",
+            "webhooks received more than once (extra POSTs)",
+            r.tally.duplicates() as f64,
+            Unit::Count,
+            "-",
+            f64::NAN,
+            Goal::AtMost(0.0),
+            false,
+        );
+        let floor = |p: f64| r.respond.percentile_ms(p) + r.bare_post.percentile_ms(p);
+        for (order, p) in [(503, 50.0), (504, 99.0)] {
+            self.push(
+                backend,
+                order,
+                &format!("webhook_latency_p{p}_ms"),
+                &format!("decision -> webhook received p{p}"),
+                r.latency.percentile_ms(p),
+                Unit::Ms,
+                &format!("respond RTT + bare POST RTT p{p} (sum)"),
+                floor(p),
+                Goal::None,
+                false,
+            );
+        }
+        let tally_json = |t: &Tally| {
+            json!({"calls": t.calls, "exactly_once": t.exactly_once, "posts": t.posts, "duplicates": t.duplicates(),
+                   "repeated_webhook_ids": t.repeated_ids, "extra_webhook_ids": t.extra_ids, "bad_signatures": t.bad_signatures})
+        };
+        self.details.insert(
+            backend.key("webhooks"),
+            json!({
+                "decisions": r.decisions,
+                "deliveries": {"rate_per_s": r.rate(), "delivered": r.delivered, "span_s": r.span.as_secs_f64(),
+                               "deciding_s": r.deciding.as_secs_f64(), "arrivals": tally_json(&r.tally)},
+                "creates": load_json(&r.creates),
+                "decide": load_json(&r.decide),
+                "baseline": {"rate_per_s": r.base_rate(), "received": r.base_delivered, "span_s": r.base_span.as_secs_f64(),
+                             "connections": webhooks::BASELINE_CONNECTIONS, "client": load_json(&r.base)},
+                "body_bytes": r.body_bytes,
+                "latency": latency_json(&r.latency),
+                "respond": latency_json(&r.respond),
+                "bare_post": latency_json(&r.bare_post),
+                "latency_arrivals": tally_json(&r.latency_tally),
+                "rejected": r.rejected,
+                "first_problem": r.first_problem,
+            }),
+        );
+        let mut text = format!(
+            "webhooks: {} decisions sent in {:.2} s ({:.0}/s, respond p50 {:.3} ms, p99 {:.3} ms under load), \
+             {} delivered {:.2} s after the first; {} arrivals in all ({} repeated webhook-ids, {} extra webhook-ids \
+             for one call); {}-byte bodies; direct POSTs: {} in {:.2} s",
+            thousands(r.decisions),
+            r.deciding.as_secs_f64(),
+            per_second(r.decisions, r.deciding.as_secs_f64()),
+            Samples::from_micros(r.decide.latencies_us.clone()).percentile_ms(50.0),
+            Samples::from_micros(r.decide.latencies_us.clone()).percentile_ms(99.0),
+            thousands(r.delivered),
+            r.span.as_secs_f64(),
+            thousands(r.tally.posts),
+            r.tally.repeated_ids,
+            r.tally.extra_ids,
+            r.body_bytes,
+            thousands(r.base_delivered),
+            r.base_span.as_secs_f64(),
+        );
+        let _ = write!(
+            text,
+            "\nwebhook latency: {} samples, max {:.3} ms; respond round trip p50 {:.3} ms, p99 {:.3} ms; \
+             bare POST p50 {:.3} ms, p99 {:.3} ms",
+            r.latency.len(),
+            r.latency.max_ms(),
+            r.respond.percentile_ms(50.0),
+            r.respond.percentile_ms(99.0),
+            r.bare_post.percentile_ms(50.0),
+            r.bare_post.percentile_ms(99.0),
+        );
+        let late = r.latency_tally.duplicates();
+        if r.rejected + late > 0 || r.delivered < r.decisions {
+            let _ = write!(
+                text,
+                "\n  PROBLEMS: {} of {} delivered; {} duplicates in the latency test; {} arrivals rejected (bad \
+                 signature or no call_id); first: {}",
+                r.delivered,
+                r.decisions,
+                late,
+                r.rejected,
+                r.first_problem.as_deref().unwrap_or("-")
+            );
+        }
+        self.note(backend, text);
+    }
+
     /// The rows in table order: each PostgreSQL row right after the SQLite row it mirrors.
     fn sorted_rows(&self) -> Vec<&Row> {
         let mut rows: Vec<&Row> = self.rows.iter().collect();
@@ -475,7 +604,7 @@ impl Report {
                     "backend": r.backend.name(),
                     "figure": r.figure,
                     "value": r.value,
-                    "unit": match r.unit { Unit::PerSec => "1/s", Unit::Ms => "ms" },
+                    "unit": match r.unit { Unit::PerSec => "1/s", Unit::Ms => "ms", Unit::Count => "count" },
                     "baseline": {"name": r.baseline_name, "value": r.baseline},
                     "ratio": r.ratio(),
                     "target": r.goal_text(),

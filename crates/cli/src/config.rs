@@ -25,6 +25,11 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Organization name reported by `GET /humanlayer/v1/project`.
     pub organization: String,
+    /// SMTP server for the email channel: `smtp://user:pass@host:587?tls=required` (STARTTLS),
+    /// `smtps://user:pass@host:465` (TLS), or `smtp://host:25` (plain, for a local relay).
+    pub smtp_url: Option<String>,
+    /// The From address of emails, e.g. `Countersign <approvals@example.com>`.
+    pub email_from: Option<String>,
 }
 
 impl Default for Config {
@@ -36,13 +41,16 @@ impl Default for Config {
             max_body_bytes: 16 * 1024 * 1024,
             public_url: None,
             organization: "countersign".into(),
+            smtp_url: None,
+            email_from: None,
         }
     }
 }
 
 /// The keys `COUNTERSIGN_<KEY>` environment variables may set; other `COUNTERSIGN_` variables
 /// (`COUNTERSIGN_LOG`, `COUNTERSIGN_CONFIG`, ...) are not configuration keys.
-const ENV_KEYS: [&str; 6] = ["listen", "data_dir", "database_url", "max_body_bytes", "public_url", "organization"];
+const ENV_KEYS: [&str; 8] =
+    ["listen", "data_dir", "database_url", "max_body_bytes", "public_url", "organization", "smtp_url", "email_from"];
 
 impl Config {
     /// Loads the layers; flags in `args` win.

@@ -24,6 +24,8 @@ pub enum DecisionChannel {
     Web,
     /// From the `countersign` terminal commands.
     Cli,
+    /// A link in an email, or a reply to one.
+    Email,
 }
 
 impl DecisionChannel {
@@ -33,6 +35,7 @@ impl DecisionChannel {
             Self::Api => "api",
             Self::Web => "web",
             Self::Cli => "cli",
+            Self::Email => "email",
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod escalation;
 pub mod invalid;
 pub mod project;
+pub mod reply;
 pub mod request;
 pub mod session;
 pub mod time;

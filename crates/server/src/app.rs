@@ -26,13 +26,21 @@ pub struct Settings {
     /// Organization name reported by `GET /project`.
     pub organization: String,
     /// Public base URL; when it is `https://...`, session cookies are marked `Secure` (they also
-    /// are behind a proxy that sends `X-Forwarded-Proto: https`).
+    /// are behind a proxy that sends `X-Forwarded-Proto: https`). Links in emails start with it
+    /// (without it, with `http://` and the bound address).
     pub public_url: Option<String>,
+    /// How to send email.
+    pub email: crate::email::EmailSettings,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { max_body_bytes: 16 * 1024 * 1024, organization: "countersign".into(), public_url: None }
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            organization: "countersign".into(),
+            public_url: None,
+            email: crate::email::EmailSettings::default(),
+        }
     }
 }
 
@@ -42,6 +50,10 @@ pub struct Inner {
     pub requests: Requests,
     pub keys: KeyCache,
     pub settings: Settings,
+    /// Signs and checks the links in emails.
+    pub links: Arc<crate::email::links::LinkSigner>,
+    /// The public base URL, without a trailing slash.
+    pub public_base: String,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -49,9 +61,21 @@ pub struct Inner {
 pub struct AppState(Arc<Inner>);
 
 impl AppState {
-    /// State over a store.
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
-        Self(Arc::new(Inner { requests: Requests::new(store.clone()), keys: KeyCache::default(), store, settings }))
+    /// State over a store; `links` signs email links, `public_base` starts them.
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        links: Arc<crate::email::links::LinkSigner>,
+        public_base: String,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            requests: Requests::new(store.clone()),
+            keys: KeyCache::default(),
+            store,
+            settings,
+            links,
+            public_base,
+        }))
     }
 }
 
@@ -71,6 +95,7 @@ impl Deref for AppState {
         (name = "function_calls", description = "Approvals of function calls"),
         (name = "human_contacts", description = "Questions to humans"),
         (name = "project", description = "The key's project"),
+        (name = "email", description = "Replies by email (a Countersign extension)"),
         (name = "webhooks", description = "Signed webhooks of the key's project (a Countersign extension)"),
         (name = "health", description = "Liveness"),
     )
@@ -111,6 +136,7 @@ fn humanlayer_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::webhooks::deliveries))
         .routes(routes!(api::webhooks::delivery))
         .routes(routes!(api::webhooks::redeliver))
+        .routes(routes!(crate::email::inbound::receive))
 }
 
 /// The whole application and its OpenAPI document.

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod email;
 pub mod error;
 pub mod live;
 pub mod outbox;
@@ -33,10 +34,20 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and loads the pending requests into memory.
     pub async fn bind(addr: SocketAddr, store: Arc<dyn Store>, settings: Settings) -> Result<Self, StartError> {
-        let state = AppState::new(store, settings);
+        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
+        let bound = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        let public_base = settings.public_url.clone().unwrap_or_else(|| {
+            let host = if bound.ip().is_unspecified() { "127.0.0.1".to_owned() } else { bound.ip().to_string() };
+            let host = if bound.is_ipv6() && !bound.ip().is_unspecified() { format!("[{host}]") } else { host };
+            format!("http://{host}:{}", bound.port())
+        });
+        let public_base = public_base.trim_end_matches('/').to_owned();
+        let fresh = countersign_core::session::random_text(43);
+        let link_key = store.server_key("email_links", &fresh).await.map_err(|e| StartError::Store(e.to_string()))?;
+        let links = Arc::new(email::links::LinkSigner::new(link_key.as_bytes()));
+        let state = AppState::new(store, settings, links, public_base);
         let pending = state.requests.warm().await.map_err(|e| StartError::Store(format!("{e:?}")))?;
         tracing::info!(pending, "pending requests loaded");
-        let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
         Ok(Self { listener, state })
     }
 
@@ -53,6 +64,16 @@ impl Server {
         tokio::spawn(async move { following.requests.follow_changes().await });
         let outbox = outbox::Outbox::new(self.state.store.clone(), self.state.requests.written());
         let worker = tokio::spawn(outbox.run(self.state.requests.closing()));
+        let s = &self.state;
+        let mailer = email::Mailer::new(
+            s.store.clone(),
+            s.links.clone(),
+            s.public_base.clone(),
+            &s.settings.email,
+            s.requests.written(),
+        )
+        .map_err(std::io::Error::other)?;
+        let mailing = tokio::spawn(mailer.run(self.state.requests.closing()));
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone()));
         let closing = state.clone();
         axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
@@ -63,6 +84,7 @@ impl Server {
             })
             .await?;
         let _ = worker.await;
+        let _ = mailing.await;
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -23,8 +23,9 @@ pub struct Requests {
     feed: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<Feed>>>,
     /// Projects whose pending requests changed, for the live inboxes.
     inbox: tokio::sync::broadcast::Sender<InboxChange>,
-    /// Poked after every committed change, which may have written webhook deliveries.
-    written: Arc<tokio::sync::Notify>,
+    /// Poked after every committed change, which may have queued webhooks or emails: one per
+    /// worker, so that each gets the permit.
+    written: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
 }
 
 /// A project's pending requests changed: one was created, decided or escalated, here or (on a
@@ -40,7 +41,7 @@ impl Requests {
     pub fn new(store: Arc<dyn Store>) -> Self {
         let feed = std::sync::Mutex::new(store.changes());
         let inbox = tokio::sync::broadcast::channel(1024).0;
-        let written = Arc::new(tokio::sync::Notify::new());
+        let written = std::sync::Mutex::new(Vec::new());
         Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox, written }
     }
 
@@ -56,12 +57,21 @@ impl Requests {
 
     fn inbox_changed(&self, project_id: &str) {
         let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
-        self.written.notify_one();
+        self.wake_workers();
     }
 
-    /// Notified after each committed change (the webhook worker waits on it).
+    /// A new notification, poked after each committed change (a worker waits on it).
     pub fn written(&self) -> Arc<tokio::sync::Notify> {
-        self.written.clone()
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.written.lock().expect("written lock").push(notify.clone());
+        notify
+    }
+
+    /// Wakes the workers now (e.g. after a redelivery was scheduled).
+    pub fn wake_workers(&self) {
+        for worker in self.written.lock().expect("written lock").iter() {
+            worker.notify_one();
+        }
     }
 
     /// Turns true when the server starts shutting down.

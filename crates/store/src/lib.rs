@@ -1,6 +1,7 @@
 //! Countersign's storage: the [`Store`] trait the server and CLI are written against, and one
 //! implementation per database backend, each owning its migrations.
 
+mod emails;
 mod error;
 mod listing;
 pub mod postgres;
@@ -17,6 +18,7 @@ use countersign_core::{
 };
 use std::sync::Arc;
 
+pub use emails::{ClaimedEmail, EmailMessage};
 pub use error::{StoreError, StoreResult};
 pub use listing::{DecidedStatus, RequestFilter};
 pub use webhooks::{Attempt, AttemptOutcome, Claimed, Delivery, NewWebhookEndpoint, WebhookEndpoint};
@@ -216,6 +218,26 @@ pub trait Store: Send + Sync + 'static {
     async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>>;
     /// When the next pending delivery is due, if any.
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
+
+    /// Claims up to `limit` due emails for one sending attempt each, until `lease_until`.
+    async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>>;
+    /// Records a sending attempt: sent (to `recipients`), or failed with `error` and retried at
+    /// `retry_at` (given up when `None`). `false` if the claim had lapsed.
+    async fn finish_email(
+        &self,
+        claimed: &ClaimedEmail,
+        recipients: &[String],
+        error: Option<&str>,
+        retry_at: Option<Timestamp>,
+    ) -> StoreResult<bool>;
+    /// The first email found among these Message-IDs (a reply's In-Reply-To and References).
+    async fn email_by_message_ids(&self, ids: &[String]) -> StoreResult<Option<EmailMessage>>;
+    /// The emails of one request, oldest first.
+    async fn emails_of(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<EmailMessage>>;
+    /// When the next pending email is due, if any.
+    async fn next_email_due(&self) -> StoreResult<Option<Timestamp>>;
+    /// A server-wide secret by name, created from `fresh` by whichever instance asks first.
+    async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String>;
 
     /// Stores a new pending request, unless one with the same project, kind and `call_id` exists.
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created>;

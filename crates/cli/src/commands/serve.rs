@@ -20,12 +20,17 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         organization: config.organization.clone(),
         public_url: config.public_url.clone(),
+        email: countersign_server::email::EmailSettings {
+            smtp_url: config.smtp_url.clone(),
+            from: config.email_from.clone(),
+        },
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
     let addr = server.local_addr();
     let base = config.public_base(addr);
     let base = base.as_str();
-    tracing::info!(%addr, database = %redact(&config.database_url()), "countersign {} ready", env!("CARGO_PKG_VERSION"));
+    let email = config.smtp_url.as_deref().map_or_else(|| "off (no smtp_url)".to_owned(), redact);
+    tracing::info!(%addr, database = %redact(&config.database_url()), %email, "countersign {} ready", env!("CARGO_PKG_VERSION"));
     println!("Listening on http://{addr}");
     if let Some(key) = first_key {
         println!();

@@ -109,7 +109,7 @@ pub async fn redeliver(
 ) -> ApiResult<Json<Value>> {
     service::delivery_of(state.store.as_ref(), &caller.project.id, &id).await?;
     let d = state.store.redeliver(&id).await?.ok_or_else(|| ApiError::not_found("the delivery vanished"))?;
-    state.requests.written().notify_one();
+    state.requests.wake_workers();
     tracing::info!(%id, "webhook redelivery requested");
     Ok(Json(service::delivery_json(&d)))
 }

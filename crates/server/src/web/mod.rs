@@ -8,7 +8,9 @@
 
 mod json_html;
 mod session;
-mod views;
+pub(crate) mod views;
+
+pub use json_html::escape;
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -51,6 +53,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/set-password", get(set_password_form).post(set_password))
         .route("/assets/{file}", get(asset))
+        .route("/email/{token}", get(crate::email::pages::show).post(crate::email::pages::decide))
 }
 
 /// A page, or an HTML error page with its status.
@@ -64,7 +67,7 @@ pub struct WebError {
 }
 
 impl WebError {
-    fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, title: &'static str, message: impl Into<String>) -> Self {
         Self { status, title, message: message.into() }
     }
 
@@ -97,7 +100,7 @@ impl IntoResponse for WebError {
 }
 
 /// Renders a template as an HTML response with the page security headers.
-fn render(template: &impl Template) -> Response {
+pub(crate) fn render(template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => {
             let mut response = Html(html).into_response();

@@ -7,9 +7,9 @@ mod listen;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
 use crate::{
-    ApiKeyRecord, Attempt, AttemptOutcome, Change, Claimed, Created, Credentials, Delivery, Feed, NewApiKey,
-    NewSession, NewWebhookEndpoint, Page, PageRequest, RequestFilter, Session, Store, StoreError, StoreResult,
-    WebhookEndpoint,
+    ApiKeyRecord, Attempt, AttemptOutcome, Change, Claimed, ClaimedEmail, Created, Credentials, Delivery, EmailMessage,
+    Feed, NewApiKey, NewSession, NewWebhookEndpoint, Page, PageRequest, RequestFilter, Session, Store, StoreError,
+    StoreResult, WebhookEndpoint,
 };
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
@@ -39,6 +39,10 @@ mod people {
 
 mod hooks {
     crate::webhooks::webhook_queries!(sqlx::PgPool, "FOR UPDATE SKIP LOCKED");
+}
+
+mod mail {
+    crate::emails::email_queries!(sqlx::PgPool, "FOR UPDATE SKIP LOCKED");
 }
 
 mod listing {
@@ -305,6 +309,36 @@ impl Store for PostgresStore {
 
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         hooks::next_due(&self.pool).await
+    }
+
+    async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
+        mail::claim(&self.pool, now, lease_until, limit).await
+    }
+
+    async fn finish_email(
+        &self,
+        claimed: &ClaimedEmail,
+        recipients: &[String],
+        error: Option<&str>,
+        retry_at: Option<Timestamp>,
+    ) -> StoreResult<bool> {
+        mail::finish(&self.pool, claimed, recipients, error, retry_at).await
+    }
+
+    async fn email_by_message_ids(&self, ids: &[String]) -> StoreResult<Option<EmailMessage>> {
+        mail::by_message_ids(&self.pool, ids).await
+    }
+
+    async fn emails_of(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<EmailMessage>> {
+        mail::of_request(&self.pool, project_id, kind.as_str(), call_id).await
+    }
+
+    async fn next_email_due(&self) -> StoreResult<Option<Timestamp>> {
+        mail::next_due(&self.pool).await
+    }
+
+    async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        mail::server_key(&self.pool, name, fresh).await
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {

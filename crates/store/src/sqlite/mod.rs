@@ -7,8 +7,9 @@ mod writer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, request_columns, select_keys};
 use crate::{
-    ApiKeyRecord, Attempt, AttemptOutcome, Change, Claimed, Created, Credentials, Delivery, NewApiKey, NewSession,
-    NewWebhookEndpoint, Page, PageRequest, RequestFilter, Session, Store, StoreError, StoreResult, WebhookEndpoint,
+    ApiKeyRecord, Attempt, AttemptOutcome, Change, Claimed, ClaimedEmail, Created, Credentials, Delivery, EmailMessage,
+    NewApiKey, NewSession, NewWebhookEndpoint, Page, PageRequest, RequestFilter, Session, Store, StoreError,
+    StoreResult, WebhookEndpoint,
 };
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
@@ -35,6 +36,10 @@ mod people {
 
 mod hooks {
     crate::webhooks::webhook_queries!(sqlx::SqlitePool, "");
+}
+
+mod mail {
+    crate::emails::email_queries!(sqlx::SqlitePool, "");
 }
 
 mod listing {
@@ -288,6 +293,36 @@ impl Store for SqliteStore {
 
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>> {
         hooks::next_due(&self.pool).await
+    }
+
+    async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
+        mail::claim(&self.pool, now, lease_until, limit).await
+    }
+
+    async fn finish_email(
+        &self,
+        claimed: &ClaimedEmail,
+        recipients: &[String],
+        error: Option<&str>,
+        retry_at: Option<Timestamp>,
+    ) -> StoreResult<bool> {
+        mail::finish(&self.pool, claimed, recipients, error, retry_at).await
+    }
+
+    async fn email_by_message_ids(&self, ids: &[String]) -> StoreResult<Option<EmailMessage>> {
+        mail::by_message_ids(&self.pool, ids).await
+    }
+
+    async fn emails_of(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<EmailMessage>> {
+        mail::of_request(&self.pool, project_id, kind.as_str(), call_id).await
+    }
+
+    async fn next_email_due(&self) -> StoreResult<Option<Timestamp>> {
+        mail::next_due(&self.pool).await
+    }
+
+    async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        mail::server_key(&self.pool, name, fresh).await
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {

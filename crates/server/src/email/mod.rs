@@ -1,0 +1,185 @@
+//! The email channel: a worker sends the emails the database queued with each change (a request
+//! with an email channel, an escalation), over SMTP with lettre; the links in them open small
+//! pages that decide that one request (see `pages`), and replies come back through the inbound
+//! endpoint (see `inbound`).
+
+pub mod compose;
+pub mod inbound;
+pub mod links;
+pub mod pages;
+
+use compose::{Composed, Links};
+use countersign_core::webhook::retry_delay;
+use countersign_core::{RequestKind, RequestRecord, Timestamp};
+use countersign_store::{ClaimedEmail, Store};
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use links::{LINK_TTL, LinkAction, LinkSigner};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+
+const LEASE: Duration = Duration::from_secs(120);
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+/// How to send email.
+#[derive(Debug, Clone, Default)]
+pub struct EmailSettings {
+    /// `smtp://user:pass@host:587?tls=required`, `smtps://host:465`, or `smtp://host:25` (plain).
+    pub smtp_url: Option<String>,
+    /// The From address, e.g. `Countersign <approvals@example.com>`.
+    pub from: Option<String>,
+}
+
+/// The links of a request's email, under `base` (the server's public URL).
+pub fn links_for(signer: &LinkSigner, base: &str, record: &RequestRecord) -> Links {
+    let expires = Timestamp::now().plus(LINK_TTL);
+    let url = |action| {
+        let token = signer.token(&record.project_id, record.kind, &record.call_id, action, expires);
+        format!("{base}/email/{token}")
+    };
+    let of: Vec<(LinkAction, String)> = match record.kind {
+        RequestKind::FunctionCall => {
+            vec![(LinkAction::Approve, url(LinkAction::Approve)), (LinkAction::Reject, url(LinkAction::Reject))]
+        }
+        RequestKind::HumanContact => vec![(LinkAction::Answer, url(LinkAction::Answer))],
+    };
+    Links { view: of[0].1.clone(), of }
+}
+
+/// Sends queued emails until told to stop.
+pub struct Mailer {
+    store: Arc<dyn Store>,
+    signer: Arc<LinkSigner>,
+    base: String,
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Mailbox,
+    wake: Arc<Notify>,
+}
+
+impl Mailer {
+    /// A mailer; fails when the SMTP URL or From address cannot be used.
+    pub fn new(
+        store: Arc<dyn Store>,
+        signer: Arc<LinkSigner>,
+        base: String,
+        settings: &EmailSettings,
+        wake: Arc<Notify>,
+    ) -> Result<Self, String> {
+        let transport = match &settings.smtp_url {
+            Some(url) => Some(
+                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                    .map_err(|e| format!("smtp_url is not usable: {e}"))?
+                    .timeout(Some(Duration::from_secs(30)))
+                    .build(),
+            ),
+            None => None,
+        };
+        let from = settings.from.clone().unwrap_or_else(|| "Countersign <countersign@localhost>".into());
+        let from: Mailbox = from.parse().map_err(|e| format!("email_from {from:?} is not an address: {e}"))?;
+        Ok(Self { store, signer, base, transport, from, wake })
+    }
+
+    /// Runs until `closing` turns true.
+    pub async fn run(self, mut closing: watch::Receiver<bool>) {
+        loop {
+            if *closing.borrow() {
+                return;
+            }
+            let now = Timestamp::now();
+            let claimed = self.store.claim_emails(now, now.plus(LEASE), 16).await.unwrap_or_else(|err| {
+                tracing::warn!(%err, "cannot claim emails to send; retrying");
+                Vec::new()
+            });
+            if !claimed.is_empty() {
+                futures::future::join_all(claimed.into_iter().map(|c| self.send(c))).await;
+                continue;
+            }
+            let sleep = match self.store.next_email_due().await {
+                Ok(Some(at)) => Duration::from_micros(u64::try_from(at.as_micros() - now.as_micros()).unwrap_or(0)),
+                _ => IDLE_CHECK,
+            }
+            .min(IDLE_CHECK);
+            tokio::select! {
+                () = tokio::time::sleep(sleep) => {}
+                () = self.wake.notified() => {}
+                _ = closing.wait_for(|c| *c) => return,
+            }
+        }
+    }
+
+    async fn send(&self, claimed: ClaimedEmail) {
+        let m = &claimed.message;
+        let (recipients, error) = match self.deliver(&claimed).await {
+            Ok(recipients) => (recipients, None),
+            Err(error) => (Vec::new(), Some(error)),
+        };
+        let retry_at = match &error {
+            Some(_) if self.transport.is_some() => retry_delay(m.attempts + 1).map(|d| Timestamp::now().plus(d)),
+            _ => None,
+        };
+        match &error {
+            None => tracing::info!(message_id = %m.id, call_id = %m.call_id, purpose = %m.purpose, "email sent"),
+            Some(e) => {
+                tracing::warn!(message_id = %m.id, call_id = %m.call_id, error = %e, retry = retry_at.is_some(), "email not sent")
+            }
+        }
+        if let Err(err) = self.store.finish_email(&claimed, &recipients, error.as_deref(), retry_at).await {
+            tracing::warn!(%err, message_id = %m.id, "cannot record an email attempt; it will be retried");
+        }
+    }
+
+    /// Composes and sends one email; returns everyone it went to.
+    async fn deliver(&self, claimed: &ClaimedEmail) -> Result<Vec<String>, String> {
+        let m = &claimed.message;
+        let Some(transport) = &self.transport else {
+            return Err("no SMTP server is configured: set smtp_url (and email_from) in the configuration".into());
+        };
+        let record = self
+            .store
+            .request(&m.project_id, m.kind, &m.call_id)
+            .await
+            .map_err(|e| format!("cannot read the request: {e}"))?
+            .ok_or_else(|| "the request is gone".to_owned())?;
+        let escalation = match m.purpose.as_str() {
+            "escalation" => Some(
+                record
+                    .escalations
+                    .get(usize::try_from(m.event_seq).unwrap_or(0).saturating_sub(1))
+                    .cloned()
+                    .ok_or("the escalation is missing")?,
+            ),
+            _ => None,
+        };
+        let composed = compose::compose(&record, escalation.as_ref(), &links_for(&self.signer, &self.base, &record))?;
+        let message = self.message(&m.id, &composed)?;
+        transport.send(message).await.map_err(|e| format!("the SMTP server refused or failed: {e}"))?;
+        Ok(composed.recipients())
+    }
+
+    fn message(&self, message_id: &str, c: &Composed) -> Result<Message, String> {
+        let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| format!("{a:?} is not an email address: {e}"));
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .subject(c.subject.clone())
+            .message_id(Some(message_id.to_owned()));
+        for a in &c.to {
+            builder = builder.to(parse(a)?);
+        }
+        for a in &c.cc {
+            builder = builder.cc(parse(a)?);
+        }
+        for a in &c.bcc {
+            builder = builder.bcc(parse(a)?);
+        }
+        if let Some(id) = &c.in_reply_to {
+            builder = builder.in_reply_to(id.clone());
+        }
+        if let Some(id) = &c.references {
+            builder = builder.references(id.clone());
+        }
+        builder
+            .multipart(MultiPart::alternative_plain_html(c.text.clone(), c.html.clone()))
+            .map_err(|e| format!("cannot build the email: {e}"))
+    }
+}

@@ -1,0 +1,110 @@
+//! The pages behind email links: `GET /email/{token}` shows the request and a form for the link's
+//! action; `POST` decides. Opening a link never decides by itself (mail scanners open links), and
+//! the token, bound to one request and one action, is what authorizes the form.
+
+use super::links::{LinkAction, LinkError};
+use crate::app::AppState;
+use crate::live::RequestKey;
+use crate::web::views::Detail;
+use crate::web::{WebError, render};
+use askama::Template;
+use axum::extract::{Form, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use countersign_core::{Actor, DecisionChannel, RequestRecord, Timestamp};
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Template)]
+#[template(path = "email_link.html")]
+struct LinkPage {
+    d: Detail,
+    action: &'static str,
+    post_url: String,
+}
+
+async fn load(state: &AppState, token: &str) -> Result<(LinkAction, RequestRecord, String), WebError> {
+    let claims = state.links.verify(token, Timestamp::now()).map_err(|e| match e {
+        LinkError::Forged => WebError::new(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "This link was not made by this Countersign server, or it was changed. Use the link in the email as it is.",
+        ),
+        LinkError::Expired => WebError::new(
+            StatusCode::GONE,
+            "Link expired",
+            "This link has expired. The request can still be decided in the inbox or from the terminal.",
+        ),
+    })?;
+    let record = state
+        .store
+        .request(&claims.project_id, claims.kind, &claims.call_id)
+        .await
+        .map_err(crate::error::ApiError::from)?
+        .ok_or_else(|| {
+            WebError::new(StatusCode::NOT_FOUND, "Not found", "The request of this link no longer exists.")
+        })?;
+    let project = state.store.project_by_id(&claims.project_id).await.map_err(crate::error::ApiError::from)?;
+    Ok((claims.action, record, project.map(|p| p.name).unwrap_or_default()))
+}
+
+fn page(action: LinkAction, record: &RequestRecord, project: &str, token: &str, notice: &str, error: &str) -> LinkPage {
+    let mut d = Detail::new(project, record, "");
+    d.notice = notice.to_owned();
+    d.error = error.to_owned();
+    LinkPage { d, action: action.as_str(), post_url: format!("/email/{token}") }
+}
+
+/// Shows the request and the link's form (or what was decided).
+pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, WebError> {
+    let (action, record, project) = load(&state, &token).await?;
+    Ok(render(&page(action, &record, &project, &token, "", "")))
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    comment: Option<String>,
+    text: Option<String>,
+    option: Option<String>,
+}
+
+/// Decides the link's request with the link's action.
+pub async fn decide(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Form(form): Form<LinkForm>,
+) -> Result<Response, WebError> {
+    let (action, record, project) = load(&state, &token).await?;
+    let option = form.option.filter(|o| !o.is_empty());
+    let fixed = option.as_ref().and_then(|name| record.options().into_iter().find(|o| &o.name == name));
+    let fixed = fixed.is_some_and(|o| !o.interactive.unwrap_or(false) && o.prompt_fill.is_some());
+    let text = |t: Option<String>| t.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    let body = match action {
+        LinkAction::Approve => json!({"approved": true, "comment": text(form.comment.or(form.text))}),
+        LinkAction::Reject => {
+            json!({"approved": false, "comment": if fixed { None } else { text(form.text.or(form.comment)) }, "reject_option_name": option})
+        }
+        LinkAction::Answer => {
+            json!({"response": if fixed { None } else { text(form.text.or(form.comment)) }, "response_option_name": option})
+        }
+    };
+    let sent_to = record.channel().and_then(|c| c.email).map(|e| e.address.to_lowercase());
+    let actor = Actor { channel: DecisionChannel::Email, api_key: None, user_id: None, email: sent_to };
+    let (status, notice, error) = match state.requests.decide(&RequestKey::of(&record), &body, actor).await {
+        Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),
+        Err(err) if err.status() == StatusCode::CONFLICT => {
+            (StatusCode::CONFLICT, "This request was already decided; nothing was changed.".to_owned(), String::new())
+        }
+        Err(err) if err.status() == StatusCode::BAD_REQUEST => {
+            (StatusCode::BAD_REQUEST, String::new(), err.message().to_owned())
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let fresh = state
+        .store
+        .request(&record.project_id, record.kind, &record.call_id)
+        .await
+        .map_err(crate::error::ApiError::from)?;
+    let fresh = fresh.unwrap_or(record);
+    Ok((status, render(&page(action, &fresh, &project, &token, &notice, &error))).into_response())
+}
