@@ -4,6 +4,7 @@
 mod api_errors;
 mod binary;
 mod browser;
+mod email;
 mod faults;
 mod function_calls;
 mod human_contacts;

@@ -89,10 +89,11 @@ pub fn compose(record: &RequestRecord, escalation: Option<&Value>, links: &Links
             for r in esc.additional_recipients.iter().flatten() {
                 add(&r.address, r.field);
             }
-            if esc_email.is_none() && esc.additional_recipients.as_ref().is_none_or(|r| r.is_empty()) {
-                if let Some(email) = &channel {
-                    add(&email.address, None);
-                }
+            if esc_email.is_none()
+                && esc.additional_recipients.as_ref().is_none_or(|r| r.is_empty())
+                && let Some(email) = &channel
+            {
+                add(&email.address, None);
             }
         }
     }

@@ -50,7 +50,7 @@ pub async fn receive(State(state): State<AppState>, caller: Caller, body: Bytes)
         .and_then(|a| a.address())
         .map(str::to_lowercase)
         .ok_or_else(|| ApiError::invalid(Invalid::new("From", "the email has no sender address")))?;
-    if !sent.recipients.iter().any(|r| *r == from) {
+    if !sent.recipients.contains(&from) {
         tracing::warn!(%from, message_id = %sent.id, call_id = %sent.call_id, "refused an emailed reply from an address the email was not sent to");
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
