@@ -42,6 +42,9 @@ pub enum Command {
     /// Manage the people who decide: create, list, reset-password, disable.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Project settings: the default email address of requests that name no channel.
+    #[command(subcommand)]
+    Projects(ProjectsCommand),
     /// Manage signed webhook endpoints: add, list, remove, deliveries, attempts, redeliver.
     #[command(subcommand, after_help = WEBHOOKS_HELP)]
     Webhooks(WebhooksCommand),
@@ -180,6 +183,30 @@ pub struct AnswerArgs {
     pub option: Option<String>,
     #[command(flatten)]
     pub options: DecisionOptions,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectsCommand {
+    /// Show, set or clear a project's default email: requests of the project that name no channel
+    /// at all are emailed there (needs smtp_url in the configuration).
+    ///
+    /// Examples:
+    ///   countersign projects email default approvals@example.com
+    ///   countersign projects email default            # show it
+    ///   countersign projects email default --clear
+    #[command(verbatim_doc_comment)]
+    Email {
+        /// The project.
+        project: String,
+        /// The address to email.
+        address: Option<String>,
+        /// Remove the default address.
+        #[arg(long, conflicts_with = "address")]
+        clear: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

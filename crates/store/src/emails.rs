@@ -166,6 +166,21 @@ macro_rules! email_queries {
             Ok(row.and_then(|(at,)| at).map(Timestamp::from_micros))
         }
 
+        pub(super) async fn set_default_email(pool: &$pool, project_id: &str, address: Option<&str>) -> StoreResult<bool> {
+            let done = sqlx::query("UPDATE projects SET default_email = $1 WHERE id = $2")
+                .bind(address)
+                .bind(project_id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        pub(super) async fn default_email(pool: &$pool, project_id: &str) -> StoreResult<Option<String>> {
+            let row: Option<(Option<String>,)> =
+                sqlx::query_as("SELECT default_email FROM projects WHERE id = $1").bind(project_id).fetch_optional(pool).await?;
+            Ok(row.and_then(|(a,)| a))
+        }
+
         pub(super) async fn server_key(pool: &$pool, name: &str, fresh: &str) -> StoreResult<String> {
             sqlx::query("INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
                 .bind(name)

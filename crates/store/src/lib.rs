@@ -219,6 +219,11 @@ pub trait Store: Send + Sync + 'static {
     /// When the next pending delivery is due, if any.
     async fn next_delivery_due(&self) -> StoreResult<Option<Timestamp>>;
 
+    /// Sets (or clears) a project's default email address; `false` if there is no such project.
+    async fn set_default_email(&self, project_id: &str, address: Option<&str>) -> StoreResult<bool>;
+    /// A project's default email address.
+    async fn default_email(&self, project_id: &str) -> StoreResult<Option<String>>;
+
     /// Claims up to `limit` due emails for one sending attempt each, until `lease_until`.
     async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>>;
     /// Records a sending attempt: sent (to `recipients`), or failed with `error` and retried at

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod keys;
+mod projects;
 mod serve;
 mod table;
 mod terminal;
@@ -25,6 +26,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let store = open_store(&config).await?;
             let result = keys::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Projects(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = projects::run(store.as_ref(), cmd).await;
             store.close().await;
             result
         }

@@ -408,3 +408,22 @@ async fn users_are_created_listed_and_disabled() {
     let nobody = countersign(dir.path(), &["users", "disable", "nobody@example.com"]);
     assert_eq!(nobody.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn projects_email_sets_shows_and_clears_the_default_address() {
+    let dir = fresh_dir().await;
+    assert!(countersign(dir.path(), &["keys", "create", "--project", "acme"]).status.success());
+    let set = countersign(dir.path(), &["projects", "email", "acme", "Team@Example.com"]);
+    assert!(set.status.success());
+    assert!(stdout(&set).contains("emailed to team@example.com"), "{}", stdout(&set));
+    let shown = countersign(dir.path(), &["projects", "email", "acme", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown, serde_json::json!({"project": "acme", "default_email": "team@example.com"}));
+    let bad = countersign(dir.path(), &["projects", "email", "acme", "not-an-address"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not an email address"));
+    let cleared = countersign(dir.path(), &["projects", "email", "acme", "--clear"]);
+    assert!(stdout(&cleared).contains("has no default email"));
+    let missing = countersign(dir.path(), &["projects", "email", "nope"]);
+    assert_eq!(missing.status.code(), Some(1));
+}

@@ -48,6 +48,11 @@ impl Mail {
         self.parsed().body_html(0).map(|t| t.into_owned()).unwrap_or_default()
     }
 
+    /// The email is about the request `call_id` (its text ends with `call <id>`).
+    fn is_about(&self, call_id: &str) -> bool {
+        self.text().lines().any(|l| l.trim_end().ends_with(&format!(" call {call_id}")))
+    }
+
     /// The URL after `label: ` in the text part.
     fn link(&self, label: &str) -> String {
         let text = self.text();
@@ -203,7 +208,7 @@ async fn replies_approve_reject_and_answer_and_strangers_are_refused() {
     s.post("/contact_requests", question).await;
     let mails = sink.wait_for(3).await;
     let id_of = |call: &str| {
-        let mail = mails.iter().find(|m| m.raw.contains(call)).unwrap();
+        let mail = mails.iter().find(|m| m.is_about(call)).unwrap();
         mail.header("Message-ID")
     };
     let reply = |to_id: &str, from: &str, body: &str| {
@@ -347,4 +352,32 @@ async fn an_agent_on_the_python_sdk_proceeds_after_the_emailed_link_is_followed(
     let out = tokio::task::spawn_blocking(move || agent.wait_with_output()).await.unwrap().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "refunded 120 to acme");
+}
+
+#[tokio::test]
+async fn requests_without_a_channel_go_to_the_projects_default_email() {
+    let (s, sink) = server_with_email().await;
+    let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
+    assert!(s.store.set_default_email(&project.id, Some("team@example.com")).await.unwrap());
+    s.post("/function_calls", approval("plain")).await;
+    let slack = json!({"run_id": "r", "call_id": "slack", "spec": {"fn": "f", "kwargs": {}, "channel": {"slack": {"channel_or_user_id": "C1"}}}});
+    s.post("/function_calls", slack).await;
+    s.post("/function_calls", emailed("own", json!({"address": "ada@example.com"}))).await;
+    let mails = sink.wait_for(2).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = if sink.mails.lock().unwrap().len() > 2 { sink.mails.lock().unwrap().clone() } else { mails };
+    assert_eq!(mails.len(), 2, "a request with another channel is not emailed: {mails:?}");
+    let default = mails.iter().find(|m| m.is_about("plain")).expect("the default-channel email");
+    assert_eq!(default.rcpt, ["team@example.com"]);
+    let own = mails.iter().find(|m| m.is_about("own")).unwrap();
+    assert_eq!(own.rcpt, ["ada@example.com"]);
+    // The default address may decide by reply.
+    let reply = format!(
+        "From: team@example.com\r\nIn-Reply-To: <{}>\r\nContent-Type: text/plain\r\n\r\nyes\r\n",
+        default.header("Message-ID")
+    );
+    let resp = s.http.post(s.api("/email/inbound")).bearer_auth(&s.key).body(reply).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (_, fc) = s.get("/function_calls/plain").await;
+    assert_eq!(fc["status"]["user_info"], json!({"channel": "email", "email": "team@example.com"}));
 }

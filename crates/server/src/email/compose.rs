@@ -42,10 +42,34 @@ struct EscalationFields {
     channel: Option<countersign_core::wire::ContactChannel>,
 }
 
-/// Composes the email for `record`; `escalation` is the escalation's stored record when the email
-/// announces one.
-pub fn compose(record: &RequestRecord, escalation: Option<&Value>, links: &Links) -> Result<Composed, String> {
-    let channel: Option<EmailContactChannel> = record.channel().and_then(|c| c.email);
+/// The email channel of a request: its own, else (when it names no channel) the project's default
+/// address.
+pub fn channel_of(record: &RequestRecord, project_default: Option<&str>) -> Option<EmailContactChannel> {
+    match record.channel() {
+        Some(channel) => channel.email,
+        None => project_default.map(|address| EmailContactChannel {
+            address: address.to_owned(),
+            context_about_user: None,
+            additional_recipients: None,
+            subject: None,
+            references_message_id: None,
+            in_reply_to_message_id: None,
+            experimental_subject_line: None,
+            experimental_references_message_id: None,
+            experimental_in_reply_to_message_id: None,
+            template: None,
+        }),
+    }
+}
+
+/// Composes the email for `record` on `channel` (see [`channel_of`]); `escalation` is the
+/// escalation's stored record when the email announces one.
+pub fn compose(
+    record: &RequestRecord,
+    channel: Option<EmailContactChannel>,
+    escalation: Option<&Value>,
+    links: &Links,
+) -> Result<Composed, String> {
     let escalation: Option<EscalationFields> = match escalation {
         Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| format!("unreadable escalation: {e}"))?),
         None => None,

@@ -151,7 +151,11 @@ impl Mailer {
             ),
             _ => None,
         };
-        let composed = compose::compose(&record, escalation.as_ref(), &links_for(&self.signer, &self.base, &record))?;
+        let fallback =
+            self.store.default_email(&m.project_id).await.map_err(|e| format!("cannot read the project: {e}"))?;
+        let channel = compose::channel_of(&record, fallback.as_deref());
+        let composed =
+            compose::compose(&record, channel, escalation.as_ref(), &links_for(&self.signer, &self.base, &record))?;
         let message = self.message(&m.id, &composed)?;
         transport.send(message).await.map_err(|e| format!("the SMTP server refused or failed: {e}"))?;
         Ok(composed.recipients())

@@ -88,7 +88,8 @@ pub async fn decide(
             json!({"response": if fixed { None } else { text(form.text.or(form.comment)) }, "response_option_name": option})
         }
     };
-    let sent_to = record.channel().and_then(|c| c.email).map(|e| e.address.to_lowercase());
+    let fallback = state.store.default_email(&record.project_id).await.map_err(crate::error::ApiError::from)?;
+    let sent_to = super::compose::channel_of(&record, fallback.as_deref()).map(|e| e.address.to_lowercase());
     let actor = Actor { channel: DecisionChannel::Email, api_key: None, user_id: None, email: sent_to };
     let (status, notice, error) = match state.requests.decide(&RequestKey::of(&record), &body, actor).await {
         Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),

@@ -295,6 +295,14 @@ impl Store for SqliteStore {
         hooks::next_due(&self.pool).await
     }
 
+    async fn set_default_email(&self, project_id: &str, address: Option<&str>) -> StoreResult<bool> {
+        mail::set_default_email(&self.pool, project_id, address).await
+    }
+
+    async fn default_email(&self, project_id: &str) -> StoreResult<Option<String>> {
+        mail::default_email(&self.pool, project_id).await
+    }
+
     async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
         mail::claim(&self.pool, now, lease_until, limit).await
     }
