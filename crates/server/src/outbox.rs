@@ -4,21 +4,20 @@
 //! is retried with growing, jittered delays for about a day, then marked failed.
 
 use countersign_core::webhook::{self, Format};
-use countersign_core::{RequestKind, RequestRecord, Timestamp};
+use countersign_core::{RequestRecord, Timestamp};
 use countersign_store::{AttemptOutcome, Claimed, Store};
-use futures::StreamExt;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 /// Longest wait for an endpoint's answer.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a claim lasts; an attempt that outlives it (a crash) is retried by anyone.
 const LEASE: Duration = Duration::from_secs(60);
-/// Deliveries claimed at once, and attempted concurrently.
+/// Most deliveries claimed at once, and most attempts in flight.
 const BATCH: u32 = 64;
-const CONCURRENCY: usize = 32;
+const CONCURRENCY: usize = 64;
 /// The longest the worker sleeps without checking the database (deliveries due on other
 /// instances' schedules, or written by another instance).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -44,14 +43,29 @@ impl Outbox {
         Self { store, http, wake }
     }
 
-    /// Runs until `closing` turns true.
+    /// Runs until `closing` turns true. Attempts run concurrently (up to [`CONCURRENCY`]); free
+    /// slots are refilled as soon as attempts end, and their outcomes are recorded in batches by
+    /// one task (one transaction for all that ended meanwhile).
     pub async fn run(self, mut closing: watch::Receiver<bool>) {
+        let (outcomes, recorded) = tokio::sync::mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record(self.store.clone(), recorded));
+        let slots = Arc::new(Semaphore::new(CONCURRENCY));
+        let sender = Arc::new(Sender { store: self.store.clone(), http: self.http.clone() });
         loop {
             if *closing.borrow() {
-                return;
+                break;
+            }
+            let free = slots.available_permits();
+            if free == 0 {
+                tokio::select! {
+                    permit = slots.clone().acquire_owned() => drop(permit),
+                    _ = closing.wait_for(|c| *c) => break,
+                }
+                continue;
             }
             let now = Timestamp::now();
-            let claimed = match self.store.claim_deliveries(now, now.plus(LEASE), BATCH).await {
+            let limit = u32::try_from(free).unwrap_or(BATCH).min(BATCH);
+            let claimed = match self.store.claim_deliveries(now, now.plus(LEASE), limit).await {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     tracing::warn!(%err, "cannot claim webhook deliveries; retrying");
@@ -59,7 +73,15 @@ impl Outbox {
                 }
             };
             if !claimed.is_empty() {
-                futures::stream::iter(claimed).for_each_concurrent(CONCURRENCY, |c| self.attempt(c)).await;
+                for c in claimed {
+                    let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                    let (sender, outcomes) = (sender.clone(), outcomes.clone());
+                    tokio::spawn(async move {
+                        let outcome = sender.attempt(&c).await;
+                        let _ = outcomes.send((c, outcome));
+                        drop(permit);
+                    });
+                }
                 continue;
             }
             let sleep = match self.store.next_delivery_due().await {
@@ -70,15 +92,48 @@ impl Outbox {
             tokio::select! {
                 () = tokio::time::sleep(sleep) => {}
                 () = self.wake.notified() => {}
-                _ = closing.wait_for(|c| *c) => return,
+                _ = closing.wait_for(|c| *c) => break,
             }
         }
+        // Attempts in flight finish (bounded by the delivery timeout) and are recorded.
+        let _ = slots.acquire_many(u32::try_from(CONCURRENCY).unwrap_or(u32::MAX)).await;
+        drop(outcomes);
+        let _ = recorder.await;
     }
+}
 
-    async fn attempt(&self, claimed: Claimed) {
+/// Records attempt outcomes, batching all that are waiting into one transaction.
+async fn record(store: Arc<dyn Store>, mut outcomes: tokio::sync::mpsc::UnboundedReceiver<(Claimed, AttemptOutcome)>) {
+    while let Some(first) = outcomes.recv().await {
+        let mut batch = vec![first];
+        while let Ok(more) = outcomes.try_recv() {
+            batch.push(more);
+        }
+        match store.finish_attempts(&batch).await {
+            Ok(recorded) => {
+                for ((claimed, _), done) in batch.iter().zip(recorded) {
+                    if !done {
+                        tracing::warn!(id = %claimed.delivery.id, "a webhook attempt outlived its lease; another worker retries it");
+                    }
+                }
+            }
+            // Unrecorded attempts are retried once their lease ends (at least once).
+            Err(err) => tracing::warn!(%err, attempts = batch.len(), "cannot record webhook attempts; they will be retried"),
+        }
+    }
+}
+
+/// What one attempt needs.
+struct Sender {
+    store: Arc<dyn Store>,
+    http: reqwest::Client,
+}
+
+impl Sender {
+    async fn attempt(&self, claimed: &Claimed) -> AttemptOutcome {
         let started = Instant::now();
         let at = Timestamp::now();
-        let (status_code, error) = match self.send(&claimed).await {
+        let (status_code, error) = match self.send(claimed).await {
             Ok(status) if status.is_success() => (Some(status.as_u16()), None),
             Ok(status) => (Some(status.as_u16()), Some(format!("the endpoint answered {status}"))),
             Err(err) => (None, Some(err)),
@@ -97,12 +152,7 @@ impl Outbox {
                 tracing::warn!(id = %d.id, event = %d.event_type, url = %claimed.endpoint.url, attempts, %error, "webhook delivery failed for good")
             }
         }
-        let outcome = AttemptOutcome { at, status_code, error, latency_ms, delivered, retry_at };
-        match self.store.finish_attempt(&claimed, &outcome).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(id = %d.id, "a webhook attempt outlived its lease; another worker retries it"),
-            Err(err) => tracing::warn!(%err, id = %d.id, "cannot record a webhook attempt; it will be retried"),
-        }
+        AttemptOutcome { at, status_code, error, latency_ms, delivered, retry_at }
     }
 
     /// Renders, signs and posts one delivery.
@@ -154,9 +204,4 @@ fn describe(err: &reqwest::Error) -> String {
     } else {
         format!("request failed: {err}")
     }
-}
-
-/// The kind a delivery's event is about (for listings).
-pub fn event_kind(event_type: &str) -> Option<RequestKind> {
-    RequestKind::parse(event_type.split('.').next()?)
 }

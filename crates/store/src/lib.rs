@@ -212,8 +212,9 @@ pub trait Store: Send + Sync + 'static {
     /// Claims up to `limit` due deliveries for one attempt each, until `lease_until`; no other
     /// worker (of any instance) claims them meanwhile.
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>>;
-    /// Records an attempt of a claimed delivery; `false` if the claim had lapsed (nothing recorded).
-    async fn finish_attempt(&self, claimed: &Claimed, outcome: &AttemptOutcome) -> StoreResult<bool>;
+    /// Records attempts of claimed deliveries, all in one transaction; per attempt, `false` if its
+    /// claim had lapsed (nothing recorded for it).
+    async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>>;
     /// Schedules a delivery for another attempt now (whatever its status).
     async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>>;
     /// When the next pending delivery is due, if any.

@@ -163,9 +163,12 @@ macro_rules! delivery_columns {
 pub(crate) use {delivery_columns, endpoint_columns};
 
 /// Defines the webhook queries over one pool type; `$skip_locked` ends the claim's row selection
-/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite, whose writes are serialized).
+/// (`FOR UPDATE SKIP LOCKED` on PostgreSQL, nothing on SQLite, whose writes are serialized), and
+/// `$relaxed` (run first in the worker's transactions) lets them commit without waiting for the
+/// disk: losing a claim or an attempt record in a crash only means one more delivery, which
+/// at-least-once allows. (SQLite gets the same from its bookkeeping connection's settings.)
 macro_rules! webhook_queries {
-    ($pool:ty, $skip_locked:literal) => {
+    ($pool:ty, $skip_locked:literal, $relaxed:literal) => {
         use crate::webhooks::{
             Attempt, AttemptOutcome, Claimed, Delivery, DeliveryRow, EndpointRow, NewWebhookEndpoint, WebhookEndpoint,
             delivery_columns, endpoint_columns,
@@ -282,87 +285,94 @@ macro_rules! webhook_queries {
             limit: u32,
         ) -> StoreResult<Vec<Claimed>> {
             let lease = countersign_core::session::random_text(24);
-            let claimed: Vec<(String,)> = sqlx::query_as(concat!(
+            let mut tx = pool.begin().await?;
+            if !$relaxed.is_empty() {
+                sqlx::query($relaxed).execute(&mut *tx).await?;
+            }
+            let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
                 "UPDATE webhook_deliveries SET lease = $1, lease_until = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
                  WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
                  ORDER BY next_attempt_at LIMIT $4 ",
                 $skip_locked,
-                ") RETURNING id"
+                ") RETURNING ",
+                delivery_columns!()
             ))
             .bind(&lease)
             .bind(lease_until.as_micros())
             .bind(now.as_micros())
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?;
-            if claimed.is_empty() {
-                return Ok(Vec::new());
-            }
-            let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
-                "SELECT ",
-                delivery_columns!(),
-                " FROM webhook_deliveries WHERE lease = $1 ORDER BY next_attempt_at"
-            ))
-            .bind(&lease)
-            .fetch_all(pool)
-            .await?;
+            tx.commit().await?;
+            let mut endpoints: std::collections::HashMap<String, Option<WebhookEndpoint>> = Default::default();
             let mut out = Vec::with_capacity(rows.len());
             for row in rows {
                 let delivery = Delivery::from(row);
-                let ep: Option<EndpointRow> =
-                    sqlx::query_as(concat!("SELECT ", endpoint_columns!(), " FROM webhook_endpoints WHERE id = $1"))
-                        .bind(&delivery.endpoint_id)
-                        .fetch_optional(pool)
-                        .await?;
-                if let Some(ep) = ep {
-                    out.push(Claimed { delivery, lease: lease.clone(), endpoint: ep.into() });
+                if !endpoints.contains_key(&delivery.endpoint_id) {
+                    let ep: Option<EndpointRow> =
+                        sqlx::query_as(concat!("SELECT ", endpoint_columns!(), " FROM webhook_endpoints WHERE id = $1"))
+                            .bind(&delivery.endpoint_id)
+                            .fetch_optional(pool)
+                            .await?;
+                    endpoints.insert(delivery.endpoint_id.clone(), ep.map(Into::into));
+                }
+                if let Some(Some(endpoint)) = endpoints.get(&delivery.endpoint_id) {
+                    out.push(Claimed { delivery, lease: lease.clone(), endpoint: endpoint.clone() });
                 }
             }
             Ok(out)
         }
 
-        pub(super) async fn finish(pool: &$pool, claimed: &Claimed, outcome: &AttemptOutcome) -> StoreResult<bool> {
-            let attempt = i64::from(claimed.delivery.attempts) + 1;
-            let (status, next) = match (outcome.delivered, outcome.retry_at) {
-                (true, _) => ("delivered", None),
-                (false, Some(at)) => ("pending", Some(at.as_micros())),
-                (false, None) => ("failed", None),
-            };
+        pub(super) async fn finish(pool: &$pool, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
             let mut tx = pool.begin().await?;
-            let updated = sqlx::query(
-                "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease = NULL, \
-                 lease_until = NULL, last_status = $4, last_error = $5, last_latency_ms = $6, \
-                 delivered_at = CASE WHEN $1 = 'delivered' THEN $7 ELSE delivered_at END \
-                 WHERE id = $8 AND lease = $9",
-            )
-            .bind(status)
-            .bind(attempt)
-            .bind(next)
-            .bind(outcome.status_code.map(i64::from))
-            .bind(outcome.error.as_deref())
-            .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
-            .bind(outcome.at.as_micros())
-            .bind(&claimed.delivery.id)
-            .bind(&claimed.lease)
-            .execute(&mut *tx)
-            .await?;
-            if updated.rows_affected() == 0 {
-                return Ok(false); // the lease expired and another worker took it over
+            if !$relaxed.is_empty() {
+                sqlx::query($relaxed).execute(&mut *tx).await?;
             }
-            sqlx::query(
-                "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, latency_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .bind(&claimed.delivery.id)
-            .bind(attempt)
-            .bind(outcome.at.as_micros())
-            .bind(outcome.status_code.map(i64::from))
-            .bind(outcome.error.as_deref())
-            .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
-            .execute(&mut *tx)
-            .await?;
+            let mut recorded = Vec::with_capacity(attempts.len());
+            for (claimed, outcome) in attempts {
+                let attempt = i64::from(claimed.delivery.attempts) + 1;
+                let (status, next) = match (outcome.delivered, outcome.retry_at) {
+                    (true, _) => ("delivered", None),
+                    (false, Some(at)) => ("pending", Some(at.as_micros())),
+                    (false, None) => ("failed", None),
+                };
+                let updated = sqlx::query(
+                    "UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease = NULL, \
+                     lease_until = NULL, last_status = $4, last_error = $5, last_latency_ms = $6, \
+                     delivered_at = CASE WHEN $1 = 'delivered' THEN $7 ELSE delivered_at END \
+                     WHERE id = $8 AND lease = $9",
+                )
+                .bind(status)
+                .bind(attempt)
+                .bind(next)
+                .bind(outcome.status_code.map(i64::from))
+                .bind(outcome.error.as_deref())
+                .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
+                .bind(outcome.at.as_micros())
+                .bind(&claimed.delivery.id)
+                .bind(&claimed.lease)
+                .execute(&mut *tx)
+                .await?;
+                // Not updated: the lease expired and another worker took the delivery over.
+                let done = updated.rows_affected() == 1;
+                if done {
+                    sqlx::query(
+                        "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, latency_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&claimed.delivery.id)
+                    .bind(attempt)
+                    .bind(outcome.at.as_micros())
+                    .bind(outcome.status_code.map(i64::from))
+                    .bind(outcome.error.as_deref())
+                    .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                recorded.push(done);
+            }
             tx.commit().await?;
-            Ok(true)
+            Ok(recorded)
         }
 
         pub(super) async fn redeliver(pool: &$pool, id: &str) -> StoreResult<Option<Delivery>> {

@@ -38,7 +38,7 @@ mod people {
 }
 
 mod hooks {
-    crate::webhooks::webhook_queries!(sqlx::PgPool, "FOR UPDATE SKIP LOCKED");
+    crate::webhooks::webhook_queries!(sqlx::PgPool, "FOR UPDATE SKIP LOCKED", "SET LOCAL synchronous_commit TO OFF");
 }
 
 mod mail {
@@ -299,8 +299,8 @@ impl Store for PostgresStore {
         hooks::claim(&self.pool, now, lease_until, limit).await
     }
 
-    async fn finish_attempt(&self, claimed: &Claimed, outcome: &AttemptOutcome) -> StoreResult<bool> {
-        hooks::finish(&self.pool, claimed, outcome).await
+    async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
+        hooks::finish(&self.pool, attempts).await
     }
 
     async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>> {

@@ -35,7 +35,7 @@ mod people {
 }
 
 mod hooks {
-    crate::webhooks::webhook_queries!(sqlx::SqlitePool, "");
+    crate::webhooks::webhook_queries!(sqlx::SqlitePool, "", "");
 }
 
 mod mail {
@@ -60,6 +60,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Countersign's storage in one SQLite file.
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection for the webhook worker's claims and attempt records, with
+    /// `synchronous=NORMAL`: they commit without an fsync (the next durable commit carries them),
+    /// since losing one in a crash only causes one more delivery.
+    bookkeeping: SqlitePool,
     writer: Writer,
     checkpointer: Checkpointer,
 }
@@ -86,9 +90,14 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         MIGRATOR.run(&pool).await?;
+        let bookkeeping = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let writer = Writer::start(options.pragma("wal_autocheckpoint", "0")).await?;
         let checkpointer = Checkpointer::start(pool.clone());
-        Ok(Self { pool, writer, checkpointer })
+        Ok(Self { pool, bookkeeping, writer, checkpointer })
     }
 }
 
@@ -280,11 +289,11 @@ impl Store for SqliteStore {
     }
 
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>> {
-        hooks::claim(&self.pool, now, lease_until, limit).await
+        hooks::claim(&self.bookkeeping, now, lease_until, limit).await
     }
 
-    async fn finish_attempt(&self, claimed: &Claimed, outcome: &AttemptOutcome) -> StoreResult<bool> {
-        hooks::finish(&self.pool, claimed, outcome).await
+    async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
+        hooks::finish(&self.bookkeeping, attempts).await
     }
 
     async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>> {
@@ -407,6 +416,7 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.writer.stop().await;
         self.checkpointer.stop().await;
+        self.bookkeeping.close().await;
         self.pool.close().await;
     }
 }
