@@ -118,7 +118,9 @@ async fn record(store: Arc<dyn Store>, mut outcomes: tokio::sync::mpsc::Unbounde
                 }
             }
             // Unrecorded attempts are retried once their lease ends (at least once).
-            Err(err) => tracing::warn!(%err, attempts = batch.len(), "cannot record webhook attempts; they will be retried"),
+            Err(err) => {
+                tracing::warn!(%err, attempts = batch.len(), "cannot record webhook attempts; they will be retried")
+            }
         }
     }
 }
