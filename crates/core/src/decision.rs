@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 /// What the human decided. Once recorded it never changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// The function call may run.
-    Approved { comment: Option<String> },
+    /// The function call may run; with `updated_kwargs` (JSON object text), with those arguments
+    /// instead of the agent's.
+    Approved { comment: Option<String>, updated_kwargs: Option<String> },
     /// The function call must not run; `comment` is what the agent is told (never null).
     Rejected { comment: String, option: Option<String> },
     /// The human answered a question; `response` is never empty.

@@ -41,7 +41,7 @@ pub fn decision(kind: RequestKind, text: &str) -> Result<Decision, Invalid> {
                 [after_word, rest.trim()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("\n");
             match word.as_str() {
                 "approve" | "approved" | "yes" => {
-                    Ok(Decision::Approved { comment: Some(comment).filter(|c| !c.is_empty()) })
+                    Ok(Decision::Approved { comment: Some(comment).filter(|c| !c.is_empty()), updated_kwargs: None })
                 }
                 "reject" | "rejected" | "no" => Ok(Decision::Rejected { comment, option: None }),
                 _ => Err(Invalid::new(
@@ -68,8 +68,11 @@ mod tests {
     #[test]
     fn approvals_read_the_first_word() {
         let fc = RequestKind::FunctionCall;
-        assert_eq!(decision(fc, "Approve\n> q").unwrap(), Decision::Approved { comment: None });
-        assert_eq!(decision(fc, "yes, go ahead").unwrap(), Decision::Approved { comment: Some("go ahead".into()) });
+        assert_eq!(decision(fc, "Approve\n> q").unwrap(), Decision::Approved { comment: None, updated_kwargs: None });
+        assert_eq!(
+            decision(fc, "yes, go ahead").unwrap(),
+            Decision::Approved { comment: Some("go ahead".into()), updated_kwargs: None }
+        );
         assert_eq!(
             decision(fc, "Reject\nnot above 100\n\nOn x wrote:\n> a").unwrap(),
             Decision::Rejected { comment: "not above 100".into(), option: None }

@@ -275,7 +275,19 @@ impl RequestRecord {
             Some(true) if r.reject_option_name.is_some() => {
                 Err(Invalid::new("reject_option_name", "only applies to a rejection (approved: false)"))
             }
-            Some(true) => Ok(Decision::Approved { comment: r.comment }),
+            Some(true) => {
+                let updated_kwargs = match r.updated_kwargs {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Object(map)) => Some(serde_json::to_string(&map).expect("JSON values serialize")),
+                    Some(_) => {
+                        return Err(Invalid::new("updated_kwargs", "must be a JSON object (the edited arguments)"));
+                    }
+                };
+                Ok(Decision::Approved { comment: r.comment, updated_kwargs })
+            }
+            Some(false) if r.updated_kwargs.as_ref().is_some_and(|v| !v.is_null()) => {
+                Err(Invalid::new("updated_kwargs", "only applies to an approval (approved: true)"))
+            }
             Some(false) => {
                 let option = self.find_option("reject_option_name", r.reject_option_name.as_deref())?;
                 let comment =
@@ -323,9 +335,13 @@ impl RequestRecord {
         let responded_at = self.outcome.as_ref().map(|o| o.responded_at.to_rfc3339());
         let user_info = self.outcome.as_ref().map(|o| serde_json::to_value(&o.decided_by).unwrap_or_default());
         let escalations = (!self.escalations.is_empty()).then_some(&self.escalations);
+        let updated_kwargs = match self.outcome.as_ref().map(|o| &o.decision) {
+            Some(Decision::Approved { updated_kwargs: Some(text), .. }) => RawValue::from_string(text.clone()).ok(),
+            _ => None,
+        };
         let (approved, comment, option, response) = match self.outcome.as_ref().map(|o| &o.decision) {
             None => (None, None, None, None),
-            Some(Decision::Approved { comment }) => (Some(true), comment.clone(), None, None),
+            Some(Decision::Approved { comment, .. }) => (Some(true), comment.clone(), None, None),
             Some(Decision::Rejected { comment, option }) => (Some(false), Some(comment.clone()), option.clone(), None),
             Some(Decision::Answered { response, option }) => (None, None, option.clone(), Some(response.clone())),
         };
@@ -342,6 +358,7 @@ impl RequestRecord {
                     reject_option_name: option,
                     slack_message_ts: None,
                     user_info,
+                    updated_kwargs,
                 },
                 escalations,
             }),

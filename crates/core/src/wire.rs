@@ -152,6 +152,9 @@ pub struct FunctionCallRespond {
     pub comment: Option<String>,
     /// The chosen reject option, when rejecting with one.
     pub reject_option_name: Option<String>,
+    /// Approve with these arguments instead of the agent's (an object; only with `approved: true`).
+    #[schema(value_type = Option<Object>)]
+    pub updated_kwargs: Option<serde_json::Value>,
 }
 
 /// Body of `POST /agent/human_contacts/{call_id}/respond`.
@@ -182,6 +185,10 @@ pub struct FunctionCallStatus {
     /// Who decided, and through which channel.
     #[schema(value_type = Option<Object>)]
     pub user_info: Option<serde_json::Value>,
+    /// The arguments the human approved, when they edited them (`spec.kwargs` stays as sent).
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub updated_kwargs: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// Status of a human contact; `response: null` means pending.

@@ -100,6 +100,34 @@
     }
   });
 
+  // Edited arguments must be a JSON object before an approval is sent (the server checks again).
+  function kwargsProblem(form) {
+    var box = form.querySelector("#approve-kwargs");
+    if (!box) return null;
+    try {
+      var value = JSON.parse(box.value);
+      if (value === null || typeof value !== "object" || Array.isArray(value)) return "The arguments must be a JSON object.";
+      return null;
+    } catch (err) {
+      return "The arguments are not valid JSON: " + err.message;
+    }
+  }
+
+  function checkKwargs(e, form) {
+    if (!form || !form.matches || !form.matches("form.approve")) return;
+    var problem = kwargsProblem(form);
+    var shown = form.querySelector("#kwargs-error");
+    if (shown) { shown.hidden = !problem; shown.textContent = problem || ""; }
+    if (problem) {
+      e.preventDefault();
+      var details = form.querySelector("details.edit-args");
+      if (details) details.open = true;
+    }
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (e) { checkKwargs(e, e.detail.elt); });
+  document.addEventListener("submit", function (e) { checkKwargs(e, e.target); });
+
   // The list is replaced when requests arrive or leave: keep the selection.
   document.addEventListener("htmx:afterSwap", function (e) {
     if (e.detail.target && e.detail.target.id === "pending") mark();

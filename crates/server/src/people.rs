@@ -125,9 +125,19 @@ pub async fn set_password(store: &dyn Store, token: &str, password: &str) -> Api
 /// What a person decides, from the inbox or the terminal.
 #[derive(Debug, Clone)]
 pub enum Action {
-    Approve { comment: Option<String> },
-    Reject { comment: Option<String>, option: Option<String> },
-    Answer { text: Option<String>, option: Option<String> },
+    /// With `updated_kwargs`, the function runs with these arguments instead of the agent's.
+    Approve {
+        comment: Option<String>,
+        updated_kwargs: Option<Value>,
+    },
+    Reject {
+        comment: Option<String>,
+        option: Option<String>,
+    },
+    Answer {
+        text: Option<String>,
+        option: Option<String>,
+    },
 }
 
 impl Action {
@@ -143,7 +153,9 @@ impl Action {
     fn body(&self) -> Value {
         let text = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
         match self {
-            Self::Approve { comment } => json!({"approved": true, "comment": text(comment)}),
+            Self::Approve { comment, updated_kwargs } => {
+                json!({"approved": true, "comment": text(comment), "updated_kwargs": updated_kwargs})
+            }
             Self::Reject { comment, option } => {
                 json!({"approved": false, "comment": text(comment), "reject_option_name": text(option)})
             }

@@ -142,6 +142,8 @@ struct DecideBody {
     comment: Option<String>,
     option: Option<String>,
     text: Option<String>,
+    /// Approve with these arguments instead of the agent's.
+    updated_kwargs: Option<Value>,
 }
 
 async fn decide(
@@ -151,7 +153,7 @@ async fn decide(
 ) -> ApiResult<Json<Value>> {
     let body: DecideBody = parse(body)?;
     let action = match body.action.as_str() {
-        "approve" => Action::Approve { comment: body.comment },
+        "approve" => Action::Approve { comment: body.comment, updated_kwargs: body.updated_kwargs },
         "reject" => Action::Reject { comment: body.comment, option: body.option },
         "answer" => Action::Answer { text: body.text, option: body.option },
         other => {

@@ -20,13 +20,14 @@ pub(crate) struct RequestRow {
     option_name: Option<String>,
     decided_by: Option<String>,
     escalations: String,
+    updated_kwargs: Option<String>,
 }
 
 /// The column list matching [`RequestRow`], as a literal for `concat!`.
 macro_rules! request_columns {
     () => {
         "project_id, kind, call_id, run_id, spec, requested_at, responded_at, \
-         approved, comment, response, option_name, decided_by, escalations"
+         approved, comment, response, option_name, decided_by, escalations, updated_kwargs"
     };
 }
 pub(crate) use request_columns;
@@ -46,7 +47,9 @@ impl TryFrom<RequestRow> for RequestRecord {
             None => None,
             Some(at) => {
                 let decision = match (kind, row.approved) {
-                    (RequestKind::FunctionCall, Some(true)) => Decision::Approved { comment: row.comment },
+                    (RequestKind::FunctionCall, Some(true)) => {
+                        Decision::Approved { comment: row.comment, updated_kwargs: row.updated_kwargs }
+                    }
                     (RequestKind::FunctionCall, _) => {
                         Decision::Rejected { comment: row.comment.unwrap_or_default(), option: row.option_name }
                     }
@@ -72,15 +75,39 @@ impl TryFrom<RequestRow> for RequestRecord {
     }
 }
 
-/// The decision columns of an outcome: `(approved, comment, response, option_name, decided_by)`.
-pub(crate) fn outcome_columns(
-    outcome: &Outcome,
-) -> (Option<bool>, Option<String>, Option<String>, Option<String>, String) {
-    let by = serde_json::to_string(&outcome.decided_by).expect("actors always serialize");
+/// The decision columns of an outcome.
+pub(crate) struct OutcomeColumns {
+    pub approved: Option<bool>,
+    pub comment: Option<String>,
+    pub response: Option<String>,
+    pub option: Option<String>,
+    pub decided_by: String,
+    pub updated_kwargs: Option<String>,
+}
+
+pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns {
+    let decided_by = serde_json::to_string(&outcome.decided_by).expect("actors always serialize");
+    let none = OutcomeColumns {
+        approved: None,
+        comment: None,
+        response: None,
+        option: None,
+        decided_by,
+        updated_kwargs: None,
+    };
     match &outcome.decision {
-        Decision::Approved { comment } => (Some(true), comment.clone(), None, None, by),
-        Decision::Rejected { comment, option } => (Some(false), Some(comment.clone()), None, option.clone(), by),
-        Decision::Answered { response, option } => (None, None, Some(response.clone()), option.clone(), by),
+        Decision::Approved { comment, updated_kwargs } => OutcomeColumns {
+            approved: Some(true),
+            comment: comment.clone(),
+            updated_kwargs: updated_kwargs.clone(),
+            ..none
+        },
+        Decision::Rejected { comment, option } => {
+            OutcomeColumns { approved: Some(false), comment: Some(comment.clone()), option: option.clone(), ..none }
+        }
+        Decision::Answered { response, option } => {
+            OutcomeColumns { response: Some(response.clone()), option: option.clone(), ..none }
+        }
     }
 }
 

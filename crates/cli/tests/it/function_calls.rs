@@ -311,3 +311,35 @@ async fn concurrent_escalations_are_all_kept() {
     messages.sort();
     assert_eq!(messages, (0..8).map(|i| format!("e{i}")).collect::<Vec<_>>(), "polls show every escalation");
 }
+
+#[tokio::test]
+async fn an_approval_may_carry_edited_arguments() {
+    let s = TestServer::start().await;
+    let body = serde_json::json!({"run_id": "r", "call_id": "e1", "spec": {"fn": "send_email", "kwargs": {"to": "ceo@example.com", "n": 1e2}}});
+    s.post("/function_calls", body).await;
+    s.post("/function_calls", approval("e2")).await;
+    for (respond, field) in [
+        (serde_json::json!({"approved": false, "comment": "no", "updated_kwargs": {"to": "x"}}), "updated_kwargs"),
+        (serde_json::json!({"approved": true, "updated_kwargs": [1, 2]}), "updated_kwargs"),
+        (serde_json::json!({"approved": true, "updated_kwargs": "to=x"}), "updated_kwargs"),
+    ] {
+        let got = s.post("/agent/function_calls/e1/respond", respond).await;
+        crate::support::assert_error(&got, reqwest::StatusCode::BAD_REQUEST, "invalid_request", field);
+    }
+    let edited = serde_json::json!({"to": "cfo@example.com", "n": 100, "cc": ["a@b.c"]});
+    let (status, done) = s
+        .post("/agent/function_calls/e1/respond", serde_json::json!({"approved": true, "updated_kwargs": edited}))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{done}");
+    let (_, got) = s.get("/function_calls/e1").await;
+    assert_eq!(got["status"]["updated_kwargs"], edited);
+    assert_eq!(
+        got["spec"]["kwargs"],
+        serde_json::json!({"to": "ceo@example.com", "n": 1e2}),
+        "the agent's kwargs stay"
+    );
+    // Without an edit (or with null) there is no updated_kwargs at all.
+    s.post("/agent/function_calls/e2/respond", serde_json::json!({"approved": true, "updated_kwargs": null})).await;
+    let (_, plain) = s.get("/function_calls/e2").await;
+    assert!(plain["status"].get("updated_kwargs").is_none(), "{plain}");
+}

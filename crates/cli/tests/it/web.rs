@@ -458,3 +458,31 @@ async fn questions_take_an_option_and_disabled_people_are_signed_out() {
     let after = ada.get("/").await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "a disabled person's session ends at once");
 }
+
+#[tokio::test]
+async fn approvers_may_edit_the_arguments_as_json() {
+    let s = TestServer::start().await;
+    let mut ada = signed_in(&s, "ada@example.com", &["alpha"]).await;
+    s.post("/function_calls", approval("c1")).await;
+    s.post("/function_calls", approval("c2")).await;
+    let page = ada.get("/r/alpha/approval/c1").await;
+    assert!(page.body.contains(r#"<label for="approve-kwargs">"#) && page.body.contains("a@b.c"), "{}", page.body);
+    let bad = ada.submit("/r/alpha/approval/c1/approve", &[("kwargs", "{\"to\": ")]).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("not valid JSON"), "{}", bad.body);
+    let list = ada.submit("/r/alpha/approval/c1/approve", &[("kwargs", "[1]")]).await;
+    assert_eq!(list.status, StatusCode::BAD_REQUEST);
+    assert_eq!(s.get("/function_calls/c1").await.1["status"]["approved"], Value::Null, "nothing decided");
+    let edited = ada.submit("/r/alpha/approval/c1/approve", &[("kwargs", r#"{"to": "boss@b.c"}"#)]).await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER);
+    let (_, c1) = s.get("/function_calls/c1").await;
+    assert_eq!(c1["status"]["updated_kwargs"], json!({"to": "boss@b.c"}));
+    assert_eq!(c1["spec"]["kwargs"], json!({"to": "a@b.c"}));
+    let shown = ada.get("/r/alpha/approval/c1").await;
+    assert!(shown.body.contains("With edited arguments") && shown.body.contains("boss@b.c"));
+    // The box sent back unchanged (reformatted) is no edit.
+    ada.submit("/r/alpha/approval/c2/approve", &[("kwargs", "{\n  \"to\":   \"a@b.c\"\n}")]).await;
+    let (_, c2) = s.get("/function_calls/c2").await;
+    assert_eq!(c2["status"]["approved"], true);
+    assert!(c2["status"].get("updated_kwargs").is_none(), "{c2}");
+}

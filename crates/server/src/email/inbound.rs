@@ -61,7 +61,7 @@ pub async fn receive(State(state): State<AppState>, caller: Caller, body: Bytes)
     let text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
     let decision = reply::decision(sent.kind, &text)?;
     let body = match decision {
-        Decision::Approved { comment } => json!({"approved": true, "comment": comment}),
+        Decision::Approved { comment, .. } => json!({"approved": true, "comment": comment}),
         Decision::Rejected { comment, .. } => json!({"approved": false, "comment": comment}),
         Decision::Answered { response, .. } => json!({"response": response}),
     };

@@ -187,6 +187,24 @@ struct DecisionForm {
     comment: Option<String>,
     option: Option<String>,
     text: Option<String>,
+    /// The arguments' edit box of an approval.
+    kwargs: Option<String>,
+}
+
+/// The edited arguments of an approval form: `None` when the box is absent or unchanged.
+fn edited_kwargs(
+    record: &countersign_core::RequestRecord,
+    text: Option<&str>,
+) -> Result<Option<serde_json::Value>, String> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let edited: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("The edited arguments are not valid JSON: {e}."))?;
+    if !edited.is_object() {
+        return Err("The edited arguments must be a JSON object, like the original.".into());
+    }
+    let original =
+        record.spec_field("kwargs").and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok());
+    Ok((original.as_ref() != Some(&edited)).then_some(edited))
 }
 
 async fn decide(
@@ -207,8 +225,17 @@ async fn decide(
     let fixed = option.as_ref().and_then(|name| record.options().into_iter().find(|o| &o.name == name));
     let fixed = fixed.is_some_and(|o| !o.interactive.unwrap_or(false) && o.prompt_fill.is_some());
     let comment = if fixed { None } else { form.comment };
+    let edited = if action == "approve" { edited_kwargs(&record, form.kwargs.as_deref()) } else { Ok(None) };
+    let updated_kwargs = match edited {
+        Ok(edited) => edited,
+        Err(message) => {
+            let mut detail = Detail::new(&project, &record, &who.session.csrf_token);
+            detail.error = message;
+            return Ok((StatusCode::BAD_REQUEST, render(&DetailFragment { d: detail })).into_response());
+        }
+    };
     let action = match action.as_str() {
-        "approve" => Action::Approve { comment },
+        "approve" => Action::Approve { comment, updated_kwargs },
         "reject" => Action::Reject { comment, option },
         "answer" => Action::Answer { text: if fixed { None } else { form.text }, option },
         _ => return Err(WebError::new(StatusCode::NOT_FOUND, "Not found", "no such action")),

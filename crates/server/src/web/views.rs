@@ -88,13 +88,19 @@ pub struct OutcomeView {
     /// The comment or the answer.
     pub text: String,
     pub option: String,
+    /// The edited arguments the approval ran with, highlighted; empty when unedited.
+    pub edited_html: String,
 }
 
 impl OutcomeView {
     pub fn of(record: &RequestRecord) -> Option<Self> {
         let outcome = record.outcome.as_ref()?;
+        let edited_html = match &outcome.decision {
+            Decision::Approved { updated_kwargs: Some(edited), .. } => highlight(edited),
+            _ => String::new(),
+        };
         let (text, option) = match &outcome.decision {
-            Decision::Approved { comment } => (comment.clone().unwrap_or_default(), None),
+            Decision::Approved { comment, .. } => (comment.clone().unwrap_or_default(), None),
             Decision::Rejected { comment, option } => (comment.clone(), option.clone()),
             Decision::Answered { response, option } => (response.clone(), option.clone()),
         };
@@ -105,6 +111,7 @@ impl OutcomeView {
             at: short_time(outcome.responded_at),
             text,
             option: option.unwrap_or_default(),
+            edited_html,
         })
     }
 }
@@ -122,6 +129,8 @@ pub struct Detail {
     pub run_href: String,
     pub asked: String,
     pub kwargs_html: String,
+    /// The arguments as indented JSON text, for the edit box.
+    pub kwargs_text: String,
     pub state_html: String,
     pub channel_html: String,
     pub options: Vec<OptionView>,
@@ -163,6 +172,11 @@ impl Detail {
             run_href: format!("/history?run={}", segment(&record.run_id)),
             asked: short_time(record.requested_at),
             kwargs_html: field("kwargs"),
+            kwargs_text: record
+                .spec_field("kwargs")
+                .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+                .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+                .unwrap_or_default(),
             state_html: field("state"),
             channel_html: field("channel"),
             options,

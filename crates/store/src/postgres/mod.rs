@@ -396,22 +396,23 @@ impl Store for PostgresStore {
         call_id: &str,
         outcome: &Outcome,
     ) -> StoreResult<Change> {
-        let (approved, comment, response, option, by) = outcome_columns(outcome);
+        let c = outcome_columns(outcome);
         let done = sqlx::query(concat!(
             "WITH changed AS (UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, \
-             option_name = $5, decided_by = $6 WHERE project_id = $7 AND kind = $8 AND call_id = $9 \
-             AND coalesce(responded_at, -1) = -1 RETURNING project_id, kind, call_id) ",
+             option_name = $5, decided_by = $6, updated_kwargs = $10 WHERE project_id = $7 AND kind = $8 \
+             AND call_id = $9 AND coalesce(responded_at, -1) = -1 RETURNING project_id, kind, call_id) ",
             notify_changed!()
         ))
         .bind(outcome.responded_at.as_micros())
-        .bind(approved)
-        .bind(comment)
-        .bind(response)
-        .bind(option)
-        .bind(by)
+        .bind(c.approved)
+        .bind(c.comment)
+        .bind(c.response)
+        .bind(c.option)
+        .bind(c.decided_by)
         .bind(project_id)
         .bind(kind.as_str())
         .bind(call_id)
+        .bind(c.updated_kwargs)
         .fetch_all(&self.pool)
         .await?;
         self.change(project_id, kind, call_id, done.len() as u64).await

@@ -213,7 +213,8 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
     for (i, op) in batch.iter().enumerate() {
         let set = match op {
             Op::Decide { .. } => {
-                "responded_at = ?, approved = ?, comment = ?, response = ?, option_name = ?, decided_by = ?"
+                "responded_at = ?, approved = ?, comment = ?, response = ?, option_name = ?, decided_by = ?, \
+                 updated_kwargs = ?"
             }
             Op::Escalate { .. } => "escalations = json_insert(escalations, '$[#]', json(?))",
             Op::Create { .. } | Op::Stop(_) => continue,
@@ -240,14 +241,15 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
     for op in batch {
         let key = match op {
             Op::Decide { key, outcome, .. } => {
-                let (approved, comment, response, option, by) = outcome_columns(outcome);
+                let c = outcome_columns(outcome);
                 query = query
                     .bind(outcome.responded_at.as_micros())
-                    .bind(approved)
-                    .bind(comment)
-                    .bind(response)
-                    .bind(option)
-                    .bind(by);
+                    .bind(c.approved)
+                    .bind(c.comment)
+                    .bind(c.response)
+                    .bind(c.option)
+                    .bind(c.decided_by)
+                    .bind(c.updated_kwargs);
                 key
             }
             Op::Escalate { key, record, .. } => {
