@@ -151,6 +151,10 @@ pub struct ApproveArgs {
     /// A comment passed to the agent with the approval.
     #[arg(short = 'm', long = "comment", value_name = "COMMENT")]
     pub comment: Option<String>,
+    /// Approve with these arguments instead of the agent's (a JSON object), e.g.
+    /// --kwargs '{"to": "cfo@example.com"}'.
+    #[arg(long, value_name = "JSON")]
+    pub kwargs: Option<String>,
     #[command(flatten)]
     pub options: DecisionOptions,
 }

@@ -263,6 +263,15 @@ async fn approving_records_the_person_and_a_second_decision_names_them() {
     let item: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(item["status"], "approved");
     assert_eq!(item["request"]["status"]["user_info"]["channel"], "cli");
+
+    // Edited arguments.
+    desk.ask_approval("alpha", approval("c-3")).await;
+    assert_exit(&desk.run(&["approve", "c-3", "--kwargs", "[1]"]).await, 2, "JSON object");
+    assert_exit(&desk.run(&["approve", "c-3", "--kwargs", "{"]).await, 2, "not valid JSON");
+    let out = desk.run(&["approve", "c-3", "--kwargs", r#"{"to": "cfo@example.com"}"#]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let decided = desk.agent_view("alpha", "/function_calls/c-3").await;
+    assert_eq!(decided["status"]["updated_kwargs"], json!({"to": "cfo@example.com"}));
 }
 
 #[tokio::test]

@@ -170,7 +170,18 @@ pub async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
 }
 
 pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
-    decide(&args.call_id, args.options, json!({"action": "approve", "comment": args.comment})).await
+    let updated_kwargs = match args.kwargs.as_deref() {
+        None => None,
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) => Some(value),
+            Ok(_) => {
+                return Err(Failure::new(Exit::Usage, "--kwargs must be a JSON object, e.g. '{\"to\": \"x\"}'").into());
+            }
+            Err(e) => return Err(Failure::new(Exit::Usage, format!("--kwargs is not valid JSON: {e}")).into()),
+        },
+    };
+    let body = json!({"action": "approve", "comment": args.comment, "updated_kwargs": updated_kwargs});
+    decide(&args.call_id, args.options, body).await
 }
 
 pub async fn reject(args: RejectArgs) -> anyhow::Result<()> {
