@@ -66,6 +66,9 @@ pub enum Command {
     /// Answer a pending question from an agent.
     #[command(after_help = terminal_help(ANSWER_EXAMPLES))]
     Answer(AnswerArgs),
+    /// Serve MCP over stdio: `request_permission` (Claude Code's --permission-prompt-tool) and `ask_human`.
+    #[command(after_help = MCP_HELP)]
+    Mcp(McpArgs),
 }
 
 const LOGIN_EXAMPLES: &str = "  countersign login --server https://countersign.example.com --email ada@example.com
@@ -375,4 +378,25 @@ pub enum WebhooksCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+const MCP_HELP: &str = "Examples:
+  countersign mcp --server http://127.0.0.1:8484 --key cs_...
+  claude -p 'tidy the repo' --permission-prompt-tool mcp__countersign__request_permission --mcp-config mcp.json
+
+The tools are clients of a running server: every call is an approval or a question in its inbox.
+Standard output carries the protocol; logs go to standard error (COUNTERSIGN_LOG=debug for more).";
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Base URL of the Countersign server, e.g. http://127.0.0.1:8484 (`/humanlayer/v1` is added when
+    /// the path is missing) [default: COUNTERSIGN_API_BASE or HUMANLAYER_API_BASE, else http://127.0.0.1:8484]
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The project's API key [default: COUNTERSIGN_API_KEY or HUMANLAYER_API_KEY]
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+    /// Groups this session's requests [default: COUNTERSIGN_RUN_ID or HUMANLAYER_RUN_ID, else mcp-<random>]
+    #[arg(long)]
+    pub run_id: Option<String>,
 }

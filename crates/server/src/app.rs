@@ -150,6 +150,7 @@ pub fn router(state: AppState) -> Router {
     router
         .route("/openapi.json", get(move || std::future::ready(JsonBytes(openapi_json.clone()))))
         .nest("/api/v1", crate::terminal::routes())
+        .merge(crate::mcp::routes(state.clone()))
         .merge(crate::web::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod email;
 pub mod error;
 pub mod live;
+pub mod mcp;
 pub mod outbox;
 pub mod people;
 pub mod requests;

@@ -1,6 +1,7 @@
 //! One module per command.
 
 mod keys;
+mod mcp;
 mod projects;
 mod serve;
 mod table;
@@ -74,6 +75,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Answer(args) => {
             init_logging("warn");
             terminal::answer(args).await
+        }
+        Command::Mcp(args) => {
+            init_logging("info,rmcp=warn");
+            mcp::run(args).await
         }
     }
 }

@@ -10,6 +10,7 @@ mod function_calls;
 mod human_contacts;
 mod instances;
 mod long_poll;
+mod mcp;
 mod restart;
 mod support;
 mod terminal;

@@ -1,0 +1,57 @@
+//! `countersign mcp`: the MCP tools (`request_permission`, `ask_human`) over stdio, as a client of a
+//! running Countersign server. Standard output is the protocol; logs go to standard error.
+
+use crate::cli::McpArgs;
+use anyhow::Context;
+use countersign_client::Client;
+use countersign_server::mcp::{Desk, HumanTools, random_id};
+use rmcp::ServiceExt;
+
+/// Serves MCP on stdin/stdout until the client closes the connection.
+pub async fn run(args: McpArgs) -> anyhow::Result<()> {
+    let mut builder = Client::builder();
+    if let Some(server) = &args.server {
+        builder = builder.base_url(api_base(server));
+    }
+    if let Some(key) = args.key {
+        builder = builder.api_key(key);
+    }
+    let from_env = ["COUNTERSIGN_RUN_ID", "HUMANLAYER_RUN_ID"].iter().any(|name| std::env::var_os(name).is_some());
+    match args.run_id {
+        Some(run_id) => builder = builder.run_id(run_id),
+        None if !from_env => builder = builder.run_id(random_id("mcp")),
+        None => {}
+    }
+    let client = builder.build().context("cannot configure the Countersign client; pass --server and --key")?;
+    tracing::info!(base = %client.base_url(), run_id = client.run_id(), "serving MCP on stdio");
+    let service = HumanTools::new(Desk::Remote(client))
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("the MCP client did not complete the handshake")?;
+    let reason = service.waiting().await.context("the MCP service stopped")?;
+    tracing::info!(?reason, "MCP client disconnected");
+    Ok(())
+}
+
+/// The HumanLayer API base of a server URL: `/humanlayer/v1` is added when the URL has no path.
+fn api_base(server: &str) -> String {
+    let trimmed = server.trim().trim_end_matches('/');
+    let after_scheme = trimmed.split_once("://").map_or(trimmed, |(_, rest)| rest);
+    if after_scheme.contains('/') { trimmed.to_owned() } else { format!("{trimmed}/humanlayer/v1") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_base;
+
+    #[test]
+    fn a_bare_server_url_gets_the_humanlayer_path() {
+        assert_eq!(api_base("http://127.0.0.1:8484"), "http://127.0.0.1:8484/humanlayer/v1");
+        assert_eq!(api_base("https://cs.example.com/"), "https://cs.example.com/humanlayer/v1");
+        assert_eq!(api_base("http://h:1/humanlayer/v1"), "http://h:1/humanlayer/v1");
+        assert_eq!(
+            api_base("https://example.com/countersign/humanlayer/v1/"),
+            "https://example.com/countersign/humanlayer/v1"
+        );
+    }
+}
