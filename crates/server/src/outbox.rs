@@ -13,8 +13,9 @@ use tokio::sync::{Notify, Semaphore, watch};
 
 /// Longest wait for an endpoint's answer.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a claim lasts; an attempt that outlives it (a crash) is retried by anyone.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a claim lasts: the attempt's timeout plus a margin for recording it. A delivery whose
+/// worker died mid-attempt (a crash) is taken up by any instance once this has passed.
+const LEASE: Duration = Duration::from_secs(20);
 /// Most deliveries claimed at once, and most attempts in flight.
 const BATCH: u32 = 64;
 const CONCURRENCY: usize = 64;

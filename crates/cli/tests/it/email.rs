@@ -128,6 +128,21 @@ impl SmtpSink {
     }
 }
 
+/// Waits until the emails of a request are recorded as sent (the SMTP server has them a moment
+/// before: a reply can only be matched to its recipients once they are recorded).
+async fn wait_sent(s: &TestServer, kind: countersign_core::RequestKind, call_id: &str, n: usize) {
+    let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let emails = s.store.emails_of(&project.id, kind, call_id).await.unwrap();
+        if emails.iter().filter(|e| e.status == "sent").count() >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "emails of {call_id} not sent: {emails:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn server_with_email() -> (TestServer, SmtpSink) {
     let (sink, url) = SmtpSink::start().await;
     let email = EmailSettings { smtp_url: Some(url), from: Some("Countersign <approvals@example.com>".into()) };
@@ -207,6 +222,9 @@ async fn replies_approve_reject_and_answer_and_strangers_are_refused() {
     let question = json!({"run_id": "r", "call_id": "q1", "spec": {"msg": "Which region?", "channel": {"email": {"address": "ada@example.com"}}}});
     s.post("/contact_requests", question).await;
     let mails = sink.wait_for(3).await;
+    wait_sent(&s, countersign_core::RequestKind::FunctionCall, "a1", 1).await;
+    wait_sent(&s, countersign_core::RequestKind::FunctionCall, "a2", 1).await;
+    wait_sent(&s, countersign_core::RequestKind::HumanContact, "q1", 1).await;
     let id_of = |call: &str| {
         let mail = mails.iter().find(|m| m.is_about(call)).unwrap();
         mail.header("Message-ID")
@@ -278,6 +296,7 @@ async fn escalations_and_templates_send_their_own_emails() {
     let (status, body) = s.post("/agent/function_calls/t1/escalate_email", escalation).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let mails = sink.wait_for(2).await;
+    wait_sent(&s, countersign_core::RequestKind::FunctionCall, "t1", 2).await;
     let escalated = &mails[1];
     assert_eq!(escalated.rcpt, ["boss@example.com"]);
     assert!(escalated.header("Subject").starts_with("Escalated:"));
@@ -371,6 +390,7 @@ async fn requests_without_a_channel_go_to_the_projects_default_email() {
     assert_eq!(default.rcpt, ["team@example.com"]);
     let own = mails.iter().find(|m| m.is_about("own")).unwrap();
     assert_eq!(own.rcpt, ["ada@example.com"]);
+    wait_sent(&s, countersign_core::RequestKind::FunctionCall, "plain", 1).await;
     // The default address may decide by reply.
     let reply = format!(
         "From: team@example.com\r\nIn-Reply-To: <{}>\r\nContent-Type: text/plain\r\n\r\nyes\r\n",

@@ -296,7 +296,9 @@ async fn a_server_killed_after_the_decision_delivers_after_restart() {
     let receiver = Receiver::default();
     receiver.serve(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
     let server = Served::start(dir.path());
-    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    // If the server died between claiming the delivery and recording its first attempt, the claim
+    // (20 s) must lapse first; otherwise the retry is due about 5 s after the decision.
+    let got = receiver.wait_for(1, Duration::from_secs(45)).await;
     assert!(got[0].verified(endpoint["secret"].as_str().unwrap()));
     assert_eq!(got[0].json()["event"]["status"]["comment"], "ship it");
     tokio::time::sleep(Duration::from_millis(300)).await;

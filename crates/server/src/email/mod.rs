@@ -19,7 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
-const LEASE: Duration = Duration::from_secs(120);
+/// How long a claim lasts (the SMTP timeout is 30 s); after a crash mid-send, any instance retries.
+const LEASE: Duration = Duration::from_secs(60);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 /// How to send email.
