@@ -382,13 +382,52 @@ pub enum WebhooksCommand {
 
 const MCP_HELP: &str = "Examples:
   countersign mcp --server http://127.0.0.1:8484 --key cs_...
+  countersign mcp gate --rules gate.rules -- npx -y @modelcontextprotocol/server-filesystem ~/notes
   claude -p 'tidy the repo' --permission-prompt-tool mcp__countersign__request_permission --mcp-config mcp.json
 
 The tools are clients of a running server: every call is an approval or a question in its inbox.
 Standard output carries the protocol; logs go to standard error (COUNTERSIGN_LOG=debug for more).";
 
+const GATE_HELP: &str = "Examples:
+  countersign mcp gate --ask write_file --ask edit_file \\
+    -- npx -y @modelcontextprotocol/server-filesystem ~/notes
+  countersign mcp gate --rules gate.rules \\
+    --url https://mcp.example.com/mcp --header 'Authorization: Bearer ...'
+
+Rules, one per line (# starts a comment). The first rule that matches a call decides;
+a call that no rule matches is forwarded at once:
+  ask   write_file                                # a human approves, edits or rejects first
+  allow write_file when path ~ \"/tmp/scratch/*\"   # forwarded at once (before the ask)
+  deny  move_file when source ~ \"/etc/*\"         # refused without asking
+  ask   run_sql when query ~* \"*drop *\" and db == \"prod\"
+Conditions: ARG OP VALUE, or ARG exists. ARG names an argument (dots reach inside:
+options.force); VALUE is JSON (\"text\", 12, true, null); OP is == != < <= > >=,
+~ !~ (glob), ~* !~* (glob, any case). A bad rules file is refused with the line and why.
+
+Approved calls are forwarded with the arguments the human approved (edited or not);
+rejected calls return a tool error with the human's words. While a human decides, the
+gate sends progress notifications so the MCP client does not time out.";
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct McpArgs {
+    #[command(subcommand)]
+    pub command: Option<McpCommand>,
+    #[command(flatten)]
+    pub connection: McpConnection,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum McpCommand {
+    /// Put a human in front of another MCP server's tools: a proxy that asks before the calls its
+    /// rules select.
+    #[command(after_help = GATE_HELP)]
+    Gate(GateArgs),
+}
+
+/// How the MCP tools reach Countersign.
+#[derive(Debug, Args)]
+pub struct McpConnection {
     /// Base URL of the Countersign server, e.g. http://127.0.0.1:8484 (`/humanlayer/v1` is added when
     /// the path is missing) [default: COUNTERSIGN_API_BASE or HUMANLAYER_API_BASE, else http://127.0.0.1:8484]
     #[arg(long, value_name = "URL")]
@@ -399,4 +438,25 @@ pub struct McpArgs {
     /// Groups this session's requests [default: COUNTERSIGN_RUN_ID or HUMANLAYER_RUN_ID, else mcp-<random>]
     #[arg(long)]
     pub run_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The rules file: which tool calls need a human (see below) [default: every call is asked]
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Ask before calls of the tools matching GLOB (after the rules file's rules; repeatable)
+    #[arg(long, value_name = "GLOB")]
+    pub ask: Vec<String>,
+    /// The downstream server's streamable HTTP URL, instead of a command
+    #[arg(long, value_name = "URL", conflicts_with = "command")]
+    pub url: Option<String>,
+    /// An HTTP header for --url, e.g. 'Authorization: Bearer TOKEN' (repeatable)
+    #[arg(long, value_name = "NAME: VALUE", requires = "url")]
+    pub header: Vec<String>,
+    #[command(flatten)]
+    pub connection: McpConnection,
+    /// The downstream MCP server's command and arguments (after `--`); it serves MCP on stdio
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }

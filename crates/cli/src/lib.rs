@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+pub use commands::gate;
 pub mod config;
 mod exit;
 

@@ -198,20 +198,24 @@ pub fn permission_payload(approval: &Approval) -> Value {
     if approval.approved {
         json!({"behavior": "allow", "updatedInput": approval.kwargs})
     } else {
-        let message = match approval.comment.as_deref().map(str::trim) {
-            Some(comment) if !comment.is_empty() => comment.to_owned(),
-            _ => match &approval.reject_option_name {
-                Some(option) => format!("denied by a human ({option})"),
-                None => approval.denial_message(),
-            },
-        };
-        json!({"behavior": "deny", "message": message})
+        json!({"behavior": "deny", "message": denial_text(approval)})
+    }
+}
+
+/// What a model should read about a rejection: the human's comment, else the reject option picked.
+pub fn denial_text(approval: &Approval) -> String {
+    match approval.comment.as_deref().map(str::trim) {
+        Some(comment) if !comment.is_empty() => comment.to_owned(),
+        _ => match &approval.reject_option_name {
+            Some(option) => format!("denied by a human ({option})"),
+            None => approval.denial_message(),
+        },
     }
 }
 
 /// Runs `work`, sending a progress notification `every` while it waits, when the client gave a
 /// progress token.
-async fn with_progress<T>(ctx: &RequestContext<RoleServer>, every: Duration, work: impl Future<Output = T>) -> T {
+pub async fn with_progress<T>(ctx: &RequestContext<RoleServer>, every: Duration, work: impl Future<Output = T>) -> T {
     let Some(token) = ctx.meta.get_progress_token() else {
         return work.await;
     };

@@ -1,28 +1,19 @@
 //! `countersign mcp`: the MCP tools (`request_permission`, `ask_human`) over stdio, as a client of a
 //! running Countersign server. Standard output is the protocol; logs go to standard error.
+//! `countersign mcp gate` lives in [`super::gate`].
 
-use crate::cli::McpArgs;
+use crate::cli::{McpArgs, McpCommand, McpConnection};
 use anyhow::Context;
 use countersign_client::Client;
 use countersign_server::mcp::{Desk, HumanTools, random_id};
 use rmcp::ServiceExt;
 
-/// Serves MCP on stdin/stdout until the client closes the connection.
+/// Serves MCP on stdin/stdout until the client closes the connection (or runs `mcp gate`).
 pub async fn run(args: McpArgs) -> anyhow::Result<()> {
-    let mut builder = Client::builder();
-    if let Some(server) = &args.server {
-        builder = builder.base_url(api_base(server));
+    if let Some(McpCommand::Gate(gate)) = args.command {
+        return super::gate::run(gate).await;
     }
-    if let Some(key) = args.key {
-        builder = builder.api_key(key);
-    }
-    let from_env = ["COUNTERSIGN_RUN_ID", "HUMANLAYER_RUN_ID"].iter().any(|name| std::env::var_os(name).is_some());
-    match args.run_id {
-        Some(run_id) => builder = builder.run_id(run_id),
-        None if !from_env => builder = builder.run_id(random_id("mcp")),
-        None => {}
-    }
-    let client = builder.build().context("cannot configure the Countersign client; pass --server and --key")?;
+    let client = client(&args.connection, "mcp")?;
     tracing::info!(base = %client.base_url(), run_id = client.run_id(), "serving MCP on stdio");
     let service = HumanTools::new(Desk::Remote(client))
         .serve(rmcp::transport::stdio())
@@ -31,6 +22,25 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
     let reason = service.waiting().await.context("the MCP service stopped")?;
     tracing::info!(?reason, "MCP client disconnected");
     Ok(())
+}
+
+/// The Countersign client of the MCP tools: `--server`/`--key`/`--run-id`, else the environment;
+/// without a run id anywhere, a fresh `PREFIX-<random>` groups this session's requests.
+pub fn client(connection: &McpConnection, prefix: &str) -> anyhow::Result<Client> {
+    let mut builder = Client::builder();
+    if let Some(server) = &connection.server {
+        builder = builder.base_url(api_base(server));
+    }
+    if let Some(key) = &connection.key {
+        builder = builder.api_key(key.clone());
+    }
+    let from_env = ["COUNTERSIGN_RUN_ID", "HUMANLAYER_RUN_ID"].iter().any(|name| std::env::var_os(name).is_some());
+    match &connection.run_id {
+        Some(run_id) => builder = builder.run_id(run_id.clone()),
+        None if !from_env => builder = builder.run_id(random_id(prefix)),
+        None => {}
+    }
+    builder.build().context("cannot configure the Countersign client; pass --server and --key")
 }
 
 /// The HumanLayer API base of a server URL: `/humanlayer/v1` is added when the URL has no path.

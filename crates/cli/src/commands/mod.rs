@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod gate;
 mod keys;
 mod mcp;
 mod projects;

@@ -7,6 +7,7 @@ mod browser;
 mod email;
 mod faults;
 mod function_calls;
+mod gate;
 mod human_contacts;
 mod instances;
 mod long_poll;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-type McpClient = RunningService<RoleClient, ()>;
+pub type McpClient = RunningService<RoleClient, ()>;
 
 /// Starts `countersign mcp` against `s` with its key.
 async fn connect(s: &TestServer) -> McpClient {
@@ -29,18 +29,18 @@ async fn connect(s: &TestServer) -> McpClient {
     ().serve(transport).await.expect("MCP handshake with `countersign mcp`")
 }
 
-fn call(tool: &'static str, arguments: Value) -> CallToolRequestParams {
+pub fn call(tool: &'static str, arguments: Value) -> CallToolRequestParams {
     CallToolRequestParams::new(tool).with_arguments(arguments.as_object().unwrap().clone())
 }
 
 /// The single text content of a tool result.
-fn text(result: &CallToolResult) -> String {
+pub fn text(result: &CallToolResult) -> String {
     assert_eq!(result.content.len(), 1, "{result:?}");
     result.content[0].as_text().expect("a text content").text.clone()
 }
 
 /// Waits until a request of `kind` (`function_calls` or `human_contacts`) is pending; returns it.
-async fn pending(s: &TestServer, kind: &str) -> Value {
+pub async fn pending(s: &TestServer, kind: &str) -> Value {
     for _ in 0..200 {
         let (status, page) = s.get(&format!("/agent/{kind}/pending")).await;
         assert_eq!(status, StatusCode::OK, "{page}");
@@ -230,7 +230,7 @@ async fn mcp_over_http_needs_an_api_key() {
 
 /// An MCP client that counts the progress notifications it receives.
 #[derive(Clone, Default)]
-struct CountsProgress(Arc<AtomicUsize>);
+pub struct CountsProgress(pub Arc<AtomicUsize>);
 
 impl rmcp::ClientHandler for CountsProgress {
     async fn on_progress(

@@ -1,0 +1,249 @@
+//! `countersign mcp gate` in front of a real third-party MCP server,
+//! `@modelcontextprotocol/server-filesystem` from npm (installed by `scripts/mcp-test-servers`,
+//! which `scripts/test` runs; its entry point comes in `COUNTERSIGN_TEST_MCP_FILESYSTEM`), driven by
+//! rmcp's client over stdio, with a real Countersign server deciding. Also the URL form, in front
+//! of the server's own `/mcp`.
+
+use crate::mcp::{CountsProgress, McpClient, call, pending, text};
+use crate::support::TestServer;
+use reqwest::StatusCode;
+use rmcp::ServiceExt;
+use rmcp::model::CallToolResult;
+use rmcp::transport::TokioChildProcess;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// The filesystem server's command, serving `dir`.
+fn filesystem_server(dir: &Path) -> Vec<String> {
+    let entry = std::env::var("COUNTERSIGN_TEST_MCP_FILESYSTEM").unwrap_or_else(|_| {
+        panic!(
+            "COUNTERSIGN_TEST_MCP_FILESYSTEM is not set: run `export COUNTERSIGN_TEST_MCP_FILESYSTEM=$(scripts/mcp-test-servers)` \
+             (it installs @modelcontextprotocol/server-filesystem from npm), or run scripts/test"
+        )
+    });
+    assert!(Path::new(&entry).exists(), "{entry} is missing: run scripts/mcp-test-servers");
+    vec!["node".into(), entry, dir.display().to_string()]
+}
+
+/// A folder for the filesystem server to serve, canonical (the server resolves symlinks).
+fn files() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().canonicalize().unwrap();
+    (dir, path)
+}
+
+/// `countersign mcp gate --rules FILE ... -- node server-filesystem DIR`, connected.
+async fn gate(s: &TestServer, rules: &str, dir: &Path) -> McpClient {
+    let rules_file = s.dir.path().join("gate.rules");
+    std::fs::write(&rules_file, rules).unwrap();
+    let server = format!("http://{}", s.addr);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    cmd.args(["mcp", "gate", "--rules"]).arg(&rules_file);
+    cmd.args(["--server", &server, "--key", &s.key, "--run-id", "gate-test", "--"]);
+    cmd.args(filesystem_server(dir));
+    connect(cmd).await
+}
+
+async fn connect(mut cmd: tokio::process::Command) -> McpClient {
+    cmd.env_remove("HUMANLAYER_API_BASE")
+        .env_remove("HUMANLAYER_API_KEY")
+        .env_remove("COUNTERSIGN_API_BASE")
+        .env_remove("COUNTERSIGN_API_KEY");
+    let (transport, _) = TokioChildProcess::builder(cmd).stderr(Stdio::null()).spawn().unwrap();
+    ().serve(transport).await.expect("MCP handshake with `countersign mcp gate`")
+}
+
+fn ok_text(result: &CallToolResult) -> String {
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    result.content.iter().filter_map(|c| c.as_text()).map(|t| t.text.clone()).collect::<Vec<_>>().join("\n")
+}
+
+/// No approval is pending in the project.
+async fn nothing_pending(s: &TestServer) {
+    let (status, page) = s.get("/agent/function_calls/pending").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"], json!([]), "nothing should have been asked");
+}
+
+#[tokio::test]
+async fn the_gate_offers_the_tools_unchanged_and_forwards_unselected_calls_at_once() {
+    let s = TestServer::start().await;
+    let (_dir, dir) = files();
+    std::fs::write(dir.join("notes.txt"), "hello from the notes\n").unwrap();
+    std::fs::create_dir(dir.join("scratch")).unwrap();
+
+    let mut direct = tokio::process::Command::new("node");
+    direct.args(&filesystem_server(&dir)[1..]);
+    let direct = connect(direct).await;
+    let rules = "# scratch writes need nobody\n\
+                 allow write_file when path ~ \"*/scratch/*\"\n\
+                 ask write_file\n\
+                 ask edit_file\n\
+                 deny move_file\n";
+    let mcp = gate(&s, rules, &dir).await;
+
+    let theirs = direct.list_all_tools().await.unwrap();
+    let ours = mcp.list_all_tools().await.unwrap();
+    assert!(theirs.len() >= 10, "{theirs:?}");
+    assert_eq!(serde_json::to_value(&ours).unwrap(), serde_json::to_value(&theirs).unwrap());
+
+    let path = dir.join("notes.txt").display().to_string();
+    let read = mcp.call_tool(call("read_text_file", json!({"path": path}))).await.unwrap();
+    assert!(ok_text(&read).contains("hello from the notes"), "{read:?}");
+
+    let scratch = dir.join("scratch/free.txt");
+    let args = json!({"path": scratch.display().to_string(), "content": "no human needed"});
+    let wrote = tokio::time::timeout(Duration::from_secs(20), mcp.call_tool(call("write_file", args))).await;
+    ok_text(&wrote.expect("an allowed write goes straight through").unwrap());
+    assert_eq!(std::fs::read_to_string(&scratch).unwrap(), "no human needed");
+
+    let args = json!({"source": path, "destination": dir.join("moved.txt").display().to_string()});
+    let refused = mcp.call_tool(call("move_file", args)).await.unwrap();
+    assert_eq!(refused.is_error, Some(true), "{refused:?}");
+    assert!(text(&refused).contains("gate.rules:5"), "{}", text(&refused));
+    assert!(dir.join("notes.txt").exists() && !dir.join("moved.txt").exists());
+
+    nothing_pending(&s).await;
+    mcp.cancel().await.unwrap();
+    direct.cancel().await.unwrap();
+}
+
+/// Calls `write_file` through the gate, decides the approval with `decision`, returns the result.
+async fn write_decided(s: &TestServer, mcp: &McpClient, file: &Path, content: &str, decision: Value) -> CallToolResult {
+    let peer = mcp.peer().clone();
+    let args = json!({"path": file.display().to_string(), "content": content});
+    let asked = tokio::spawn(async move { peer.call_tool(call("write_file", args)).await });
+    let approval = pending(s, "function_calls").await;
+    assert_eq!(approval["spec"]["fn"], "write_file");
+    assert_eq!(approval["spec"]["kwargs"], json!({"path": file.display().to_string(), "content": content}));
+    assert_eq!(approval["run_id"], "gate-test");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!file.exists(), "nothing is written before the human decides");
+    assert!(!asked.is_finished());
+    let call_id = approval["call_id"].as_str().unwrap();
+    let (status, body) = s.post(&format!("/agent/function_calls/{call_id}/respond"), decision).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    asked.await.unwrap().expect("tools/call")
+}
+
+#[tokio::test]
+async fn a_gated_write_happens_only_after_approval_with_the_humans_edits_and_never_when_rejected() {
+    let s = TestServer::start().await;
+    let (_dir, dir) = files();
+    let mcp = gate(&s, "ask write_file\n", &dir).await;
+
+    let approved = dir.join("approved.txt");
+    let result = write_decided(&s, &mcp, &approved, "as the agent wrote it", json!({"approved": true})).await;
+    ok_text(&result);
+    assert_eq!(std::fs::read_to_string(&approved).unwrap(), "as the agent wrote it");
+
+    let edited = dir.join("edited.txt");
+    let edit = json!({"path": edited.display().to_string(), "content": "as the human fixed it"});
+    let decision = json!({"approved": true, "comment": "typo", "updated_kwargs": edit});
+    let result = write_decided(&s, &mcp, &edited, "as the agent wrote it", decision).await;
+    ok_text(&result);
+    assert_eq!(std::fs::read_to_string(&edited).unwrap(), "as the human fixed it");
+
+    let rejected = dir.join("rejected.txt");
+    let decision = json!({"approved": false, "comment": "not in that folder"});
+    let result = write_decided(&s, &mcp, &rejected, "should never land", decision).await;
+    assert_eq!(result.is_error, Some(true), "{result:?}");
+    assert_eq!(text(&result), "User denied write_file with message: not in that folder");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!rejected.exists(), "a rejected write writes nothing");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+    mcp.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_gate_keeps_the_client_waiting_with_progress_while_the_human_decides() {
+    use countersign::gate::{Downstream, Gate, Relay, connect};
+    use countersign_core::gate::Rules;
+    let s = TestServer::start().await;
+    let (_dir, dir) = files();
+    let downstream = connect(&Downstream::Command(filesystem_server(&dir)), Relay::default()).await.unwrap();
+    let countersign = countersign_client::Client::builder().base_url(s.api("")).api_key(&s.key).build().unwrap();
+    let rules = Rules::parse("inline", "ask write_file").unwrap();
+    let gate = Gate::new(&downstream, rules, countersign).progress_every(Duration::from_millis(50));
+    let (server_io, client_io) = tokio::io::duplex(64 * 1024);
+    tokio::spawn(async move { gate.serve(server_io).await.unwrap().waiting().await });
+    let counter = CountsProgress::default();
+    let mcp = counter.clone().serve(client_io).await.unwrap();
+
+    let file = dir.join("slow.txt");
+    let peer = mcp.peer().clone();
+    let args = json!({"path": file.display().to_string(), "content": "eventually"});
+    let asked = tokio::spawn(async move { peer.call_tool(call("write_file", args)).await });
+    let approval = pending(&s, "function_calls").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let call_id = approval["call_id"].as_str().unwrap();
+    let (status, _) = s.post(&format!("/agent/function_calls/{call_id}/respond"), json!({"approved": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    ok_text(&asked.await.unwrap().unwrap());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "eventually");
+    let progress = counter.0.load(Ordering::SeqCst);
+    assert!(progress >= 4, "progress notifications while the human thought: {progress}");
+    mcp.cancel().await.unwrap();
+    downstream.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_gate_fronts_a_streamable_http_server_by_url() {
+    let s = TestServer::start().await;
+    let server = format!("http://{}", s.addr);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
+    cmd.args(["mcp", "gate", "--ask", "request_permission", "--url", &s.root("/mcp")])
+        .args(["--header", &format!("Authorization: Bearer {}", s.key)])
+        .args(["--server", &server, "--key", &s.key]);
+    let mcp = connect(cmd).await;
+    let mut names: Vec<String> = mcp.list_all_tools().await.unwrap().into_iter().map(|t| t.name.to_string()).collect();
+    names.sort();
+    assert_eq!(names, ["ask_human", "request_permission"]);
+
+    // ask_human is not selected by --ask: forwarded to /mcp at once, where it asks its question.
+    let peer = mcp.peer().clone();
+    let asked = tokio::spawn(async move { peer.call_tool(call("ask_human", json!({"question": "Ship it?"}))).await });
+    let question = pending(&s, "human_contacts").await;
+    assert_eq!(question["spec"]["msg"], "Ship it?");
+    let call_id = question["call_id"].as_str().unwrap();
+    let (status, _) = s.post(&format!("/agent/human_contacts/{call_id}/respond"), json!({"response": "yes"})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ok_text(&asked.await.unwrap().unwrap()), "yes");
+    nothing_pending(&s).await;
+    mcp.cancel().await.unwrap();
+}
+
+fn run_gate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(["mcp", "gate"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bad_rules_files_and_missing_servers_are_refused_with_what_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("bad.rules");
+    std::fs::write(&rules, "ask write_file\nask edit_file when path = \"/etc\"\n").unwrap();
+    let out = run_gate(&["--rules", rules.to_str().unwrap(), "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad.rules:2: unknown operator `=`"), "{stderr}");
+    assert!(stderr.contains("2 | ask edit_file when path = \"/etc\""), "{stderr}");
+
+    let out = run_gate(&["--ask", "write_file"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("name the downstream MCP server"), "{stderr}");
+
+    let out = run_gate(&["--server", "http://127.0.0.1:9", "--key", "cs_x", "--", "/nonexistent/mcp-server"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot start the downstream MCP server `/nonexistent/mcp-server`"), "{stderr}");
+    assert!(out.stdout.is_empty(), "standard output is the MCP protocol only");
+}
