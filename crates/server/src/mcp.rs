@@ -145,6 +145,7 @@ impl HumanTools {
             Desk::Remote(client) => client.request_approval_with_id(call_id, spec).await.map_err(describe),
             Desk::Local { state, run_id } => {
                 let caller = caller(ctx)?;
+                let run_id = requested_run_id(ctx).unwrap_or_else(|| run_id.clone());
                 let body = json!({"run_id": run_id, "call_id": call_id, "spec": spec});
                 let key = key(&caller, RequestKind::FunctionCall, call_id);
                 let call: FunctionCall = local_wait(state, &caller, key, &body).await?;
@@ -163,6 +164,7 @@ impl HumanTools {
             Desk::Remote(client) => client.ask_human_with_id(call_id, question).await.map_err(describe),
             Desk::Local { state, run_id } => {
                 let caller = caller(ctx)?;
+                let run_id = requested_run_id(ctx).unwrap_or_else(|| run_id.clone());
                 let body = json!({"run_id": run_id, "call_id": call_id, "spec": {"msg": question}});
                 let key = key(&caller, RequestKind::HumanContact, call_id);
                 let contact: HumanContact = local_wait(state, &caller, key, &body).await?;
@@ -173,7 +175,8 @@ impl HumanTools {
 }
 
 /// `/mcp`: the tools over MCP's streamable HTTP, for the project of the bearer API key (401 without
-/// one). Stateless (no MCP sessions), so any instance of a multi-instance deployment can answer.
+/// one). Requests are grouped under run id `mcp`, or the one the client names in an
+/// `X-Countersign-Run-Id` header or a `?run_id=` query parameter. Stateless (no MCP sessions), so any instance of a multi-instance deployment can answer.
 pub fn routes(state: AppState) -> Router<AppState> {
     // Every request needs an API key, as the rest of the API, so the Host check that protects
     // key-less local servers from DNS rebinding is not needed (and would refuse public hostnames).
@@ -278,6 +281,19 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Result<Caller, String> {
         .and_then(|parts| parts.extensions.get::<Caller>())
         .cloned()
         .ok_or_else(|| "no API key came with this MCP request".to_owned())
+}
+
+/// The run id the HTTP request asked for: the `X-Countersign-Run-Id` header, else the `run_id`
+/// query parameter of the `/mcp` URL (for clients whose config holds only a URL).
+fn requested_run_id(ctx: &RequestContext<RoleServer>) -> Option<String> {
+    let parts = ctx.extensions.get::<axum::http::request::Parts>()?;
+    let header = parts.headers.get("x-countersign-run-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let query = || {
+        let axum::extract::Query(mut params) =
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(&parts.uri).ok()?;
+        params.remove("run_id")
+    };
+    header.or_else(query).map(|id| id.trim().to_owned()).filter(|id| !id.is_empty())
 }
 
 fn describe(err: countersign_client::Error) -> String {

@@ -197,6 +197,7 @@ async fn the_server_serves_the_same_tools_over_streamable_http_at_mcp() {
     let decision = json!({"approved": true, "updated_kwargs": edited});
     let (request, payload) = permission(&s, &mcp, arguments, decision).await;
     assert_eq!(request["call_id"], "toolu_http");
+    assert_eq!(request["run_id"], "mcp", "the default run id over HTTP");
     assert_eq!(payload, json!({"behavior": "allow", "updatedInput": edited}));
 
     let arguments = json!({"tool_name": "Bash", "input": {"command": "git push -f"}});
@@ -210,6 +211,32 @@ async fn the_server_serves_the_same_tools_over_streamable_http_at_mcp() {
     let (status, _) = s.post(&format!("/agent/human_contacts/{call_id}/respond"), json!({"response": "v1.2"})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(text(&asked.await.unwrap().unwrap()), "v1.2");
+    mcp.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn mcp_over_http_takes_the_run_id_from_the_url_or_a_header() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let s = TestServer::start().await;
+    let config = StreamableHttpClientTransportConfig::with_uri(s.root("/mcp?run_id=desktop")).auth_header(&s.key);
+    let mcp = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let arguments = json!({"tool_name": "Bash", "input": {"command": "ls"}});
+    let (request, _) = permission(&s, &mcp, arguments, json!({"approved": true})).await;
+    assert_eq!(request["run_id"], "desktop");
+    mcp.cancel().await.unwrap();
+
+    let mut headers = std::collections::HashMap::new();
+    headers.insert(
+        reqwest::header::HeaderName::from_static("x-countersign-run-id"),
+        reqwest::header::HeaderValue::from_static("cursor"),
+    );
+    let config = StreamableHttpClientTransportConfig::with_uri(s.root("/mcp?run_id=ignored"))
+        .auth_header(&s.key)
+        .custom_headers(headers);
+    let mcp = ().serve(StreamableHttpClientTransport::from_config(config)).await.unwrap();
+    let arguments = json!({"tool_name": "Bash", "input": {"command": "pwd"}});
+    let (request, _) = permission(&s, &mcp, arguments, json!({"approved": true})).await;
+    assert_eq!(request["run_id"], "cursor", "the header wins over the query");
     mcp.cancel().await.unwrap();
 }
 
