@@ -243,6 +243,23 @@ pub enum UsersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give a person access to more projects (created if new); takes effect at once, also for
+    /// people signed in.
+    AddProject {
+        /// Their email address.
+        email: String,
+        /// A project to add; repeat for several.
+        #[arg(long = "project", required = true)]
+        projects: Vec<String>,
+    },
+    /// Take a person out of projects: they no longer see or decide their requests, at once.
+    RemoveProject {
+        /// Their email address.
+        email: String,
+        /// A project to take them out of; repeat for several.
+        #[arg(long = "project", required = true)]
+        projects: Vec<String>,
+    },
     /// Disable a person: they can no longer sign in or decide.
     Disable {
         /// Their email address.

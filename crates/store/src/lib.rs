@@ -159,6 +159,10 @@ pub trait Store: Send + Sync + 'static {
     async fn users(&self, project_name: Option<&str>) -> StoreResult<Vec<User>>;
     /// Disables a person; returns them, or `None` if there is nobody with that email.
     async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>>;
+    /// Adds a person to the projects `add` and takes them out of `remove` (ids), in one
+    /// transaction; returns them as they are now, or `None` if there is nobody with that email.
+    async fn change_user_projects(&self, email: &Email, add: &[String], remove: &[String])
+    -> StoreResult<Option<User>>;
 
     /// The person with this id (enabled or not).
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;

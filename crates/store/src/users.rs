@@ -52,6 +52,8 @@ pub(crate) const INSERT_USER: &str = "INSERT INTO users (id, email, role, passwo
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING";
 pub(crate) const INSERT_MEMBERSHIP: &str =
     "INSERT INTO user_projects (user_id, project_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+pub(crate) const DELETE_MEMBERSHIP: &str = "DELETE FROM user_projects WHERE user_id = $1 AND project_id = $2";
+pub(crate) const SELECT_USER_ID: &str = "SELECT id FROM users WHERE email = $1";
 pub(crate) const DISABLE_USER: &str = "UPDATE users SET disabled_at = $1 WHERE email = $2 AND disabled_at IS NULL";
 
 /// Joins users with their project names, keeping those of `project` (all when `None`).
@@ -123,6 +125,28 @@ macro_rules! user_queries {
                 .execute(pool)
                 .await?;
             Ok(users(pool, None).await?.into_iter().find(|u| u.email == email.as_str()))
+        }
+
+        pub(super) async fn change_user_projects(
+            pool: &$pool,
+            email: &Email,
+            add: &[String],
+            remove: &[String],
+        ) -> StoreResult<Option<User>> {
+            let mut tx = pool.begin().await?;
+            let Some((id,)): Option<(String,)> =
+                sqlx::query_as(users::SELECT_USER_ID).bind(email.as_str()).fetch_optional(&mut *tx).await?
+            else {
+                return Ok(None);
+            };
+            for project_id in add {
+                sqlx::query(users::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+            }
+            for project_id in remove {
+                sqlx::query(users::DELETE_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            user(pool, &id).await
         }
 
         pub(super) async fn user(pool: &$pool, id: &str) -> StoreResult<Option<User>> {

@@ -1,4 +1,4 @@
-//! `countersign users create|list|disable`.
+//! `countersign users create|list|add-project|remove-project|disable|reset-password`.
 
 use crate::cli::UsersCommand;
 use crate::config::Config;
@@ -69,6 +69,34 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyho
                 None => bail!("no user with email {email}; see `countersign users list`"),
             }
         }
+        UsersCommand::AddProject { email, projects } => {
+            let email = Email::parse(&email)?;
+            let mut ids = Vec::new();
+            for name in &projects {
+                ids.push(store.ensure_project(&ProjectName::parse(name)?).await?.id);
+            }
+            let Some(user) = store.change_user_projects(&email, &ids, &[]).await? else {
+                bail!("no user with email {email}; see `countersign users list`");
+            };
+            println!("{} is now in {}.", user.email, user.projects.join(", "));
+        }
+        UsersCommand::RemoveProject { email, projects } => {
+            let email = Email::parse(&email)?;
+            let Some(before) = store.users(None).await?.into_iter().find(|u| u.email == email.as_str()) else {
+                bail!("no user with email {email}; see `countersign users list`");
+            };
+            let mut ids = Vec::new();
+            for name in &projects {
+                if !before.projects.contains(name) {
+                    bail!("{email} is not in project {name:?} (their projects: {})", or_none(&before.projects));
+                }
+                let project = store.project_by_name(name).await?.context("the project disappeared meanwhile")?;
+                ids.push(project.id);
+            }
+            let user =
+                store.change_user_projects(&email, &[], &ids).await?.context("the user disappeared meanwhile")?;
+            println!("{} is now in {}.", user.email, or_none(&user.projects));
+        }
         UsersCommand::Disable { email } => {
             let email = Email::parse(&email)?;
             match store.disable_user(&email).await? {
@@ -111,4 +139,12 @@ fn user_json(u: &User) -> serde_json::Value {
         "created_at": u.created_at.to_rfc3339(),
         "disabled_at": u.disabled_at.map(|t| t.to_rfc3339()),
     })
+}
+
+fn or_none(projects: &[String]) -> String {
+    if projects.is_empty() {
+        "no project (they see nothing until added to one)".to_owned()
+    } else {
+        projects.join(", ")
+    }
 }

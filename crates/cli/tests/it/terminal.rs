@@ -101,6 +101,14 @@ impl Desk {
         assert_eq!(out.code, Some(0), "{out:?}");
     }
 
+    /// Runs an administration command (`users ...`) on the server's database.
+    async fn admin(&self, args: &[&str]) -> Ran {
+        let url = crate::support::database_url(self.server.dir.path()).await;
+        let mut args = args.to_vec();
+        args.extend(["--database-url", &url]);
+        self.run(&args).await
+    }
+
     async fn login(&self, email: &str) -> Ran {
         let url = self.url();
         self.run_with(&["login", "--server", &url, "--email", email, "--password-stdin"], &[], Some(PASSWORD)).await
@@ -235,6 +243,49 @@ async fn the_inbox_lists_only_the_persons_projects_and_others_stay_out_of_reach(
     assert_exit(&out, 4, "beta");
     let theirs = desk.agent_view("beta", "/function_calls/theirs").await;
     assert_eq!(theirs["status"]["approved"], Value::Null, "beta's request stays pending: {theirs}");
+}
+
+/// The call ids in `countersign inbox --json`.
+async fn inbox_ids(desk: &Desk) -> Vec<String> {
+    let out = desk.run(&["inbox", "--json"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let items: Value = serde_json::from_str(&out.stdout).unwrap();
+    items.as_array().unwrap().iter().map(|i| i["call_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn adding_and_removing_projects_changes_what_a_signed_in_person_sees_at_once() {
+    let desk = Desk::start().await;
+    desk.signed_in("ada@example.com", &["alpha"]).await;
+    desk.ask_approval("alpha", approval("mine")).await;
+    desk.ask_approval("beta", approval("theirs")).await;
+    assert_eq!(inbox_ids(&desk).await, ["mine"]);
+
+    let out = desk.admin(&["users", "add-project", "ada@example.com", "--project", "beta"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "ada@example.com is now in alpha, beta.");
+    assert_eq!(inbox_ids(&desk).await, ["theirs", "mine"], "no new login needed");
+
+    let out = desk.admin(&["users", "remove-project", "ada@example.com", "--project", "alpha"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout.trim(), "ada@example.com is now in beta.");
+    assert_eq!(inbox_ids(&desk).await, ["theirs"]);
+    assert_exit(&desk.run(&["approve", "mine"]).await, 4, "mine");
+    let mine = desk.agent_view("alpha", "/function_calls/mine").await;
+    assert_eq!(mine["status"]["approved"], Value::Null, "alpha's request stays pending: {mine}");
+
+    let out = desk.admin(&["users", "list", "--json"]).await;
+    let users: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(users[0]["projects"], json!(["beta"]), "{users}");
+
+    let out = desk.admin(&["users", "remove-project", "ada@example.com", "--project", "alpha"]).await;
+    assert_exit(&out, 1, "is not in project \"alpha\" (their projects: beta)");
+    let out = desk.admin(&["users", "add-project", "bob@example.com", "--project", "beta"]).await;
+    assert_exit(&out, 1, "no user with email bob@example.com");
+    let out = desk.admin(&["users", "remove-project", "ada@example.com", "--project", "beta"]).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("is now in no project"), "{out:?}");
+    assert_eq!(inbox_ids(&desk).await, Vec::<String>::new());
 }
 
 #[tokio::test]

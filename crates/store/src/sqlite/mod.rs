@@ -209,6 +209,15 @@ impl Store for SqliteStore {
         people::disable_user(&self.pool, email).await
     }
 
+    async fn change_user_projects(
+        &self,
+        email: &Email,
+        add: &[String],
+        remove: &[String],
+    ) -> StoreResult<Option<User>> {
+        people::change_user_projects(&self.pool, email, add, remove).await
+    }
+
     async fn user(&self, id: &str) -> StoreResult<Option<User>> {
         people::user(&self.pool, id).await
     }
