@@ -413,13 +413,14 @@ const GATE_HELP: &str = "Examples:
 
 Rules, one per line (# starts a comment). The first rule that matches a call decides;
 a call that no rule matches is forwarded at once:
+  allow write_file when path ~ \"/tmp/scratch/*\"   # forwarded at once (listed before the ask)
   ask   write_file                                # a human approves, edits or rejects first
-  allow write_file when path ~ \"/tmp/scratch/*\"   # forwarded at once (before the ask)
   deny  move_file when source ~ \"/etc/*\"         # refused without asking
-  ask   run_sql when query ~* \"*drop *\" and db == \"prod\"
+  ask   transfer when amount > 100 and currency == \"USD\"
 Conditions: ARG OP VALUE, or ARG exists. ARG names an argument (dots reach inside:
 options.force); VALUE is JSON (\"text\", 12, true, null); OP is == != < <= > >=,
-~ !~ (glob), ~* !~* (glob, any case). A bad rules file is refused with the line and why.
+~ !~ (glob), ~* !~* (glob, any case). An argument of a type OP cannot compare makes ask and
+deny rules match and allow rules not. A bad rules file is refused with the line and why.
 
 Approved calls are forwarded with the arguments the human approved (edited or not);
 rejected calls return a tool error with the human's words. While a human decides, the
@@ -452,7 +453,8 @@ pub struct McpConnection {
     /// The project's API key [default: COUNTERSIGN_API_KEY or HUMANLAYER_API_KEY]
     #[arg(long, value_name = "KEY")]
     pub key: Option<String>,
-    /// Groups this session's requests [default: COUNTERSIGN_RUN_ID or HUMANLAYER_RUN_ID, else mcp-<random>]
+    /// Groups this session's requests [default: COUNTERSIGN_RUN_ID or HUMANLAYER_RUN_ID, else
+    /// mcp-<random> (gate-<random> for the gate)]
     #[arg(long)]
     pub run_id: Option<String>,
 }

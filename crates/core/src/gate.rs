@@ -16,15 +16,24 @@
 //! `ask` asks a human, `allow` forwards the call at once, `deny` refuses it without asking. A call
 //! that no rule matches is forwarded at once.
 //!
-//! A condition is `ARGUMENT OPERATOR VALUE` or `ARGUMENT exists`. `ARGUMENT` names a tool argument;
-//! dots reach into objects and arrays (`options.force`, `edits.0.newText`). `VALUE` is JSON: a
-//! string in double quotes, a number, `true`, `false` or `null`. Operators: `==` and `!=` (JSON
-//! equality), `<` `<=` `>` `>=` (numbers), `~` and `!~` (a string argument matches, or does not
-//! match, a glob: `*` any text, `?` one character, `[abc]` a class, `{a,b}` alternatives), `~*` and
-//! `!~*` (the same, ignoring case). `!=`, `!~` and `!~*` hold when the argument is missing.
+//! Globs: `*` any run of characters (`/` included), `?` one character, `[abc]` / `[a-z]` / `[!abc]`
+//! a class. A condition is `ARGUMENT OPERATOR VALUE` or `ARGUMENT exists`. `ARGUMENT` names a tool
+//! argument; dots reach into objects and arrays (`options.force`, `edits.0.newText`). `VALUE` is
+//! JSON: a string in double quotes, a number, `true`, `false` or `null`. Operators: `==` and `!=`
+//! (JSON equality; text equal to a number's or boolean's JSON counts as equal), `<` `<=` `>` `>=`
+//! (numbers; numeric text compares as a number), `~` and `!~` (the argument matches, or does not
+//! match, a glob; numbers and booleans match as their JSON text), `~*` and `!~*` (the same,
+//! ignoring case). `!=`, `!~` and `!~*` hold when the argument is missing. When the glob is an
+//! absolute path (`/...`), an absolute path argument is first normalised (`.`, `..`, `//`), so that
+//! `/notes/scratch/../secret` does not pass for a file in `scratch`.
+//!
+//! Fail-safe: an argument of a type the operator cannot compare (an object for `~`, text that is
+//! not a number for `>`) makes the condition hold for `ask` and `deny` rules and fail for `allow`
+//! rules, so an odd call is asked rather than waved through.
 
-use globset::{GlobBuilder, GlobMatcher};
+use glob::{MatchOptions, Pattern};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 
 /// What a rule does with the calls it selects.
@@ -62,7 +71,7 @@ pub struct Rule {
     pub action: Action,
     /// The tool-name glob as written.
     pub tools: String,
-    matcher: GlobMatcher,
+    matcher: Glob,
     conditions: Vec<Condition>,
     /// Where the rule was written: `FILE:LINE`, or how it was given (`--ask`).
     pub origin: String,
@@ -83,8 +92,54 @@ enum Test {
     LessOrEqual(f64),
     Greater(f64),
     GreaterOrEqual(f64),
-    Matches(GlobMatcher),
-    NotMatches(GlobMatcher),
+    Matches(Glob),
+    NotMatches(Glob),
+}
+
+/// A compiled glob; `ignore_case` lower-cases both sides (all of Unicode, not only ASCII).
+#[derive(Debug, Clone)]
+struct Glob {
+    pattern: Pattern,
+    ignore_case: bool,
+    /// The glob is an absolute path: absolute path arguments are normalised before matching.
+    absolute: bool,
+}
+
+impl Glob {
+    fn new(pattern: &str, ignore_case: bool) -> Result<Self, String> {
+        let folded = if ignore_case { pattern.to_lowercase() } else { pattern.to_owned() };
+        let compiled = Pattern::new(&folded).map_err(|e| format!("bad glob \"{pattern}\": {}", e.msg))?;
+        Ok(Self { pattern: compiled, ignore_case, absolute: pattern.starts_with('/') })
+    }
+
+    fn is_match(&self, text: &str) -> bool {
+        let text = if self.absolute { normalize_path(text) } else { Cow::Borrowed(text) };
+        let text = if self.ignore_case { Cow::Owned(text.to_lowercase()) } else { text };
+        self.pattern.matches_with(&text, MatchOptions::new())
+    }
+}
+
+/// Resolves `.`, `..` and repeated `/` in an absolute path, lexically (symlinks are not followed);
+/// other text is returned as it is.
+fn normalize_path(text: &str) -> Cow<'_, str> {
+    if !text.starts_with('/') {
+        return Cow::Borrowed(text);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let mut normal = format!("/{}", parts.join("/"));
+    if text.ends_with('/') && !parts.is_empty() {
+        normal.push('/');
+    }
+    Cow::Owned(normal)
 }
 
 /// A rules file that cannot be read as rules, with where and why.
@@ -121,7 +176,7 @@ impl Rules {
     /// Parses a rules file; `source` names it in errors (`gate.rules:3: ...`).
     pub fn parse(source: &str, text: &str) -> Result<Self, RulesError> {
         let mut rules = Vec::new();
-        for (index, line) in text.lines().enumerate() {
+        for (index, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
             let error = |message: String| RulesError {
                 source: source.to_owned(),
                 line: index + 1,
@@ -172,7 +227,7 @@ impl Rule {
         Ok(Self {
             action: Action::Ask,
             tools: tools.to_owned(),
-            matcher: glob(tools, false)?,
+            matcher: Glob::new(tools, false)?,
             conditions: Vec::new(),
             origin: origin.into(),
         })
@@ -183,9 +238,11 @@ impl Rule {
         self.matcher.is_match(tool)
     }
 
-    /// True when the rule selects this call.
+    /// True when the rule selects this call. A condition that cannot compare the argument's type
+    /// holds for `ask` and `deny` rules and fails for `allow` rules (fail-safe).
     pub fn selects(&self, tool: &str, arguments: &Map<String, Value>) -> bool {
-        self.names(tool) && self.conditions.iter().all(|c| c.holds(arguments))
+        let incomparable_holds = self.action != Action::Allow;
+        self.names(tool) && self.conditions.iter().all(|c| c.eval(arguments).unwrap_or(incomparable_holds))
     }
 
     fn from_tokens(tokens: &[Token], origin: String) -> Result<Self, String> {
@@ -206,7 +263,7 @@ impl Rule {
                 ));
             }
         };
-        let matcher = glob(&tools, false)?;
+        let matcher = Glob::new(&tools, false)?;
         let mut conditions = Vec::new();
         let mut rest = &tokens[2..];
         if let Some(first) = rest.first() {
@@ -241,6 +298,13 @@ impl Condition {
             Some(token) => return Err(format!("expected an argument name after `when`/`and`, found {token}")),
             None => return Err("a condition is missing after `when`/`and`, e.g. `when path ~ \"/etc/*\"`".into()),
         };
+        if let Some(at) = path.find(['=', '<', '>', '~', '!']) {
+            return Err(format!(
+                "`{path}` is not an argument name; put spaces around operators, e.g. `{} {} ...`",
+                &path[..at],
+                path[at..].trim_end_matches(|c: char| !"=<>~!*".contains(c))
+            ));
+        }
         let path: Vec<String> = path.split('.').map(str::to_owned).collect();
         if path.iter().any(String::is_empty) {
             return Err(format!("`{}` is not an argument name", path.join(".")));
@@ -267,7 +331,7 @@ impl Condition {
             value.as_f64().ok_or_else(|| format!("`{operator}` compares numbers; {value} is not a number"))
         };
         let pattern = |value: &Value, ignore_case: bool| match value {
-            Value::String(pattern) => glob(pattern, ignore_case),
+            Value::String(pattern) => Glob::new(pattern, ignore_case),
             other => Err(format!("`{operator}` takes a glob in double quotes, not {other}")),
         };
         let test = match operator {
@@ -285,21 +349,33 @@ impl Condition {
         Ok((Self { path, test }, 3))
     }
 
-    fn holds(&self, arguments: &Map<String, Value>) -> bool {
-        let value = lookup(arguments, &self.path);
-        let number = || value.and_then(Value::as_f64);
-        let text = || value.and_then(Value::as_str);
-        match &self.test {
-            Test::Exists => value.is_some(),
-            Test::Equals(expected) => value.is_some_and(|v| json_equal(v, expected)),
-            Test::NotEquals(expected) => !value.is_some_and(|v| json_equal(v, expected)),
-            Test::Less(n) => number().is_some_and(|v| v < *n),
-            Test::LessOrEqual(n) => number().is_some_and(|v| v <= *n),
-            Test::Greater(n) => number().is_some_and(|v| v > *n),
-            Test::GreaterOrEqual(n) => number().is_some_and(|v| v >= *n),
-            Test::Matches(glob) => text().is_some_and(|s| glob.is_match(s)),
-            Test::NotMatches(glob) => !text().is_some_and(|s| glob.is_match(s)),
-        }
+    /// Whether the condition holds; `None` when the argument is there but of a type the
+    /// operator cannot compare.
+    fn eval(&self, arguments: &Map<String, Value>) -> Option<bool> {
+        let Some(value) = lookup(arguments, &self.path) else {
+            return Some(matches!(self.test, Test::NotEquals(_) | Test::NotMatches(_)));
+        };
+        let number = || match value {
+            Value::Number(n) => n.as_f64(),
+            Value::String(text) => text.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
+            _ => None,
+        };
+        let text = || match value {
+            Value::String(text) => Some(Cow::Borrowed(text.as_str())),
+            Value::Number(_) | Value::Bool(_) => Some(Cow::Owned(value.to_string())),
+            _ => None,
+        };
+        Some(match &self.test {
+            Test::Exists => true,
+            Test::Equals(expected) => json_equal(value, expected),
+            Test::NotEquals(expected) => !json_equal(value, expected),
+            Test::Less(n) => number()? < *n,
+            Test::LessOrEqual(n) => number()? <= *n,
+            Test::Greater(n) => number()? > *n,
+            Test::GreaterOrEqual(n) => number()? >= *n,
+            Test::Matches(glob) => glob.is_match(&text()?),
+            Test::NotMatches(glob) => !glob.is_match(&text()?),
+        })
     }
 }
 
@@ -307,10 +383,20 @@ fn is_operator(word: &str) -> bool {
     matches!(word, "==" | "!=" | "<" | "<=" | ">" | ">=" | "~" | "!~" | "~*" | "!~*")
 }
 
-/// JSON equality where numbers compare by value (`1` equals `1.0`).
+/// JSON equality where numbers compare by value (`1` equals `1.0`, integers exactly), and text
+/// equals a number or boolean whose JSON it spells (`"250"` equals `250`), as lenient servers
+/// would read it.
 fn json_equal(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) if a.is_number() && b.is_number() => x == y,
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i128(), y.as_i128()) {
+            (Some(x), Some(y)) => x == y,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::String(text), other @ (Value::Number(_) | Value::Bool(_)))
+        | (other @ (Value::Number(_) | Value::Bool(_)), Value::String(text)) => {
+            serde_json::from_str::<Value>(text.trim())
+                .is_ok_and(|parsed| !parsed.is_string() && json_equal(&parsed, other))
+        }
         _ => a == b,
     }
 }
@@ -322,19 +408,13 @@ fn lookup<'a>(arguments: &'a Map<String, Value>, path: &[String]) -> Option<&'a 
     for part in rest {
         value = match value {
             Value::Object(map) => map.get(part)?,
-            Value::Array(items) => items.get(part.parse::<usize>().ok()?)?,
+            Value::Array(items) if part.bytes().all(|b| b.is_ascii_digit()) => {
+                items.get(part.parse::<usize>().ok()?)?
+            }
             _ => return None,
         };
     }
     Some(value)
-}
-
-fn glob(pattern: &str, ignore_case: bool) -> Result<GlobMatcher, String> {
-    GlobBuilder::new(pattern)
-        .case_insensitive(ignore_case)
-        .build()
-        .map(|glob| glob.compile_matcher())
-        .map_err(|e| format!("bad glob \"{pattern}\": {}", e.kind()))
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -406,7 +486,7 @@ fn tokenize(line: &str) -> Result<Vec<Token>, String> {
         } else {
             let mut end = line.len();
             while let Some(&(i, c)) = chars.peek() {
-                if c.is_whitespace() || c == '"' {
+                if c.is_whitespace() || c == '"' || c == '#' {
                     end = i;
                     break;
                 }
@@ -470,7 +550,11 @@ mod tests {
         assert_eq!(action(&rules, "transfer", json!({"amount": 250, "currency": "USD"})), Action::Ask);
         assert_eq!(action(&rules, "transfer", json!({"amount": 250.0, "currency": "EUR"})), Action::Allow);
         assert_eq!(action(&rules, "transfer", json!({"amount": 100, "currency": "USD"})), Action::Allow);
-        assert_eq!(action(&rules, "transfer", json!({"amount": "250", "currency": "USD"})), Action::Allow);
+        assert_eq!(
+            action(&rules, "transfer", json!({"amount": "250", "currency": "USD"})),
+            Action::Ask,
+            "numeric text"
+        );
         assert_eq!(action(&rules, "run_sql", json!({"query": "DROP TABLE users"})), Action::Ask);
         assert_eq!(action(&rules, "run_sql", json!({"query": "select 1"})), Action::Allow);
         assert_eq!(action(&rules, "run_sql", json!({"query": "x", "options": {"force": true}})), Action::Ask);
@@ -482,6 +566,99 @@ mod tests {
         assert_eq!(action(&rules, "tag", json!({"name": "latest"})), Action::Ask);
         assert_eq!(action(&rules, "retry", json!({"count": 1})), Action::Ask);
         assert_eq!(action(&rules, "retry", json!({"count": 2})), Action::Allow);
+    }
+
+    #[test]
+    fn arguments_of_odd_types_are_asked_never_waved_through() {
+        let rules = Rules::parse(
+            "r",
+            "allow transfer when amount <= 100\n\
+             ask transfer\n\
+             allow write_file when path ~ \"/srv/scratch/*\"\n\
+             ask write_file\n\
+             deny drop when table ~ \"prod_*\"\n",
+        )
+        .unwrap();
+        assert_eq!(action(&rules, "transfer", json!({"amount": 5})), Action::Allow);
+        assert_eq!(action(&rules, "transfer", json!({"amount": " 5 "})), Action::Allow, "numeric text is a number");
+        assert_eq!(action(&rules, "transfer", json!({"amount": "five"})), Action::Ask);
+        assert_eq!(action(&rules, "transfer", json!({"amount": [5]})), Action::Ask);
+        assert_eq!(action(&rules, "transfer", json!({"amount": {"value": 5}})), Action::Ask);
+        assert_eq!(action(&rules, "write_file", json!({"path": ["/srv/scratch/a"]})), Action::Ask);
+        assert_eq!(action(&rules, "drop", json!({"table": {"name": "prod_users"}})), Action::Deny, "deny fails safe");
+        assert_eq!(action(&rules, "drop", json!({"table": "dev_users"})), Action::Allow);
+    }
+
+    #[test]
+    fn absolute_paths_are_normalised_before_matching_an_absolute_glob() {
+        let rules = Rules::parse(
+            "r",
+            "allow write_file when path ~ \"/srv/scratch/*\"\n\
+             ask write_file\n\
+             deny move_file when source ~ \"/etc/*\"\n",
+        )
+        .unwrap();
+        let write = |path: &str| action(&rules, "write_file", json!({"path": path}));
+        assert_eq!(write("/srv/scratch/a/b.txt"), Action::Allow);
+        assert_eq!(write("/srv/scratch/./a.txt"), Action::Allow);
+        assert_eq!(write("/srv/scratch/../secret.txt"), Action::Ask);
+        assert_eq!(write("/srv/scratch/a/../../../etc/passwd"), Action::Ask);
+        assert_eq!(write("/srv//scratch/x"), Action::Allow);
+        assert_eq!(write("srv/scratch/x"), Action::Ask, "a relative path never matches an absolute glob");
+        let mv = |source: &str| action(&rules, "move_file", json!({"source": source}));
+        assert_eq!(mv("//etc/passwd"), Action::Deny);
+        assert_eq!(mv("/./etc/passwd"), Action::Deny);
+        assert_eq!(mv("/tmp/../etc/shadow"), Action::Deny);
+        assert_eq!(mv("/home/etc/x"), Action::Allow);
+        assert_eq!(normalize_path("/a/b/"), "/a/b/");
+        assert_eq!(normalize_path("/.."), "/");
+        assert_eq!(normalize_path("a/../b"), "a/../b");
+    }
+
+    #[test]
+    fn globs_work_on_characters_and_ignore_case_across_unicode() {
+        let rules = Rules::parse(
+            "r",
+            "ask note when title ~* \"*été*\"\n\
+             ask tag when name ~ \"caf?\"\n\
+             ask copy when dest ~ \"C:\\\\Windows\\\\*\"\n\
+             ask find when id ~ \"4*\"\n",
+        )
+        .unwrap();
+        assert_eq!(action(&rules, "note", json!({"title": "Un ÉTÉ chaud"})), Action::Ask);
+        assert_eq!(action(&rules, "note", json!({"title": "hiver"})), Action::Allow);
+        assert_eq!(action(&rules, "tag", json!({"name": "café"})), Action::Ask, "? is one character");
+        assert_eq!(action(&rules, "tag", json!({"name": "cafés"})), Action::Allow);
+        assert_eq!(action(&rules, "copy", json!({"dest": "C:\\Windows\\system32"})), Action::Ask, "\\ is literal");
+        assert_eq!(action(&rules, "find", json!({"id": 42})), Action::Ask, "numbers match as their JSON text");
+    }
+
+    #[test]
+    fn equality_reads_numbers_exactly_and_text_as_lenient_servers_do() {
+        let rules = Rules::parse(
+            "r",
+            "ask a when n == 9007199254740993\n\
+             ask b when force == true\n\
+             ask c when n == 1\n",
+        )
+        .unwrap();
+        assert_eq!(action(&rules, "a", json!({"n": 9007199254740993u64})), Action::Ask);
+        assert_eq!(action(&rules, "a", json!({"n": 9007199254740992u64})), Action::Allow);
+        assert_eq!(action(&rules, "b", json!({"force": "true"})), Action::Ask);
+        assert_eq!(action(&rules, "b", json!({"force": "false"})), Action::Allow);
+        assert_eq!(action(&rules, "c", json!({"n": 1.0})), Action::Ask);
+        assert_eq!(action(&rules, "c", json!({"n": "1"})), Action::Ask);
+        assert_eq!(action(&rules, "c", json!({"n": "\"1\""})), Action::Allow);
+    }
+
+    #[test]
+    fn comments_end_words_and_a_byte_order_mark_is_ignored() {
+        let rules = Rules::parse("r", "\u{feff}ask write_file# the only rule\n").unwrap();
+        assert_eq!(action(&rules, "write_file", json!({})), Action::Ask);
+        let rules = Rules::parse("r", "ask edit when items.01 exists\n").unwrap();
+        assert_eq!(action(&rules, "edit", json!({"items": [0, 1]})), Action::Ask);
+        let rules = Rules::parse("r", "ask edit when items.+1 exists\n").unwrap();
+        assert_eq!(action(&rules, "edit", json!({"items": [0, 1]})), Action::Allow, "only digits index arrays");
     }
 
     #[test]
@@ -521,6 +698,8 @@ mod tests {
             ("ask write_file when path == \"x\" or path == \"y\"", "write another rule"),
             ("ask write_file when path == \"x", "closing double quote"),
             ("ask write_[file", "bad glob"),
+            ("ask t when path~\"x\"", "put spaces around operators, e.g. `path ~ ...`"),
+            ("ask t when n==1", "put spaces around operators, e.g. `n == ...`"),
             ("ask t when a..b exists", "not an argument name"),
         ];
         for (line, expected) in cases {

@@ -18,7 +18,7 @@ use countersign_client::{Answer, Approval, Client, FunctionCall, FunctionCallSpe
 use countersign_core::{NewRequest, RequestKind};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam};
+use rmcp::model::{CallToolResult, ContentBlock, ProgressNotificationParam, ProgressToken};
 use rmcp::service::RequestContext;
 use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
@@ -219,22 +219,47 @@ pub fn denial_text(approval: &Approval) -> String {
 /// Runs `work`, sending a progress notification `every` while it waits, when the client gave a
 /// progress token.
 pub async fn with_progress<T>(ctx: &RequestContext<RoleServer>, every: Duration, work: impl Future<Output = T>) -> T {
-    let Some(token) = ctx.meta.get_progress_token() else {
-        return work.await;
-    };
-    let mut work = std::pin::pin!(work);
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    let mut waited = 0u32;
-    loop {
-        tokio::select! {
-            out = &mut work => return out,
-            _ = ticks.tick() => {
-                waited += 1;
-                let seconds = (every * waited).as_secs();
-                let note = ProgressNotificationParam::new(token.clone(), f64::from(waited))
-                    .with_message(format!("waiting for a human in Countersign ({seconds} s)"));
-                if let Err(e) = ctx.peer.notify_progress(note).await {
-                    tracing::debug!(error = %e, "cannot send a progress notification");
+    Progress::new(ctx, every).during(ctx, "waiting for a human in Countersign", work).await
+}
+
+/// Progress notifications for one request, counting up across several waits (the MCP spec wants
+/// the progress value to increase), so that clients whose timeouts reset on progress keep waiting.
+pub struct Progress {
+    token: Option<ProgressToken>,
+    every: Duration,
+    sent: u32,
+    started: tokio::time::Instant,
+}
+
+impl Progress {
+    /// Progress for the request of `ctx`; silent when the client gave no progress token.
+    pub fn new(ctx: &RequestContext<RoleServer>, every: Duration) -> Self {
+        Self { token: ctx.meta.get_progress_token(), every, sent: 0, started: tokio::time::Instant::now() }
+    }
+
+    /// Runs `work`, notifying `label (N s)` every `every` until it ends.
+    pub async fn during<T>(
+        &mut self,
+        ctx: &RequestContext<RoleServer>,
+        label: &str,
+        work: impl Future<Output = T>,
+    ) -> T {
+        let Some(token) = self.token.clone() else {
+            return work.await;
+        };
+        let mut work = std::pin::pin!(work);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + self.every, self.every);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticks.tick() => {
+                    self.sent += 1;
+                    let seconds = self.started.elapsed().as_secs();
+                    let note = ProgressNotificationParam::new(token.clone(), f64::from(self.sent))
+                        .with_message(format!("{label} ({seconds} s)"));
+                    if let Err(e) = ctx.peer.notify_progress(note).await {
+                        tracing::debug!(error = %e, "cannot send a progress notification");
+                    }
                 }
             }
         }

@@ -5,27 +5,29 @@
 //! ([`countersign_core::gate`]): `ask` creates an approval in Countersign and waits for the human
 //! (sending progress notifications meanwhile), then forwards the call with the arguments the human
 //! approved, or returns a tool error with the human's words; `allow` forwards at once; `deny`
-//! refuses. Prompts and resources of the downstream server pass through untouched.
+//! refuses. Prompts and resources of the downstream server pass through untouched. A call the
+//! client cancels is never forwarded, even if a human approves it later.
 
 use crate::cli::GateArgs;
 use crate::exit::{Exit, Failure};
 use anyhow::Context;
-use countersign_client::{Client, FunctionCallSpec};
+use countersign_client::{Approval, Client, FunctionCallSpec};
 use countersign_core::gate::{Action, Rule, Rules};
-use countersign_server::mcp::{PROGRESS_EVERY, denial_text, random_id, with_progress};
+use countersign_server::mcp::{PROGRESS_EVERY, Progress, random_id};
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientConfig, CompleteRequestParams, CompleteResult,
     ContentBlock, GetPromptRequestParams, GetPromptResponse, Implementation, InitializeRequestParams, InitializeResult,
     ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ProgressNotificationParam, ReadResourceRequestParams, ReadResourceResponse, RequestMetaObject, ServerCapabilities,
-    ServerConfig, ServerPeerInfo,
+    ProtocolVersion, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities, ServerConfig, ServerPeerInfo,
 };
 use rmcp::service::{NotificationContext, Peer, RequestContext, RunningService, ServiceError};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, ErrorData, RoleClient, RoleServer, ServerHandler, ServiceExt};
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -51,32 +53,44 @@ impl std::fmt::Display for Downstream {
 /// The gate's connection to the downstream server.
 pub type DownstreamService = RunningService<RoleClient, Relay>;
 
-/// The gate's side of the downstream connection: relays the downstream server's progress and
-/// tool-list notifications to the MCP client upstream, once it is connected.
+/// The gate's side of the downstream connection: relays the downstream server's list-changed
+/// notifications to the MCP client upstream, once it is connected. (Its progress notifications
+/// are not relayed: the gate sends its own, counting up across the human's wait and the call.)
 #[derive(Clone, Default)]
 pub struct Relay {
     upstream: Arc<OnceLock<Peer<RoleServer>>>,
 }
 
-impl ClientHandler for Relay {
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+impl Relay {
+    async fn relay<E: std::fmt::Display, F: Future<Output = Result<(), E>>>(
+        &self,
+        what: &str,
+        send: impl FnOnce(Peer<RoleServer>) -> F,
+    ) {
         if let Some(upstream) = self.upstream.get()
-            && let Err(e) = upstream.notify_progress(params).await
+            && let Err(e) = send(upstream.clone()).await
         {
-            tracing::debug!(error = %e, "cannot relay a progress notification");
+            tracing::debug!(error = %e, "cannot relay a {what} change");
         }
     }
+}
 
+impl ClientHandler for Relay {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        if let Some(upstream) = self.upstream.get()
-            && let Err(e) = upstream.notify_tool_list_changed().await
-        {
-            tracing::debug!(error = %e, "cannot relay a tool list change");
-        }
+        self.relay("tool list", |peer| async move { peer.notify_tool_list_changed().await }).await;
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.relay("prompt list", |peer| async move { peer.notify_prompt_list_changed().await }).await;
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.relay("resource list", |peer| async move { peer.notify_resource_list_changed().await }).await;
     }
 
     fn get_info(&self) -> ClientConfig {
         InitializeRequestParams::new(Default::default(), gate_implementation())
+            .with_protocol_version(ProtocolVersion::LATEST_WITH_INITIALIZE)
     }
 }
 
@@ -149,33 +163,84 @@ impl Gate {
         mut request: CallToolRequestParams,
         rule: &Rule,
         ctx: &RequestContext<RoleServer>,
+        progress: &mut Progress,
     ) -> Result<CallToolRequestParams, CallToolResult> {
         let call_id = random_id("gate");
-        let arguments = request.arguments.clone().unwrap_or_default();
-        let spec = FunctionCallSpec::new(request.name.to_string(), arguments);
-        tracing::info!(call_id, tool = %request.name, rule = %rule.origin, "asking a human");
-        let waited = with_progress(ctx, self.progress_every, self.countersign.request_approval_with_id(&call_id, spec));
-        match waited.await {
+        let tool = request.name.to_string();
+        let spec = FunctionCallSpec::new(tool.clone(), request.arguments.clone().unwrap_or_default());
+        let creating = self.countersign.with_deadline(Some(CREATE_DEADLINE));
+        let created = progress.during(ctx, "asking Countersign", creating.create_function_call(&call_id, &spec)).await;
+        let decided = match created.map(Approval::from_call) {
+            Ok(Some(decided)) => Ok(decided),
+            Ok(None) => {
+                tracing::info!(call_id, tool, rule = %rule.origin, "waiting for a human");
+                let waiting = self.countersign.wait_function_call(&call_id);
+                progress.during(ctx, "waiting for a human in Countersign", waiting).await
+            }
+            Err(e) => Err(e),
+        };
+        match decided {
             Ok(approval) if approval.approved => {
-                tracing::info!(call_id, tool = %request.name, "approved; forwarding");
+                tracing::info!(call_id, tool, "approved; forwarding");
                 request.arguments = Some(approval.kwargs);
                 Ok(request)
             }
             Ok(approval) => {
-                tracing::info!(call_id, tool = %request.name, "denied");
-                let has_comment = approval.comment.as_deref().is_some_and(|c| !c.trim().is_empty());
-                let text = if has_comment {
-                    approval.denial_message()
-                } else {
-                    format!("User denied {}: {}", request.name, denial_text(&approval))
-                };
-                Err(tool_error(text))
+                tracing::info!(call_id, tool, "denied");
+                Err(tool_error(denial(&tool, &approval)))
             }
             Err(e) => {
-                tracing::warn!(call_id, tool = %request.name, error = %e, "cannot get a decision");
-                Err(tool_error(format!("Countersign could not get a human's decision on {}: {e}", request.name)))
+                tracing::warn!(call_id, tool, error = %e, "cannot get a decision");
+                Err(tool_error(format!("Countersign could not get a human's decision on {tool}: {e}")))
             }
         }
+    }
+
+    /// Applies the rules to one call and forwards it when they (or a human) allow it.
+    async fn handle(
+        &self,
+        request: CallToolRequestParams,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let arguments = request.arguments.clone().unwrap_or_default();
+        let verdict = self.rules.verdict(&request.name, &arguments);
+        let mut progress = Progress::new(ctx, self.progress_every);
+        let mut forward = match (verdict.action, verdict.rule) {
+            (Action::Ask, Some(rule)) => match self.ask(request, rule, ctx, &mut progress).await {
+                Ok(approved) => approved,
+                Err(result) => return Ok(result.into()),
+            },
+            (Action::Deny, Some(rule)) => {
+                tracing::info!(tool = %request.name, rule = %rule.origin, "denied by the rules");
+                let text = format!("{} is not allowed by Countersign's gate rules ({})", request.name, rule.origin);
+                return Ok(tool_error(text).into());
+            }
+            _ => request,
+        };
+        // The downstream server gets its own progress token from rmcp; the client hears the
+        // gate's progress, which keeps counting up while the tool runs.
+        forward.meta = None;
+        let label = format!("waiting for {}", forward.name);
+        match progress.during(ctx, &label, self.downstream.call_tool_once(forward)).await {
+            Ok(response) => Ok(response),
+            Err(ServiceError::McpError(error)) => Err(error),
+            Err(e) => Ok(tool_error(format!("the downstream MCP server failed: {e}")).into()),
+        }
+    }
+}
+
+/// How long the gate tries to hand an approval request to Countersign before it gives up on the
+/// call (the human's wait itself has no limit).
+const CREATE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The tool error for a rejection: HumanLayer's wording with the human's comment, else the reject
+/// option, else just that the human said no.
+fn denial(tool: &str, approval: &Approval) -> String {
+    let comment = approval.comment.as_deref().map(str::trim).unwrap_or("");
+    match &approval.reject_option_name {
+        _ if !comment.is_empty() => approval.denial_message(),
+        Some(option) => format!("User denied {tool} ({option})"),
+        None => format!("User denied {tool}"),
     }
 }
 
@@ -228,6 +293,15 @@ impl ServerHandler for Gate {
         self.info.clone()
     }
 
+    /// No newer than what the downstream server speaks, so that the client does not count on
+    /// features the gate would have to pass on.
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        match ProtocolVersion::known_up_to(&self.info.protocol_version) {
+            [] => Cow::Borrowed(ProtocolVersion::KNOWN_VERSIONS),
+            versions => Cow::Borrowed(versions),
+        }
+    }
+
     async fn initialize(
         &self,
         request: InitializeRequestParams,
@@ -251,33 +325,16 @@ impl ServerHandler for Gate {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let arguments = request.arguments.clone().unwrap_or_default();
-        let verdict = self.rules.verdict(&request.name, &arguments);
-        let forward = match (verdict.action, verdict.rule) {
-            (Action::Ask, Some(rule)) => match self.ask(request, rule, &context).await {
-                Ok(mut approved) => {
-                    // Progress for the human wait went out under the client's token; the
-                    // downstream server's own counts would start over, so they are not relayed.
-                    approved.meta = None;
-                    approved
-                }
-                Err(result) => return Ok(result.into()),
-            },
-            (Action::Deny, Some(rule)) => {
-                tracing::info!(tool = %request.name, rule = %rule.origin, "denied by the rules");
-                let text = format!("{} is not allowed by Countersign's gate rules ({})", request.name, rule.origin);
-                return Ok(tool_error(text).into());
+        let _ = self.upstream.set(context.peer.clone());
+        let tool = request.name.clone();
+        tokio::select! {
+            response = self.handle(request, &context) => response,
+            () = context.ct.cancelled() => {
+                // Dropping `handle` stops the wait (an approval stays pending in Countersign, and
+                // a later decision runs nothing) or cancels the forwarded call downstream.
+                tracing::info!(%tool, "the client cancelled the call; nothing is forwarded");
+                Ok(tool_error(format!("{tool} was cancelled by the client")).into())
             }
-            _ => {
-                let mut request = request;
-                request.meta = context.meta.get_progress_token().map(RequestMetaObject::with_progress_token);
-                request
-            }
-        };
-        match self.downstream.call_tool_once(forward).await {
-            Ok(response) => Ok(response),
-            Err(ServiceError::McpError(error)) => Err(error),
-            Err(e) => Ok(tool_error(format!("the downstream MCP server failed: {e}")).into()),
         }
     }
 
@@ -345,8 +402,17 @@ pub fn load_rules(file: Option<&Path>, ask: &[String]) -> anyhow::Result<Rules> 
         let rule = Rule::ask(glob, "--ask").map_err(|e| Failure::new(Exit::Usage, format!("--ask {glob}: {e}")))?;
         rules.push(rule);
     }
-    if file.is_none() && ask.is_empty() {
-        rules = Rules::ask_everything();
+    match file {
+        None if ask.is_empty() => rules = Rules::ask_everything(),
+        Some(path) if rules.is_empty() => {
+            let message = format!(
+                "{} has no rules, so every call would be forwarded without asking; add rules (e.g. `ask *`), \
+                 or leave out --rules to ask before every call",
+                path.display()
+            );
+            return Err(Failure::new(Exit::Usage, message).into());
+        }
+        _ => {}
     }
     Ok(rules)
 }
@@ -366,6 +432,7 @@ pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
         }
     };
     let countersign = super::mcp::client(&args.connection, "gate")?;
+    check_countersign(&countersign).await?;
     let relay = Relay::default();
     let service = connect(&downstream, relay).await?;
     warn_about_unused_rules(&service, &rules).await;
@@ -381,6 +448,23 @@ pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
         reason = service.waiting() => {
             anyhow::bail!("the downstream MCP server {downstream} stopped ({:?})", reason.ok())
         }
+    }
+}
+
+/// Fails fast when Countersign cannot be reached or refuses the key, rather than leaving every
+/// gated call to hang later.
+async fn check_countersign(countersign: &Client) -> anyhow::Result<()> {
+    let base = countersign.base_url().clone();
+    let probe = countersign.with_deadline(Some(Duration::from_secs(5)));
+    match probe.get_function_call(&random_id("gate-startup-check")).await {
+        Ok(_) | Err(countersign_client::Error::Api { status: 404, .. }) => Ok(()),
+        Err(countersign_client::Error::Api { status: 401 | 403, message, .. }) => Err(anyhow::anyhow!(
+            "Countersign at {base} refused the API key ({message}); pass --key or set COUNTERSIGN_API_KEY"
+        )),
+        Err(countersign_client::Error::Deadline { after, .. }) => {
+            Err(anyhow::anyhow!("cannot reach Countersign at {base} within {after:?} (is it running? see --server)"))
+        }
+        Err(e) => Err(anyhow::anyhow!("cannot reach Countersign at {base} (is it running? see --server): {e}")),
     }
 }
 
@@ -424,6 +508,13 @@ mod tests {
         let only = load_rules(None, &["write_*".into()]).unwrap();
         assert_eq!(only.verdict("write_file", &empty).action, Action::Ask);
         assert_eq!(only.verdict("read_file", &empty).action, Action::Allow);
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.rules");
+        std::fs::write(&empty, "# nothing yet\n\n").unwrap();
+        let err = load_rules(Some(&empty), &[]).unwrap_err();
+        assert_eq!(crate::exit::of(&err), Exit::Usage);
+        assert!(err.to_string().contains("has no rules"), "{err}");
+        assert!(load_rules(Some(&empty), &["write_file".into()]).is_ok());
         let err = load_rules(Some(Path::new("/nonexistent/gate.rules")), &[]).unwrap_err();
         assert_eq!(crate::exit::of(&err), Exit::Usage);
         assert!(err.to_string().contains("/nonexistent/gate.rules"), "{err}");

@@ -216,32 +216,80 @@ async fn the_gate_fronts_a_streamable_http_server_by_url() {
     mcp.cancel().await.unwrap();
 }
 
-fn run_gate(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+async fn run_gate(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
         .args(["mcp", "gate"])
         .args(args)
+        .env_remove("COUNTERSIGN_API_KEY")
+        .env_remove("HUMANLAYER_API_KEY")
         .stdin(Stdio::null())
         .output()
+        .await
         .unwrap()
 }
 
-#[test]
-fn bad_rules_files_and_missing_servers_are_refused_with_what_to_fix() {
+#[tokio::test]
+async fn a_call_the_client_cancels_is_never_forwarded_even_if_approved_later() {
+    let s = TestServer::start().await;
+    let (_dir, dir) = files();
+    let mcp = gate(&s, "ask write_file\n", &dir).await;
+    let file = dir.join("cancelled.txt");
+    let peer = mcp.peer().clone();
+    let args = json!({"path": file.display().to_string(), "content": "too late"});
+    let asked = tokio::spawn(async move { peer.call_tool(call("write_file", args)).await });
+    let approval = pending(&s, "function_calls").await;
+    asked.abort(); // dropping the request sends notifications/cancelled
+    let _ = asked.await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let call_id = approval["call_id"].as_str().unwrap();
+    let (status, _) = s.post(&format!("/agent/function_calls/{call_id}/respond"), json!({"approved": true})).await;
+    assert_eq!(status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!file.exists(), "the approval came after the client gave up: nothing may run");
+
+    let again = dir.join("again.txt");
+    let result = write_decided(&s, &mcp, &again, "still works", json!({"approved": true})).await;
+    ok_text(&result);
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), "still works");
+    mcp.cancel().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_rules_files_and_unreachable_servers_are_refused_with_what_to_fix() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("bad.rules");
     std::fs::write(&rules, "ask write_file\nask edit_file when path = \"/etc\"\n").unwrap();
-    let out = run_gate(&["--rules", rules.to_str().unwrap(), "--", "true"]);
+    let out = run_gate(&["--rules", rules.to_str().unwrap(), "--", "true"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad.rules:2: unknown operator `=`"), "{stderr}");
     assert!(stderr.contains("2 | ask edit_file when path = \"/etc\""), "{stderr}");
 
-    let out = run_gate(&["--ask", "write_file"]);
+    let out = run_gate(&["--ask", "write_file"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("name the downstream MCP server"), "{stderr}");
 
-    let out = run_gate(&["--server", "http://127.0.0.1:9", "--key", "cs_x", "--", "/nonexistent/mcp-server"]);
+    let empty = dir.path().join("empty.rules");
+    std::fs::write(&empty, "# to do\n").unwrap();
+    let out = run_gate(&["--rules", empty.to_str().unwrap(), "--", "true"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("has no rules, so every call would be forwarded without asking"), "{stderr}");
+
+    let out = run_gate(&["--server", "http://127.0.0.1:9", "--key", "cs_x", "--", "true"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot reach Countersign at http://127.0.0.1:9/humanlayer/v1"), "{stderr}");
+
+    let s = TestServer::start().await;
+    let server = format!("http://{}", s.addr);
+    let out = run_gate(&["--server", &server, "--key", "cs_not_a_key", "--", "true"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refused the API key"), "{stderr}");
+
+    let out = run_gate(&["--server", &server, "--key", &s.key, "--", "/nonexistent/mcp-server"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot start the downstream MCP server `/nonexistent/mcp-server`"), "{stderr}");
