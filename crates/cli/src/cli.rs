@@ -66,7 +66,8 @@ pub enum Command {
     /// Answer a pending question from an agent.
     #[command(after_help = terminal_help(ANSWER_EXAMPLES))]
     Answer(AnswerArgs),
-    /// Serve MCP over stdio: `request_permission` (Claude Code's --permission-prompt-tool) and `ask_human`.
+    /// Serve MCP over stdio: `request_permission` (Claude Code's --permission-prompt-tool) and
+    /// `ask_human`; `mcp gate` puts a human in front of another MCP server's tools.
     #[command(after_help = MCP_HELP)]
     Mcp(McpArgs),
 }
