@@ -10,7 +10,11 @@
 //! - webhook deliveries/s (N decisions, each delivered as a signed webhook to a receiver inside
 //!   this process) vs. the same receiver fed N signed POSTs directly over 32 connections, and
 //!   decision → webhook latency p50/p99 vs. the respond round trip plus a bare POST to the
-//!   receiver (on a server of its own, so that its endpoint sees no other part's decisions).
+//!   receiver (on a server of its own, so that its endpoint sees no other part's decisions);
+//! - `countersign mcp gate` on calls its rules do not select (`--ask no_such_tool`): an MCP client
+//!   (rmcp, stdio) calls the `echo` tool of this binary's hidden `echo-mcp` server through the gate
+//!   vs. the same server spawned directly: latency p50/p99 of sequential calls, and calls/s
+//!   sequential and with 16 in flight (SQLite pass only: such calls never reach Countersign).
 //!
 //! With `--postgres ADMIN_URL` each selected part runs again on a server using a fresh database
 //! on that PostgreSQL cluster (rows marked `[pg]`): creates vs. direct 1-row transactions over 8
@@ -19,13 +23,14 @@
 //! vs. a LISTEN/NOTIFY round trip measured directly; the webhooks part runs on a database of its own.
 //!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
-//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks] [--json]
+//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks,gate] [--json]
 //! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
-//! unless `--keep`; its stderr goes to `server.log` there.
+//! unless `--keep`; its stderr goes to `server.log` there (the gate's to `gate.log`).
 
 mod baseline;
 mod client;
+mod gate;
 mod pg;
 mod process;
 mod report;
@@ -60,6 +65,9 @@ enum Cmd {
     /// Internal: the bare axum JSON server and TCP echo server used as baselines.
     #[command(hide = true)]
     BareServer,
+    /// Internal: a minimal MCP server on stdio with one tool, `echo` (the gate part's downstream).
+    #[command(hide = true)]
+    EchoMcp,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -92,6 +100,10 @@ struct Opts {
     /// Requests decided at once in the webhook deliveries/s test [default: 1,000 per --seconds].
     #[arg(long, value_name = "N")]
     webhook_decisions: Option<u64>,
+    /// MCP calls per measured phase of the gate part (sequential, then 16 in flight; each direct
+    /// and through the gate), after a warm-up of a tenth as many (16 to 1,000).
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    gate_calls: usize,
     /// Run only these parts (repeatable or comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -119,6 +131,7 @@ enum Part {
     Gets,
     Wake,
     Webhooks,
+    Gate,
 }
 
 impl Part {
@@ -126,18 +139,26 @@ impl Part {
     fn on_shared_server(self) -> bool {
         self != Part::Webhooks
     }
+
+    /// Whether the part runs again in the PostgreSQL pass (the gate part does not: the calls it
+    /// measures never reach the database).
+    fn on_postgres(self) -> bool {
+        self != Part::Gate
+    }
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::BareServer) => baseline::run_bare_server(),
+        Some(Cmd::EchoMcp) => gate::run_echo_server(),
         None => {
             let opts = cli.opts;
             anyhow::ensure!(opts.client_threads >= 1, "--client-threads must be at least 1");
             anyhow::ensure!(opts.connections >= 1, "--connections must be at least 1");
             anyhow::ensure!(opts.seconds > 0.0 && opts.warmup >= 0.0, "--seconds must be > 0 and --warmup >= 0");
             anyhow::ensure!(opts.webhook_decisions != Some(0), "--webhook-decisions must be at least 1");
+            anyhow::ensure!(opts.gate_calls >= 1, "--gate-calls must be at least 1");
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(opts.client_threads).enable_all().build()?;
             runtime.block_on(bench(opts))
@@ -325,7 +346,7 @@ async fn run_sqlite(
         let key = launch.create_key().await?;
         let mut server = launch.serve("countersign serve", &tmp.join("server.log")).await?;
         eprintln!("countersign listening on {}", server.addr);
-        let outcome = run_parts(opts, parts, tag, &key, &mut server, bare, tmp, shared, report).await;
+        let outcome = run_parts(opts, parts, tag, &key, launch, &mut server, bare, tmp, shared, report).await;
         let stopped = server.stop().await;
         outcome?;
         stopped?;
@@ -424,6 +445,7 @@ async fn run_parts(
     parts: &[Part],
     tag: &str,
     key: &str,
+    launch: &Launch<'_>,
     server: &mut Server,
     bare: Option<&Server>,
     tmp: &Path,
@@ -482,6 +504,18 @@ async fn run_parts(
         report.wake(Backend::Sqlite, &wake, &rtt, &commit);
         shared.rtt = Some(rtt);
     }
+
+    if parts.contains(&Part::Gate) {
+        let calls = opts.gate_calls.min(usize::try_from(opts.max_requests).unwrap_or(usize::MAX));
+        let result = gate::run(launch.bin, server.addr, key, &launch.config_home, tmp, calls).await?;
+        server.check_alive()?;
+        eprintln!(
+            "  direct {:.0} calls/s, through the gate {:.0} calls/s (sequential)",
+            result.direct.sequential_rate(),
+            result.gated.sequential_rate()
+        );
+        report.gate(&result);
+    }
     Ok(())
 }
 
@@ -501,7 +535,7 @@ async fn run_postgres(
     report: &mut Report,
 ) -> Result<()> {
     let name = format!("countersign_bench_{}", tag.replace('-', "_"));
-    if parts.iter().any(|p| p.on_shared_server()) {
+    if parts.iter().any(|p| p.on_shared_server() && p.on_postgres()) {
         eprintln!("[pg] creating the databases {name} (server) and {name}_base (baselines) ...");
         let url = cluster.create_database(&name).await?;
         let base_url = cluster.create_database(&format!("{name}_base")).await?;

@@ -3,6 +3,7 @@
 use crate::Opts;
 use crate::baseline::CommitResult;
 use crate::client::LoadResult;
+use crate::gate::{self, GateResult, Side};
 use crate::stats::Samples;
 use crate::wake::WakeResult;
 use crate::webhooks::{self, Tally, WebhookResult};
@@ -210,6 +211,7 @@ impl Report {
             "max_requests": opts.max_requests,
             "wake_iters": opts.wake_iters,
             "wake_delay_ms": opts.wake_delay_ms,
+            "gate_calls": opts.gate_calls,
         });
         Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new() }
     }
@@ -584,6 +586,103 @@ impl Report {
                 r.rejected,
                 r.first_problem.as_deref().unwrap_or("-")
             );
+        }
+        self.note(backend, text);
+    }
+
+    /// MCP calls through `countersign mcp gate` (rules that select none of them) against the same
+    /// echo server called directly: latency of sequential calls, and calls/s sequential and with
+    /// [`gate::IN_FLIGHT`] in flight.
+    pub fn gate(&mut self, r: &GateResult) {
+        let backend = Backend::Sqlite;
+        for (order, p) in [(600, 50.0), (601, 99.0)] {
+            self.push(
+                backend,
+                order,
+                &format!("gate_call_p{p}_ms"),
+                &format!("MCP call through the gate p{p}"),
+                r.gated.sequential.percentile_ms(p),
+                Unit::Ms,
+                &format!("direct MCP call p{p}"),
+                r.direct.sequential.percentile_ms(p),
+                Goal::None,
+                false,
+            );
+        }
+        self.push(
+            backend,
+            602,
+            "gate_calls_per_s",
+            "MCP calls/s through the gate, sequential",
+            r.gated.sequential_rate(),
+            Unit::PerSec,
+            "direct MCP calls/s, sequential",
+            r.direct.sequential_rate(),
+            Goal::None,
+            true,
+        );
+        self.push(
+            backend,
+            603,
+            "gate_calls_in_flight_per_s",
+            &format!("MCP calls/s through the gate, {} in flight", gate::IN_FLIGHT),
+            r.gated.concurrent_rate(),
+            Unit::PerSec,
+            &format!("direct MCP calls/s, {} in flight", gate::IN_FLIGHT),
+            r.direct.concurrent_rate(),
+            Goal::None,
+            true,
+        );
+        let side_json = |s: &Side| {
+            json!({
+                "startup_ms": s.startup.as_secs_f64() * 1e3,
+                "sequential": {"rate_per_s": s.sequential_rate(), "elapsed_s": s.sequential_elapsed.as_secs_f64(),
+                               "latency": latency_json(&s.sequential)},
+                "in_flight": {"rate_per_s": s.concurrent_rate(), "elapsed_s": s.concurrent_elapsed.as_secs_f64(),
+                              "latency": latency_json(&s.concurrent)},
+                "errors": s.errors,
+                "first_error": s.first_error,
+            })
+        };
+        self.details.insert(
+            backend.key("gate"),
+            json!({
+                "calls_per_phase": r.calls,
+                "warmup_calls": r.warmup,
+                "in_flight": gate::IN_FLIGHT,
+                "rules": format!("--ask {}", gate::UNSELECTED_GLOB),
+                "gate": side_json(&r.gated),
+                "direct": side_json(&r.direct),
+            }),
+        );
+        let side_text = |name: &str, s: &Side| {
+            format!(
+                "{name}: started (spawn -> MCP handshake) in {:.1} ms; sequential max {:.3} ms; {} in flight: \
+                 latency p50 {:.3} ms, p99 {:.3} ms",
+                s.startup.as_secs_f64() * 1e3,
+                s.sequential.max_ms(),
+                gate::IN_FLIGHT,
+                s.concurrent.percentile_ms(50.0),
+                s.concurrent.percentile_ms(99.0),
+            )
+        };
+        let mut text = format!(
+            "gate: {} echo calls per phase after {} warm-up calls, rules `--ask {}` (selecting none)\n{}\n{}",
+            thousands(r.calls as u64),
+            thousands(r.warmup as u64),
+            gate::UNSELECTED_GLOB,
+            side_text("  through the gate", &r.gated),
+            side_text("  direct", &r.direct),
+        );
+        for (name, s) in [("through the gate", &r.gated), ("direct", &r.direct)] {
+            if s.errors > 0 {
+                let _ = write!(
+                    text,
+                    "\n  FAILURES {name}: {} calls failed; first: {}",
+                    s.errors,
+                    s.first_error.as_deref().unwrap_or("-")
+                );
+            }
         }
         self.note(backend, text);
     }
