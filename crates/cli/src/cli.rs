@@ -411,6 +411,7 @@ const GATE_HELP: &str = "Examples:
     -- npx -y @modelcontextprotocol/server-filesystem ~/notes
   countersign mcp gate --rules gate.rules \\
     --url https://mcp.example.com/mcp --header 'Authorization: Bearer ...'
+  countersign mcp gate --rules gate.rules --explain write_file '{\"path\": \"/etc/hosts\"}'
 
 Rules, one per line (# starts a comment). The first rule that matches a call decides;
 a call that no rule matches is forwarded at once:
@@ -474,6 +475,10 @@ pub struct GateArgs {
     /// An HTTP header for --url, e.g. 'Authorization: Bearer TOKEN' (repeatable)
     #[arg(long, value_name = "NAME: VALUE", requires = "url")]
     pub header: Vec<String>,
+    /// Print what the rules do with a call of TOOL (with ARGUMENTS, a JSON object) and exit,
+    /// without starting anything; e.g. --explain write_file '{"path": "/etc/hosts"}'
+    #[arg(long, value_names = ["TOOL", "ARGUMENTS"], num_args = 1..=2, conflicts_with_all = ["url", "command"])]
+    pub explain: Option<Vec<String>>,
     #[command(flatten)]
     pub connection: McpConnection,
     /// The downstream MCP server's command and arguments (after `--`); it serves MCP on stdio

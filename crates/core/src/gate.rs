@@ -75,6 +75,8 @@ pub struct Rule {
     conditions: Vec<Condition>,
     /// Where the rule was written: `FILE:LINE`, or how it was given (`--ask`).
     pub origin: String,
+    /// The rule as written (without its comment).
+    pub text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +189,9 @@ impl Rules {
             if tokens.is_empty() {
                 continue;
             }
-            rules.push(Rule::from_tokens(&tokens, format!("{source}:{}", index + 1)).map_err(error)?);
+            let mut rule = Rule::from_tokens(&tokens, format!("{source}:{}", index + 1)).map_err(error)?;
+            rule.text = tokens.iter().map(Token::written).collect::<Vec<_>>().join(" ");
+            rules.push(rule);
         }
         Ok(Self { rules })
     }
@@ -230,6 +234,7 @@ impl Rule {
             matcher: Glob::new(tools, false)?,
             conditions: Vec::new(),
             origin: origin.into(),
+            text: format!("ask {tools}"),
         })
     }
 
@@ -286,7 +291,7 @@ impl Rule {
                 }
             }
         }
-        Ok(Self { action, tools, matcher, conditions, origin })
+        Ok(Self { action, tools, matcher, conditions, origin, text: String::new() })
     }
 }
 
@@ -431,6 +436,14 @@ impl Token {
         }
     }
 
+    /// The token as it would be written in a rules file.
+    fn written(&self) -> String {
+        match self {
+            Token::Word(word) => word.clone(),
+            Token::Quoted(text) => Value::String(text.clone()).to_string(),
+        }
+    }
+
     /// The token as a JSON value: a quoted string, or a number, `true`, `false` or `null`.
     fn value(&self) -> Result<Value, String> {
         match self {
@@ -531,6 +544,8 @@ mod tests {
         assert_eq!(action(&rules, "read_file", json!({"path": "/etc/passwd"})), Action::Allow);
         let verdict = rules.verdict("write_file", &args(json!({"path": "/x"})));
         assert_eq!(verdict.rule.unwrap().origin, "gate.rules:4");
+        let verdict = rules.verdict("write_file", &args(json!({"path": "/tmp/scratch/x"})));
+        assert_eq!(verdict.rule.unwrap().text, "allow write_file when path ~ \"/tmp/scratch/*\"");
         assert!(rules.verdict("read_file", &Map::new()).rule.is_none());
     }
 

@@ -420,6 +420,10 @@ pub fn load_rules(file: Option<&Path>, ask: &[String]) -> anyhow::Result<Rules> 
 /// `countersign mcp gate`: serves the gate on stdio until the client or the downstream server goes.
 pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
     let rules = load_rules(args.rules.as_deref(), &args.ask)?;
+    if let Some(call) = &args.explain {
+        println!("{}", explain(&rules, call)?);
+        return Ok(());
+    }
     let downstream = match (args.url, args.command.is_empty()) {
         (Some(url), true) => Downstream::Url { url, headers: parse_headers(&args.header)? },
         (None, false) => Downstream::Command(args.command),
@@ -449,6 +453,27 @@ pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
             anyhow::bail!("the downstream MCP server {downstream} stopped ({:?})", reason.ok())
         }
     }
+}
+
+/// `--explain TOOL [ARGUMENTS]`: the verdict on one call, e.g. `ask (gate.rules:3: ask write_file)`.
+fn explain(rules: &Rules, call: &[String]) -> anyhow::Result<String> {
+    let tool = &call[0];
+    let arguments = match call.get(1) {
+        Some(json) => match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(serde_json::Value::Object(arguments)) => arguments,
+            _ => {
+                let message =
+                    format!("--explain {tool}: the arguments must be a JSON object, e.g. '{{\"path\": \"/tmp/x\"}}'");
+                return Err(Failure::new(Exit::Usage, message).into());
+            }
+        },
+        None => serde_json::Map::new(),
+    };
+    let verdict = rules.verdict(tool, &arguments);
+    Ok(match verdict.rule {
+        Some(rule) => format!("{} ({}: {})", verdict.action.as_str(), rule.origin, rule.text),
+        None => "allow (no rule matches; forwarded at once)".to_owned(),
+    })
 }
 
 /// Fails fast when Countersign cannot be reached or refuses the key, rather than leaving every

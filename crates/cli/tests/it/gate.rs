@@ -265,6 +265,33 @@ async fn bad_rules_files_and_unreachable_servers_are_refused_with_what_to_fix() 
     assert!(stderr.contains("bad.rules:2: unknown operator `=`"), "{stderr}");
     assert!(stderr.contains("2 | ask edit_file when path = \"/etc\""), "{stderr}");
 
+    let good = dir.path().join("good.rules");
+    std::fs::write(&good, "allow write_file when path ~ \"/srv/tmp/*\"  # scratch\nask write_*\n").unwrap();
+    let explain = |args: &[&str]| {
+        let mut all = vec!["--rules", good.to_str().unwrap(), "--explain"];
+        all.extend_from_slice(args);
+        all.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    for (args, expected) in [
+        (
+            explain(&["write_file", r#"{"path": "/srv/tmp/a"}"#]),
+            "good.rules:1: allow write_file when path ~ \"/srv/tmp/*\")",
+        ),
+        (explain(&["write_file", r#"{"path": "/srv/tmp/../etc/x"}"#]), "good.rules:2: ask write_*)"),
+        (explain(&["write_config"]), "good.rules:2: ask write_*)"),
+        (explain(&["read_file"]), "allow (no rule matches; forwarded at once)"),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_gate(&args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let action = if expected.contains(": ask ") { "ask (" } else { "allow (" };
+        assert!(stdout.starts_with(action) && stdout.trim().ends_with(expected), "{args:?}: {stdout}");
+    }
+    let out = run_gate(&["--rules", good.to_str().unwrap(), "--explain", "write_file", "[1]"]).await;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a JSON object"));
+
     let out = run_gate(&["--ask", "write_file"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
