@@ -379,6 +379,45 @@ async fn the_live_stream_announces_only_the_persons_projects() {
 }
 
 #[tokio::test]
+async fn an_open_stream_follows_project_changes_and_ends_when_the_person_is_disabled() {
+    let s = TestServer::start().await;
+    let ada = signed_in(&s, "ada@example.com", &["alpha", "beta"]).await;
+    let mut stream = s
+        .http
+        .get(s.root("/events"))
+        .header("cookie", ada.cookie_header())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    s.post_as(&s.other_key, "/function_calls", approval("beta-1")).await;
+    assert_eq!(events_within(&mut stream, Duration::from_millis(600)).await, vec!["changed"]);
+
+    let email = Email::parse("ada@example.com").unwrap();
+    let beta = s.store.project_by_name("beta").await.unwrap().unwrap();
+    s.store.change_user_projects(&email, &[], &[beta.id]).await.unwrap().unwrap();
+    s.post_as(&s.other_key, "/function_calls", approval("beta-2")).await;
+    assert_eq!(
+        events_within(&mut stream, Duration::from_millis(600)).await,
+        Vec::<String>::new(),
+        "taken out of beta: the open stream no longer announces it"
+    );
+    s.post("/function_calls", approval("alpha-1")).await;
+    assert_eq!(events_within(&mut stream, Duration::from_millis(600)).await, vec!["changed"]);
+
+    s.store.disable_user(&email).await.unwrap();
+    s.post("/function_calls", approval("alpha-2")).await;
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Ok(Some(chunk)) = stream.chunk().await {
+            assert!(!String::from_utf8_lossy(&chunk).contains("event: changed"), "nothing more for a disabled person");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream of a disabled person ends");
+}
+
+#[tokio::test]
 async fn history_filters_search_and_pages() {
     let s = TestServer::start().await;
     let mut ada = signed_in(&s, "ada@example.com", &["alpha"]).await;

@@ -343,21 +343,36 @@ fn form_urlencoded(pairs: &[(&str, &String)]) -> String {
 /// is created, decided or escalated (the page then re-reads its list). Events carry no content,
 /// and events of other projects are never sent.
 async fn events(State(state): State<AppState>, who: WebSession) -> Response {
-    let projects: Vec<String> = who.session.projects.iter().map(|p| p.id.clone()).collect();
+    let mut projects = project_ids(&who.session);
     let mut changes = state.requests.watch_inbox();
-    let closing = state.clone();
     let stream = async_stream(move |tx| async move {
+        let mut next_check = tokio::time::Instant::now() + SESSION_RECHECK;
         loop {
             let change = tokio::select! {
-                change = changes.recv() => change,
-                () = closing.requests.closed() => return,
+                change = changes.recv() => Some(change),
+                () = tokio::time::sleep_until(next_check) => None,
+                () = state.requests.closed() => return,
             };
-            let relevant = match &change {
-                Ok(change) => &*change.project_id == "*" || projects.iter().any(|p| **p == *change.project_id),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => true,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            let concerns = |projects: &[String]| match &change {
+                Some(Ok(change)) => &*change.project_id == "*" || projects.iter().any(|p| **p == *change.project_id),
+                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => true,
+                Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) | None => false,
             };
-            if !relevant {
+            if matches!(change, Some(Err(tokio::sync::broadcast::error::RecvError::Closed))) {
+                return;
+            }
+            if change.is_some() && !concerns(&projects) {
+                continue;
+            }
+            // Before announcing (and now and then), re-read the session: the person may have
+            // signed out, been disabled, or been moved between projects since the stream opened.
+            match people::session(state.store.as_ref(), &who.token).await {
+                Ok(Some(session)) => projects = project_ids(&session),
+                Ok(None) => return,
+                Err(e) => tracing::debug!(error = %e.message(), "cannot re-check an inbox stream's session"),
+            }
+            next_check = tokio::time::Instant::now() + SESSION_RECHECK;
+            if !concerns(&projects) {
                 continue;
             }
             // Let a burst settle into one refresh.
@@ -371,6 +386,13 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
     let mut response = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+/// How often an open inbox stream re-reads its session even when nothing happens.
+const SESSION_RECHECK: Duration = Duration::from_secs(30);
+
+fn project_ids(session: &countersign_store::Session) -> Vec<String> {
+    session.projects.iter().map(|p| p.id.clone()).collect()
 }
 
 /// A stream fed by a task through a small channel.
