@@ -165,15 +165,6 @@ impl fmt::Display for RulesError {
 
 impl std::error::Error for RulesError {}
 
-/// What the rules say about one call.
-#[derive(Debug, Clone, Copy)]
-pub struct Verdict<'a> {
-    /// The action to take.
-    pub action: Action,
-    /// The rule that decided; `None` when no rule matched (the call is allowed).
-    pub rule: Option<&'a Rule>,
-}
-
 impl Rules {
     /// Parses a rules file; `source` names it in errors (`gate.rules:3: ...`).
     pub fn parse(source: &str, text: &str) -> Result<Self, RulesError> {
@@ -216,12 +207,14 @@ impl Rules {
         self.rules.is_empty()
     }
 
-    /// What to do with a call of `tool` with `arguments`.
-    pub fn verdict(&self, tool: &str, arguments: &Map<String, Value>) -> Verdict<'_> {
-        match self.rules.iter().find(|rule| rule.selects(tool, arguments)) {
-            Some(rule) => Verdict { action: rule.action, rule: Some(rule) },
-            None => Verdict { action: Action::Allow, rule: None },
-        }
+    /// The rule that decides a call of `tool` with `arguments`; `None` when none matches (allowed).
+    pub fn verdict(&self, tool: &str, arguments: &Map<String, Value>) -> Option<&Rule> {
+        self.rules.iter().find(|rule| rule.selects(tool, arguments))
+    }
+
+    /// The action for a call: its rule's, or `allow` when no rule matches.
+    pub fn action(&self, tool: &str, arguments: &Map<String, Value>) -> Action {
+        self.verdict(tool, arguments).map_or(Action::Allow, |rule| rule.action)
     }
 }
 
@@ -521,7 +514,7 @@ mod tests {
     }
 
     fn action(rules: &Rules, tool: &str, arguments: Value) -> Action {
-        rules.verdict(tool, &args(arguments)).action
+        rules.action(tool, &args(arguments))
     }
 
     #[test]
@@ -543,10 +536,10 @@ mod tests {
         assert_eq!(action(&rules, "move_file", json!({"source": "/home/x"})), Action::Allow);
         assert_eq!(action(&rules, "read_file", json!({"path": "/etc/passwd"})), Action::Allow);
         let verdict = rules.verdict("write_file", &args(json!({"path": "/x"})));
-        assert_eq!(verdict.rule.unwrap().origin, "gate.rules:4");
+        assert_eq!(verdict.unwrap().origin, "gate.rules:4");
         let verdict = rules.verdict("write_file", &args(json!({"path": "/tmp/scratch/x"})));
-        assert_eq!(verdict.rule.unwrap().text, "allow write_file when path ~ \"/tmp/scratch/*\"");
-        assert!(rules.verdict("read_file", &Map::new()).rule.is_none());
+        assert_eq!(verdict.unwrap().text, "allow write_file when path ~ \"/tmp/scratch/*\"");
+        assert!(rules.verdict("read_file", &Map::new()).is_none());
     }
 
     #[test]

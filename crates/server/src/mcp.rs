@@ -176,7 +176,8 @@ impl HumanTools {
 
 /// `/mcp`: the tools over MCP's streamable HTTP, for the project of the bearer API key (401 without
 /// one). Requests are grouped under run id `mcp`, or the one the client names in an
-/// `X-Countersign-Run-Id` header or a `?run_id=` query parameter. Stateless (no MCP sessions), so any instance of a multi-instance deployment can answer.
+/// `X-Countersign-Run-Id` header or a `?run_id=` query parameter. Stateless (no MCP sessions), so
+/// any instance of a multi-instance deployment can answer.
 pub fn routes(state: AppState) -> Router<AppState> {
     // Every request needs an API key, as the rest of the API, so the Host check that protects
     // key-less local servers from DNS rebinding is not needed (and would refuse public hostnames).
@@ -206,7 +207,7 @@ pub fn permission_payload(approval: &Approval) -> Value {
 }
 
 /// What a model should read about a rejection: the human's comment, else the reject option picked.
-pub fn denial_text(approval: &Approval) -> String {
+fn denial_text(approval: &Approval) -> String {
     match approval.comment.as_deref().map(str::trim) {
         Some(comment) if !comment.is_empty() => comment.to_owned(),
         _ => match &approval.reject_option_name {
@@ -218,7 +219,7 @@ pub fn denial_text(approval: &Approval) -> String {
 
 /// Runs `work`, sending a progress notification `every` while it waits, when the client gave a
 /// progress token.
-pub async fn with_progress<T>(ctx: &RequestContext<RoleServer>, every: Duration, work: impl Future<Output = T>) -> T {
+async fn with_progress<T>(ctx: &RequestContext<RoleServer>, every: Duration, work: impl Future<Output = T>) -> T {
     Progress::new(ctx, every).during(ctx, "waiting for a human in Countersign", work).await
 }
 

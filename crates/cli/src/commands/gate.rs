@@ -202,15 +202,16 @@ impl Gate {
         request: CallToolRequestParams,
         ctx: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let arguments = request.arguments.clone().unwrap_or_default();
-        let verdict = self.rules.verdict(&request.name, &arguments);
+        let no_arguments = serde_json::Map::new();
+        let arguments = request.arguments.as_ref().unwrap_or(&no_arguments);
+        let rule = self.rules.verdict(&request.name, arguments);
         let mut progress = Progress::new(ctx, self.progress_every);
-        let mut forward = match (verdict.action, verdict.rule) {
-            (Action::Ask, Some(rule)) => match self.ask(request, rule, ctx, &mut progress).await {
+        let mut forward = match rule {
+            Some(rule) if rule.action == Action::Ask => match self.ask(request, rule, ctx, &mut progress).await {
                 Ok(approved) => approved,
                 Err(result) => return Ok(result.into()),
             },
-            (Action::Deny, Some(rule)) => {
+            Some(rule) if rule.action == Action::Deny => {
                 tracing::info!(tool = %request.name, rule = %rule.origin, "denied by the rules");
                 let text = format!("{} is not allowed by Countersign's gate rules ({})", request.name, rule.origin);
                 return Ok(tool_error(text).into());
@@ -469,9 +470,8 @@ fn explain(rules: &Rules, call: &[String]) -> anyhow::Result<String> {
         },
         None => serde_json::Map::new(),
     };
-    let verdict = rules.verdict(tool, &arguments);
-    Ok(match verdict.rule {
-        Some(rule) => format!("{} ({}: {})", verdict.action.as_str(), rule.origin, rule.text),
+    Ok(match rules.verdict(tool, &arguments) {
+        Some(rule) => format!("{} ({}: {})", rule.action.as_str(), rule.origin, rule.text),
         None => "allow (no rule matches; forwarded at once)".to_owned(),
     })
 }
@@ -529,10 +529,10 @@ mod tests {
     #[test]
     fn no_rules_asks_everything_and_ask_flags_follow_the_file() {
         let empty = serde_json::Map::new();
-        assert_eq!(load_rules(None, &[]).unwrap().verdict("x", &empty).action, Action::Ask);
+        assert_eq!(load_rules(None, &[]).unwrap().action("x", &empty), Action::Ask);
         let only = load_rules(None, &["write_*".into()]).unwrap();
-        assert_eq!(only.verdict("write_file", &empty).action, Action::Ask);
-        assert_eq!(only.verdict("read_file", &empty).action, Action::Allow);
+        assert_eq!(only.action("write_file", &empty), Action::Ask);
+        assert_eq!(only.action("read_file", &empty), Action::Allow);
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.rules");
         std::fs::write(&empty, "# nothing yet\n\n").unwrap();

@@ -122,14 +122,7 @@ async fn keys_and_requests_are_shared() {
 async fn an_inbox_on_one_instance_hears_of_requests_made_on_another() {
     let Some((a, b)) = two_instances().await else { return };
     let ada = crate::web::signed_in(&b, "ada@example.com", &["alpha"]).await;
-    let mut stream = b
-        .http
-        .get(b.root("/events"))
-        .header("cookie", ada.cookie_header())
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = crate::web::open_events(&b, &ada).await;
     assert_eq!(stream.status(), StatusCode::OK);
     tokio::time::sleep(Duration::from_millis(100)).await;
     a.post_as(&a.other_key, "/function_calls", approval("theirs")).await;

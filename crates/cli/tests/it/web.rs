@@ -336,6 +336,18 @@ async fn people_see_nothing_of_other_projects() {
     assert!(history.body.contains("No decided requests match."));
 }
 
+/// Opens the inbox's event stream of `server` as `browser`'s person.
+pub(crate) async fn open_events(server: &TestServer, browser: &Browser) -> reqwest::Response {
+    server
+        .http
+        .get(server.root("/events"))
+        .header("cookie", browser.cookie_header())
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Reads SSE events until `deadline`; returns the event names.
 pub(crate) async fn events_within(response: &mut reqwest::Response, deadline: Duration) -> Vec<String> {
     let mut names = Vec::new();
@@ -358,14 +370,7 @@ pub(crate) async fn events_within(response: &mut reqwest::Response, deadline: Du
 async fn the_live_stream_announces_only_the_persons_projects() {
     let s = TestServer::start().await;
     let ada = signed_in(&s, "ada@example.com", &["alpha"]).await;
-    let mut stream = s
-        .http
-        .get(s.root("/events"))
-        .header("cookie", ada.cookie_header())
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = open_events(&s, &ada).await;
     assert_eq!(stream.status(), StatusCode::OK);
     assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
     s.post_as(&s.other_key, "/function_calls", approval("theirs")).await;
@@ -382,14 +387,7 @@ async fn the_live_stream_announces_only_the_persons_projects() {
 async fn an_open_stream_follows_project_changes_and_ends_when_the_person_is_disabled() {
     let s = TestServer::start().await;
     let ada = signed_in(&s, "ada@example.com", &["alpha", "beta"]).await;
-    let mut stream = s
-        .http
-        .get(s.root("/events"))
-        .header("cookie", ada.cookie_header())
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let mut stream = open_events(&s, &ada).await;
     assert_eq!(stream.status(), StatusCode::OK);
     s.post_as(&s.other_key, "/function_calls", approval("beta-1")).await;
     assert_eq!(events_within(&mut stream, Duration::from_millis(600)).await, vec!["changed"]);

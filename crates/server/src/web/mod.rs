@@ -29,6 +29,7 @@ use countersign_store::{DecidedStatus, RequestFilter};
 use serde::Deserialize;
 use session::{LOGIN_CSRF_COOKIE, WebSession};
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use views::{
     Chrome, Detail, DetailFragment, ErrorPage, HistoryPage, HistoryQuery, HistoryRow, InboxPage, Item, ListFragment,
@@ -348,20 +349,20 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
     let stream = async_stream(move |tx| async move {
         let mut next_check = tokio::time::Instant::now() + SESSION_RECHECK;
         loop {
-            let change = tokio::select! {
-                change = changes.recv() => Some(change),
+            // The project that changed (`*`: maybe any), or `None` when it is time to re-check.
+            let changed: Option<Arc<str>> = tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) => Some(change.project_id),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(Arc::from("*")),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
                 () = tokio::time::sleep_until(next_check) => None,
                 () = state.requests.closed() => return,
             };
-            let concerns = |projects: &[String]| match &change {
-                Some(Ok(change)) => &*change.project_id == "*" || projects.iter().any(|p| **p == *change.project_id),
-                Some(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => true,
-                Some(Err(tokio::sync::broadcast::error::RecvError::Closed)) | None => false,
+            let concerns = |projects: &[String]| {
+                changed.as_deref().is_some_and(|changed| changed == "*" || projects.iter().any(|p| p == changed))
             };
-            if matches!(change, Some(Err(tokio::sync::broadcast::error::RecvError::Closed))) {
-                return;
-            }
-            if change.is_some() && !concerns(&projects) {
+            if changed.is_some() && !concerns(&projects) {
                 continue;
             }
             // Before announcing (and now and then), re-read the session: the person may have
