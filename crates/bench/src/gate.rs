@@ -128,10 +128,10 @@ pub async fn run(
     let mut result = GateResult { calls, warmup, ..GateResult::default() };
 
     let mut direct = Command::new(&exe);
-    shield(&mut direct, config_home);
+    process::isolate(&mut direct, config_home);
     direct.arg("echo-mcp");
     let mut gated = Command::new(bin);
-    shield(&mut gated, config_home);
+    process::isolate(&mut gated, config_home);
     gated.args(["mcp", "gate", "--ask", UNSELECTED_GLOB, "--server", &format!("http://{addr}"), "--key", key]);
     gated.args(["--run-id", "bench-gate", "--"]).arg(&exe).arg("echo-mcp");
 
@@ -174,17 +174,6 @@ pub async fn run(
     closed_direct.context("closing the direct echo client")?;
     closed_gated.context("closing the gate's client")?;
     Ok(result)
-}
-
-/// Clears the caller's configuration from a child's environment: the gate reads `COUNTERSIGN_*`
-/// and `HUMANLAYER_*` variables and the config file, and passes its environment to the echo server.
-fn shield(command: &mut Command, config_home: &Path) {
-    process::isolate(command, config_home);
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(|n| n.starts_with("HUMANLAYER_")) {
-            command.env_remove(&name);
-        }
-    }
 }
 
 type Client = RunningService<RoleClient, ()>;

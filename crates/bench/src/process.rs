@@ -99,12 +99,15 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
-/// Shields a countersign child from the caller's configuration: no `COUNTERSIGN_*` or `RUST_LOG`
-/// variables, and an empty config home (so no `~/.config/countersign/config.toml` is read), so it
-/// uses its defaults plus the bench's own flags.
+/// Shields a countersign child from the caller's configuration: no `COUNTERSIGN_*`,
+/// `HUMANLAYER_*` or `RUST_LOG` variables, and an empty config home (so no
+/// `~/.config/countersign/config.toml` is read), so it uses its defaults plus the bench's own flags.
 pub fn isolate(command: &mut Command, config_home: &Path) {
     for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(|n| n.starts_with("COUNTERSIGN_") || n == "RUST_LOG") {
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with("COUNTERSIGN_") || n.starts_with("HUMANLAYER_") || n == "RUST_LOG")
+        {
             command.env_remove(&name);
         }
     }
