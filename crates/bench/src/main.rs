@@ -31,6 +31,7 @@
 mod baseline;
 mod client;
 mod gate;
+mod memory;
 mod pg;
 mod process;
 mod report;
@@ -132,18 +133,21 @@ enum Part {
     Wake,
     Webhooks,
     Gate,
+    /// Server memory with 100,000 pending requests of ~1 KB (10 projects of 10,000), live and
+    /// after a restart.
+    Memory,
 }
 
 impl Part {
     /// Whether the part runs on the shared server (the webhooks part starts its own).
     fn on_shared_server(self) -> bool {
-        self != Part::Webhooks
+        !matches!(self, Part::Webhooks | Part::Memory)
     }
 
     /// Whether the part runs again in the PostgreSQL pass (the gate part does not: the calls it
     /// measures never reach the database).
     fn on_postgres(self) -> bool {
-        self != Part::Gate
+        !matches!(self, Part::Gate | Part::Memory)
     }
 }
 
@@ -231,6 +235,8 @@ impl Launch<'_> {
         let mut command = Command::new(self.bin);
         process::isolate(&mut command, &self.config_home);
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(&self.store);
+        // The webhooks part's receiver listens on loopback, which webhooks may target only so.
+        command.env("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true");
         Server::start(name, command, log).await
     }
 }
@@ -358,6 +364,15 @@ async fn run_sqlite(
             config_home: launch.config_home.clone(),
         };
         run_webhooks(opts, &launch, Backend::Sqlite, tag, &tmp.join("server-webhooks.log"), report).await?;
+    }
+    if parts.contains(&Part::Memory) {
+        let launch = Launch {
+            bin: launch.bin,
+            store: vec!["--data-dir".into(), tmp.join("memory-data").into()],
+            config_home: launch.config_home.clone(),
+        };
+        let result = memory::run(&launch, tmp, 10, 10_000).await?;
+        report.memory(&result);
     }
     Ok(())
 }

@@ -62,6 +62,11 @@ impl Server {
         Ok(Self { name: name.to_owned(), child, addr, preamble, log: log.to_owned() })
     }
 
+    /// The process id (none once it has exited).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Whether the process is still running; if not, an error quoting its stderr.
     pub fn check_alive(&mut self) -> Result<()> {
         match self.child.try_wait()? {

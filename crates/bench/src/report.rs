@@ -4,6 +4,7 @@ use crate::Opts;
 use crate::baseline::CommitResult;
 use crate::client::LoadResult;
 use crate::gate::{self, GateResult, Side};
+use crate::memory::MemoryResult;
 use crate::stats::Samples;
 use crate::wake::WakeResult;
 use crate::webhooks::{self, Tally, WebhookResult};
@@ -588,6 +589,48 @@ impl Report {
             );
         }
         self.note(backend, text);
+    }
+
+    /// Resident bytes per pending request (live, and after a restart reloads them) against the
+    /// bytes of the spec itself.
+    pub fn memory(&mut self, r: &MemoryResult) {
+        let backend = Backend::Sqlite;
+        let spec = r.spec_bytes as f64;
+        let requests = thousands(r.requests);
+        self.push(
+            backend,
+            700,
+            "memory_per_pending_bytes",
+            &format!("RSS bytes per pending request ({requests} pending)"),
+            r.per_request_live(),
+            Unit::Count,
+            "bytes of its spec",
+            spec,
+            Goal::None,
+            false,
+        );
+        self.push(
+            backend,
+            701,
+            "memory_per_pending_restarted_bytes",
+            &format!("RSS bytes per pending request after a restart ({requests} reloaded)"),
+            r.per_request_restarted(),
+            Unit::Count,
+            "bytes of its spec",
+            spec,
+            Goal::None,
+            false,
+        );
+        let mb = |b: u64| b as f64 / (1 << 20) as f64;
+        self.note(
+            backend,
+            format!(
+                "memory: {:.0} MB empty, {:.0} MB with {requests} pending, {:.0} MB after a restart",
+                mb(r.empty_rss),
+                mb(r.loaded_rss),
+                mb(r.restarted_rss)
+            ),
+        );
     }
 
     /// MCP calls through `countersign mcp gate` (rules that select none of them) against the same

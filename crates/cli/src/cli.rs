@@ -215,6 +215,26 @@ pub enum ProjectsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Create or rotate a project's inbound-email secret and print it (shown only this once): the
+    /// inbound-mail service authenticates `POST /humanlayer/v1/email/inbound` with it, as
+    /// `Authorization: Bearer SECRET` or as the password of HTTP Basic auth
+    /// (`https://inbound:SECRET@host/humanlayer/v1/email/inbound`). API keys are refused there.
+    /// Rotating invalidates the old secret at once.
+    ///
+    /// Examples:
+    ///   countersign projects inbound-email-secret default
+    ///   countersign projects inbound-email-secret default --revoke   # no replies by email
+    #[command(verbatim_doc_comment)]
+    InboundEmailSecret {
+        /// The project.
+        project: String,
+        /// Remove the secret: the inbound endpoint then refuses every message for the project.
+        #[arg(long)]
+        revoke: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -290,6 +310,12 @@ pub enum KeysCommand {
         /// A label to recognise the key by in `keys list`.
         #[arg(long)]
         name: Option<String>,
+        /// What the key may do; repeatable. `agent`: create requests, read, wait and escalate them
+        /// (what an agent needs; recommended for agents). `decide`: respond to requests, as a
+        /// human would. `admin`: manage webhooks. Without --scope the key gets all three
+        /// (HumanLayer's API lets a key respond).
+        #[arg(long = "scope", value_name = "SCOPE", value_parser = ["agent", "decide", "admin"])]
+        scopes: Vec<String>,
     },
     /// List API keys (never the secrets).
     List {

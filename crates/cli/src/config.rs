@@ -30,6 +30,9 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// The From address of emails, e.g. `Countersign <approvals@example.com>`.
     pub email_from: Option<String>,
+    /// Bounds on what clients can send and make the server hold (`[limits]` in the file; each
+    /// also as `COUNTERSIGN_<KEY>`, e.g. `COUNTERSIGN_MAX_JSON_DEPTH`).
+    pub limits: countersign_server::Limits,
 }
 
 impl Default for Config {
@@ -43,6 +46,7 @@ impl Default for Config {
             organization: "countersign".into(),
             smtp_url: None,
             email_from: None,
+            limits: countersign_server::Limits::default(),
         }
     }
 }
@@ -51,6 +55,14 @@ impl Default for Config {
 /// (`COUNTERSIGN_LOG`, `COUNTERSIGN_CONFIG`, ...) are not configuration keys.
 const ENV_KEYS: [&str; 8] =
     ["listen", "data_dir", "database_url", "max_body_bytes", "public_url", "organization", "smtp_url", "email_from"];
+
+/// The names of the limits (each a `[limits]` key and a `COUNTERSIGN_<KEY>` variable).
+fn limit_keys() -> Vec<String> {
+    match serde_json::to_value(countersign_server::Limits::default()) {
+        Ok(serde_json::Value::Object(fields)) => fields.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 impl Config {
     /// Loads the layers; flags in `args` win.
@@ -67,6 +79,16 @@ impl Config {
             }
         }
         figment = figment.merge(Env::prefixed("COUNTERSIGN_").only(&ENV_KEYS));
+        let limit_keys = limit_keys();
+        let nested = limit_keys.clone();
+        figment = figment.merge(
+            Env::prefixed("COUNTERSIGN_").filter(move |key| limit_keys.iter().any(|k| key == k.as_str())).map(
+                move |key| match nested.iter().find(|k| key == k.as_str()) {
+                    Some(k) => format!("limits.{k}").into(),
+                    None => key.into(),
+                },
+            ),
+        );
         let mut config: Config = figment.extract().context("invalid configuration")?;
         if let Some(dir) = &args.data_dir {
             config.data_dir = dir.clone();

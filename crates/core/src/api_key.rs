@@ -44,6 +44,72 @@ impl KeyHash {
     }
 }
 
+/// What a key may do. A key holds one or more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Create requests, read them, wait for them, escalate them, list the pending ones.
+    Agent,
+    /// Decide requests (`respond`): the power of a human, for integrations that decide.
+    Decide,
+    /// Manage the project's webhooks (and, later, its audit log).
+    Admin,
+}
+
+impl Scope {
+    /// Every scope, as keys created without `--scope` hold them.
+    pub const ALL: [Scope; 3] = [Scope::Agent, Scope::Decide, Scope::Admin];
+
+    /// Name in storage, flags and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Decide => "decide",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name.trim())
+    }
+}
+
+/// A set of scopes, stored as their names joined by commas (`agent,decide,admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    /// Every scope.
+    pub fn all() -> Self {
+        Self::of(&Scope::ALL)
+    }
+
+    /// These scopes.
+    pub fn of(scopes: &[Scope]) -> Self {
+        Self(scopes.iter().fold(0, |bits, s| bits | (1 << *s as u8)))
+    }
+
+    /// True when `scope` is held.
+    pub fn has(self, scope: Scope) -> bool {
+        self.0 & (1 << scope as u8) != 0
+    }
+
+    /// The scopes held, in order.
+    pub fn list(self) -> Vec<Scope> {
+        Scope::ALL.into_iter().filter(|s| self.has(*s)).collect()
+    }
+
+    /// `agent,decide,admin`.
+    pub fn to_text(self) -> String {
+        self.list().iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Parses stored text; unknown names are ignored (a newer server's scope grants nothing here).
+    pub fn from_text(text: &str) -> Self {
+        Self::of(&text.split(',').filter_map(Scope::parse).collect::<Vec<_>>())
+    }
+}
+
 /// Generates a new random key.
 pub fn generate() -> GeneratedKey {
     let random: String = rand::rng().sample_iter(&Alphanumeric).take(32).map(char::from).collect();
@@ -54,6 +120,15 @@ pub fn generate() -> GeneratedKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scopes_round_trip_as_text() {
+        assert_eq!(Scopes::all().to_text(), "agent,decide,admin");
+        let agent = Scopes::of(&[Scope::Agent]);
+        assert!(agent.has(Scope::Agent) && !agent.has(Scope::Decide) && !agent.has(Scope::Admin));
+        assert_eq!(Scopes::from_text("admin, agent,unknown"), Scopes::of(&[Scope::Agent, Scope::Admin]));
+        assert_eq!(Scopes::from_text(&Scopes::all().to_text()), Scopes::all());
+    }
 
     #[test]
     fn keys_are_unique_and_hash_consistently() {

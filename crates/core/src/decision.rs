@@ -55,12 +55,33 @@ pub struct Actor {
     /// The person's email, when a person signed in.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub email: Option<String>,
+    /// How the decision arrived, when the channel alone does not say (a reply by inbound email).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub via: Option<Via>,
+}
+
+/// How a decision arrived within its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// A reply to the email, forwarded by the project's inbound-mail service (authenticated by the
+    /// project's inbound-email secret); `email` is the reply's `From:` address.
+    InboundEmail,
+    /// A kind this version does not know (recorded by a newer one).
+    #[serde(other)]
+    Other,
 }
 
 impl Actor {
     /// A decision made through the API with the key whose display prefix is given.
     pub fn api_key(display_prefix: &str) -> Self {
-        Self { channel: DecisionChannel::Api, api_key: Some(display_prefix.to_owned()), user_id: None, email: None }
+        Self {
+            channel: DecisionChannel::Api,
+            api_key: Some(display_prefix.to_owned()),
+            user_id: None,
+            email: None,
+            via: None,
+        }
     }
 }
 

@@ -30,6 +30,13 @@
 //! Fail-safe: an argument of a type the operator cannot compare (an object for `~`, text that is
 //! not a number for `>`) makes the condition hold for `ask` and `deny` rules and fail for `allow`
 //! rules, so an odd call is asked rather than waved through.
+//!
+//! Warnings: a rule that loads but is no boundary is reported by [`Rules::warnings`] (the CLI
+//! prints them at load, naming the line): a condition whose glob is a path but not an absolute one
+//! (`path ~ "scratch/*"`, `"~/notes/*"`: matched against the text as written, so `..` is not
+//! resolved and `scratch/../../etc/passwd` matches, while the same file written another way does
+//! not), and a negation (`!=`, `!~`, `!~*`) in an `allow` rule on an argument the rule does not
+//! otherwise require (it holds, and the call is allowed, when the argument is missing).
 
 use glob::{MatchOptions, Pattern};
 use serde_json::{Map, Value};
@@ -62,6 +69,24 @@ impl Action {
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
+    warnings: Vec<RulesWarning>,
+}
+
+/// A rule that loads but is likely not the boundary it looks like: where and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesWarning {
+    /// The file's name as given.
+    pub source: String,
+    /// The 1-based line.
+    pub line: usize,
+    /// What is wrong with the rule, and what to write instead.
+    pub message: String,
+}
+
+impl fmt::Display for RulesWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.source, self.line, self.message)
+    }
 }
 
 /// One rule: an action for the calls of the tools matching a glob, under conditions.
@@ -83,6 +108,8 @@ pub struct Rule {
 struct Condition {
     path: Vec<String>,
     test: Test,
+    /// The condition as written, for warnings.
+    text: String,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +128,8 @@ enum Test {
 /// A compiled glob; `ignore_case` lower-cases both sides (all of Unicode, not only ASCII).
 #[derive(Debug, Clone)]
 struct Glob {
+    /// The glob as written.
+    text: String,
     pattern: Pattern,
     ignore_case: bool,
     /// The glob is an absolute path: absolute path arguments are normalised before matching.
@@ -111,7 +140,7 @@ impl Glob {
     fn new(pattern: &str, ignore_case: bool) -> Result<Self, String> {
         let folded = if ignore_case { pattern.to_lowercase() } else { pattern.to_owned() };
         let compiled = Pattern::new(&folded).map_err(|e| format!("bad glob \"{pattern}\": {}", e.msg))?;
-        Ok(Self { pattern: compiled, ignore_case, absolute: pattern.starts_with('/') })
+        Ok(Self { text: pattern.to_owned(), pattern: compiled, ignore_case, absolute: pattern.starts_with('/') })
     }
 
     fn is_match(&self, text: &str) -> bool {
@@ -169,6 +198,7 @@ impl Rules {
     /// Parses a rules file; `source` names it in errors (`gate.rules:3: ...`).
     pub fn parse(source: &str, text: &str) -> Result<Self, RulesError> {
         let mut rules = Vec::new();
+        let mut warnings = Vec::new();
         for (index, line) in text.trim_start_matches('\u{feff}').lines().enumerate() {
             let error = |message: String| RulesError {
                 source: source.to_owned(),
@@ -182,14 +212,23 @@ impl Rules {
             }
             let mut rule = Rule::from_tokens(&tokens, format!("{source}:{}", index + 1)).map_err(error)?;
             rule.text = tokens.iter().map(Token::written).collect::<Vec<_>>().join(" ");
+            for message in rule.warnings() {
+                warnings.push(RulesWarning { source: source.to_owned(), line: index + 1, message });
+            }
             rules.push(rule);
         }
-        Ok(Self { rules })
+        Ok(Self { rules, warnings })
+    }
+
+    /// The rules that load but are likely not the boundary they look like (see the module's
+    /// documentation), in file order; empty when every rule is sound.
+    pub fn warnings(&self) -> &[RulesWarning] {
+        &self.warnings
     }
 
     /// Every call is asked: what the gate does without rules.
     pub fn ask_everything() -> Self {
-        Self { rules: vec![Rule::ask("*", "default").expect("`*` is a valid glob")] }
+        Self { rules: vec![Rule::ask("*", "default").expect("`*` is a valid glob")], warnings: Vec::new() }
     }
 
     /// Adds `rule` after the existing rules.
@@ -270,7 +309,8 @@ impl Rule {
             }
             rest = &rest[1..];
             loop {
-                let (condition, used) = Condition::parse(rest)?;
+                let (mut condition, used) = Condition::parse(rest)?;
+                condition.text = rest[..used].iter().map(Token::written).collect::<Vec<_>>().join(" ");
                 conditions.push(condition);
                 rest = &rest[used..];
                 match rest.first() {
@@ -286,6 +326,60 @@ impl Rule {
         }
         Ok(Self { action, tools, matcher, conditions, origin, text: String::new() })
     }
+
+    /// Why this rule is likely not the boundary it looks like (one message per finding).
+    fn warnings(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for condition in &self.conditions {
+            let (Test::Matches(glob) | Test::NotMatches(glob)) = &condition.test else { continue };
+            if glob.absolute || !glob.text.contains('/') {
+                continue;
+            }
+            let (how, absolute) = match glob.text.strip_prefix('~') {
+                Some(rest) => ("starts with `~`, which is not expanded", format!("/home/you{rest}")),
+                None => ("is a relative path", format!("/absolute/path/to/{}", glob.text.trim_start_matches("./"))),
+            };
+            let example = match escape_example(&glob.text) {
+                Some(example) => format!(" (\"{example}\" matches)"),
+                None => String::new(),
+            };
+            found.push(format!(
+                "`{}`: the glob {how}; it is matched against the argument's text as written, so `..` is not \
+                 resolved{example} and the same file written as an absolute path does not match; for a \
+                 boundary, write an absolute glob such as \"{absolute}\"",
+                condition.text,
+            ));
+        }
+        if self.action == Action::Allow {
+            for condition in &self.conditions {
+                if !matches!(condition.test, Test::NotEquals(_) | Test::NotMatches(_)) {
+                    continue;
+                }
+                // Another condition of the rule that fails when the argument is missing makes it required.
+                let required = self.conditions.iter().any(|other| {
+                    other.path == condition.path && !matches!(other.test, Test::NotEquals(_) | Test::NotMatches(_))
+                });
+                if required {
+                    continue;
+                }
+                let name = condition.path.join(".");
+                found.push(format!(
+                    "`{}` also holds when a call has no `{name}` argument, so this allow rule lets such calls \
+                     through (and a tool may pick its own default for a missing `{name}`); write `{name} exists and {}` \
+                     if the argument must be given",
+                    condition.text, condition.text
+                ));
+            }
+        }
+        found
+    }
+}
+
+/// An argument that a relative glob ending in `*` matches although it leaves the directory the
+/// glob names (`scratch/*` → `scratch/../../etc/passwd`); `None` for other globs.
+fn escape_example(glob: &str) -> Option<String> {
+    let prefix = glob.strip_suffix('*')?;
+    (!prefix.contains(['*', '?', '[']) && prefix.ends_with('/')).then(|| format!("{prefix}../../etc/passwd"))
 }
 
 impl Condition {
@@ -308,7 +402,9 @@ impl Condition {
             return Err(format!("`{}` is not an argument name", path.join(".")));
         }
         let operator = match tokens.get(1) {
-            Some(Token::Word(op)) if op == "exists" => return Ok((Self { path, test: Test::Exists }, 2)),
+            Some(Token::Word(op)) if op == "exists" => {
+                return Ok((Self { path, test: Test::Exists, text: String::new() }, 2));
+            }
             Some(Token::Word(op)) if is_operator(op) => op.as_str(),
             Some(token) => {
                 return Err(format!("unknown operator {token}; use ==, !=, <, <=, >, >=, ~, !~, ~*, !~* or exists"));
@@ -344,7 +440,7 @@ impl Condition {
             "!~" => Test::NotMatches(pattern(&value, false)?),
             _ => Test::NotMatches(pattern(&value, true)?),
         };
-        Ok((Self { path, test }, 3))
+        Ok((Self { path, test, text: String::new() }, 3))
     }
 
     /// Whether the condition holds; `None` when the argument is there but of a type the
@@ -715,5 +811,40 @@ mod tests {
             assert_eq!(e.line, 1, "{line}");
             assert!(e.message.contains(expected), "{line}: {e}");
         }
+    }
+
+    #[test]
+    fn relative_globs_and_negations_that_allow_missing_arguments_are_warned_about() {
+        let rules = Rules::parse(
+            "rules.txt",
+            "allow write_file when path ~ \"/srv/scratch/*\"\n\
+             allow write_file when path ~ \"scratch/*\"\n\
+             # a comment\n\
+             allow deploy when env != \"production\"\n\
+             allow deploy when env exists and env != \"production\"\n\
+             ask deploy when env != \"staging\"\n\
+             deny read_file when path ~* \"~/.ssh/*\"\n\
+             allow tag when name !~ \"v*\" and force == false\n\
+             ask run_sql when query ~* \"*drop *\"\n\
+             ask *\n",
+        )
+        .unwrap();
+        let warnings: Vec<(usize, &str)> = rules.warnings().iter().map(|w| (w.line, w.message.as_str())).collect();
+        assert_eq!(warnings.iter().map(|w| w.0).collect::<Vec<_>>(), [2, 4, 7, 8], "{warnings:#?}");
+        let [relative, negation, home, tag] = &warnings[..] else { unreachable!() };
+        assert!(relative.1.starts_with("`path ~ \"scratch/*\"`: the glob is a relative path"), "{}", relative.1);
+        assert!(relative.1.contains("\"scratch/../../etc/passwd\" matches"), "{}", relative.1);
+        assert!(relative.1.contains("\"/absolute/path/to/scratch/*\""), "{}", relative.1);
+        assert!(negation.1.starts_with("`env != \"production\"` also holds when a call has no `env` argument"));
+        assert!(negation.1.contains("`env exists and env != \"production\"`"), "{}", negation.1);
+        assert!(home.1.contains("starts with `~`, which is not expanded") && home.1.contains("\"/home/you/.ssh/*\""));
+        assert!(tag.1.contains("no `name` argument"), "{}", tag.1);
+        assert_eq!(rules.warnings()[0].to_string(), format!("rules.txt:2: {}", relative.1));
+        // The claims hold: the relative glob passes a path out of its directory, and the negation
+        // allows a call without the argument.
+        assert_eq!(action(&rules, "write_file", json!({"path": "scratch/../../etc/passwd"})), Action::Allow);
+        assert_eq!(action(&rules, "deploy", json!({})), Action::Allow);
+        assert!(Rules::parse("r", "ask write_file\nallow x when a == 1\n").unwrap().warnings().is_empty());
+        assert!(Rules::ask_everything().warnings().is_empty());
     }
 }

@@ -6,6 +6,7 @@ pub mod decision;
 pub mod escalation;
 pub mod gate;
 pub mod invalid;
+pub mod json_depth;
 pub mod project;
 pub mod reply;
 pub mod request;

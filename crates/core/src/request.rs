@@ -329,6 +329,18 @@ impl RequestRecord {
         }
     }
 
+    /// The HumanLayer JSON of this request and where its `spec` sits in it, so that a holder of
+    /// the JSON needs no second copy of the spec.
+    pub fn to_json_with_spec(&self) -> (Vec<u8>, std::ops::Range<usize>) {
+        let json = self.to_json();
+        // The serializer writes `{"run_id":…,"call_id":…,"spec":` and then the spec verbatim.
+        let text = |s: &str| serde_json::to_string(s).expect("strings serialize").len();
+        let start = r#"{"run_id":,"call_id":,"spec":"#.len() + text(&self.run_id) + text(&self.call_id);
+        let range = start..start + self.spec.get().len();
+        debug_assert_eq!(json.get(range.clone()), Some(self.spec.get().as_bytes()));
+        (json, range)
+    }
+
     /// The HumanLayer JSON of this request (`FunctionCall` or `HumanContact`).
     pub fn to_json(&self) -> Vec<u8> {
         let requested_at = Some(self.requested_at.to_rfc3339());
@@ -404,6 +416,15 @@ mod tests {
     fn approval(spec: Value) -> RequestRecord {
         let new = parse(RequestKind::FunctionCall, json!({"run_id": "r", "call_id": "c", "spec": spec})).unwrap();
         RequestRecord::new("p", new, Timestamp::from_micros(0))
+    }
+
+    #[test]
+    fn the_spec_is_located_in_the_json() {
+        let body = r#"{"run_id": "r\"\u00e9é<", "call_id": "c\"x", "spec": {"msg": "hi \"there\"", "n": 1e2}}"#;
+        let new = NewRequest::parse(RequestKind::HumanContact, body.as_bytes()).unwrap();
+        let record = RequestRecord::new("p", new, Timestamp::from_micros(0));
+        let (json, range) = record.to_json_with_spec();
+        assert_eq!(&json[range], record.spec.get().as_bytes());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::value::RawValue;
 use sha2::Sha256;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 /// What happened to a request.
@@ -166,6 +167,74 @@ pub fn retry_delay(attempts: u32) -> Option<Duration> {
     Some(base.mul_f64(jitter))
 }
 
+/// Why webhooks may not reach `ip` (e.g. `"a loopback address"`), or `None` for an address on
+/// the public internet. Refused: loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7),
+/// carrier-grade NAT (100.64/10), link-local (169.254/16, fe80::/10), unspecified and "this
+/// network" (0/8, `::`), multicast, broadcast and reserved (240/4) ranges, 192.0.0/24 and
+/// 198.18/15, and IPv6 forms that embed an IPv4 address (`::ffff:a.b.c.d`, `::a.b.c.d`, NAT64
+/// `64:ff9b::/96`, 6to4 `2002::/16`) when the embedded address is refused.
+pub fn forbidden_ip(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(ip) => forbidden_v4(ip),
+        IpAddr::V6(ip) => forbidden_v6(ip),
+    }
+}
+
+fn forbidden_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [a, b, c, _] = ip.octets();
+    Some(match () {
+        () if ip.is_unspecified() => "an unspecified address",
+        () if a == 0 => "a \"this network\" address (0.0.0.0/8)",
+        () if ip.is_loopback() => "a loopback address",
+        () if ip.is_private() => "a private address",
+        () if a == 100 && (b & 0xc0) == 64 => "a shared (carrier-grade NAT) address",
+        () if ip.is_link_local() => "a link-local address",
+        () if ip.is_broadcast() => "a broadcast address",
+        () if ip.is_multicast() => "a multicast address",
+        () if a >= 240 => "a reserved address",
+        () if a == 192 && b == 0 && c == 0 => "an IETF protocol address (192.0.0.0/24)",
+        () if a == 198 && (b & 0xfe) == 18 => "a benchmarking address (198.18.0.0/15)",
+        () => return None,
+    })
+}
+
+fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let s = ip.segments();
+    let embedded = |hi: u16, lo: u16| {
+        let ([a, b], [c, d]) = (hi.to_be_bytes(), lo.to_be_bytes());
+        Ipv4Addr::new(a, b, c, d)
+    };
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return forbidden_v4(v4);
+    }
+    Some(match s {
+        _ if ip.is_unspecified() => "an unspecified address",
+        _ if ip.is_loopback() => "a loopback address",
+        // IPv4-compatible (deprecated): never a public destination.
+        [0, 0, 0, 0, 0, 0, _, _] => forbidden_v4(embedded(s[6], s[7])).unwrap_or("a reserved address"),
+        [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] => return forbidden_v4(embedded(hi, lo)),
+        [0x64, 0xff9b, 1, ..] => "a private address",
+        [0x2002, hi, lo, ..] => return forbidden_v4(embedded(hi, lo)),
+        _ if s[0] & 0xfe00 == 0xfc00 => "a private address",
+        _ if s[0] & 0xffc0 == 0xfe80 => "a link-local address",
+        _ if s[0] & 0xffc0 == 0xfec0 => "a site-local address",
+        _ if s[0] & 0xff00 == 0xff00 => "a multicast address",
+        _ => return None,
+    })
+}
+
+/// Why webhooks may not reach the host named `name`, for names that always mean this machine
+/// (`localhost`, `*.localhost`); other names are checked on the addresses they resolve to.
+pub fn forbidden_name(name: &str) -> Option<&'static str> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let local = name == "localhost"
+        || name.ends_with(".localhost")
+        || name == "localhost.localdomain"
+        || name == "ip6-localhost"
+        || name == "ip6-loopback";
+    local.then_some("a loopback address")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +294,61 @@ mod tests {
         let secret = generate_secret();
         assert!(secret.starts_with("whsec_"));
         assert_eq!(B64.decode(&secret[6..]).unwrap().len(), 24);
+    }
+
+    #[test]
+    fn private_loopback_and_link_local_addresses_are_forbidden() {
+        let forbidden = |ip: &str| forbidden_ip(ip.parse().unwrap());
+        for (ip, reason) in [
+            ("127.0.0.1", "loopback"),
+            ("127.255.0.9", "loopback"),
+            ("10.0.0.1", "private"),
+            ("172.16.0.1", "private"),
+            ("172.31.255.255", "private"),
+            ("192.168.1.1", "private"),
+            ("100.64.0.1", "carrier-grade NAT"),
+            ("100.127.255.255", "carrier-grade NAT"),
+            ("169.254.169.254", "link-local"),
+            ("0.0.0.0", "unspecified"),
+            ("0.1.2.3", "this network"),
+            ("255.255.255.255", "broadcast"),
+            ("224.0.0.1", "multicast"),
+            ("240.0.0.1", "reserved"),
+            ("::1", "loopback"),
+            ("::", "unspecified"),
+            ("fc00::1", "private"),
+            ("fd12:3456::1", "private"),
+            ("fe80::1", "link-local"),
+            ("febf::1", "link-local"),
+            ("fec0::1", "site-local"),
+            ("ff02::1", "multicast"),
+            ("::ffff:127.0.0.1", "loopback"),
+            ("::ffff:169.254.169.254", "link-local"),
+            ("::ffff:10.1.2.3", "private"),
+            ("::127.0.0.1", "loopback"),
+            ("::8.8.8.8", "reserved"),
+            ("64:ff9b::a9fe:a9fe", "link-local"),
+            ("2002:7f00:1::", "loopback"),
+        ] {
+            let got = forbidden(ip);
+            assert!(got.is_some_and(|r| r.contains(reason)), "{ip}: {got:?}");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            assert_eq!(forbidden(ip), None, "{ip}");
+        }
+        assert!(forbidden_name("localhost").is_some());
+        assert!(forbidden_name("LocalHost.").is_some());
+        assert!(forbidden_name("api.localhost").is_some());
+        assert!(forbidden_name("localhost.example.com").is_none());
+        assert!(forbidden_name("hooks.example.com").is_none());
     }
 }

@@ -31,6 +31,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// How to send email.
     pub email: crate::email::EmailSettings,
+    /// Bounds on what clients can send and make the server hold.
+    pub limits: crate::limits::Limits,
 }
 
 impl Default for Settings {
@@ -40,6 +42,7 @@ impl Default for Settings {
             organization: "countersign".into(),
             public_url: None,
             email: crate::email::EmailSettings::default(),
+            limits: crate::limits::Limits::default(),
         }
     }
 }
@@ -69,7 +72,7 @@ impl AppState {
         public_base: String,
     ) -> Self {
         Self(Arc::new(Inner {
-            requests: Requests::new(store.clone()),
+            requests: Requests::new(store.clone(), settings.limits.clone()),
             keys: KeyCache::default(),
             store,
             settings,
@@ -155,7 +158,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::guard::json_rejections))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::deadline))
+        .layer(TraceLayer::new_for_http().make_span_with(crate::guard::request_span))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))

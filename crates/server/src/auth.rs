@@ -9,7 +9,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use countersign_core::Project;
-use countersign_core::api_key::KeyHash;
+use countersign_core::api_key::{KeyHash, Scope, Scopes};
 use countersign_store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -25,6 +25,29 @@ pub struct Caller {
     pub project: Arc<Project>,
     /// Display prefix of the key used (safe to record and log).
     pub key_prefix: Arc<str>,
+    /// What the key may do.
+    pub scopes: Scopes,
+}
+
+impl Caller {
+    /// `Ok` when the key holds `scope`, else a 403 naming the missing scope.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.has(scope) {
+            return Ok(());
+        }
+        Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key ({}) lacks the `{}` scope (it has: {}); create a key with \
+                 `countersign keys create --scope {}`",
+                self.key_prefix,
+                scope.as_str(),
+                self.scopes.to_text(),
+                scope.as_str()
+            ),
+        ))
+    }
 }
 
 #[derive(Clone)]
@@ -52,7 +75,8 @@ impl KeyCache {
         let mut verified = self.verified.write().expect("key cache lock");
         match found {
             Some((key, project)) if key.project_id == project.id => {
-                let caller = Caller { project: Arc::new(project), key_prefix: key.display_prefix.into() };
+                let caller =
+                    Caller { project: Arc::new(project), key_prefix: key.display_prefix.into(), scopes: key.scopes };
                 verified.insert(hash, Verified { caller: caller.clone(), at: Instant::now() });
                 Ok(Some(caller))
             }
@@ -82,5 +106,18 @@ impl FromRequestParts<AppState> for Caller {
         state.keys.verify(state.store.as_ref(), secret).await?.ok_or_else(|| {
             ApiError::unauthorized("unknown or revoked API key; create one with `countersign keys create`")
         })
+    }
+}
+
+/// A caller whose key holds the `admin` scope (webhooks): a 403 naming the scope otherwise.
+pub struct Admin(pub Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(Scope::Admin)?;
+        Ok(Self(caller))
     }
 }

@@ -5,6 +5,9 @@ pub mod app;
 pub mod auth;
 pub mod email;
 pub mod error;
+pub mod guard;
+pub mod limits;
+mod listen;
 pub mod live;
 pub mod mcp;
 pub mod outbox;
@@ -16,10 +19,10 @@ pub mod webhooks;
 
 use app::AppState;
 pub use app::Settings;
-use axum::ServiceExt;
 use axum::extract::Request;
 use axum::http::Uri;
 use countersign_store::Store;
+pub use limits::Limits;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,7 +66,8 @@ impl Server {
         let state = self.state.clone();
         let following = self.state.clone();
         tokio::spawn(async move { following.requests.follow_changes().await });
-        let outbox = outbox::Outbox::new(self.state.store.clone(), self.state.requests.written());
+        let allow_private = self.state.settings.limits.allow_private_webhook_targets;
+        let outbox = outbox::Outbox::new(self.state.store.clone(), self.state.requests.written(), allow_private);
         let worker = tokio::spawn(outbox.run(self.state.requests.closing()));
         let s = &self.state;
         let mailer = email::Mailer::new(
@@ -71,19 +75,18 @@ impl Server {
             s.links.clone(),
             s.public_base.clone(),
             &s.settings.email,
+            &s.settings.limits,
             s.requests.written(),
         )
         .map_err(std::io::Error::other)?;
         let mailing = tokio::spawn(mailer.run(self.state.requests.closing()));
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone()));
         let closing = state.clone();
-        axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: finishing in-flight requests");
-                closing.requests.close_waiters();
-            })
-            .await?;
+        listen::serve(self.listener, app, &state.settings.limits, shutdown, move || {
+            tracing::info!("shutting down: finishing in-flight requests");
+            closing.requests.close_waiters();
+        })
+        .await?;
         let _ = worker.await;
         let _ = mailing.await;
         state.store.close().await;

@@ -2,9 +2,13 @@
 //! thin and call these; storage and the in-memory view are kept in step here and nowhere else.
 
 use crate::error::{ApiError, ApiResult};
+use crate::limits::Limits;
 use crate::live::{LiveEntry, LiveRequests, RequestKey};
+use axum::http::StatusCode;
 use bytes::Bytes;
-use countersign_core::{Actor, Decision, Escalation, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp};
+use countersign_core::{
+    Actor, Decision, Escalation, Invalid, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp,
+};
 use countersign_store::{Change, Created, Feed, Page, PageRequest, Store};
 use serde_json::Value;
 use std::sync::Arc;
@@ -26,6 +30,7 @@ pub struct Requests {
     /// Poked after every committed change, which may have queued webhooks or emails: one per
     /// worker, so that each gets the permit.
     written: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+    limits: Limits,
 }
 
 /// A project's pending requests changed: one was created, decided or escalated, here or (on a
@@ -38,11 +43,11 @@ pub struct InboxChange {
 
 impl Requests {
     /// A service over `store`; call [`Requests::warm`] before serving.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
         let feed = std::sync::Mutex::new(store.changes());
         let inbox = tokio::sync::broadcast::channel(1024).0;
         let written = std::sync::Mutex::new(Vec::new());
-        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox, written }
+        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox, written, limits }
     }
 
     /// Changes to pending requests, as they happen.
@@ -122,7 +127,7 @@ impl Requests {
         let Some(held) = self.live.get(key) else { return };
         match self.store.request(&key.project_id, key.kind, &key.call_id).await {
             Ok(Some(fresh)) if !fresh.is_pending() => self.live.complete(key, Bytes::from(fresh.to_json())),
-            Ok(Some(fresh)) if fresh.escalations.len() != held.record.escalations.len() => self.live.update(fresh),
+            Ok(Some(fresh)) if fresh.escalations.len() != held.meta().escalations.len() => self.live.update(fresh),
             Ok(_) => {}
             Err(err) => tracing::warn!(%err, call_id = %key.call_id, "cannot refresh a request changed elsewhere"),
         }
@@ -141,13 +146,14 @@ impl Requests {
     /// Creates a request. Repeating an identical create returns the stored request; a different
     /// body under an existing `call_id` is a conflict and changes nothing.
     pub async fn create(&self, project_id: &str, new: NewRequest) -> ApiResult<Bytes> {
+        self.check_limits(project_id, &new)?;
         let record = RequestRecord::new(project_id, new, Timestamp::now());
         match self.store.create_request(&record).await? {
             Created::New => {
                 let id = record.call_id.clone();
                 let entry = self.live.insert(record);
                 self.inbox_changed(project_id);
-                tracing::debug!(kind = entry.record.kind.noun(), call_id = %id, run_id = %entry.record.run_id, "request created");
+                tracing::debug!(kind = entry.meta().kind.noun(), call_id = %id, run_id = %entry.meta().run_id, "request created");
                 Ok(entry.json)
             }
             Created::Existing(existing) => {
@@ -164,6 +170,48 @@ impl Requests {
                 }
             }
         }
+    }
+
+    /// Refuses a spec too big or too deep, and a create that would take its project past its
+    /// pending limits. The counts are of what this instance holds (on a shared PostgreSQL, each
+    /// instance bounds what it holds).
+    fn check_limits(&self, project_id: &str, new: &NewRequest) -> ApiResult<()> {
+        let spec = new.spec.get();
+        if spec.len() > self.limits.max_spec_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "spec is {} bytes; the limit is {} (max_spec_bytes in the configuration)",
+                    spec.len(),
+                    self.limits.max_spec_bytes
+                ),
+            ));
+        }
+        countersign_core::json_depth::check(spec.as_bytes(), self.limits.max_json_depth)
+            .map_err(|why| Invalid::new("spec", why))?;
+        let usage = self.live.usage(project_id);
+        let over = |what: String| {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending",
+                format!("{what}; decide or let some finish before creating more"),
+            ))
+        };
+        if usage.count >= self.limits.max_pending_per_project {
+            return over(format!(
+                "this project has {} pending requests, the most it may hold (max_pending_per_project)",
+                usage.count
+            ));
+        }
+        if usage.bytes.saturating_add(spec.len() as u64) > self.limits.max_pending_bytes_per_project {
+            return over(format!(
+                "this project's pending requests hold {} bytes; this one would pass the limit of {} \
+                 (max_pending_bytes_per_project)",
+                usage.bytes, self.limits.max_pending_bytes_per_project
+            ));
+        }
+        Ok(())
     }
 
     /// The current JSON of a request.
@@ -295,7 +343,7 @@ impl Requests {
     /// The freshest record: the in-memory one if pending, else the stored one.
     async fn current(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
         match self.live.get(key) {
-            Some(entry) => Ok((*entry.record).clone()),
+            Some(entry) => Ok(entry.record()),
             None => self.load(key).await,
         }
     }

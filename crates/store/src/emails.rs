@@ -181,6 +181,32 @@ macro_rules! email_queries {
             Ok(row.and_then(|(a,)| a))
         }
 
+        pub(super) async fn set_inbound_email_secret(pool: &$pool, project_id: &str, hash: Option<&[u8]>) -> StoreResult<bool> {
+            let done = sqlx::query("UPDATE projects SET inbound_email_secret_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(project_id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        pub(super) async fn project_id_by_inbound_email_secret(pool: &$pool, hash: &[u8]) -> StoreResult<Option<String>> {
+            let row: Option<(String,)> = sqlx::query_as("SELECT id FROM projects WHERE inbound_email_secret_hash = $1")
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?;
+            Ok(row.map(|(id,)| id))
+        }
+
+        pub(super) async fn has_inbound_email_secret(pool: &$pool, project_id: &str) -> StoreResult<bool> {
+            let row: Option<(bool,)> =
+                sqlx::query_as("SELECT inbound_email_secret_hash IS NOT NULL FROM projects WHERE id = $1")
+                    .bind(project_id)
+                    .fetch_optional(pool)
+                    .await?;
+            Ok(row.is_some_and(|(has,)| has))
+        }
+
         pub(super) async fn server_key(pool: &$pool, name: &str, fresh: &str) -> StoreResult<String> {
             sqlx::query("INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
                 .bind(name)

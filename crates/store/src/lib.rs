@@ -66,6 +66,8 @@ pub struct ApiKeyRecord {
     pub display_prefix: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// What the key may do.
+    pub scopes: countersign_core::api_key::Scopes,
 }
 
 /// What to store for a new key.
@@ -75,6 +77,8 @@ pub struct NewApiKey {
     pub name: Option<String>,
     pub display_prefix: String,
     pub hash: KeyHash,
+    /// What the key may do.
+    pub scopes: countersign_core::api_key::Scopes,
 }
 
 /// Result of creating a request.
@@ -104,6 +108,9 @@ pub struct PageRequest {
     pub offset: u32,
     /// Only requests of this run.
     pub run_id: Option<String>,
+    /// Leave out the requests whose spec starts past this many bytes from the page's start (the
+    /// first one is always returned).
+    pub max_bytes: Option<u64>,
 }
 
 /// One page of a listing.
@@ -180,6 +187,9 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_session(&self, hash: &KeyHash) -> StoreResult<()>;
     /// Stores a one-time set-password token.
     async fn create_password_token(&self, user_id: &str, hash: &KeyHash, expires_at: Timestamp) -> StoreResult<()>;
+    /// True when a set-password token is unused, unexpired and its person enabled (it stays
+    /// usable: this only asks).
+    async fn password_token_usable(&self, hash: &KeyHash, now: Timestamp) -> StoreResult<bool>;
     /// Uses a set-password token: sets the password and ends the person's sessions. `None` when
     /// the token is unknown, used, expired, or the person is disabled.
     async fn set_password_with_token(
@@ -246,6 +256,13 @@ pub trait Store: Send + Sync + 'static {
     async fn emails_of(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<EmailMessage>>;
     /// When the next pending email is due, if any.
     async fn next_email_due(&self) -> StoreResult<Option<Timestamp>>;
+    /// Sets (or, with `None`, removes) the hash of a project's inbound-email secret, replacing
+    /// any earlier one; `false` if there is no such project.
+    async fn set_inbound_email_secret(&self, project_id: &str, hash: Option<&KeyHash>) -> StoreResult<bool>;
+    /// The project whose inbound-email secret has this hash.
+    async fn project_by_inbound_email_secret(&self, hash: &KeyHash) -> StoreResult<Option<Project>>;
+    /// Whether a project has an inbound-email secret.
+    async fn has_inbound_email_secret(&self, project_id: &str) -> StoreResult<bool>;
     /// A server-wide secret by name, created from `fresh` by whichever instance asks first.
     async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String>;
 

@@ -59,7 +59,6 @@ macro_rules! listing_queries {
         use crate::listing::{DecidedStatus, RequestFilter, contains_pattern};
         use crate::row::{RequestRow, request_columns};
         use crate::{Page, StoreResult};
-        use countersign_core::RequestRecord;
         use sqlx::QueryBuilder;
 
         fn push_where(q: &mut QueryBuilder<$db>, project_ids: &[String], filter: &RequestFilter) {
@@ -117,8 +116,7 @@ macro_rules! listing_queries {
             select.push(if filter.pending { " ORDER BY requested_at DESC" } else { " ORDER BY responded_at DESC" });
             select.push(", call_id LIMIT ").push_bind(i64::from(limit)).push(" OFFSET ").push_bind(i64::from(offset));
             let rows: Vec<RequestRow> = select.build_query_as().fetch_all(pool).await?;
-            let items = rows.into_iter().map(RequestRecord::try_from).collect::<StoreResult<Vec<_>>>()?;
-            Ok(Page { items, total: u64::try_from(total).unwrap_or(0) })
+            Ok(Page { items: crate::row::readable(rows), total: u64::try_from(total).unwrap_or(0) })
         }
     };
 }

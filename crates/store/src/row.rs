@@ -32,6 +32,39 @@ macro_rules! request_columns {
 }
 pub(crate) use request_columns;
 
+/// The deepest stored JSON read back into values. Bodies are refused above `max_json_depth`
+/// (64 by default), and older servers accepted up to 127 levels: everything they stored reads
+/// back. Deeper text is not parsed at all, so no row can exhaust the stack.
+pub const MAX_STORED_DEPTH: usize = 256;
+
+/// Parses stored JSON without serde_json's 128-level recursion limit (which once made accepted
+/// rows unreadable), after checking its depth in one flat pass.
+pub(crate) fn stored_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    countersign_core::json_depth::check(text.as_bytes(), MAX_STORED_DEPTH)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Converts rows to records, setting aside (and logging) any that cannot be read, so one bad
+/// row never fails a listing or the server's start.
+pub(crate) fn readable(rows: Vec<RequestRow>) -> Vec<RequestRecord> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let (project_id, call_id) = (row.project_id.clone(), row.call_id.clone());
+            match RequestRecord::try_from(row) {
+                Ok(record) => Some(record),
+                Err(err) => {
+                    tracing::error!(%err, %project_id, %call_id, "a stored request cannot be read; it is left out");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Internal(format!("stored {what} is unreadable: {err}"))
 }
@@ -42,7 +75,7 @@ impl TryFrom<RequestRow> for RequestRecord {
     fn try_from(row: RequestRow) -> StoreResult<Self> {
         let kind = RequestKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?;
         let spec = serde_json::value::RawValue::from_string(row.spec).map_err(|e| corrupt("spec", e))?;
-        let escalations: Vec<Value> = serde_json::from_str(&row.escalations).map_err(|e| corrupt("escalations", e))?;
+        let escalations: Vec<Value> = stored_json(&row.escalations).map_err(|e| corrupt("escalations", e))?;
         let outcome = match row.responded_at {
             None => None,
             Some(at) => {
@@ -57,8 +90,8 @@ impl TryFrom<RequestRow> for RequestRecord {
                         Decision::Answered { response: row.response.unwrap_or_default(), option: row.option_name }
                     }
                 };
-                let decided_by: Actor = serde_json::from_str(row.decided_by.as_deref().unwrap_or("null"))
-                    .map_err(|e| corrupt("decided_by", e))?;
+                let decided_by: Actor =
+                    stored_json(row.decided_by.as_deref().unwrap_or("null")).map_err(|e| corrupt("decided_by", e))?;
                 Some(Outcome { responded_at: Timestamp::from_micros(at), decision, decided_by })
             }
         };
@@ -135,12 +168,13 @@ pub(crate) struct KeyRow {
     display_prefix: String,
     created_at: i64,
     revoked_at: Option<i64>,
+    scopes: String,
 }
 
 /// Select list and join for [`KeyRow`], as a literal for `concat!`.
 macro_rules! select_keys {
     () => {
-        "SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at, k.revoked_at \
+        "SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at, k.revoked_at, k.scopes \
          FROM api_keys k JOIN projects p ON p.id = k.project_id"
     };
 }
@@ -156,6 +190,7 @@ impl From<KeyRow> for ApiKeyRecord {
             display_prefix: row.display_prefix,
             created_at: Timestamp::from_micros(row.created_at),
             revoked_at: row.revoked_at.map(Timestamp::from_micros),
+            scopes: countersign_core::api_key::Scopes::from_text(&row.scopes),
         }
     }
 }

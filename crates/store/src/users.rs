@@ -44,6 +44,9 @@ pub(crate) const DELETE_USER_SESSIONS: &str = "DELETE FROM sessions WHERE user_i
 pub(crate) const DELETE_EXPIRED_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
 pub(crate) const INSERT_PASSWORD_TOKEN: &str =
     "INSERT INTO password_tokens (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)";
+pub(crate) const PASSWORD_TOKEN_USABLE: &str = "SELECT t.user_id FROM password_tokens t \
+     JOIN users u ON u.id = t.user_id \
+     WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > $2 AND u.disabled_at IS NULL";
 pub(crate) const USE_PASSWORD_TOKEN: &str = "UPDATE password_tokens SET used_at = $1 \
      WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id";
 pub(crate) const SET_PASSWORD: &str =
@@ -245,6 +248,15 @@ macro_rules! user_queries {
                 .execute(pool)
                 .await?;
             Ok(())
+        }
+
+        pub(super) async fn password_token_usable(pool: &$pool, hash: &KeyHash, now: Timestamp) -> StoreResult<bool> {
+            let found: Option<(String,)> = sqlx::query_as(users::PASSWORD_TOKEN_USABLE)
+                .bind(&hash.0[..])
+                .bind(now.as_micros())
+                .fetch_optional(pool)
+                .await?;
+            Ok(found.is_some())
         }
 
         pub(super) async fn set_password_with_token(

@@ -421,6 +421,10 @@ pub fn load_rules(file: Option<&Path>, ask: &[String]) -> anyhow::Result<Rules> 
 /// `countersign mcp gate`: serves the gate on stdio until the client or the downstream server goes.
 pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
     let rules = load_rules(args.rules.as_deref(), &args.ask)?;
+    // Standard output is the MCP protocol; warnings go to standard error, as logs do.
+    for warning in rules.warnings() {
+        eprintln!("warning: {warning}");
+    }
     if let Some(call) = &args.explain {
         println!("{}", explain(&rules, call)?);
         return Ok(());
@@ -456,7 +460,8 @@ pub(crate) async fn run(args: GateArgs) -> anyhow::Result<()> {
     }
 }
 
-/// `--explain TOOL [ARGUMENTS]`: the verdict on one call, e.g. `ask (gate.rules:3: ask write_file)`.
+/// `--explain TOOL [ARGUMENTS]`: the verdict on one call, e.g. `ask (gate.rules:3: ask write_file)`,
+/// followed by the warnings about the deciding rule, if any.
 fn explain(rules: &Rules, call: &[String]) -> anyhow::Result<String> {
     let tool = &call[0];
     let arguments = match call.get(1) {
@@ -471,7 +476,13 @@ fn explain(rules: &Rules, call: &[String]) -> anyhow::Result<String> {
         None => serde_json::Map::new(),
     };
     Ok(match rules.verdict(tool, &arguments) {
-        Some(rule) => format!("{} ({}: {})", rule.action.as_str(), rule.origin, rule.text),
+        Some(rule) => {
+            let mut text = format!("{} ({}: {})", rule.action.as_str(), rule.origin, rule.text);
+            for warning in rules.warnings().iter().filter(|w| format!("{}:{}", w.source, w.line) == rule.origin) {
+                text.push_str(&format!("\n  warning: {}", warning.message));
+            }
+            text
+        }
         None => "allow (no rule matches; forwarded at once)".to_owned(),
     })
 }

@@ -2,15 +2,25 @@
 
 use crate::cli::KeysCommand;
 use anyhow::{Context, bail};
+use countersign_core::api_key::{Scope, Scopes};
 use countersign_core::{ProjectName, api_key};
 use countersign_store::{ApiKeyRecord, NewApiKey, Store};
 use serde_json::json;
 
 pub async fn run(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { project, name } => {
-            let key = create(store, &project, name).await?;
-            println!("Created API key {} for project {project:?}. It is shown only this once:", key.display_prefix);
+        KeysCommand::Create { project, name, scopes } => {
+            let scopes = if scopes.is_empty() {
+                Scopes::all()
+            } else {
+                Scopes::of(&scopes.iter().filter_map(|s| Scope::parse(s)).collect::<Vec<_>>())
+            };
+            let key = create_scoped(store, &project, name, scopes).await?;
+            println!(
+                "Created API key {} for project {project:?} with scopes {}. It is shown only this once:",
+                key.display_prefix,
+                scopes.to_text()
+            );
             println!("{}", key.secret);
         }
         KeysCommand::List { project, json } => {
@@ -38,8 +48,18 @@ pub async fn run(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates a key (and its project if needed); returns the secret to show once.
+/// Creates a key with every scope (and its project if needed); returns the secret to show once.
 pub async fn create(store: &dyn Store, project: &str, name: Option<String>) -> anyhow::Result<api_key::GeneratedKey> {
+    create_scoped(store, project, name, Scopes::all()).await
+}
+
+/// Creates a key with these scopes (and its project if needed); returns the secret to show once.
+pub async fn create_scoped(
+    store: &dyn Store,
+    project: &str,
+    name: Option<String>,
+    scopes: Scopes,
+) -> anyhow::Result<api_key::GeneratedKey> {
     let project_name = ProjectName::parse(project)?;
     let project = store.ensure_project(&project_name).await.context("cannot create the project")?;
     let key = api_key::generate();
@@ -49,6 +69,7 @@ pub async fn create(store: &dyn Store, project: &str, name: Option<String>) -> a
             name,
             display_prefix: key.display_prefix.clone(),
             hash: key.hash,
+            scopes,
         })
         .await
         .context("cannot store the key")?;
@@ -63,6 +84,7 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
         "name": k.name,
         "created_at": k.created_at.to_rfc3339(),
         "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
+        "scopes": k.scopes.list().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
     })
 }
 
@@ -77,9 +99,10 @@ fn print_table(keys: &[ApiKeyRecord]) {
             k.id.clone(),
             k.project_name.clone(),
             k.name.clone().unwrap_or_default(),
+            k.scopes.to_text(),
             k.created_at.to_rfc3339()[..19].replace('T', " "),
             if k.revoked_at.is_some() { "revoked".into() } else { "active".into() },
         ]
     });
-    super::table::print(&["PREFIX", "ID", "PROJECT", "NAME", "CREATED (UTC)", "STATUS"], rows);
+    super::table::print(&["PREFIX", "ID", "PROJECT", "NAME", "SCOPES", "CREATED (UTC)", "STATUS"], rows);
 }

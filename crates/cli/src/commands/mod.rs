@@ -48,7 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Webhooks(cmd) => {
             init_logging("warn");
             let store = open_store(&config).await?;
-            let result = webhooks::run(store.as_ref(), cmd).await;
+            let result = webhooks::run(store.as_ref(), cmd, config.limits.allow_private_webhook_targets).await;
             store.close().await;
             result
         }

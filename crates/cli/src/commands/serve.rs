@@ -23,7 +23,10 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         email: countersign_server::email::EmailSettings {
             smtp_url: config.smtp_url.clone(),
             from: config.email_from.clone(),
+            // Agents' email templates render in a child process of this binary, with a memory cap.
+            template_renderer: std::env::current_exe().ok(),
         },
+        limits: config.limits.clone(),
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
     let addr = server.local_addr();

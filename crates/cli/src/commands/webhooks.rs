@@ -13,10 +13,12 @@ use std::collections::HashMap;
 /// How many characters of an error fit in the LAST column of the delivery log.
 const LAST_WIDTH: usize = 40;
 
-pub async fn run(store: &dyn Store, cmd: WebhooksCommand) -> anyhow::Result<()> {
+/// Runs a webhooks command; `allow_private` is the `limits.allow_private_webhook_targets` setting
+/// (without it, endpoints on loopback, private and link-local addresses are refused).
+pub async fn run(store: &dyn Store, cmd: WebhooksCommand, allow_private: bool) -> anyhow::Result<()> {
     match cmd {
         WebhooksCommand::Add { url, project, events, format, json } => {
-            add(store, &url, &project, events, &format, json).await
+            add(store, &url, &project, events, &format, json, allow_private).await
         }
         WebhooksCommand::List { project, json } => list(store, project.as_deref(), json).await,
         WebhooksCommand::Remove { id } => match store.remove_webhook(&id).await? {
@@ -42,15 +44,17 @@ async fn add(
     events: Option<String>,
     format: &str,
     json: bool,
+    allow_private: bool,
 ) -> anyhow::Result<()> {
     let name = ProjectName::parse(project)?;
     let events = events.map(|list| vec![list]);
     // Check first, so a refused endpoint does not leave a new, empty project behind.
-    service::validate(url, events.as_deref(), Some(format))?;
+    service::validate(url, events.as_deref(), Some(format), allow_private)?;
     let is_new = store.project_by_name(name.as_str()).await?.is_none();
     let project = store.ensure_project(&name).await.context("cannot create the project")?;
-    let endpoint =
-        service::add(store, &project.id, url, events.as_deref(), Some(format)).await.map_err(|e| api_error(&e))?;
+    let endpoint = service::add(store, &project.id, url, events.as_deref(), Some(format), allow_private)
+        .await
+        .map_err(|e| api_error(&e))?;
     if json {
         let mut out = endpoint_json(&endpoint, true);
         out["project"] = json!(project.name);

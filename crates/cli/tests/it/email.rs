@@ -145,8 +145,22 @@ async fn wait_sent(s: &TestServer, kind: countersign_core::RequestKind, call_id:
 
 async fn server_with_email() -> (TestServer, SmtpSink) {
     let (sink, url) = SmtpSink::start().await;
-    let email = EmailSettings { smtp_url: Some(url), from: Some("Countersign <approvals@example.com>".into()) };
+    let email = EmailSettings {
+        smtp_url: Some(url),
+        from: Some("Countersign <approvals@example.com>".into()),
+        // Templates render in a child process of the real binary, as under `countersign serve`.
+        template_renderer: Some(env!("CARGO_BIN_EXE_countersign").into()),
+    };
     (TestServer::start_with(Settings { email, ..Settings::default() }).await, sink)
+}
+
+/// A fresh inbound-email secret of the project `name` (what `countersign projects
+/// inbound-email-secret` prints).
+async fn inbound_secret(s: &TestServer, name: &str) -> String {
+    let project = s.store.project_by_name(name).await.unwrap().unwrap();
+    let secret = countersign_server::email::inbound::generate_secret();
+    assert!(s.store.set_inbound_email_secret(&project.id, Some(&secret.hash)).await.unwrap());
+    secret.secret
 }
 
 fn emailed(call_id: &str, channel: Value) -> Value {
@@ -235,10 +249,27 @@ async fn replies_approve_reject_and_answer_and_strangers_are_refused() {
              Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
         )
     };
+    let secret = inbound_secret(&s, "alpha").await;
+    let other_secret = inbound_secret(&s, "beta").await;
+    // The agent's own key cannot post a reply (it could forge the approver's).
+    let with_key = s.http.post(s.api("/email/inbound")).bearer_auth(&s.key).body(reply(
+        &id_of("a1"),
+        "ada@example.com",
+        "approve",
+    ));
+    let with_key = read_json(with_key.send().await.unwrap()).await;
+    assert_error(&with_key, StatusCode::UNAUTHORIZED, "unauthorized", "API keys cannot post inbound email");
+    let bogus = s.http.post(s.api("/email/inbound")).bearer_auth("csie_nope").body(reply(
+        &id_of("a1"),
+        "ada@example.com",
+        "approve",
+    ));
+    assert_eq!(bogus.send().await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.get("/function_calls/a1").await.1["status"]["approved"], Value::Null);
     let post = |raw: String| {
         s.http
             .post(s.api("/email/inbound"))
-            .bearer_auth(&s.key)
+            .bearer_auth(&secret)
             .header("content-type", "message/rfc822")
             .body(raw)
             .send()
@@ -247,8 +278,8 @@ async fn replies_approve_reject_and_answer_and_strangers_are_refused() {
     let stranger = read_json(post(reply(&id_of("a1"), "mallory@example.com", "approve")).await.unwrap()).await;
     assert_error(&stranger, StatusCode::FORBIDDEN, "forbidden", "mallory@example.com");
     assert_eq!(s.get("/function_calls/a1").await.1["status"]["approved"], Value::Null);
-    // Another project's key cannot use this project's thread.
-    let other = s.http.post(s.api("/email/inbound")).bearer_auth(&s.other_key).body(reply(
+    // Another project's secret cannot use this project's thread.
+    let other = s.http.post(s.api("/email/inbound")).bearer_auth(&other_secret).body(reply(
         &id_of("a1"),
         "ada@example.com",
         "approve",
@@ -260,7 +291,10 @@ async fn replies_approve_reject_and_answer_and_strangers_are_refused() {
     assert_eq!(ok.status(), StatusCode::OK);
     let (_, a1) = s.get("/function_calls/a1").await;
     assert_eq!(a1["status"]["approved"], true);
-    assert_eq!(a1["status"]["user_info"], json!({"channel": "email", "email": "ada@example.com"}));
+    assert_eq!(
+        a1["status"]["user_info"],
+        json!({"channel": "email", "email": "ada@example.com", "via": "inbound_email"})
+    );
     let no = post(reply(&id_of("a2"), "ada@example.com", &format!("reject\r\nnot above 100{quoted}"))).await.unwrap();
     assert_eq!(no.status(), StatusCode::OK);
     let (_, a2) = s.get("/function_calls/a2").await;
@@ -306,7 +340,10 @@ async fn escalations_and_templates_send_their_own_emails() {
         "From: boss@example.com\r\nIn-Reply-To: <{}>\r\nContent-Type: text/plain\r\n\r\nno - wait for Ada\r\n",
         escalated.header("Message-ID")
     );
-    let resp = s.http.post(s.api("/email/inbound")).bearer_auth(&s.key).body(reply).send().await.unwrap();
+    // As an inbound-mail service posts it: the secret as the Basic-auth password.
+    let secret = inbound_secret(&s, "alpha").await;
+    let resp =
+        s.http.post(s.api("/email/inbound")).basic_auth("inbound", Some(&secret)).body(reply).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let (_, t1) = s.get("/function_calls/t1").await;
     assert_eq!(t1["status"]["comment"], "wait for Ada");
@@ -396,8 +433,51 @@ async fn requests_without_a_channel_go_to_the_projects_default_email() {
         "From: team@example.com\r\nIn-Reply-To: <{}>\r\nContent-Type: text/plain\r\n\r\nyes\r\n",
         default.header("Message-ID")
     );
-    let resp = s.http.post(s.api("/email/inbound")).bearer_auth(&s.key).body(reply).send().await.unwrap();
+    let secret = inbound_secret(&s, "alpha").await;
+    let resp = s.http.post(s.api("/email/inbound")).bearer_auth(&secret).body(reply).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let (_, fc) = s.get("/function_calls/plain").await;
-    assert_eq!(fc["status"]["user_info"], json!({"channel": "email", "email": "team@example.com"}));
+    assert_eq!(
+        fc["status"]["user_info"],
+        json!({"channel": "email", "email": "team@example.com", "via": "inbound_email"})
+    );
+}
+
+/// Waits until the first email of a request of project `alpha` is `failed` and returns its error.
+async fn failed_reason(s: &TestServer, call_id: &str, within: Duration) -> String {
+    let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        let emails =
+            s.store.emails_of(&project.id, countersign_core::RequestKind::FunctionCall, call_id).await.unwrap();
+        if let Some(e) = emails.first().filter(|e| e.status == "failed") {
+            return e.last_error.clone().unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "email of {call_id} not failed in time: {emails:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runaway_templates_fail_for_good_and_other_email_still_flows() {
+    let (s, sink) = server_with_email().await;
+    let started = Instant::now();
+    // A loop of 10^10 steps, and one that builds gigabytes of text.
+    let spin = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+    let huge = "{% for i in range(1000) %}{{ \"x\" * 50000000 }}{% endfor %}";
+    s.post("/function_calls", emailed("spin", json!({"address": "ada@example.com", "template": spin}))).await;
+    s.post("/function_calls", emailed("huge", json!({"address": "ada@example.com", "template": huge}))).await;
+    // Another project's plain email goes out meanwhile.
+    let plain = emailed("fine", json!({"address": "bob@example.com"}));
+    let (status, _) = s.post_as(&s.other_key, "/function_calls", plain).await;
+    assert_eq!(status, StatusCode::OK);
+    let mails = sink.wait_for(1).await;
+    assert_eq!(mails[0].rcpt, ["bob@example.com"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "the plain email waited {:?}", started.elapsed());
+    // Both runaway templates end as permanent failures that say why, not a day of retries.
+    let spin_reason = failed_reason(&s, "spin", Duration::from_secs(20)).await;
+    assert!(spin_reason.contains("template"), "{spin_reason}");
+    let huge_reason = failed_reason(&s, "huge", Duration::from_secs(20)).await;
+    assert!(huge_reason.contains("template"), "{huge_reason}");
+    assert_eq!(sink.mails.lock().unwrap().len(), 1, "nothing of the runaway templates was sent");
 }

@@ -288,6 +288,34 @@ async fn bad_rules_files_and_unreachable_servers_are_refused_with_what_to_fix() 
         let action = if expected.contains(": ask ") { "ask (" } else { "allow (" };
         assert!(stdout.starts_with(action) && stdout.trim().ends_with(expected), "{args:?}: {stdout}");
     }
+    // Rules that are no boundary load, with a warning naming the file and line.
+    let weak = dir.path().join("weak.rules");
+    std::fs::write(
+        &weak,
+        "# scratch\nallow write_file when path ~ \"scratch/*\"\nallow deploy when env != \"production\"\nask *\n",
+    )
+    .unwrap();
+    let weak_rules = weak.to_str().unwrap();
+    let out = run_gate(&["--rules", weak_rules, "--explain", "deploy", "{}"]).await;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stderr.contains(&format!("warning: {weak_rules}:2: `path ~ \"scratch/*\"`: the glob is a relative path")),
+        "{stderr}"
+    );
+    assert!(
+        stderr
+            .contains(&format!("warning: {weak_rules}:3: `env != \"production\"` also holds when a call has no `env`")),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with(&format!("allow ({weak_rules}:3: allow deploy when env != \"production\")")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\n  warning: `env != \"production\"` also holds"), "the verdict repeats it: {stdout}");
+    let out = run_gate(&["--rules", good.to_str().unwrap(), "--explain", "read_file"]).await;
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "sound rules load quietly: {out:?}");
+
     let out = run_gate(&["--rules", good.to_str().unwrap(), "--explain", "write_file", "[1]"]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("must be a JSON object"));

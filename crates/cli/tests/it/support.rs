@@ -29,6 +29,11 @@ pub struct TestServer {
 }
 
 pub async fn create_key(store: &dyn Store, project: &str) -> String {
+    create_scoped_key(store, project, countersign_core::api_key::Scopes::all()).await
+}
+
+/// A key of `project` (created if needed) with these scopes.
+pub async fn create_scoped_key(store: &dyn Store, project: &str, scopes: countersign_core::api_key::Scopes) -> String {
     let project = store.ensure_project(&ProjectName::parse(project).unwrap()).await.unwrap();
     let key = api_key::generate();
     store
@@ -37,6 +42,7 @@ pub async fn create_key(store: &dyn Store, project: &str) -> String {
             name: None,
             display_prefix: key.display_prefix,
             hash: key.hash,
+            scopes,
         })
         .await
         .unwrap();
@@ -84,14 +90,23 @@ pub async fn database_url(dir: &std::path::Path) -> String {
     url
 }
 
+/// The default settings with `limits.allow_private_webhook_targets` on: the tests' webhook
+/// receivers listen on 127.0.0.1.
+pub fn loopback_webhooks() -> Settings {
+    let mut settings = Settings::default();
+    settings.limits.allow_private_webhook_targets = true;
+    settings
+}
+
 async fn db_url(dir: &TempDir) -> String {
     database_url(dir.path()).await
 }
 
 impl TestServer {
-    /// A fresh server with the default settings.
+    /// A fresh server with the default settings, except that webhooks may target loopback (the
+    /// tests' receivers); [`Self::start_with`] takes the settings as they are.
     pub async fn start() -> Self {
-        Self::start_with(Settings::default()).await
+        Self::start_with(loopback_webhooks()).await
     }
 
     /// A fresh server with custom settings.
@@ -132,7 +147,7 @@ impl TestServer {
         let store = countersign_store::open(url).await.unwrap();
         let key = create_key(store.as_ref(), "alpha").await;
         let other_key = create_key(store.as_ref(), "beta").await;
-        Self::launch(dir, store, key, other_key, Settings::default()).await
+        Self::launch(dir, store, key, other_key, loopback_webhooks()).await
     }
 
     /// A second instance on the same PostgreSQL database (keys and requests shared).
@@ -141,7 +156,7 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("postgres-database-url"), &url).unwrap();
         let store = countersign_store::open(&url).await.unwrap();
-        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), Settings::default()).await
+        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), loopback_webhooks()).await
     }
 
     /// Stops gracefully and starts again on the same data directory (a new port).
@@ -149,7 +164,7 @@ impl TestServer {
         self.shutdown().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
         let store = countersign_store::open(&db_url(&dir).await).await.unwrap();
-        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), Settings::default()).await
+        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), loopback_webhooks()).await
     }
 
     /// Stops gracefully and waits until the store is closed.

@@ -248,7 +248,8 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     s.post("/agent/function_calls/c1/respond", json!({"approved": true})).await;
     let first = latest_delivery(&s, &id, |d| d["attempts"] == 1).await;
     assert_eq!(first["status"], "pending");
-    assert_eq!(first["last_error"], "cannot connect to the endpoint");
+    assert_eq!(first["last_error"], "could not deliver: no HTTP response");
+    assert_eq!(first["last_latency_ms"], 0, "no timing without an answer");
     assert!(first["next_attempt_at"].is_string());
     // Up again: the scheduled retry (about 5 s later) gets it through.
     let receiver = Receiver::default();
@@ -260,18 +261,71 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     assert_eq!(one["status"], "delivered");
     assert_eq!(one["attempts"], 2);
     let log: Vec<Value> = one["attempts_log"].as_array().unwrap().clone();
-    assert_eq!(log[0]["error"], "cannot connect to the endpoint");
+    assert_eq!(log[0]["error"], "could not deliver: no HTTP response");
     assert_eq!(log[1]["status_code"], 200);
+}
+
+/// A `countersign serve` process whose webhooks may target loopback
+/// (`COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS=true`), like [`crate::binary::Served`].
+struct LoopbackServed {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl LoopbackServed {
+    fn start(data_dir: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let database = std::fs::read_to_string(data_dir.join("postgres-database-url"))
+            .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("countersign.db").display()));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(["--database-url", &database])
+            .env("COUNTERSIGN_LOG", "warn")
+            .env("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("serve exited before listening").unwrap();
+            if let Some(addr) = line.strip_prefix("Listening on http://") {
+                break addr.to_owned();
+            }
+        };
+        // Drain the rest of stdout so the pipe never fills.
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        Self { child, addr }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "serve did not stop within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_after_the_decision_delivers_after_restart() {
-    use crate::binary::{Served, countersign, fresh_dir, stdout};
+    use crate::binary::{countersign, fresh_dir, stdout};
     let dir = fresh_dir().await;
     let key =
         stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Served::start(dir.path());
+    let mut server = LoopbackServed::start(dir.path());
     let http = crate::support::client();
     let endpoint: Value = http
         .post(server.url("/humanlayer/v1/webhooks"))
@@ -295,7 +349,7 @@ async fn a_server_killed_after_the_decision_delivers_after_restart() {
 
     let receiver = Receiver::default();
     receiver.serve(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
-    let server = Served::start(dir.path());
+    let server = LoopbackServed::start(dir.path());
     // If the server died between claiming the delivery and recording its first attempt, the claim
     // (20 s) must lapse first; otherwise the retry is due about 5 s after the decision.
     let got = receiver.wait_for(1, Duration::from_secs(45)).await;

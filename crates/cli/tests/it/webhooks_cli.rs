@@ -18,15 +18,20 @@ impl Db {
 
     /// Runs `countersign ARGS` on this database.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_countersign"))
+        self.command(args).output().unwrap()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_countersign"));
+        command
             .args(args)
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(["--database-url", &self.url])
             .env_remove("COUNTERSIGN_DATABASE_URL")
             .env_remove("COUNTERSIGN_DATA_DIR")
-            .output()
-            .unwrap()
+            .env_remove("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS");
+        command
     }
 
     /// Runs a command that must succeed; returns its stdout.
@@ -115,6 +120,29 @@ async fn bad_input_is_refused_with_the_rule() {
     }
     db.fails(&["webhooks", "add"], 2);
     assert!(db.ok(&["webhooks", "list"]).starts_with("No webhook endpoints."), "nothing was added");
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_the_configuration_allows_them() {
+    let db = Db::fresh().await;
+    for (url, reason) in [
+        ("http://169.254.169.254/latest/meta-data/", "link-local address (169.254.169.254)"),
+        ("http://localhost:9000/hook", "loopback address (localhost)"),
+        ("http://2130706433/hook", "loopback address (127.0.0.1)"),
+        ("http://[::1]/hook", "loopback address (::1)"),
+    ] {
+        let err = db.fails(&["webhooks", "add", url, "--project", "ops"], 1);
+        assert!(err.contains("url: ") && err.contains(reason), "{url}: {err}");
+        assert!(err.contains("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS"), "names the opt-in: {err}");
+    }
+    assert!(db.ok(&["webhooks", "list"]).starts_with("No webhook endpoints."), "nothing was added");
+    let out = db
+        .command(&["webhooks", "add", "http://127.0.0.1:9000/hook", "--project", "ops"])
+        .env("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "allowed by the configuration: {out:?}");
+    assert!(db.ok(&["webhooks", "list"]).contains("http://127.0.0.1:9000/hook"));
 }
 
 #[tokio::test]

@@ -40,8 +40,13 @@ impl TestServer {
         let store = countersign_store::open(&database_url(&dir)).await.unwrap();
         let project = store.ensure_project(&ProjectName::parse("alpha").unwrap()).await.unwrap();
         let key = api_key::generate();
-        let new_key =
-            NewApiKey { project_id: project.id, name: None, display_prefix: key.display_prefix, hash: key.hash };
+        let new_key = NewApiKey {
+            project_id: project.id,
+            name: None,
+            display_prefix: key.display_prefix,
+            hash: key.hash,
+            scopes: countersign_core::api_key::Scopes::all(),
+        };
         store.insert_api_key(new_key).await.unwrap();
         let mut server =
             Self { dir, addr: "127.0.0.1:0".parse().unwrap(), key: key.secret, http: http(), stop: None, task: None };

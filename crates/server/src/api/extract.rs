@@ -1,6 +1,7 @@
 //! Extractors and responses that keep the JSON error contract: a bad body or query string is a
 //! JSON 400 (or 413) that says what was wrong, never axum's plain-text rejection.
 
+use crate::app::AppState;
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -11,13 +12,14 @@ use countersign_core::Invalid;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// A request body that must hold a JSON object, kept as the bytes sent.
+/// A request body that must hold a JSON object, kept as the bytes sent. It nests at most
+/// `max_json_depth` levels (checked before anything parses it).
 pub struct RawJsonObject(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for RawJsonObject {
+impl FromRequest<AppState> for RawJsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
@@ -30,7 +32,11 @@ impl<S: Send + Sync> FromRequest<S> for RawJsonObject {
             }
         })?;
         match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') => Ok(Self(bytes)),
+            Some(b'{') => {
+                countersign_core::json_depth::check(&bytes, state.settings.limits.max_json_depth)
+                    .map_err(|why| ApiError::invalid(Invalid::new(".", format!("the body {why}"))))?;
+                Ok(Self(bytes))
+            }
             Some(_) => Err(ApiError::invalid(Invalid::new(".", "the body must be a JSON object"))),
             None => Err(ApiError::invalid(Invalid::new(".", "the body is empty; send a JSON object"))),
         }
@@ -40,10 +46,10 @@ impl<S: Send + Sync> FromRequest<S> for RawJsonObject {
 /// A request body that must be a JSON object, parsed.
 pub struct JsonObject(pub Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl FromRequest<AppState> for JsonObject {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let RawJsonObject(bytes) = RawJsonObject::from_request(req, state).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::invalid(Invalid::new(".", format!("the body is not valid JSON: {e}"))))?;

@@ -13,6 +13,7 @@ use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::live::RequestKey;
 use crate::requests::MAX_WAIT;
+use countersign_core::api_key::Scope;
 use countersign_core::{Actor, Invalid, NewRequest, RequestKind};
 use countersign_store::PageRequest;
 use extract::JsonBytes;
@@ -31,7 +32,8 @@ pub struct WaitParams {
 /// Query of the pending lists.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct PendingParams {
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size, 1 to `max_page_items` (1000 by default; default 100). A page also stops before
+    /// it passes `max_page_bytes`; `has_more` tells, and the next `offset` is `offset + items`.
     pub limit: Option<u32>,
     /// Items to skip (default 0).
     pub offset: Option<u32>,
@@ -44,6 +46,7 @@ fn key(caller: &Caller, kind: RequestKind, call_id: String) -> RequestKey {
 }
 
 async fn create(state: &AppState, caller: &Caller, kind: RequestKind, body: &[u8]) -> ApiResult<JsonBytes> {
+    caller.require(Scope::Agent)?;
     let new = NewRequest::parse(kind, body)?;
     Ok(JsonBytes(state.requests.create(&caller.project.id, new).await?))
 }
@@ -55,6 +58,7 @@ async fn get(
     call_id: String,
     params: WaitParams,
 ) -> ApiResult<JsonBytes> {
+    caller.require(Scope::Agent)?;
     let key = key(caller, kind, call_id);
     match params.wait {
         None => Ok(JsonBytes(state.requests.get(&key).await?)),
@@ -73,6 +77,7 @@ async fn respond(
     call_id: String,
     body: Value,
 ) -> ApiResult<JsonBytes> {
+    caller.require(Scope::Decide)?;
     let key = key(caller, kind, call_id);
     Ok(JsonBytes(state.requests.decide(&key, &body, Actor::api_key(&caller.key_prefix)).await?))
 }
@@ -84,24 +89,35 @@ async fn escalate(
     call_id: String,
     body: Value,
 ) -> ApiResult<JsonBytes> {
+    caller.require(Scope::Agent)?;
     let key = key(caller, kind, call_id);
     let by = format!("api key {}", caller.key_prefix);
     Ok(JsonBytes(state.requests.escalate(&key, body, &by).await?))
 }
 
 async fn pending(state: &AppState, caller: &Caller, kind: RequestKind, params: PendingParams) -> ApiResult<JsonBytes> {
-    let limit = params.limit.unwrap_or(100).clamp(1, 1000);
+    caller.require(Scope::Agent)?;
+    let limits = &state.settings.limits;
+    let limit = params.limit.unwrap_or(100).clamp(1, limits.max_page_items.max(1));
     let offset = params.offset.unwrap_or(0);
-    let page = PageRequest { limit, offset, run_id: params.run_id };
+    let max_bytes = Some(limits.max_page_bytes as u64);
+    let page = PageRequest { limit, offset, run_id: params.run_id, max_bytes };
     let found = state.requests.pending(&caller.project.id, kind, &page).await?;
-    let has_more = u64::from(offset) + (found.items.len() as u64) < found.total;
+    // A page stops early rather than grow past max_page_bytes (it always holds one item).
     let mut out = Vec::from(&b"{\"items\":["[..]);
-    for (i, item) in found.items.iter().enumerate() {
-        if i > 0 {
+    let mut sent = 0usize;
+    for item in &found.items {
+        let json = item.to_json();
+        if sent > 0 && out.len() + json.len() > limits.max_page_bytes {
+            break;
+        }
+        if sent > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&item.to_json());
+        out.extend_from_slice(&json);
+        sent += 1;
     }
+    let has_more = u64::from(offset) + (sent as u64) < found.total;
     out.extend_from_slice(
         format!("],\"total\":{},\"limit\":{limit},\"offset\":{offset},\"has_more\":{has_more}}}", found.total)
             .as_bytes(),

@@ -3,7 +3,7 @@
 
 use super::extract::{ApiQuery, JsonObject};
 use crate::app::AppState;
-use crate::auth::Caller;
+use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::webhooks as service;
 use axum::Json;
@@ -27,12 +27,14 @@ pub struct NewEndpoint {
     pub format: Option<String>,
 }
 
-/// Add a webhook endpoint; the answer holds its signing secret, shown only this once.
+/// Add a webhook endpoint; the answer holds its signing secret, shown only this once. URLs to
+/// loopback, private, link-local or unspecified addresses (and `localhost`) are refused unless the
+/// server allows them (`limits.allow_private_webhook_targets`).
 #[utoipa::path(post, path = "/webhooks", tag = "webhooks", request_body = NewEndpoint,
     responses((status = 201, description = "The endpoint, with `secret`"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn add(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let body: NewEndpoint = serde_path_to_error::deserialize(body)
@@ -43,6 +45,7 @@ pub async fn add(
         &body.url,
         body.events.as_deref(),
         body.format.as_deref(),
+        state.settings.limits.allow_private_webhook_targets,
     )
     .await?;
     Ok((StatusCode::CREATED, Json(service::endpoint_json(&endpoint, true))))
@@ -50,7 +53,7 @@ pub async fn add(
 
 /// List the project's webhook endpoints (without secrets).
 #[utoipa::path(get, path = "/webhooks", tag = "webhooks", responses((status = 200), (status = 401, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list(State(state): State<AppState>, Admin(caller): Admin) -> ApiResult<Json<Value>> {
     let endpoints = state.store.webhooks(Some(&caller.project.id)).await?;
     let items: Vec<Value> = endpoints.iter().map(|e| service::endpoint_json(e, false)).collect();
     Ok(Json(json!({ "items": items })))
@@ -59,7 +62,11 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
 /// Remove an endpoint; its undelivered events are marked failed.
 #[utoipa::path(delete, path = "/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 204), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn remove(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn remove(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     service::endpoint_of(state.store.as_ref(), &caller.project.id, &id).await?;
     state.store.remove_webhook(&id).await?;
     tracing::info!(%id, "webhook endpoint removed");
@@ -78,7 +85,7 @@ pub struct LogParams {
     responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn deliveries(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> ApiResult<Json<Value>> {
@@ -91,7 +98,11 @@ pub async fn deliveries(
 /// One delivery with its attempts.
 #[utoipa::path(get, path = "/webhook_deliveries/{id}", tag = "webhooks", params(("id" = String, Path)),
     responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn delivery(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+pub async fn delivery(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let d = service::delivery_of(state.store.as_ref(), &caller.project.id, &id).await?;
     let attempts: Vec<Value> = state.store.attempts(&id).await?.iter().map(service::attempt_json).collect();
     let mut out = service::delivery_json(&d);
@@ -104,7 +115,7 @@ pub async fn delivery(State(state): State<AppState>, caller: Caller, Path(id): P
     responses((status = 200), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn redeliver(
     State(state): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     service::delivery_of(state.store.as_ref(), &caller.project.id, &id).await?;

@@ -62,14 +62,24 @@ pub fn channel_of(record: &RequestRecord, project_default: Option<&str>) -> Opti
     }
 }
 
+/// The agent's template of an email's HTML part, with its variables, to render (see
+/// `super::render`): bounded, and off the async threads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub source: String,
+    /// `event`, `type` and `urls`.
+    pub context: Value,
+}
+
 /// Composes the email for `record` on `channel` (see [`channel_of`]); `escalation` is the
-/// escalation's stored record when the email announces one.
+/// escalation's stored record when the email announces one. With the agent's template, the HTML
+/// part is left empty and the template returned, for the caller to render into it.
 pub fn compose(
     record: &RequestRecord,
     channel: Option<EmailContactChannel>,
     escalation: Option<&Value>,
     links: &Links,
-) -> Result<Composed, String> {
+) -> Result<(Composed, Option<Template>), String> {
     let escalation: Option<EscalationFields> = match escalation {
         Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| format!("unreadable escalation: {e}"))?),
         None => None,
@@ -145,11 +155,14 @@ pub fn compose(
     let escalation_msg = escalation.as_ref().and_then(|e| e.escalation_msg.clone()).unwrap_or_default();
     let event: Value = serde_json::from_slice(&record.to_json()).map_err(|e| e.to_string())?;
     composed.text = text_body(record, &event, &escalation_msg, links);
-    composed.html = match template {
-        Some(template) => render_template(&template, record, &event, links)?,
-        None => html_body(record, &event, &escalation_msg, links),
+    let template = match template {
+        Some(source) => Some(Template { context: template_context(record, event, links), source }),
+        None => {
+            composed.html = html_body(record, &event, &escalation_msg, links);
+            None
+        }
     };
-    Ok(composed)
+    Ok((composed, template))
 }
 
 fn link(links: &Links, action: LinkAction) -> &str {
@@ -233,11 +246,8 @@ fn html_body(record: &RequestRecord, event: &Value, escalation_msg: &str, links:
     out
 }
 
-/// Renders the agent's Jinja2 template with `event`, `type` and `urls` (HTML-escaped output).
-fn render_template(template: &str, record: &RequestRecord, event: &Value, links: &Links) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-    env.add_template("email", template).map_err(|e| format!("the email template does not parse: {e}"))?;
+/// The variables of the agent's template: `event`, `type` and `urls`.
+fn template_context(record: &RequestRecord, event: Value, links: &Links) -> Value {
     let kind = match record.kind {
         RequestKind::FunctionCall => "v1beta2.function_call",
         RequestKind::HumanContact => "v1beta2.human_contact",
@@ -248,8 +258,5 @@ fn render_template(template: &str, record: &RequestRecord, event: &Value, links:
         "reject": link(links, LinkAction::Reject),
         "answer": link(links, LinkAction::Answer),
     });
-    let ctx = json!({"event": event, "type": kind, "urls": urls});
-    env.get_template("email")
-        .and_then(|t| t.render(&ctx))
-        .map_err(|e| format!("the email template failed to render: {e}"))
+    json!({"event": event, "type": kind, "urls": urls})
 }

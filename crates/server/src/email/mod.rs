@@ -7,14 +7,19 @@ pub mod compose;
 pub mod inbound;
 pub mod links;
 pub mod pages;
+pub mod render;
 
 use compose::{Composed, Links};
 use countersign_core::webhook::retry_delay;
 use countersign_core::{RequestKind, RequestRecord, Timestamp};
 use countersign_store::{ClaimedEmail, Store};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use links::{LINK_TTL, LinkAction, LinkSigner};
+use render::{TemplateLimits, TemplateRenderer};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
@@ -22,6 +27,9 @@ use tokio::sync::{Notify, watch};
 /// How long a claim lasts (the SMTP timeout is 30 s); after a crash mid-send, any instance retries.
 const LEASE: Duration = Duration::from_secs(60);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Emails in flight at once: a slow one (a template rendering, a slow SMTP server) holds one slot,
+/// not the others.
+const IN_FLIGHT: usize = 16;
 
 /// How to send email.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +38,29 @@ pub struct EmailSettings {
     pub smtp_url: Option<String>,
     /// The From address, e.g. `Countersign <approvals@example.com>`.
     pub from: Option<String>,
+    /// The program that renders agents' templates in a child process with a memory cap: the
+    /// `countersign` binary, whose `main` handles [`render::CHILD_ARG`] (`countersign serve` sets
+    /// it to itself). Without it templates render on a blocking thread of this process, bounded
+    /// by fuel, output size and time but not memory (see [`render`]).
+    pub template_renderer: Option<PathBuf>,
+}
+
+/// Why an email was not sent.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    /// Trying again cannot help (a bad address, a template over its limits): no retries.
+    permanent: bool,
+}
+
+impl Failure {
+    fn permanent(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), permanent: true }
+    }
+
+    fn transient(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), permanent: false }
+    }
 }
 
 /// The links of a request's email, under `base` (the server's public URL).
@@ -56,15 +87,18 @@ pub struct Mailer {
     transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
     wake: Arc<Notify>,
+    templates: TemplateRenderer,
 }
 
 impl Mailer {
-    /// A mailer; fails when the SMTP URL or From address cannot be used.
+    /// A mailer; fails when the SMTP URL or From address cannot be used. `limits` bound the
+    /// agents' templates.
     pub fn new(
         store: Arc<dyn Store>,
         signer: Arc<LinkSigner>,
         base: String,
         settings: &EmailSettings,
+        limits: &crate::limits::Limits,
         wake: Arc<Notify>,
     ) -> Result<Self, String> {
         let transport = match &settings.smtp_url {
@@ -78,23 +112,29 @@ impl Mailer {
         };
         let from = settings.from.clone().unwrap_or_else(|| "Countersign <countersign@localhost>".into());
         let from: Mailbox = from.parse().map_err(|e| format!("email_from {from:?} is not an address: {e}"))?;
-        Ok(Self { store, signer, base, transport, from, wake })
+        let templates = TemplateRenderer::new(settings.template_renderer.clone(), TemplateLimits::from(limits));
+        Ok(Self { store, signer, base, transport, from, wake, templates })
     }
 
-    /// Runs until `closing` turns true.
+    /// Runs until `closing` turns true (then finishes the emails in flight).
     pub async fn run(self, mut closing: watch::Receiver<bool>) {
+        let mut sending = FuturesUnordered::new();
         loop {
             if *closing.borrow() {
-                return;
+                break;
             }
             let now = Timestamp::now();
-            let claimed = self.store.claim_emails(now, now.plus(LEASE), 16).await.unwrap_or_else(|err| {
-                tracing::warn!(%err, "cannot claim emails to send; retrying");
-                Vec::new()
-            });
-            if !claimed.is_empty() {
-                futures::future::join_all(claimed.into_iter().map(|c| self.send(c))).await;
-                continue;
+            let free = IN_FLIGHT - sending.len();
+            if free > 0 {
+                let limit = u32::try_from(free).unwrap_or(1);
+                let claimed = self.store.claim_emails(now, now.plus(LEASE), limit).await.unwrap_or_else(|err| {
+                    tracing::warn!(%err, "cannot claim emails to send; retrying");
+                    Vec::new()
+                });
+                if !claimed.is_empty() {
+                    sending.extend(claimed.into_iter().map(|c| self.send(c)));
+                    continue;
+                }
             }
             let sleep = match self.store.next_email_due().await {
                 Ok(Some(at)) => Duration::from_micros(u64::try_from(at.as_micros() - now.as_micros()).unwrap_or(0)),
@@ -102,23 +142,26 @@ impl Mailer {
             }
             .min(IDLE_CHECK);
             tokio::select! {
-                () = tokio::time::sleep(sleep) => {}
-                () = self.wake.notified() => {}
-                _ = closing.wait_for(|c| *c) => return,
+                Some(()) = sending.next(), if !sending.is_empty() => {}
+                () = tokio::time::sleep(sleep), if sending.len() < IN_FLIGHT => {}
+                () = self.wake.notified(), if sending.len() < IN_FLIGHT => {}
+                _ = closing.wait_for(|c| *c) => break,
             }
         }
+        while sending.next().await.is_some() {}
     }
 
     async fn send(&self, claimed: ClaimedEmail) {
         let m = &claimed.message;
         let (recipients, error) = match self.deliver(&claimed).await {
             Ok(recipients) => (recipients, None),
-            Err(error) => (Vec::new(), Some(error)),
+            Err(failure) => (Vec::new(), Some(failure)),
         };
         let retry_at = match &error {
-            Some(_) if self.transport.is_some() => retry_delay(m.attempts + 1).map(|d| Timestamp::now().plus(d)),
+            Some(f) if !f.permanent => retry_delay(m.attempts + 1).map(|d| Timestamp::now().plus(d)),
             _ => None,
         };
+        let error = error.map(|f| f.reason);
         match &error {
             None => tracing::info!(message_id = %m.id, call_id = %m.call_id, purpose = %m.purpose, "email sent"),
             Some(e) => {
@@ -131,51 +174,69 @@ impl Mailer {
     }
 
     /// Composes and sends one email; returns everyone it went to.
-    async fn deliver(&self, claimed: &ClaimedEmail) -> Result<Vec<String>, String> {
+    async fn deliver(&self, claimed: &ClaimedEmail) -> Result<Vec<String>, Failure> {
         let m = &claimed.message;
         let Some(transport) = &self.transport else {
-            return Err("no SMTP server is configured: set smtp_url (and email_from) in the configuration".into());
+            return Err(Failure::permanent(
+                "no SMTP server is configured: set smtp_url (and email_from) in the configuration",
+            ));
         };
         let record = self
             .store
             .request(&m.project_id, m.kind, &m.call_id)
             .await
-            .map_err(|e| format!("cannot read the request: {e}"))?
-            .ok_or_else(|| "the request is gone".to_owned())?;
+            .map_err(|e| Failure::transient(format!("cannot read the request: {e}")))?
+            .ok_or_else(|| Failure::permanent("the request is gone"))?;
         let escalation = match m.purpose.as_str() {
             "escalation" => Some(
                 record
                     .escalations
                     .get(usize::try_from(m.event_seq).unwrap_or(0).saturating_sub(1))
                     .cloned()
-                    .ok_or("the escalation is missing")?,
+                    .ok_or_else(|| Failure::permanent("the escalation is missing"))?,
             ),
             _ => None,
         };
-        let fallback =
-            self.store.default_email(&m.project_id).await.map_err(|e| format!("cannot read the project: {e}"))?;
+        let fallback = self
+            .store
+            .default_email(&m.project_id)
+            .await
+            .map_err(|e| Failure::transient(format!("cannot read the project: {e}")))?;
         let channel = compose::channel_of(&record, fallback.as_deref());
-        let composed =
-            compose::compose(&record, channel, escalation.as_ref(), &links_for(&self.signer, &self.base, &record))?;
-        let message = self.message(&m.id, &composed)?;
-        transport.send(message).await.map_err(|e| format!("the SMTP server refused or failed: {e}"))?;
-        Ok(composed.recipients())
+        let links = links_for(&self.signer, &self.base, &record);
+        let (mut composed, template) =
+            compose::compose(&record, channel, escalation.as_ref(), &links).map_err(Failure::permanent)?;
+        // Addresses first: a bad one fails the email before any template is rendered.
+        let mut message = self.message(&m.id, &composed)?;
+        if let Some(template) = template {
+            let rendered = self.templates.render(&template.source, &template.context).await.map_err(|e| {
+                tracing::warn!(message_id = %m.id, call_id = %m.call_id, reason = %e.reason, "an email template failed");
+                Failure { reason: e.reason, permanent: e.permanent }
+            })?;
+            tracing::debug!(message_id = %m.id, peak_rss_bytes = ?rendered.peak_rss_bytes, "email template rendered");
+            composed.html = rendered.html;
+            message = self.message(&m.id, &composed)?;
+        }
+        transport.send(message).await.map_err(|e| Failure {
+            reason: format!("the SMTP server refused or failed: {e}"),
+            permanent: e.is_permanent(),
+        })?;
+        Ok(recipients(&composed))
     }
 
-    fn message(&self, message_id: &str, c: &Composed) -> Result<Message, String> {
-        let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| format!("{a:?} is not an email address: {e}"));
+    fn message(&self, message_id: &str, c: &Composed) -> Result<Message, Failure> {
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(c.subject.clone())
             .message_id(Some(message_id.to_owned()));
         for a in &c.to {
-            builder = builder.to(parse(a)?);
+            builder = builder.to(mailbox(a)?);
         }
         for a in &c.cc {
-            builder = builder.cc(parse(a)?);
+            builder = builder.cc(mailbox(a)?);
         }
         for a in &c.bcc {
-            builder = builder.bcc(parse(a)?);
+            builder = builder.bcc(mailbox(a)?);
         }
         if let Some(id) = &c.in_reply_to {
             builder = builder.in_reply_to(id.clone());
@@ -185,6 +246,18 @@ impl Mailer {
         }
         builder
             .multipart(MultiPart::alternative_plain_html(c.text.clone(), c.html.clone()))
-            .map_err(|e| format!("cannot build the email: {e}"))
+            .map_err(|e| Failure::permanent(format!("cannot build the email: {e}")))
     }
+}
+
+/// A recipient as a mailbox; an address that is not one fails the email for good.
+fn mailbox(address: &str) -> Result<Mailbox, Failure> {
+    address.parse::<Mailbox>().map_err(|e| {
+        Failure::permanent(format!("{address:?} is not a valid email address ({e}), so the email cannot be sent"))
+    })
+}
+
+/// Everyone an email went to, by bare address (what a reply's `From:` is matched against).
+fn recipients(c: &Composed) -> Vec<String> {
+    c.recipients().into_iter().map(|a| a.parse::<Mailbox>().map_or(a, |m| m.email.to_string().to_lowercase())).collect()
 }

@@ -48,17 +48,15 @@ async fn load(state: &AppState, token: &str) -> Result<(LinkAction, RequestRecor
     Ok((claims.action, record, project.map(|p| p.name).unwrap_or_default()))
 }
 
-fn page(action: LinkAction, record: &RequestRecord, project: &str, token: &str, notice: &str, error: &str) -> LinkPage {
-    let mut d = Detail::new(project, record, "");
-    d.notice = notice.to_owned();
-    d.error = error.to_owned();
+fn page(state: &AppState, action: LinkAction, record: &RequestRecord, project: &str, token: &str) -> LinkPage {
+    let d = Detail::new(project, record, "", state.settings.limits.max_page_render_bytes);
     LinkPage { d, action: action.as_str(), post_url: format!("/email/{token}") }
 }
 
 /// Shows the request and the link's form (or what was decided).
 pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, WebError> {
     let (action, record, project) = load(&state, &token).await?;
-    Ok(render(&page(action, &record, &project, &token, "", "")))
+    Ok(render(&page(&state, action, &record, &project, &token)))
 }
 
 #[derive(Deserialize)]
@@ -90,7 +88,7 @@ pub async fn decide(
     };
     let fallback = state.store.default_email(&record.project_id).await.map_err(crate::error::ApiError::from)?;
     let sent_to = super::compose::channel_of(&record, fallback.as_deref()).map(|e| e.address.to_lowercase());
-    let actor = Actor { channel: DecisionChannel::Email, api_key: None, user_id: None, email: sent_to };
+    let actor = Actor { channel: DecisionChannel::Email, api_key: None, user_id: None, email: sent_to, via: None };
     let (status, notice, error) = match state.requests.decide(&RequestKey::of(&record), &body, actor).await {
         Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),
         Err(err) if err.status() == StatusCode::CONFLICT => {
@@ -107,5 +105,8 @@ pub async fn decide(
         .await
         .map_err(crate::error::ApiError::from)?;
     let fresh = fresh.unwrap_or(record);
-    Ok((status, render(&page(action, &fresh, &project, &token, &notice, &error))).into_response())
+    let mut shown = page(&state, action, &fresh, &project, &token);
+    shown.d.notice = notice;
+    shown.d.error = error;
+    Ok((status, render(&shown)).into_response())
 }

@@ -20,9 +20,15 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Pretty-printed, highlighted HTML of valid JSON text (two-space indent).
-pub fn highlight(json: &str) -> String {
-    let mut out = String::with_capacity(json.len() * 2);
+/// Deeper levels than this are printed at this indent: the output stays linear in the input
+/// however deep the value nests (a depth-20,000 value would otherwise print 800 MB of spaces).
+const MAX_INDENT: usize = 24;
+
+/// Pretty-printed, highlighted HTML of valid JSON text (two-space indent), at most about
+/// `max_bytes` long: a longer rendering is cut with a note saying so, and the value stays
+/// readable in full through the API.
+pub fn highlight(json: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(json.len().saturating_mul(2).min(max_bytes));
     let mut depth = 0usize;
     let mut chars = json.char_indices().peekable();
     // True right after `{` or `[`, to print empty containers as `{}` / `[]`.
@@ -32,11 +38,20 @@ pub fn highlight(json: &str) -> String {
     let mut expect_key = false;
     let newline = |out: &mut String, depth: usize| {
         out.push('\n');
-        for _ in 0..depth {
+        for _ in 0..depth.min(MAX_INDENT) {
             out.push_str("  ");
         }
     };
     while let Some((start, c)) = chars.next() {
+        if out.len() >= max_bytes {
+            let _ = write!(
+                out,
+                "\n<span class=\"j-cut\">\u{2026} cut here: this value is {} bytes of JSON, more than a page \
+                 shows (limits.max_page_render_bytes); read it in full through the API</span>",
+                json.len()
+            );
+            break;
+        }
         if c.is_whitespace() {
             continue;
         }
@@ -110,7 +125,7 @@ mod tests {
 
     #[test]
     fn indents_and_classes() {
-        let html = highlight(r#"{"a":1e2,"b":[true,null,"x"],"c":{},"d":[]}"#);
+        let html = highlight(r#"{"a":1e2,"b":[true,null,"x"],"c":{},"d":[]}"#, 1 << 20);
         assert_eq!(
             html,
             "{\n  <span class=\"j-key\">&quot;a&quot;</span>: <span class=\"j-num\">1e2</span>,\n  \
@@ -122,7 +137,7 @@ mod tests {
 
     #[test]
     fn markup_in_strings_is_escaped() {
-        let html = highlight(r#"{"<b>":"<script>alert(\"x\")</script>","n":123456789012345678901234567890}"#);
+        let html = highlight(r#"{"<b>":"<script>alert(\"x\")</script>","n":123456789012345678901234567890}"#, 1 << 20);
         assert!(!html.contains("<script>") && !html.contains("<b>"));
         assert!(html.contains("&lt;script&gt;alert(\\&quot;x\\&quot;)&lt;/script&gt;"));
         assert!(html.contains("123456789012345678901234567890"));
@@ -130,8 +145,26 @@ mod tests {
 
     #[test]
     fn escaped_quotes_do_not_end_strings() {
-        let html = highlight(r#"["a\"b", "c\\"]"#);
+        let html = highlight(r#"["a\"b", "c\\"]"#, 1 << 20);
         assert!(html.contains("&quot;a\\&quot;b&quot;"));
         assert!(html.contains("&quot;c\\\\&quot;"));
+    }
+
+    #[test]
+    fn deep_values_render_in_linear_size() {
+        let depth = 20_000;
+        let json = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let html = highlight(&json, usize::MAX);
+        // Every line is indented at most MAX_INDENT levels: ~ (2 * 24 + 2) bytes a bracket.
+        assert!(html.len() < json.len() * 30, "{} bytes for {} of input", html.len(), json.len());
+    }
+
+    #[test]
+    fn long_values_are_cut_with_a_note() {
+        let json = format!("[{}1]", "1,".repeat(100_000));
+        let html = highlight(&json, 4096);
+        assert!(html.len() < 4096 + 512, "{}", html.len());
+        assert!(html.contains("cut here") && html.contains(&json.len().to_string()));
+        assert!(!highlight("[1,2]", 4096).contains("cut here"));
     }
 }

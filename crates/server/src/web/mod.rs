@@ -6,6 +6,7 @@
 //! form carries the session's CSRF token (the login form a cookie-bound one). Everything shown is
 //! scoped to the person's projects.
 
+pub(crate) mod extract;
 mod json_html;
 mod session;
 pub(crate) mod views;
@@ -14,10 +15,10 @@ pub use json_html::escape;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::people::{self, Action, Person};
+use crate::people::{self, Action, ClientAddr, Person};
 use askama::Template;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -26,6 +27,7 @@ use axum_extra::extract::cookie::CookieJar;
 use countersign_core::session::{SessionKind, random_text, same_secret};
 use countersign_core::{DecisionChannel, RequestKind};
 use countersign_store::{DecidedStatus, RequestFilter};
+use extract::{WebForm, WebPath, WebQuery};
 use serde::Deserialize;
 use session::{LOGIN_CSRF_COOKIE, WebSession};
 use std::convert::Infallible;
@@ -168,11 +170,11 @@ async fn detail(
     State(state): State<AppState>,
     who: WebSession,
     headers: HeaderMap,
-    Path((project, kind, call_id)): Path<(String, String, String)>,
+    WebPath((project, kind, call_id)): WebPath<(String, String, String)>,
 ) -> PageResult {
     let person = person(&who);
     let record = person.request(state.store.as_ref(), &project, kind_of(&kind)?, &call_id).await?;
-    let detail = Detail::new(&project, &record, &who.session.csrf_token);
+    let detail = Detail::new(&project, &record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
     if is_htmx(&headers) {
         return Ok(render(&DetailFragment { d: detail }));
     }
@@ -212,8 +214,8 @@ async fn decide(
     State(state): State<AppState>,
     who: WebSession,
     headers: HeaderMap,
-    Path((project, kind, call_id, action)): Path<(String, String, String, String)>,
-    Form(form): Form<DecisionForm>,
+    WebPath((project, kind, call_id, action)): WebPath<(String, String, String, String)>,
+    WebForm(form): WebForm<DecisionForm>,
 ) -> PageResult {
     if !who.csrf_ok(&form.csrf, &headers) {
         return Err(WebError::csrf());
@@ -230,7 +232,8 @@ async fn decide(
     let updated_kwargs = match edited {
         Ok(edited) => edited,
         Err(message) => {
-            let mut detail = Detail::new(&project, &record, &who.session.csrf_token);
+            let mut detail =
+                Detail::new(&project, &record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
             detail.error = message;
             return Ok((StatusCode::BAD_REQUEST, render(&DetailFragment { d: detail })).into_response());
         }
@@ -256,7 +259,8 @@ async fn decide(
         return Ok(Redirect::to(&href).into_response());
     }
     let fresh = person.request(store, &project, record.kind, &call_id).await?;
-    let mut detail = Detail::new(&project, &fresh, &who.session.csrf_token);
+    let mut detail =
+        Detail::new(&project, &fresh, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
     detail.notice = notice;
     detail.error = error;
     if is_htmx(&headers) {
@@ -267,7 +271,11 @@ async fn decide(
     Ok((status, render(&page)).into_response())
 }
 
-async fn history(State(state): State<AppState>, who: WebSession, Query(filters): Query<HistoryQuery>) -> PageResult {
+async fn history(
+    State(state): State<AppState>,
+    who: WebSession,
+    WebQuery(filters): WebQuery<HistoryQuery>,
+) -> PageResult {
     let person = person(&who);
     let text = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
     let filter = RequestFilter {
@@ -295,7 +303,7 @@ async fn history(State(state): State<AppState>, who: WebSession, Query(filters):
                 kind_label: if r.kind == RequestKind::FunctionCall { "Approval" } else { "Question" },
                 summary: r.summary(),
                 run_id: r.run_id.clone(),
-                outcome: OutcomeView::of(r)?,
+                outcome: OutcomeView::of(r, state.settings.limits.max_page_render_bytes / (2 * HISTORY_PAGE as usize))?,
                 project,
             })
         })
@@ -367,7 +375,7 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
             }
             // Before announcing (and now and then), re-read the session: the person may have
             // signed out, been disabled, or been moved between projects since the stream opened.
-            match people::session(state.store.as_ref(), &who.token).await {
+            match people::web_session(state.store.as_ref(), &who.token).await {
                 Ok(Some(session)) => projects = project_ids(&session),
                 Ok(None) => return,
                 Err(e) => tracing::debug!(error = %e.message(), "cannot re-check an inbox stream's session"),
@@ -412,10 +420,18 @@ struct NextQuery {
     next: Option<String>,
 }
 
-/// Only local paths, so a crafted link cannot send people elsewhere after signing in.
+/// Only local paths, so a crafted link cannot send people elsewhere after signing in: one `/`
+/// then anything but `/` or `\\`, and only visible ASCII (browsers drop tabs and newlines, so
+/// `/\t/evil.example` would be `//evil.example`); anything else is `/`.
 fn safe_next(next: Option<&str>) -> String {
+    let local = |n: &str| {
+        let mut chars = n.chars();
+        chars.next() == Some('/')
+            && chars.next().is_none_or(|c| c != '/' && c != '\\')
+            && n.chars().all(|c| c.is_ascii_graphic() && c != '\\')
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n) if local(n) => n.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -424,7 +440,7 @@ async fn login_form(
     State(state): State<AppState>,
     jar: CookieJar,
     headers: HeaderMap,
-    Query(q): Query<NextQuery>,
+    WebQuery(q): WebQuery<NextQuery>,
 ) -> Response {
     let token = random_text(32);
     let jar = jar.add(session::cookie(&state, &headers, LOGIN_CSRF_COOKIE, token.clone()));
@@ -446,16 +462,18 @@ struct LoginForm {
 
 async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     jar: CookieJar,
     headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    WebForm(form): WebForm<LoginForm>,
 ) -> Response {
     let expected = jar.get(LOGIN_CSRF_COOKIE).map(|c| c.value().to_owned()).unwrap_or_default();
     if expected.is_empty() || !same_secret(&expected, &form.csrf) {
         return WebError::csrf().into_response();
     }
     let next = safe_next(form.next.as_deref());
-    match people::login(state.store.as_ref(), &form.email, &form.password, SessionKind::Web).await {
+    let gate = people::gate(&state);
+    match gate.login(state.store.as_ref(), &form.email, &form.password, SessionKind::Web, client).await {
         Ok(signed_in) => {
             let jar = jar.remove(session::removal(LOGIN_CSRF_COOKIE)).add(session::cookie(
                 &state,
@@ -465,14 +483,18 @@ async fn login(
             ));
             (jar, Redirect::to(&next)).into_response()
         }
-        Err(err) => {
-            let message = if err.status() == StatusCode::UNAUTHORIZED {
-                "Wrong email or password.".to_owned()
-            } else {
-                err.message().to_owned()
+        Err(refused) => {
+            let err = &refused.error;
+            let message = match err.status() {
+                StatusCode::UNAUTHORIZED => "Wrong email or password.".to_owned(),
+                _ => capitalized(err.message()),
             };
             let page = LoginPage { csrf: expected, next, email: form.email, error: message };
-            (err.status(), render(&page)).into_response()
+            let mut response = (err.status(), render(&page)).into_response();
+            if let Some(wait) = refused.retry_after_header() {
+                response.headers_mut().insert(header::RETRY_AFTER, wait);
+            }
+            response
         }
     }
 }
@@ -488,7 +510,7 @@ async fn logout(
     who: WebSession,
     headers: HeaderMap,
     jar: CookieJar,
-    Form(form): Form<CsrfForm>,
+    WebForm(form): WebForm<CsrfForm>,
 ) -> PageResult {
     if !who.csrf_ok(&form.csrf, &headers) {
         return Err(WebError::csrf());
@@ -503,9 +525,17 @@ struct TokenQuery {
     token: String,
 }
 
-async fn set_password_form(Query(q): Query<TokenQuery>) -> Response {
-    render(&SetPasswordPage { token: q.token, error: String::new(), done: false })
+/// The set-password form; a link that can no longer be used says so at once (asking does not
+/// use it up).
+async fn set_password_form(State(state): State<AppState>, WebQuery(q): WebQuery<TokenQuery>) -> PageResult {
+    if !people::password_link_usable(state.store.as_ref(), &q.token).await? {
+        return Err(WebError::new(StatusCode::NOT_FOUND, "Link not usable", DEAD_LINK));
+    }
+    Ok(render(&SetPasswordPage { token: q.token, error: String::new(), done: false }))
 }
+
+const DEAD_LINK: &str =
+    "This link is used, expired or unknown; ask an admin for a new one (countersign users reset-password).";
 
 #[derive(Deserialize)]
 struct SetPasswordForm {
@@ -518,22 +548,48 @@ struct SetPasswordForm {
 }
 
 /// The one-time token in the form is what authorizes this (no session exists yet), so it needs no
-/// CSRF token: a forged form would have to know the secret.
-async fn set_password(State(state): State<AppState>, Form(form): Form<SetPasswordForm>) -> Response {
+/// CSRF token: a forged form would have to know the secret. The token is checked before the
+/// password is hashed, so posts with bogus tokens cost one lookup each.
+async fn set_password(State(state): State<AppState>, WebForm(form): WebForm<SetPasswordForm>) -> Response {
     let page = |error: String, done: bool| SetPasswordPage { token: form.token.clone(), error, done };
+    let store = state.store.as_ref();
+    match people::password_link_usable(store, &form.token).await {
+        Ok(true) => {}
+        Ok(false) => return WebError::new(StatusCode::NOT_FOUND, "Link not usable", DEAD_LINK).into_response(),
+        Err(err) => return WebError::from(err).into_response(),
+    }
     if form.password != form.confirm {
         return (StatusCode::BAD_REQUEST, render(&page("The two passwords differ.".into(), false))).into_response();
     }
-    match people::set_password(state.store.as_ref(), &form.token, &form.password).await {
+    match people::gate(&state).set_password(store, &form.token, &form.password).await {
         Ok(user) => {
             tracing::info!(user_id = %user.id, "password set with a one-time link");
             render(&page(String::new(), true))
         }
-        Err(err) => (err.status(), render(&page(err.message().to_owned(), false))).into_response(),
+        Err(refused) => {
+            let wait = refused.retry_after_header();
+            let err = refused.error;
+            let mut response = (err.status(), render(&page(capitalized(err.message()), false))).into_response();
+            if let Some(wait) = wait {
+                response.headers_mut().insert(header::RETRY_AFTER, wait);
+            }
+            response
+        }
     }
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
+/// A message as a sentence: capital first letter, final period.
+fn capitalized(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
+async fn asset(WebPath(file): WebPath<String>) -> Response {
     let (body, content_type): (&'static [u8], &str) = match file.as_str() {
         "htmx.min.js" => (include_bytes!("../../assets/vendor/htmx.min.js"), "text/javascript"),
         "htmx-ext-sse.min.js" => (include_bytes!("../../assets/vendor/htmx-ext-sse.min.js"), "text/javascript"),
@@ -550,4 +606,21 @@ async fn asset(Path(file): Path<String>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_a_local_path_or_the_inbox() {
+        for bad in ["/\t/evil.example", "/\n/x", "//evil", "/\\evil", "/a\\b", "/ x", "https://e.x", "x", "", "/\u{e9}"]
+        {
+            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+        for good in ["/", "/history?q=a%20b", "/r/alpha/approval/c%2F1"] {
+            assert_eq!(safe_next(Some(good)), good);
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! The browser session: the cookie that carries it, the extractor that requires it (sending
-//! people without one to the login page), and the CSRF check of state-changing forms.
+//! people without one to the login page), and the CSRF check of state-changing forms. Only
+//! sessions opened in a browser count: a terminal login's token is no cookie.
 
 use crate::app::AppState;
 use crate::error::ApiError;
@@ -87,7 +88,7 @@ impl FromRequestParts<AppState> for WebSession {
         let session = if token.is_empty() {
             None
         } else {
-            people::session(state.store.as_ref(), &token).await.map_err(NoSession::Error)?
+            people::web_session(state.store.as_ref(), &token).await.map_err(NoSession::Error)?
         };
         match session {
             Some(session) => Ok(Self { session, token }),

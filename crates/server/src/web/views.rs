@@ -93,10 +93,10 @@ pub struct OutcomeView {
 }
 
 impl OutcomeView {
-    pub fn of(record: &RequestRecord) -> Option<Self> {
+    pub fn of(record: &RequestRecord, max_render_bytes: usize) -> Option<Self> {
         let outcome = record.outcome.as_ref()?;
         let edited_html = match &outcome.decision {
-            Decision::Approved { updated_kwargs: Some(edited), .. } => highlight(edited),
+            Decision::Approved { updated_kwargs: Some(edited), .. } => highlight(edited, max_render_bytes),
             _ => String::new(),
         };
         let (text, option) = match &outcome.decision {
@@ -144,8 +144,12 @@ pub struct Detail {
 }
 
 impl Detail {
-    pub fn new(project: &str, record: &RequestRecord, csrf: &str) -> Self {
-        let field = |name: &str| record.spec_field(name).map(|raw| highlight(raw.get())).unwrap_or_default();
+    /// The view of one request; its highlighted JSON takes at most about `max_render_bytes`
+    /// (`limits.max_page_render_bytes`) in all, cut with a note beyond that.
+    pub fn new(project: &str, record: &RequestRecord, csrf: &str, max_render_bytes: usize) -> Self {
+        let field = |name: &str, share: usize| {
+            record.spec_field(name).map(|raw| highlight(raw.get(), max_render_bytes / share)).unwrap_or_default()
+        };
         let text = |name: &str| {
             record.spec_field(name).and_then(|raw| serde_json::from_str::<String>(raw.get()).ok()).unwrap_or_default()
         };
@@ -171,17 +175,19 @@ impl Detail {
             run_id: record.run_id.clone(),
             run_href: format!("/history?run={}", segment(&record.run_id)),
             asked: short_time(record.requested_at),
-            kwargs_html: field("kwargs"),
+            kwargs_html: field("kwargs", 2),
+            // The edit box holds the whole value or nothing: an edit of a cut value would lose data.
             kwargs_text: record
                 .spec_field("kwargs")
+                .filter(|raw| raw.get().len() <= max_render_bytes / 8)
                 .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
                 .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
                 .unwrap_or_default(),
-            state_html: field("state"),
-            channel_html: field("channel"),
+            state_html: field("state", 8),
+            channel_html: field("channel", 8),
             options,
             escalations: record.escalations.len(),
-            outcome: OutcomeView::of(record),
+            outcome: OutcomeView::of(record, max_render_bytes / 8),
             notice: String::new(),
             error: String::new(),
             csrf: csrf.to_owned(),

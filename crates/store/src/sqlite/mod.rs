@@ -134,7 +134,8 @@ impl Store for SqliteStore {
     async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
         let id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
-            "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at, scopes) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&id)
         .bind(&key.project_id)
@@ -142,6 +143,7 @@ impl Store for SqliteStore {
         .bind(&key.display_prefix)
         .bind(&key.hash.0[..])
         .bind(Timestamp::now().as_micros())
+        .bind(key.scopes.to_text())
         .execute(&self.pool)
         .await?;
         let row: KeyRow =
@@ -250,6 +252,10 @@ impl Store for SqliteStore {
         people::create_password_token(&self.pool, user_id, hash, expires_at).await
     }
 
+    async fn password_token_usable(&self, hash: &KeyHash, now: Timestamp) -> StoreResult<bool> {
+        people::password_token_usable(&self.pool, hash, now).await
+    }
+
     async fn set_password_with_token(
         &self,
         hash: &KeyHash,
@@ -347,6 +353,21 @@ impl Store for SqliteStore {
         mail::next_due(&self.pool).await
     }
 
+    async fn set_inbound_email_secret(&self, project_id: &str, hash: Option<&KeyHash>) -> StoreResult<bool> {
+        mail::set_inbound_email_secret(&self.pool, project_id, hash.map(|h| &h.0[..])).await
+    }
+
+    async fn project_by_inbound_email_secret(&self, hash: &KeyHash) -> StoreResult<Option<Project>> {
+        match mail::project_id_by_inbound_email_secret(&self.pool, &hash.0[..]).await? {
+            Some(id) => self.project_by_id(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn has_inbound_email_secret(&self, project_id: &str) -> StoreResult<bool> {
+        mail::has_inbound_email_secret(&self.pool, project_id).await
+    }
+
     async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
         mail::server_key(&self.pool, name, fresh).await
     }
@@ -390,18 +411,26 @@ impl Store for SqliteStore {
     }
 
     async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page> {
+        // Rows past max_bytes (counted from the page's start) are not even read.
         let rows: Vec<RequestRow> = sqlx::query_as(concat!(
             "SELECT ",
             request_columns!(),
+            " FROM (SELECT ",
+            request_columns!(),
+            ", sum(length(spec)) OVER (ORDER BY requested_at, call_id ROWS UNBOUNDED PRECEDING) - length(spec) AS before \
+             FROM (SELECT ",
+            request_columns!(),
             " FROM requests WHERE ",
             pending_filter!(),
-            " ORDER BY requested_at, call_id LIMIT ?4 OFFSET ?5"
+            " ORDER BY requested_at, call_id LIMIT ?4 OFFSET ?5) page) sized WHERE before < ?6 \
+             ORDER BY requested_at, call_id"
         ))
         .bind(project_id)
         .bind(kind.as_str())
         .bind(&page.run_id)
         .bind(i64::from(page.limit))
         .bind(i64::from(page.offset))
+        .bind(page.max_bytes.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX)))
         .fetch_all(&self.pool)
         .await?;
         let (total,): (i64,) = sqlx::query_as(concat!("SELECT count(*) FROM requests WHERE ", pending_filter!()))
@@ -410,8 +439,7 @@ impl Store for SqliteStore {
             .bind(&page.run_id)
             .fetch_one(&self.pool)
             .await?;
-        let items = rows.into_iter().map(RequestRecord::try_from).collect::<StoreResult<_>>()?;
-        Ok(Page { items, total: total as u64 })
+        Ok(Page { items: crate::row::readable(rows), total: total as u64 })
     }
 
     async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>> {
@@ -419,7 +447,7 @@ impl Store for SqliteStore {
             sqlx::query_as(concat!("SELECT ", request_columns!(), " FROM requests WHERE responded_at IS NULL"))
                 .fetch_all(&self.pool)
                 .await?;
-        rows.into_iter().map(RequestRecord::try_from).collect()
+        Ok(crate::row::readable(rows))
     }
 
     async fn close(&self) {

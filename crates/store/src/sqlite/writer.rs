@@ -152,10 +152,29 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>) {
     let size = batch.len();
     let answers = match commit_batch(conn, &batch).await {
         Ok(applied) => settle(conn, &batch, &applied).await,
-        Err(err) => {
-            tracing::error!(%err, size, "group commit failed; no write of this batch was acknowledged");
+        Err(err) if size == 1 => {
+            tracing::warn!(%err, "a write failed");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            batch.iter().map(|_| Err(same_error(&err))).collect()
+            vec![Err(err)]
+        }
+        Err(err) => {
+            // One bad operation must not fail its neighbours: apply each alone, so only the
+            // operation that fails by itself is refused.
+            tracing::warn!(%err, size, "group commit failed; applying its writes one by one");
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let mut answers = Vec::with_capacity(size);
+            for op in &batch {
+                let one = std::slice::from_ref(op);
+                match commit_batch(conn, one).await {
+                    Ok(applied) => answers.extend(settle(conn, one, &applied).await),
+                    Err(err) => {
+                        tracing::warn!(%err, "a write failed");
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                        answers.push(Err(err));
+                    }
+                }
+            }
+            answers
         }
     };
     for (op, answer) in batch.into_iter().zip(answers) {
@@ -167,13 +186,6 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>) {
             (_, Ok(_)) => unreachable!("answers are produced in operation order and kind"),
             (Op::Stop(_), Err(_)) => {}
         }
-    }
-}
-
-fn same_error(err: &StoreError) -> StoreError {
-    match err {
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Internal(m) => StoreError::Internal(m.clone()),
     }
 }
 
