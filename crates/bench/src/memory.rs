@@ -73,7 +73,11 @@ pub async fn run(launch: &Launch<'_>, tmp: &Path, projects: u64, per_project: u6
     let log = tmp.join("server-memory.log");
     let mut server = launch.serve("countersign serve [memory]", &log).await?;
     let empty_rss = settled_rss(&server).await?;
-    eprintln!("memory: empty server at {} MB; creating {} pending requests ...", empty_rss >> 20, projects * per_project);
+    eprintln!(
+        "memory: empty server at {} MB; creating {} pending requests ...",
+        empty_rss >> 20,
+        projects * per_project
+    );
     for (p, key) in keys.iter().enumerate() {
         let target = Target::new(server.addr, Some(key))?;
         let mut tasks = Vec::new();
@@ -84,7 +88,8 @@ pub async fn run(launch: &Launch<'_>, tmp: &Path, projects: u64, per_project: u6
                 let mut seq = c;
                 while seq < per_project {
                     let body = format!(r#"{{"run_id":"mem","call_id":"m{p}-{seq}","spec":{}}}"#, spec(seq));
-                    let (status, answer) = conn.send(&target.request("POST", "/humanlayer/v1/function_calls", Some(&body))).await?;
+                    let (status, answer) =
+                        conn.send(&target.request("POST", "/humanlayer/v1/function_calls", Some(&body))).await?;
                     if status != 200 {
                         bail!("create answered {status}: {}", String::from_utf8_lossy(&answer));
                     }
@@ -100,8 +105,15 @@ pub async fn run(launch: &Launch<'_>, tmp: &Path, projects: u64, per_project: u6
     server.check_alive()?;
     let loaded_rss = settled_rss(&server).await?;
     server.stop().await?;
-    let server = launch.serve("countersign serve [memory, restarted]", &tmp.join("server-memory-restarted.log")).await?;
+    let server =
+        launch.serve("countersign serve [memory, restarted]", &tmp.join("server-memory-restarted.log")).await?;
     let restarted_rss = settled_rss(&server).await?;
     server.stop().await?;
-    Ok(MemoryResult { requests: projects * per_project, spec_bytes: spec(0).len() as u64, empty_rss, loaded_rss, restarted_rss })
+    Ok(MemoryResult {
+        requests: projects * per_project,
+        spec_bytes: spec(0).len() as u64,
+        empty_rss,
+        loaded_rss,
+        restarted_rss,
+    })
 }

@@ -10,7 +10,7 @@ pub enum Exit {
     Other = 1,
     /// 2: a usage error, or an id that exists in several projects (pass `--project`).
     Usage = 2,
-    /// 3: not signed in, login expired or revoked, wrong password, account locked.
+    /// 3: not signed in, login expired or revoked, wrong password, too many sign-in attempts.
     SignIn = 3,
     /// 4: no such request in your projects.
     NotFound = 4,
@@ -24,7 +24,7 @@ Exit codes:
   0  success
   1  other errors (server unreachable, server error, invalid decision such as an unknown option)
   2  usage error, or the id exists in several of your projects (pass --project)
-  3  not signed in, login expired, wrong email or password, or account locked
+  3  not signed in, login expired, wrong email or password, or too many sign-in attempts
   4  no such request in your projects
   5  already decided (the message says by whom and what)";
 

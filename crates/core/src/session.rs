@@ -3,7 +3,6 @@
 //!
 //! Every secret here is random (190 bits), so like API keys it is stored as a SHA-256 hash.
 
-use crate::Timestamp;
 use crate::api_key::KeyHash;
 use rand::Rng;
 use rand::distr::Alphanumeric;
@@ -20,11 +19,6 @@ pub const WEB_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 pub const CLI_SESSION_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a set-password link works.
 pub const PASSWORD_LINK_TTL: Duration = Duration::from_secs(72 * 3600);
-
-/// Failed logins in a row that lock an account.
-pub const MAX_FAILED_LOGINS: u32 = 5;
-/// How long a lockout lasts.
-pub const LOCKOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Where a session was opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,13 +82,6 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The outcome of a failed login for an account's counters: the new failure count and, once it
-/// reaches [`MAX_FAILED_LOGINS`], the time until which the account is locked.
-pub fn after_failure(failures_before: u32, now: Timestamp) -> (u32, Option<Timestamp>) {
-    let failures = failures_before.saturating_add(1);
-    if failures >= MAX_FAILED_LOGINS { (0, Some(now.plus(LOCKOUT))) } else { (failures, None) }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,20 +93,6 @@ mod tests {
         assert!(a.text.starts_with("cst_") && a.text.len() == 36);
         assert_ne!(a.text, b.text);
         assert!(a.hash.matches(&KeyHash::of(&a.text)));
-    }
-
-    #[test]
-    fn the_fifth_failure_locks() {
-        let now = Timestamp::from_micros(1_000_000);
-        let mut failures = 0;
-        for _ in 0..MAX_FAILED_LOGINS - 1 {
-            let (n, lock) = after_failure(failures, now);
-            assert!(lock.is_none());
-            failures = n;
-        }
-        let (n, lock) = after_failure(failures, now);
-        assert_eq!(n, 0);
-        assert_eq!(lock, Some(now.plus(LOCKOUT)));
     }
 
     #[test]

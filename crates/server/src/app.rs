@@ -57,6 +57,8 @@ pub struct Inner {
     pub links: Arc<crate::email::links::LinkSigner>,
     /// The public base URL, without a trailing slash.
     pub public_base: String,
+    /// Guards passwords: the argon2 cap and the login throttles of this server.
+    pub people: crate::people::Gate,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -74,6 +76,7 @@ impl AppState {
         Self(Arc::new(Inner {
             requests: Requests::new(store.clone(), settings.limits.clone()),
             keys: KeyCache::default(),
+            people: crate::people::Gate::new(&settings.limits),
             store,
             settings,
             links,

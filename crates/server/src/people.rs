@@ -4,7 +4,6 @@
 //! links, and decisions made by a person (never outside their projects). The web pages and the
 //! terminal API are thin over this.
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Limits;
 use crate::live::RequestKey;
@@ -24,7 +23,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
@@ -237,41 +236,6 @@ impl Gate {
         let hash = self.hashing(move || user::hash_password(&password)).await?.map_err(ApiError::from)?;
         store.set_password_with_token(&KeyHash::of(token), &hash, Timestamp::now()).await?.ok_or_else(dead)
     }
-}
-
-/// The gates of running servers, by their store. While an entry lives, its `Weak` keeps the
-/// store's address from being reused by another one.
-type Gates = Vec<(Weak<dyn Store>, Arc<Gate>)>;
-static GATES: Mutex<Gates> = Mutex::new(Vec::new());
-
-fn registered(gates: &mut Gates, store: *const dyn Store) -> Option<Arc<Gate>> {
-    gates.retain(|(s, _)| s.strong_count() > 0);
-    gates.iter().find(|(s, _)| std::ptr::addr_eq(s.as_ptr(), store)).map(|(_, gate)| gate.clone())
-}
-
-/// The password gate of the server `state` belongs to (made on first use from its limits).
-///
-/// Kept here, by the server's store, until [`AppState`] holds it: one gate per running server,
-/// so servers in one process (tests) share neither throttles nor hashing slots.
-pub fn gate(state: &AppState) -> Arc<Gate> {
-    let mut gates = GATES.lock().expect("gate registry lock");
-    if let Some(gate) = registered(&mut gates, Arc::as_ptr(&state.store)) {
-        return gate;
-    }
-    let gate = Arc::new(Gate::new(&state.settings.limits));
-    gates.push((Arc::downgrade(&state.store), gate.clone()));
-    gate
-}
-
-/// Checks an email and password and opens a session, through the gate of the server that owns
-/// `store` (or, before that server's first use of [`gate`], a process-wide gate with the default
-/// limits); every client shares one address bucket here. Prefer [`gate`]`(&state).login(..)`
-/// with the [`ClientAddr`], which throttles by address and tells the wait in `Retry-After`.
-pub async fn login(store: &dyn Store, email: &str, password: &str, kind: SessionKind) -> ApiResult<SignedIn> {
-    static FALLBACK: OnceLock<Arc<Gate>> = OnceLock::new();
-    let found = registered(&mut GATES.lock().expect("gate registry lock"), store as *const dyn Store);
-    let gate = found.unwrap_or_else(|| FALLBACK.get_or_init(|| Arc::new(Gate::new(&Limits::default()))).clone());
-    Ok(gate.login(store, email, password, kind, None).await?)
 }
 
 fn dummy_hash() -> &'static str {

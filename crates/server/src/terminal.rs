@@ -4,7 +4,7 @@
 
 use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::people::{self, Action, Person};
+use crate::people::{self, Action, ClientAddr, Person, Refused};
 use crate::requests::describe;
 use axum::Json;
 use axum::Router;
@@ -71,9 +71,14 @@ fn parse<T: serde::de::DeserializeOwned>(body: Value) -> ApiResult<T> {
     serde_path_to_error::deserialize(body).map_err(|e| ApiError::invalid(countersign_core::Invalid::from_serde(e)))
 }
 
-async fn login(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    JsonObject(body): JsonObject,
+) -> Result<Json<Value>, Refused> {
     let body: LoginBody = parse(body)?;
-    let signed_in = people::login(state.store.as_ref(), &body.email, &body.password, SessionKind::Cli).await?;
+    let signed_in =
+        state.people.login(state.store.as_ref(), &body.email, &body.password, SessionKind::Cli, client).await?;
     let session = &signed_in.session;
     Ok(Json(json!({
         "token": signed_in.token,

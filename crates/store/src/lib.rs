@@ -29,8 +29,6 @@ pub struct Credentials {
     pub user_id: String,
     /// argon2 PHC string; `None` until a password is set.
     pub password_hash: Option<String>,
-    /// Failed logins lock the account until then.
-    pub locked_until: Option<Timestamp>,
 }
 
 /// A session to store (its token only as a hash).
@@ -173,12 +171,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// The person with this id (enabled or not).
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
-    /// The password hash and lockout of an enabled person, by email.
+    /// The password hash of an enabled person, by email.
     async fn credentials(&self, email: &Email) -> StoreResult<Option<Credentials>>;
-    /// Counts a failed login; returns the lockout's end when this failure locked the account.
-    async fn login_failed(&self, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>>;
-    /// Clears the failed-login count after a successful login.
-    async fn login_succeeded(&self, user_id: &str) -> StoreResult<()>;
     /// Stores a session (and drops expired ones).
     async fn create_session(&self, session: &NewSession) -> StoreResult<()>;
     /// The unexpired session with this token hash, of an enabled person.

@@ -28,13 +28,7 @@ pub(crate) const SELECT_MEMBERSHIPS: &str =
 pub(crate) const SELECT_USER_PROJECTS: &str = "SELECT p.id, p.name, p.created_at FROM user_projects up \
      JOIN projects p ON p.id = up.project_id WHERE up.user_id = $1 ORDER BY p.name";
 pub(crate) const SELECT_CREDENTIALS: &str =
-    "SELECT id, password_hash, locked_until FROM users WHERE email = $1 AND disabled_at IS NULL";
-/// Counts a failure; the one that reaches the limit resets the count and locks the account.
-pub(crate) const LOGIN_FAILED: &str = "UPDATE users SET \
-     locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END, \
-     failed_logins = CASE WHEN failed_logins + 1 >= $1 THEN 0 ELSE failed_logins + 1 END \
-     WHERE id = $3 RETURNING locked_until";
-pub(crate) const LOGIN_SUCCEEDED: &str = "UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1";
+    "SELECT id, password_hash FROM users WHERE email = $1 AND disabled_at IS NULL";
 pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions (token_hash, user_id, kind, csrf_token, created_at, expires_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";
 pub(crate) const SELECT_SESSION: &str = "SELECT s.user_id, s.kind, s.csrf_token, s.expires_at FROM sessions s \
@@ -49,8 +43,7 @@ pub(crate) const PASSWORD_TOKEN_USABLE: &str = "SELECT t.user_id FROM password_t
      WHERE t.token_hash = $1 AND t.used_at IS NULL AND t.expires_at > $2 AND u.disabled_at IS NULL";
 pub(crate) const USE_PASSWORD_TOKEN: &str = "UPDATE password_tokens SET used_at = $1 \
      WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id";
-pub(crate) const SET_PASSWORD: &str =
-    "UPDATE users SET password_hash = $1, failed_logins = 0, locked_until = NULL WHERE id = $2 AND disabled_at IS NULL";
+pub(crate) const SET_PASSWORD: &str = "UPDATE users SET password_hash = $1 WHERE id = $2 AND disabled_at IS NULL";
 pub(crate) const INSERT_USER: &str = "INSERT INTO users (id, email, role, password_hash, created_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (email) DO NOTHING";
 pub(crate) const INSERT_MEMBERSHIP: &str =
@@ -85,7 +78,7 @@ macro_rules! user_queries {
         use crate::users::{self, UserRow};
         use crate::{Credentials, NewSession, Session, StoreError, StoreResult};
         use countersign_core::api_key::KeyHash;
-        use countersign_core::session::{LOCKOUT, MAX_FAILED_LOGINS, SessionKind};
+        use countersign_core::session::SessionKind;
         use countersign_core::{Email, Project, Role, Timestamp, User};
 
         pub(super) async fn create_user(
@@ -173,32 +166,9 @@ macro_rules! user_queries {
         }
 
         pub(super) async fn credentials(pool: &$pool, email: &Email) -> StoreResult<Option<Credentials>> {
-            let row: Option<(String, Option<String>, Option<i64>)> =
+            let row: Option<(String, Option<String>)> =
                 sqlx::query_as(users::SELECT_CREDENTIALS).bind(email.as_str()).fetch_optional(pool).await?;
-            Ok(row.map(|(user_id, password_hash, locked_until)| Credentials {
-                user_id,
-                password_hash,
-                locked_until: locked_until.map(Timestamp::from_micros),
-            }))
-        }
-
-        pub(super) async fn login_failed(
-            pool: &$pool,
-            user_id: &str,
-            now: Timestamp,
-        ) -> StoreResult<Option<Timestamp>> {
-            let locked: Option<(Option<i64>,)> = sqlx::query_as(users::LOGIN_FAILED)
-                .bind(i64::from(MAX_FAILED_LOGINS))
-                .bind(now.plus(LOCKOUT).as_micros())
-                .bind(user_id)
-                .fetch_optional(pool)
-                .await?;
-            Ok(locked.and_then(|(until,)| until).map(Timestamp::from_micros).filter(|until| *until > now))
-        }
-
-        pub(super) async fn login_succeeded(pool: &$pool, user_id: &str) -> StoreResult<()> {
-            sqlx::query(users::LOGIN_SUCCEEDED).bind(user_id).execute(pool).await?;
-            Ok(())
+            Ok(row.map(|(user_id, password_hash)| Credentials { user_id, password_hash }))
         }
 
         pub(super) async fn create_session(pool: &$pool, session: &NewSession) -> StoreResult<()> {

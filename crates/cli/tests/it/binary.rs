@@ -44,13 +44,18 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn start(data_dir: &std::path::Path) -> Self {
+        Self::start_logging(data_dir, "warn", Stdio::inherit())
+    }
+
+    /// Starts with `COUNTERSIGN_LOG=log`, the log (stderr) going to `stderr`.
+    pub(crate) fn start_logging(data_dir: &std::path::Path, log: &str, stderr: Stdio) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--database-url", &database(data_dir)])
-            .env("COUNTERSIGN_LOG", "warn")
+            .env("COUNTERSIGN_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -375,3 +375,27 @@ async fn a_huge_request_renders_a_bounded_inbox_page() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.len() < 64 * 1024, "{} bytes", page.body.len());
 }
+
+#[tokio::test]
+async fn the_debug_log_never_shows_link_tokens() {
+    let dir = crate::binary::fresh_dir().await;
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut served = crate::binary::Served::start_logging(dir.path(), "debug", log.into());
+    let http = crate::support::client();
+    for path in [
+        "/email/eyJsecret-email-link.token.value",
+        "/set-password?token=csp_secret_password_link",
+        "/set-password?next=/x&token=csp_secret_password_link",
+    ] {
+        let status = http.get(served.url(path)).send().await.unwrap().status();
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = served.child.kill();
+    let _ = served.child.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("/set-password?token=…"), "the requests are logged, redacted: {text}");
+    assert!(text.contains("/email/…"), "{text}");
+    assert!(!text.contains("csp_secret") && !text.contains("eyJsecret"), "{text}");
+}

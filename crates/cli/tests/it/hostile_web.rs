@@ -101,12 +101,10 @@ async fn a_login_flood_is_throttled_before_hashing() {
     assert!(wrong <= 20 && throttled >= 40, "{wrong} wrong, {throttled} throttled, {busy} busy");
 }
 
-/// Hashing runs at most `max_concurrent_password_hashes` (2) at once, yet glibc keeps each freed
-/// 19 MiB argon2 buffer resident once its mmap threshold has risen (measured: +19 MiB a login up
-/// to ~300 MiB, even one at a time), so this bound needs argon2 to reuse its memory (a
-/// `countersign-core` change: `hash_password_into_with_memory` with a buffer per hashing slot).
+/// Hashing runs at most `max_concurrent_password_hashes` (2) at once, over working memory that
+/// is reused rather than freed (freed 19 MiB buffers stayed resident in glibc's thread arenas:
+/// +19 MiB a login, up to ~300 MiB, before).
 #[tokio::test]
-#[ignore = "needs argon2 memory reuse in countersign-core (see the doc comment)"]
 async fn a_login_flood_stays_under_the_memory_bound() {
     let dir = fresh_dir().await;
     let server = Killed(Served::start(dir.path()));

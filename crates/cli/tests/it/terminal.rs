@@ -1,7 +1,7 @@
 //! The terminal commands (`login`, `logout`, `inbox`, `approve`, `reject`, `answer`): the real
 //! binary against a real server, with its own home directory for the stored login.
 
-use crate::support::{TestServer, approval, question};
+use crate::support::{TestServer, approval, client, json, question};
 use serde_json::{Value, json};
 use std::process::{Output, Stdio};
 use tempfile::TempDir;
@@ -179,18 +179,29 @@ async fn login_stores_a_private_login_and_never_prints_the_token() {
 }
 
 #[tokio::test]
-async fn repeated_wrong_passwords_lock_the_account() {
+async fn repeated_wrong_passwords_are_throttled_for_a_minute() {
     let desk = Desk::start().await;
     desk.person("eve@example.com", &["alpha"]).await;
     let url = desk.url();
     let args = ["login", "--server", &url, "--email", "eve@example.com", "--password-stdin"];
-    for _ in 0..4 {
+    for _ in 0..5 {
         assert_exit(&desk.run_with(&args, &[], Some("guess guess guess\n")).await, 3, "wrong email or password");
     }
     let out = desk.run_with(&args, &[], Some("guess guess guess\n")).await;
-    assert_exit(&out, 3, "locked until");
+    assert_exit(&out, 3, "too many sign-in attempts; try again in");
     let out = desk.run_with(&args, &[], Some(PASSWORD)).await;
-    assert_exit(&out, 3, "locked until");
+    assert_exit(&out, 3, "try again in");
+    let response = client()
+        .post(desk.server.root("/api/v1/login"))
+        .json(&json!({"email": "eve@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let wait: u64 = response.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "Retry-After within the one-minute window: {wait}");
+    let (status, body) = json(response).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_attempts");
 }
 
 #[tokio::test]

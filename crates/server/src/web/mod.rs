@@ -472,8 +472,7 @@ async fn login(
         return WebError::csrf().into_response();
     }
     let next = safe_next(form.next.as_deref());
-    let gate = people::gate(&state);
-    match gate.login(state.store.as_ref(), &form.email, &form.password, SessionKind::Web, client).await {
+    match state.people.login(state.store.as_ref(), &form.email, &form.password, SessionKind::Web, client).await {
         Ok(signed_in) => {
             let jar = jar.remove(session::removal(LOGIN_CSRF_COOKIE)).add(session::cookie(
                 &state,
@@ -561,7 +560,7 @@ async fn set_password(State(state): State<AppState>, WebForm(form): WebForm<SetP
     if form.password != form.confirm {
         return (StatusCode::BAD_REQUEST, render(&page("The two passwords differ.".into(), false))).into_response();
     }
-    match people::gate(&state).set_password(store, &form.token, &form.password).await {
+    match state.people.set_password(store, &form.token, &form.password).await {
         Ok(user) => {
             tracing::info!(user_id = %user.id, "password set with a one-time link");
             render(&page(String::new(), true))

@@ -228,14 +228,6 @@ impl Store for SqliteStore {
         people::credentials(&self.pool, email).await
     }
 
-    async fn login_failed(&self, user_id: &str, now: Timestamp) -> StoreResult<Option<Timestamp>> {
-        people::login_failed(&self.pool, user_id, now).await
-    }
-
-    async fn login_succeeded(&self, user_id: &str) -> StoreResult<()> {
-        people::login_succeeded(&self.pool, user_id).await
-    }
-
     async fn create_session(&self, session: &NewSession) -> StoreResult<()> {
         people::create_session(&self.pool, session).await
     }

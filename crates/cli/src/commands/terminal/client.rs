@@ -84,7 +84,7 @@ impl Client {
             );
         };
         let exit = match code {
-            "unauthorized" | "locked" => Exit::SignIn,
+            "unauthorized" | "too_many_attempts" => Exit::SignIn,
             "not_found" => Exit::NotFound,
             "conflict" => Exit::Decided,
             "ambiguous" => Exit::Usage,
