@@ -107,6 +107,8 @@ pub fn tail(path: &Path) -> String {
 /// Shields a countersign child from the caller's configuration: no `COUNTERSIGN_*`,
 /// `HUMANLAYER_*` or `RUST_LOG` variables, and an empty config home (so no
 /// `~/.config/countersign/config.toml` is read), so it uses its defaults plus the bench's own flags.
+/// The pending limits per project are raised (the load phases leave a million pending requests in
+/// one project; the checks still run on every create).
 pub fn isolate(command: &mut Command, config_home: &Path) {
     for (name, _) in std::env::vars_os() {
         if name
@@ -117,6 +119,8 @@ pub fn isolate(command: &mut Command, config_home: &Path) {
         }
     }
     command.env("XDG_CONFIG_HOME", config_home);
+    command.env("COUNTERSIGN_MAX_PENDING_PER_PROJECT", "1000000000");
+    command.env("COUNTERSIGN_MAX_PENDING_BYTES_PER_PROJECT", "1000000000000");
 }
 
 /// `countersign keys create --project NAME STORE…` (`STORE`: `--data-dir DIR` or

@@ -161,8 +161,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(crate::guard::json_rejections))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::deadline))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::guard))
         .layer(TraceLayer::new_for_http().make_span_with(crate::guard::request_span))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))

@@ -10,22 +10,35 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use std::task::Poll;
 use std::time::Duration;
 
 /// Longest plain-text rejection turned into JSON; the framework's are a line or two.
 const MAX_REJECTION_TEXT: usize = 4096;
 
+/// Both guards in one layer (one middleware costs a boxed future and a clone of the router per
+/// request, so they share it): the [`deadline`], then [`json_rejections`].
+pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    json_rejections(deadline(&state, req, next).await).await
+}
+
 /// Answers 503 `request_timeout` when a request takes longer than `limits.request_timeout_secs`;
 /// a long-poll (`?wait=`) gets its wait on top, and streams (`/events`, `/mcp`) are not timed
 /// (their responses start at once and then stay open by design).
-pub async fn deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn deadline(state: &AppState, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if path == "/mcp" || path == "/events" {
         return next.run(req).await;
     }
     let limit = Duration::from_secs(state.settings.limits.request_timeout_secs.max(1));
     let limit = if is_long_poll(req.uri()) { limit + MAX_WAIT } else { limit };
-    match tokio::time::timeout(limit, next.run(req)).await {
+    // Most requests (a poll answered from memory) are done at their first poll: only those that
+    // are not get a timer.
+    let mut run = std::pin::pin!(next.run(req));
+    if let Poll::Ready(response) = std::future::poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+        return response;
+    }
+    match tokio::time::timeout(limit, run).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -46,8 +59,7 @@ fn is_long_poll(uri: &Uri) -> bool {
 /// Turns the framework's `text/plain` rejections (a path segment that is not UTF-8, a body that
 /// is not the JSON or form it should be, a missing content type) into the API's JSON error with
 /// the same status and words. Pages and JSON answers pass untouched.
-pub async fn json_rejections(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+async fn json_rejections(response: Response) -> Response {
     let status = response.status();
     let plain = response
         .headers()

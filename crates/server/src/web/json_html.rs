@@ -155,8 +155,9 @@ mod tests {
         let depth = 20_000;
         let json = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
         let html = highlight(&json, usize::MAX);
-        // Every line is indented at most MAX_INDENT levels: ~ (2 * 24 + 2) bytes a bracket.
-        assert!(html.len() < json.len() * 30, "{} bytes for {} of input", html.len(), json.len());
+        // Every line is indented at most MAX_INDENT levels: a newline, 2 * MAX_INDENT spaces and
+        // the bracket (unbounded indents would print depth² = 400 M spaces here).
+        assert!(html.len() <= json.len() * (2 * MAX_INDENT + 2), "{} bytes for {} of input", html.len(), json.len());
     }
 
     #[test]
