@@ -44,16 +44,18 @@ pub(crate) struct Served {
 
 impl Served {
     pub(crate) fn start(data_dir: &std::path::Path) -> Self {
-        Self::start_logging(data_dir, "warn", Stdio::inherit())
+        Self::start_with(data_dir, &[], Stdio::inherit())
     }
 
-    /// Starts with `COUNTERSIGN_LOG=log`, the log (stderr) going to `stderr`.
-    pub(crate) fn start_logging(data_dir: &std::path::Path, log: &str, stderr: Stdio) -> Self {
+    /// Starts with these environment variables on top of `COUNTERSIGN_LOG=warn` (which they may
+    /// override), the log (stderr) going to `stderr`.
+    pub(crate) fn start_with(data_dir: &std::path::Path, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(["--database-url", &database(data_dir)])
-            .env("COUNTERSIGN_LOG", log)
+            .env("COUNTERSIGN_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

@@ -381,7 +381,7 @@ async fn the_debug_log_never_shows_link_tokens() {
     let dir = crate::binary::fresh_dir().await;
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut served = crate::binary::Served::start_logging(dir.path(), "debug", log.into());
+    let mut served = crate::binary::Served::start_with(dir.path(), &[("COUNTERSIGN_LOG", "debug")], log.into());
     let http = crate::support::client();
     for path in [
         "/email/eyJsecret-email-link.token.value",

@@ -265,67 +265,22 @@ async fn a_receiver_that_is_down_gets_the_event_later() {
     assert_eq!(log[1]["status_code"], 200);
 }
 
-/// A `countersign serve` process whose webhooks may target loopback
-/// (`COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS=true`), like [`crate::binary::Served`].
-struct LoopbackServed {
-    child: std::process::Child,
-    addr: String,
-}
-
-impl LoopbackServed {
-    fn start(data_dir: &std::path::Path) -> Self {
-        use std::io::BufRead;
-        let database = std::fs::read_to_string(data_dir.join("postgres-database-url"))
-            .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("countersign.db").display()));
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(["--database-url", &database])
-            .env("COUNTERSIGN_LOG", "warn")
-            .env("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("serve exited before listening").unwrap();
-            if let Some(addr) = line.strip_prefix("Listening on http://") {
-                break addr.to_owned();
-            }
-        };
-        // Drain the rest of stdout so the pipe never fills.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
-        Self { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Sends SIGTERM and returns the exit status.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "serve did not stop within 10 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_after_the_decision_delivers_after_restart() {
-    use crate::binary::{countersign, fresh_dir, stdout};
+    use crate::binary::{Served, countersign, fresh_dir, stdout};
+    // Its webhooks target loopback, so private targets are allowed.
+    let serve = |dir: &std::path::Path| {
+        Served::start_with(
+            dir,
+            &[("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true")],
+            std::process::Stdio::inherit(),
+        )
+    };
     let dir = fresh_dir().await;
     let key =
         stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = LoopbackServed::start(dir.path());
+    let mut server = serve(dir.path());
     let http = crate::support::client();
     let endpoint: Value = http
         .post(server.url("/humanlayer/v1/webhooks"))
@@ -349,7 +304,7 @@ async fn a_server_killed_after_the_decision_delivers_after_restart() {
 
     let receiver = Receiver::default();
     receiver.serve(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
-    let server = LoopbackServed::start(dir.path());
+    let server = serve(dir.path());
     // If the server died between claiming the delivery and recording its first attempt, the claim
     // (20 s) must lapse first; otherwise the retry is due about 5 s after the decision.
     let got = receiver.wait_for(1, Duration::from_secs(45)).await;
