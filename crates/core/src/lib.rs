@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod decision;
 pub mod escalation;
+pub mod event;
 pub mod gate;
 pub mod invalid;
 pub mod json_depth;

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Deepest nesting of arrays and objects accepted in any JSON body (a 400 above it).
     pub max_json_depth: usize,
-    /// Largest `spec` of one request, in bytes of its JSON text (a 413 above it).
+    /// Largest `spec` of one request, in bytes of its JSON text (a 413 above it). The HumanLayer
+    /// examples send multi-megabyte `state`, so the default leaves room for several MB.
     pub max_spec_bytes: usize,
     /// Most pending requests one project may hold (a 429 above it).
     pub max_pending_per_project: u64,
@@ -60,7 +61,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_json_depth: 64,
-            max_spec_bytes: 1024 * 1024,
+            max_spec_bytes: 8 * 1024 * 1024,
             max_pending_per_project: 10_000,
             max_pending_bytes_per_project: 256 * 1024 * 1024,
             max_page_items: 1000,

@@ -74,16 +74,17 @@ async fn bodies_over_the_limit_get_a_json_413() {
 async fn large_state_round_trips_under_the_spec_limit_and_over_it_is_a_413() {
     let s = TestServer::start().await;
     let mut body = approval("large");
-    let numbers: Vec<u64> = (0..50_000).collect();
-    // About 1000 KB of spec, under the default max_spec_bytes of 1 MiB.
-    body["spec"]["state"] = serde_json::json!({"numbers": numbers, "text": "y".repeat(700 * 1024)});
+    let numbers: Vec<u64> = (0..100_000).collect();
+    // About 4.6 MB of spec (the HumanLayer examples send several MB), under the default
+    // max_spec_bytes of 8 MiB.
+    body["spec"]["state"] = serde_json::json!({"numbers": numbers, "text": "y".repeat(4_000_000)});
     let (status, created) = s.post("/function_calls", body.clone()).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(created["spec"], body["spec"]);
     let (_, fetched) = s.get("/function_calls/large").await;
     assert_eq!(fetched["spec"]["state"], body["spec"]["state"]);
     let mut over = approval("over");
-    over["spec"]["state"] = serde_json::json!({"text": "y".repeat(1024 * 1024)});
+    over["spec"]["state"] = serde_json::json!({"text": "y".repeat(8 * 1024 * 1024)});
     let got = s.post("/function_calls", over).await;
     assert_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "max_spec_bytes");
     assert_eq!(s.get("/function_calls/over").await.0, StatusCode::NOT_FOUND);

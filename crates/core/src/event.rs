@@ -1,0 +1,552 @@
+//! Request events: everything that happens to a request, typed, with the one JSON form the event
+//! log stores and the audit export shows, and the per-project hash chain that seals them.
+//!
+//! An event's JSON form is written once, when it happens, and never re-serialized: its hash covers
+//! the stored bytes, so anyone holding the export can re-verify a chain without this code.
+
+use crate::webhook::EventType;
+use crate::{Actor, Decision, RequestKind, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt;
+
+/// What happened to a request. More kinds will follow (a vote cast, an expiry, a cancellation, an
+/// execution); code matching on this must leave room for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// An agent asked.
+    Created,
+    /// A human (or a key) decided; the request is no longer pending.
+    Decided,
+    /// Someone asked again, louder, while it was pending.
+    Escalated,
+}
+
+impl EventKind {
+    /// Every kind, in the order a request goes through them.
+    pub const ALL: [EventKind; 3] = [Self::Created, Self::Decided, Self::Escalated];
+
+    /// The kind's name, as stored (`created`, `decided`, `escalated`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Decided => "decided",
+            Self::Escalated => "escalated",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What an event says, by kind.
+#[derive(Debug, Clone)]
+pub enum EventBody {
+    /// The request as the agent sent it.
+    Created { run_id: String, spec: Box<RawValue> },
+    /// The decision and who made it.
+    Decided { decision: Decision, actor: Actor },
+    /// The escalation as recorded on the request (with `escalated_at` and `escalated_by`).
+    Escalated { escalation: Value },
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Created { .. } => EventKind::Created,
+            Self::Decided { .. } => EventKind::Decided,
+            Self::Escalated { .. } => EventKind::Escalated,
+        }
+    }
+}
+
+impl PartialEq for EventBody {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Created { run_id: a, spec: x }, Self::Created { run_id: b, spec: y }) => {
+                a == b && x.get() == y.get()
+            }
+            (Self::Decided { decision: a, actor: x }, Self::Decided { decision: b, actor: y }) => a == b && x == y,
+            (Self::Escalated { escalation: a }, Self::Escalated { escalation: b }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// One thing that happened to one request of one project.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestEvent {
+    pub project_id: String,
+    pub request_kind: RequestKind,
+    pub call_id: String,
+    pub at: Timestamp,
+    pub body: EventBody,
+}
+
+/// The stored JSON form of a decision: `outcome` says which, the other fields as it needs.
+#[derive(Serialize, Deserialize)]
+struct DecisionJson<'a> {
+    outcome: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    comment: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    response: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    option: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    updated_kwargs: Option<&'a RawValue>,
+}
+
+/// The stored JSON form of an event: fields in this order, the spec and edited arguments
+/// byte for byte as the agent and the human sent them. Unknown fields are ignored (a newer
+/// version may add some).
+#[derive(Serialize, Deserialize)]
+struct EventJson<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request_kind: Cow<'a, str>,
+    #[serde(borrow)]
+    project_id: Cow<'a, str>,
+    #[serde(borrow)]
+    call_id: Cow<'a, str>,
+    /// Microseconds since the Unix epoch.
+    at_us: i64,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    run_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    spec: Option<&'a RawValue>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    decision: Option<DecisionJson<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    actor: Option<Actor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    escalation: Option<Value>,
+}
+
+/// Why stored event bytes are not an event this version can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a request event: {0}")]
+pub struct BadEvent(String);
+
+impl RequestEvent {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+
+    /// The webhook event it is delivered as.
+    pub fn webhook_event(&self) -> EventType {
+        let what = match self.kind() {
+            EventKind::Created => "created",
+            EventKind::Decided => "completed",
+            EventKind::Escalated => "escalated",
+        };
+        EventType::of(self.request_kind, what).expect("every request kind has created, completed and escalated")
+    }
+
+    /// The bytes stored for this event (and hashed into its chain).
+    pub fn to_json<'a>(&'a self) -> String {
+        let kwargs: Option<Box<RawValue>>;
+        let mut json = EventJson {
+            kind: self.kind().as_str().into(),
+            request_kind: self.request_kind.as_str().into(),
+            project_id: self.project_id.as_str().into(),
+            call_id: self.call_id.as_str().into(),
+            at_us: self.at.as_micros(),
+            run_id: None,
+            spec: None,
+            decision: None,
+            actor: None,
+            escalation: None,
+        };
+        match &self.body {
+            EventBody::Created { run_id, spec } => {
+                json.run_id = Some(run_id.as_str().into());
+                json.spec = Some(spec);
+            }
+            EventBody::Decided { decision, actor } => {
+                json.actor = Some(actor.clone());
+                let text = |t: &'a String| Some(Cow::Borrowed(t.as_str()));
+                json.decision = Some(match decision {
+                    Decision::Approved { comment, updated_kwargs } => {
+                        kwargs = updated_kwargs.as_deref().and_then(|t| RawValue::from_string(t.to_owned()).ok());
+                        DecisionJson {
+                            outcome: "approved".into(),
+                            comment: comment.as_ref().and_then(text),
+                            response: None,
+                            option: None,
+                            updated_kwargs: kwargs.as_deref(),
+                        }
+                    }
+                    Decision::Rejected { comment, option } => DecisionJson {
+                        outcome: "rejected".into(),
+                        comment: text(comment),
+                        response: None,
+                        option: option.as_ref().and_then(text),
+                        updated_kwargs: None,
+                    },
+                    Decision::Answered { response, option } => DecisionJson {
+                        outcome: "answered".into(),
+                        comment: None,
+                        response: text(response),
+                        option: option.as_ref().and_then(text),
+                        updated_kwargs: None,
+                    },
+                });
+            }
+            EventBody::Escalated { escalation } => json.escalation = Some(escalation.clone()),
+        }
+        serde_json::to_string(&json).expect("an event serializes")
+    }
+
+    /// Reads stored event bytes back.
+    pub fn from_json(text: &str) -> Result<Self, BadEvent> {
+        let bad = BadEvent;
+        let json: EventJson<'_> = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let kind = EventKind::parse(&json.kind).ok_or_else(|| bad(format!("unknown type {:?}", json.kind)))?;
+        let request_kind = RequestKind::parse(&json.request_kind)
+            .ok_or_else(|| bad(format!("unknown request_kind {:?}", json.request_kind)))?;
+        let missing = |field: &str| bad(format!("a {} event needs `{field}`", kind.as_str()));
+        let body = match kind {
+            EventKind::Created => EventBody::Created {
+                run_id: json.run_id.ok_or_else(|| missing("run_id"))?.into_owned(),
+                spec: json.spec.ok_or_else(|| missing("spec"))?.to_owned(),
+            },
+            EventKind::Decided => {
+                let d = json.decision.ok_or_else(|| missing("decision"))?;
+                let owned = |t: Option<Cow<'_, str>>| t.map(Cow::into_owned);
+                let decision = match &*d.outcome {
+                    "approved" => Decision::Approved {
+                        comment: owned(d.comment),
+                        updated_kwargs: d.updated_kwargs.map(|k| k.get().to_owned()),
+                    },
+                    "rejected" => Decision::Rejected {
+                        comment: owned(d.comment).ok_or_else(|| missing("decision.comment"))?,
+                        option: owned(d.option),
+                    },
+                    "answered" => Decision::Answered {
+                        response: owned(d.response).ok_or_else(|| missing("decision.response"))?,
+                        option: owned(d.option),
+                    },
+                    other => return Err(bad(format!("unknown decision outcome {other:?}"))),
+                };
+                EventBody::Decided { decision, actor: json.actor.ok_or_else(|| missing("actor"))? }
+            }
+            EventKind::Escalated => {
+                EventBody::Escalated { escalation: json.escalation.ok_or_else(|| missing("escalation"))? }
+            }
+        };
+        Ok(Self {
+            project_id: json.project_id.into_owned(),
+            request_kind,
+            call_id: json.call_id.into_owned(),
+            at: Timestamp::from_micros(json.at_us),
+            body,
+        })
+    }
+}
+
+/// A SHA-256 link of a hash chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// What the first event of a chain links to.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    /// Lower-case hex, as exported and printed in checkpoints.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut out).ok()?;
+        Some(Self(out))
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// Domain separation for chain hashes (a new version would get a new tag).
+const CHAIN_TAG: &[u8] = b"countersign.event.v1\0";
+
+/// The hash of the event at position `seq` (1 for a chain's first event) with stored bytes
+/// `event`, linked to the previous event's hash:
+/// `SHA-256("countersign.event.v1\0" || seq as 8 bytes big-endian || prev || event)`.
+pub fn chain_hash(seq: u64, prev: &ChainHash, event: &[u8]) -> ChainHash {
+    let mut hasher = Sha256::new();
+    hasher.update(CHAIN_TAG);
+    hasher.update(seq.to_be_bytes());
+    hasher.update(prev.0);
+    hasher.update(event);
+    ChainHash(hasher.finalize().into())
+}
+
+/// One sealed event as stored or exported: its chain position, bytes and links.
+#[derive(Debug, Clone, Copy)]
+pub struct Sealed<'a> {
+    pub seq: u64,
+    pub event: &'a [u8],
+    pub prev: ChainHash,
+    pub hash: ChainHash,
+}
+
+/// The head of a verified chain (what `audit head` prints as a checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Events in the chain (also the position of the last one).
+    pub count: u64,
+    pub head: ChainHash,
+}
+
+/// Where and why a chain does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// A position is missing: an event was removed (or the export skipped it).
+    #[error("event {expected} is missing (the next one found is {found}): an event was removed")]
+    Gap { expected: u64, found: u64 },
+    /// A position repeats or goes back: an event was inserted or the rows were reordered.
+    #[error("event {found} appears where {expected} should: an event was inserted or moved")]
+    OutOfOrder { expected: u64, found: u64 },
+    /// The event does not link to the one before it.
+    #[error("event {seq} does not link to event {}: its previous hash is not that event's hash", seq - 1)]
+    BadLink { seq: u64 },
+    /// The event's bytes (or its recorded hash) were changed.
+    #[error("event {seq} was changed: its hash does not match its contents")]
+    BadHash { seq: u64 },
+    /// The chain is shorter than, or differs from, a checkpoint kept earlier.
+    #[error("the chain does not contain the checkpoint ({count} events, head {head}): it was truncated or rewritten")]
+    NotInCheckpoint { count: u64, head: ChainHash },
+}
+
+impl ChainBreak {
+    /// The position the break is found at.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Self::Gap { expected, .. } | Self::OutOfOrder { expected, .. } => *expected,
+            Self::BadLink { seq } | Self::BadHash { seq } => *seq,
+            Self::NotInCheckpoint { count, .. } => *count,
+        }
+    }
+}
+
+/// Recomputes a whole chain from its first event, in position order; with a checkpoint kept
+/// earlier, also checks that the chain still holds it (at its position, with its hash).
+pub fn verify_chain<'a>(
+    events: impl IntoIterator<Item = Sealed<'a>>,
+    checkpoint: Option<Checkpoint>,
+) -> Result<Checkpoint, ChainBreak> {
+    let mut head = Checkpoint { count: 0, head: ChainHash::GENESIS };
+    let mut holds_checkpoint = checkpoint.is_none_or(|c| c.count == 0 && c.head == ChainHash::GENESIS);
+    for sealed in events {
+        let expected = head.count + 1;
+        if sealed.seq > expected {
+            return Err(ChainBreak::Gap { expected, found: sealed.seq });
+        }
+        if sealed.seq < expected {
+            return Err(ChainBreak::OutOfOrder { expected, found: sealed.seq });
+        }
+        if sealed.prev != head.head {
+            return Err(ChainBreak::BadLink { seq: sealed.seq });
+        }
+        if chain_hash(sealed.seq, &sealed.prev, sealed.event) != sealed.hash {
+            return Err(ChainBreak::BadHash { seq: sealed.seq });
+        }
+        head = Checkpoint { count: sealed.seq, head: sealed.hash };
+        if checkpoint == Some(head) {
+            holds_checkpoint = true;
+        }
+    }
+    match checkpoint {
+        Some(c) if !holds_checkpoint => Err(ChainBreak::NotInCheckpoint { count: c.count, head: c.head }),
+        _ => Ok(head),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DecisionChannel;
+    use serde_json::json;
+
+    fn event(call_id: &str, body: EventBody) -> RequestEvent {
+        RequestEvent {
+            project_id: "p1".into(),
+            request_kind: RequestKind::FunctionCall,
+            call_id: call_id.into(),
+            at: Timestamp::from_micros(1_748_779_200_123_456),
+            body,
+        }
+    }
+
+    fn person() -> Actor {
+        Actor {
+            channel: DecisionChannel::Web,
+            api_key: None,
+            user_id: Some("u1".into()),
+            email: Some("ada@example.com".into()),
+            via: None,
+        }
+    }
+
+    fn every_kind() -> Vec<RequestEvent> {
+        let spec = RawValue::from_string(r#"{"fn":"send","kwargs":{"n":1.50,"to":"x"}}"#.into()).unwrap();
+        vec![
+            event("c1", EventBody::Created { run_id: "r1".into(), spec }),
+            event("c1", EventBody::Escalated { escalation: json!({"escalation_msg": "louder", "escalated_by": "k"}) }),
+            event(
+                "c1",
+                EventBody::Decided {
+                    decision: Decision::Approved { comment: None, updated_kwargs: Some(r#"{"n": 2}"#.into()) },
+                    actor: person(),
+                },
+            ),
+            event(
+                "c2",
+                EventBody::Decided {
+                    decision: Decision::Rejected { comment: "no".into(), option: Some("later".into()) },
+                    actor: Actor::api_key("cs_abc"),
+                },
+            ),
+            event(
+                "c3",
+                EventBody::Decided {
+                    decision: Decision::Answered { response: "yes \"quoted\"\n".into(), option: None },
+                    actor: person(),
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips_through_its_json_form() {
+        for e in every_kind() {
+            let text = e.to_json();
+            assert_eq!(RequestEvent::from_json(&text).unwrap(), e, "{text}");
+            // Writing the read-back event gives the same bytes (what is hashed).
+            assert_eq!(RequestEvent::from_json(&text).unwrap().to_json(), text);
+        }
+    }
+
+    #[test]
+    fn the_json_form_keeps_the_agents_bytes_and_names_the_event() {
+        let events = every_kind();
+        let created = events[0].to_json();
+        assert_eq!(
+            created,
+            r#"{"type":"created","request_kind":"function_call","project_id":"p1","call_id":"c1","at_us":1748779200123456,"run_id":"r1","spec":{"fn":"send","kwargs":{"n":1.50,"to":"x"}}}"#
+        );
+        let approved = events[2].to_json();
+        assert!(approved.contains(r#""decision":{"outcome":"approved","updated_kwargs":{"n": 2}}"#), "{approved}");
+        assert!(approved.contains(r#""actor":{"channel":"web","user_id":"u1","email":"ada@example.com"}"#));
+        assert_eq!(events[2].webhook_event(), EventType::FunctionCallCompleted);
+        assert_eq!(events[1].webhook_event(), EventType::FunctionCallEscalated);
+        assert_eq!(events[0].webhook_event(), EventType::FunctionCallCreated);
+    }
+
+    #[test]
+    fn stored_bytes_that_are_no_event_are_refused_with_the_reason() {
+        for (text, why) in [
+            ("{", "EOF"),
+            (r#"{"type":"voted","request_kind":"function_call","project_id":"p","call_id":"c","at_us":1}"#, "voted"),
+            (r#"{"type":"created","request_kind":"function_call","project_id":"p","call_id":"c","at_us":1}"#, "run_id"),
+            (r#"{"type":"decided","request_kind":"x","project_id":"p","call_id":"c","at_us":1}"#, "request_kind"),
+        ] {
+            let err = RequestEvent::from_json(text).unwrap_err();
+            assert!(err.to_string().contains(why), "{text}: {err}");
+        }
+    }
+
+    /// A chain of `n` events as stored: (seq, bytes, prev, hash).
+    fn chain(n: u64) -> Vec<(u64, Vec<u8>, ChainHash, ChainHash)> {
+        let mut prev = ChainHash::GENESIS;
+        (1..=n)
+            .map(|seq| {
+                let bytes = format!(r#"{{"n":{seq}}}"#).into_bytes();
+                let hash = chain_hash(seq, &prev, &bytes);
+                let row = (seq, bytes, prev, hash);
+                prev = hash;
+                row
+            })
+            .collect()
+    }
+
+    fn verify(
+        rows: &[(u64, Vec<u8>, ChainHash, ChainHash)],
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Checkpoint, ChainBreak> {
+        verify_chain(
+            rows.iter().map(|(seq, event, prev, hash)| Sealed { seq: *seq, event, prev: *prev, hash: *hash }),
+            checkpoint,
+        )
+    }
+
+    #[test]
+    fn a_chain_verifies_and_every_tampering_is_found_at_its_position() {
+        let rows = chain(5);
+        let head = verify(&rows, None).unwrap();
+        assert_eq!((head.count, head.head), (5, rows[4].3));
+        assert_eq!(verify(&[], None).unwrap(), Checkpoint { count: 0, head: ChainHash::GENESIS });
+
+        let mut changed = rows.clone();
+        changed[2].1 = br#"{"n":99}"#.to_vec();
+        assert_eq!(verify(&changed, None), Err(ChainBreak::BadHash { seq: 3 }));
+
+        let mut removed = rows.clone();
+        removed.remove(1);
+        assert_eq!(verify(&removed, None), Err(ChainBreak::Gap { expected: 2, found: 3 }));
+
+        // An inserted event, even with a correct hash of its own, breaks the next link.
+        let mut inserted = rows.clone();
+        let forged = br#"{"n":"forged"}"#.to_vec();
+        let forged_hash = chain_hash(3, &rows[1].3, &forged);
+        inserted.insert(2, (3, forged, rows[1].3, forged_hash));
+        for row in inserted.iter_mut().skip(3) {
+            row.0 += 1;
+        }
+        assert_eq!(verify(&inserted, None), Err(ChainBreak::BadLink { seq: 4 }));
+
+        let mut duplicated = rows.clone();
+        duplicated.insert(2, rows[1].clone());
+        assert_eq!(verify(&duplicated, None), Err(ChainBreak::OutOfOrder { expected: 3, found: 2 }));
+
+        // Rewriting the whole tail consistently is caught only by a checkpoint kept elsewhere.
+        let checkpoint = verify(&rows, None).unwrap();
+        assert_eq!(verify(&rows, Some(checkpoint)), Ok(checkpoint));
+        assert_eq!(verify(&chain(7), Some(checkpoint)).unwrap().count, 7, "a longer chain still holds it");
+        let truncated = verify(&rows[..3], Some(checkpoint)).unwrap_err();
+        assert_eq!(truncated, ChainBreak::NotInCheckpoint { count: 5, head: checkpoint.head });
+        let mut rewritten = chain(5);
+        rewritten[4].1 = b"{}".to_vec();
+        rewritten[4].3 = chain_hash(5, &rewritten[4].2, b"{}");
+        assert!(matches!(verify(&rewritten, Some(checkpoint)), Err(ChainBreak::NotInCheckpoint { .. })));
+    }
+
+    #[test]
+    fn chain_hashes_are_the_documented_sha256() {
+        let expected: [u8; 32] = Sha256::digest([CHAIN_TAG, &7u64.to_be_bytes(), &[0u8; 32], b"{}"].concat()).into();
+        assert_eq!(chain_hash(7, &ChainHash::GENESIS, b"{}"), ChainHash(expected));
+        let hash = chain_hash(1, &ChainHash::GENESIS, b"x");
+        assert_eq!(ChainHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(ChainHash::from_hex("zz"), None);
+    }
+}
