@@ -12,7 +12,7 @@ use crate::cli::GateArgs;
 use crate::exit::{Exit, Failure};
 use anyhow::Context;
 use countersign_client::{Approval, Client, FunctionCallSpec};
-use countersign_core::gate::{Action, Rule, Rules};
+use countersign_core::rules::{Action, Rule, Rules};
 use countersign_server::mcp::{PROGRESS_EVERY, Progress, random_id};
 use reqwest::header::{HeaderName, HeaderValue};
 use rmcp::model::{
