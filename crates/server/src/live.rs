@@ -88,6 +88,8 @@ pub struct Usage {
 struct Held {
     entries: HashMap<RequestKey, LiveEntry>,
     usage: HashMap<String, Usage>,
+    /// Room taken by creates between their check and their commit ([`Reservation`]).
+    in_flight: HashMap<String, Usage>,
 }
 
 impl Held {
@@ -97,6 +99,28 @@ impl Held {
         usage.bytes = usage.bytes.saturating_add_signed(bytes);
         if usage.count == 0 {
             self.usage.remove(project_id);
+        }
+    }
+}
+
+/// Room for one create of a project, taken before it is stored and given back when dropped (by
+/// then the request is held, or its create failed), so creates racing each other cannot together
+/// pass a project's pending limits.
+pub struct Reservation<'a> {
+    live: &'a LiveRequests,
+    project_id: String,
+    bytes: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        let mut held = self.live.held.write().expect("live map lock");
+        if let Some(room) = held.in_flight.get_mut(&self.project_id) {
+            room.count = room.count.saturating_sub(1);
+            room.bytes = room.bytes.saturating_sub(self.bytes);
+            if room.count == 0 {
+                held.in_flight.remove(&self.project_id);
+            }
         }
     }
 }
@@ -166,6 +190,29 @@ impl LiveRequests {
         if let Some(entry) = entry {
             entry.decided.send_replace(Some(decided_json));
         }
+    }
+
+    /// Takes room for a create of `bytes` in a project when what it holds and what is in flight,
+    /// with this one, stay within `max_count` requests and `max_bytes`; otherwise returns what is
+    /// held and in flight.
+    pub fn reserve(
+        &self,
+        project_id: &str,
+        bytes: u64,
+        max_count: u64,
+        max_bytes: u64,
+    ) -> Result<Reservation<'_>, Usage> {
+        let mut held = self.held.write().expect("live map lock");
+        let usage = held.usage.get(project_id).copied().unwrap_or_default();
+        let room = held.in_flight.get(project_id).copied().unwrap_or_default();
+        let taken = Usage { count: usage.count + room.count, bytes: usage.bytes + room.bytes };
+        if taken.count >= max_count || taken.bytes.saturating_add(bytes) > max_bytes {
+            return Err(taken);
+        }
+        let room = held.in_flight.entry(project_id.to_owned()).or_default();
+        room.count += 1;
+        room.bytes += bytes;
+        Ok(Reservation { live: self, project_id: project_id.to_owned(), bytes })
     }
 
     /// What a project holds pending here.

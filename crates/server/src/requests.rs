@@ -3,7 +3,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Limits;
-use crate::live::{LiveEntry, LiveRequests, RequestKey};
+use crate::live::{LiveEntry, LiveRequests, RequestKey, Reservation};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use countersign_core::{
@@ -146,7 +146,7 @@ impl Requests {
     /// Creates a request. Repeating an identical create returns the stored request; a different
     /// body under an existing `call_id` is a conflict and changes nothing.
     pub async fn create(&self, project_id: &str, new: NewRequest) -> ApiResult<Bytes> {
-        self.check_limits(project_id, &new)?;
+        let _room = self.check_limits(project_id, &new)?;
         let record = RequestRecord::new(project_id, new, Timestamp::now());
         match self.store.create_request(&record).await? {
             Created::New => {
@@ -173,9 +173,10 @@ impl Requests {
     }
 
     /// Refuses a spec too big or too deep, and a create that would take its project past its
-    /// pending limits. The counts are of what this instance holds (on a shared PostgreSQL, each
-    /// instance bounds what it holds).
-    fn check_limits(&self, project_id: &str, new: &NewRequest) -> ApiResult<()> {
+    /// pending limits, counting the creates in flight; the room it takes is held until the
+    /// returned reservation is dropped. The counts are of what this instance holds (on a shared
+    /// PostgreSQL, each instance bounds what it holds).
+    fn check_limits(&self, project_id: &str, new: &NewRequest) -> ApiResult<Reservation<'_>> {
         let spec = new.spec.get();
         if spec.len() > self.limits.max_spec_bytes {
             return Err(ApiError::new(
@@ -190,28 +191,26 @@ impl Requests {
         }
         countersign_core::json_depth::check(spec.as_bytes(), self.limits.max_json_depth)
             .map_err(|why| Invalid::new("spec", why))?;
-        let usage = self.live.usage(project_id);
-        let over = |what: String| {
-            Err(ApiError::new(
+        let (max_count, max_bytes) = (self.limits.max_pending_per_project, self.limits.max_pending_bytes_per_project);
+        self.live.reserve(project_id, spec.len() as u64, max_count, max_bytes).map_err(|usage| {
+            let what = if usage.count >= max_count {
+                format!(
+                    "this project has {} pending requests, the most it may hold (max_pending_per_project)",
+                    usage.count
+                )
+            } else {
+                format!(
+                    "this project's pending requests hold {} bytes; this one would pass the limit of {max_bytes} \
+                     (max_pending_bytes_per_project)",
+                    usage.bytes
+                )
+            };
+            ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_pending",
                 format!("{what}; decide or let some finish before creating more"),
-            ))
-        };
-        if usage.count >= self.limits.max_pending_per_project {
-            return over(format!(
-                "this project has {} pending requests, the most it may hold (max_pending_per_project)",
-                usage.count
-            ));
-        }
-        if usage.bytes.saturating_add(spec.len() as u64) > self.limits.max_pending_bytes_per_project {
-            return over(format!(
-                "this project's pending requests hold {} bytes; this one would pass the limit of {} \
-                 (max_pending_bytes_per_project)",
-                usage.bytes, self.limits.max_pending_bytes_per_project
-            ));
-        }
-        Ok(())
+            )
+        })
     }
 
     /// The current JSON of a request.

@@ -210,6 +210,27 @@ async fn pending_requests_per_project_are_bounded_in_count_and_bytes() {
     assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "too_many_pending", "max_pending_bytes_per_project");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_creates_never_pass_the_pending_limit_together() {
+    let mut settings = loopback_webhooks();
+    settings.limits.max_pending_per_project = 20;
+    let s = TestServer::start_with(settings).await;
+    let statuses =
+        futures::future::join_all((0..200).map(|i| s.post("/function_calls", approval(&format!("r{i}"))))).await;
+    let ok = statuses.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+    let refused = statuses.iter().filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((ok, refused), (20, 180), "exactly the limit is created, however the creates race");
+    let (_, pending) = s.get("/agent/function_calls/pending?limit=100").await;
+    assert_eq!(pending["total"], 20, "{pending}");
+    // A refused create took no room: after one decision there is room for exactly one more.
+    let first = statuses.iter().position(|(status, _)| *status == StatusCode::OK).unwrap();
+    let decided = format!("/agent/function_calls/r{first}/respond");
+    assert_eq!(s.post(&decided, json!({"approved": true})).await.0, StatusCode::OK);
+    assert_eq!(s.post("/function_calls", approval("after-1")).await.0, StatusCode::OK);
+    let got = s.post("/function_calls", approval("after-2")).await;
+    assert_error(&got, StatusCode::TOO_MANY_REQUESTS, "too_many_pending", "max_pending_per_project");
+}
+
 #[tokio::test]
 async fn a_listing_page_stops_at_its_byte_and_item_limits() {
     let mut settings = loopback_webhooks();
