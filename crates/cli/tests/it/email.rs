@@ -459,6 +459,23 @@ async fn failed_reason(s: &TestServer, call_id: &str, within: Duration) -> Strin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_emails_at_once_than_database_connections_all_go_out() {
+    // The worker sends up to 16 at once inside one task; while it waits on the store, the sends
+    // holding the pool's connections (4 on SQLite) must still run, or the worker stalls for good.
+    let (s, sink) = server_with_email().await;
+    let creates =
+        (0..24).map(|i| s.post("/function_calls", emailed(&format!("m{i}"), json!({"address": "ada@example.com"}))));
+    for (status, body) in futures::future::join_all(creates).await {
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let mails = sink.wait_for(24).await;
+    assert_eq!(mails.len(), 24);
+    for i in 0..24 {
+        assert!(mails.iter().any(|m| m.is_about(&format!("m{i}"))), "no email about m{i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runaway_templates_fail_for_good_and_other_email_still_flows() {
     let (s, sink) = server_with_email().await;
     let started = Instant::now();

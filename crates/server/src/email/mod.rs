@@ -127,7 +127,8 @@ impl Mailer {
             let free = IN_FLIGHT - sending.len();
             if free > 0 {
                 let limit = u32::try_from(free).unwrap_or(1);
-                let claimed = self.store.claim_emails(now, now.plus(LEASE), limit).await.unwrap_or_else(|err| {
+                let claim = self.store.claim_emails(now, now.plus(LEASE), limit);
+                let claimed = alongside(&mut sending, claim).await.unwrap_or_else(|err| {
                     tracing::warn!(%err, "cannot claim emails to send; retrying");
                     Vec::new()
                 });
@@ -136,7 +137,7 @@ impl Mailer {
                     continue;
                 }
             }
-            let sleep = match self.store.next_email_due().await {
+            let sleep = match alongside(&mut sending, self.store.next_email_due()).await {
                 Ok(Some(at)) => Duration::from_micros(u64::try_from(at.as_micros() - now.as_micros()).unwrap_or(0)),
                 _ => IDLE_CHECK,
             }
@@ -247,6 +248,20 @@ impl Mailer {
         builder
             .multipart(MultiPart::alternative_plain_html(c.text.clone(), c.html.clone()))
             .map_err(|e| Failure::permanent(format!("cannot build the email: {e}")))
+    }
+}
+
+/// Awaits `work` while driving the emails in flight. The sends run inside the worker's task, so
+/// while it waits on the store they must still be polled: each may hold one of the pool's
+/// connections, and with as many sends in flight as connections, a claim waiting for a free one
+/// would otherwise wait forever.
+async fn alongside<T>(sending: &mut FuturesUnordered<impl Future<Output = ()>>, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            Some(()) = sending.next(), if !sending.is_empty() => {}
+        }
     }
 }
 
