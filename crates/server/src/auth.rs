@@ -3,8 +3,8 @@
 //! Verified keys are remembered for [`KEY_CACHE_TTL`] so that polls cost no database read; a key
 //! revoked from another process (`countersign keys revoke`) stops working within that time.
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;

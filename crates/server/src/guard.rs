@@ -2,9 +2,9 @@
 //! long-polls and streams, plain-text rejections of the framework turned into the API's JSON
 //! errors, and access-log URIs with their secrets blanked.
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::requests::MAX_WAIT;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Uri, header};

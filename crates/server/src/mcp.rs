@@ -7,9 +7,9 @@
 //! the HumanLayer API ([`Desk::Remote`]), and `/mcp` on the server itself (streamable HTTP), where
 //! they work on the server's own requests for the project of the bearer key ([`Desk::Local`]).
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::live::RequestKey;
+use crate::state::AppState;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;

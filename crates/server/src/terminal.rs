@@ -2,10 +2,10 @@
 //! `/api/v1`. A person signs in with email and password and gets a bearer token (`cst_...`);
 //! everything after is scoped to their projects. Errors follow the API's JSON contract.
 
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::people::{self, Action, ClientAddr, Person, Refused};
 use crate::requests::describe;
+use crate::state::AppState;
 use axum::Json;
 use axum::Router;
 use axum::extract::{FromRequestParts, State};

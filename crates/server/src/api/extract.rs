@@ -1,8 +1,8 @@
 //! Extractors and responses that keep the JSON error contract: a bad body or query string is a
 //! JSON 400 (or 413) that says what was wrong, never axum's plain-text rejection.
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;

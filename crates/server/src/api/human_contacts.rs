@@ -2,9 +2,9 @@
 
 use super::extract::{ApiQuery, JsonBytes, JsonObject, RawJsonObject};
 use super::{PendingParams, WaitParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use countersign_core::RequestKind::HumanContact as KIND;
 use countersign_core::wire::{EscalationBody, HumanContact, HumanContactCreate, HumanContactRespond};

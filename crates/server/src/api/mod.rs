@@ -8,11 +8,11 @@ pub mod human_contacts;
 pub mod project;
 pub mod webhooks;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiResult;
 use crate::live::RequestKey;
 use crate::requests::MAX_WAIT;
+use crate::state::AppState;
 use countersign_core::api_key::Scope;
 use countersign_core::{Actor, Invalid, NewRequest, RequestKind};
 use countersign_store::PageRequest;

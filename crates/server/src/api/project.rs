@@ -1,8 +1,8 @@
 //! `GET /project`: which project the key belongs to (used by `hlyr login` and `ping`).
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ErrorBody;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;

@@ -2,9 +2,9 @@
 //! add, list, remove, the delivery log, and redelivery.
 
 use super::extract::{ApiQuery, JsonObject};
-use crate::app::AppState;
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
 use crate::webhooks as service;
 use axum::Json;
 use axum::extract::{Path, State};

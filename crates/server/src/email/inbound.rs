@@ -8,9 +8,9 @@
 //! by inbound email (`via: inbound_email`): the sender is the `From:` the mail service saw.
 
 use crate::api::extract::JsonBytes;
-use crate::app::AppState;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::live::RequestKey;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::AUTHORIZATION;

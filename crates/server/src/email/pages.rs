@@ -3,8 +3,8 @@
 //! the token, bound to one request and one action, is what authorizes the form.
 
 use super::links::{LinkAction, LinkError};
-use crate::app::AppState;
 use crate::live::RequestKey;
+use crate::state::AppState;
 use crate::web::views::Detail;
 use crate::web::{WebError, render};
 use askama::Template;

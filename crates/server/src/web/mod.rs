@@ -13,9 +13,9 @@ pub(crate) mod views;
 
 pub use json_html::escape;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::people::{self, Action, ClientAddr, Person};
+use crate::state::AppState;
 use askama::Template;
 use axum::Router;
 use axum::extract::State;

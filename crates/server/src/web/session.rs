@@ -2,9 +2,9 @@
 //! people without one to the login page), and the CSRF check of state-changing forms. Only
 //! sessions opened in a browser count: a terminal login's token is no cookie.
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::people;
+use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};

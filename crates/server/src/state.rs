@@ -1,0 +1,82 @@
+//! The state every handler reaches: the store, the in-memory requests, the key cache, the
+//! sign-in gate, the settings, and what email links need.
+
+use crate::auth::KeyCache;
+use crate::requests::Requests;
+use countersign_store::Store;
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// Settings of the HTTP face.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Organization name reported by `GET /project`.
+    pub organization: String,
+    /// Public base URL; when it is `https://...`, session cookies are marked `Secure` (they also
+    /// are behind a proxy that sends `X-Forwarded-Proto: https`). Links in emails start with it
+    /// (without it, with `http://` and the bound address).
+    pub public_url: Option<String>,
+    /// How to send email.
+    pub email: crate::email::EmailSettings,
+    /// Bounds on what clients can send and make the server hold.
+    pub limits: crate::limits::Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024 * 1024,
+            organization: "countersign".into(),
+            public_url: None,
+            email: crate::email::EmailSettings::default(),
+            limits: crate::limits::Limits::default(),
+        }
+    }
+}
+
+/// What every handler can reach.
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub requests: Requests,
+    pub keys: KeyCache,
+    pub settings: Settings,
+    /// Signs and checks the links in emails.
+    pub links: Arc<crate::email::links::LinkSigner>,
+    /// The public base URL, without a trailing slash.
+    pub public_base: String,
+    /// Guards passwords: the argon2 cap and the login throttles of this server.
+    pub people: crate::people::Gate,
+}
+
+/// Cheaply clonable handle to [`Inner`].
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl AppState {
+    /// State over a store; `links` signs email links, `public_base` starts them.
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        links: Arc<crate::email::links::LinkSigner>,
+        public_base: String,
+    ) -> Self {
+        Self(Arc::new(Inner {
+            requests: Requests::new(store.clone(), settings.limits.clone()),
+            keys: KeyCache::default(),
+            people: crate::people::Gate::new(&settings.limits),
+            store,
+            settings,
+            links,
+            public_base,
+        }))
+    }
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
