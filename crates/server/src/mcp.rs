@@ -13,8 +13,9 @@ use crate::state::AppState;
 use axum::Router;
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use countersign_client::{Answer, Approval, Client, FunctionCall, FunctionCallSpec, HumanContact, JsonObject};
+use countersign_core::api_key::Scope;
 use countersign_core::{NewRequest, RequestKind};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -191,8 +192,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new().route_service("/mcp", service).route_layer(axum::middleware::from_fn_with_state(state, authenticate))
 }
 
-/// Refuses requests without a valid API key; hands the caller to the tools.
+/// Refuses requests without a valid API key with the `agent` scope (the tools create requests
+/// and wait on them); hands the caller to the tools.
 async fn authenticate(caller: Caller, mut request: Request, next: Next) -> Response {
+    if let Err(refused) = caller.require(Scope::Agent) {
+        return refused.into_response();
+    }
     request.extensions_mut().insert(caller);
     next.run(request).await
 }
