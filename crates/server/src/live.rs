@@ -216,6 +216,7 @@ impl LiveRequests {
     }
 
     /// What a project holds pending here.
+    #[cfg(test)]
     pub fn usage(&self, project_id: &str) -> Usage {
         self.held.read().expect("live map lock").usage.get(project_id).copied().unwrap_or_default()
     }

@@ -33,6 +33,20 @@ pub struct Requests {
     limits: Limits,
 }
 
+/// The answer to a create whose `call_id` already exists: the stored request when the create
+/// repeats it, a conflict otherwise.
+fn replayed(new: &NewRequest, existing: &RequestRecord) -> ApiResult<Bytes> {
+    if new.same_as(existing) {
+        Ok(Bytes::from(existing.to_json()))
+    } else {
+        Err(ApiError::conflict(format!(
+            "a {} with call_id {:?} already exists with a different run_id or spec; use a new call_id",
+            existing.kind.noun(),
+            existing.call_id
+        )))
+    }
+}
+
 /// A project's pending requests changed: one was created, decided or escalated, here or (on a
 /// shared database) by another instance. Carries no content, so listeners re-read what their
 /// reader may see.
@@ -138,15 +152,20 @@ impl Requests {
         self.closing.send_replace(true);
     }
 
-    /// How many pending requests are held in memory.
-    pub fn pending_in_memory(&self) -> usize {
-        self.live.len()
-    }
-
-    /// Creates a request. Repeating an identical create returns the stored request; a different
-    /// body under an existing `call_id` is a conflict and changes nothing.
+    /// Creates a request. Repeating an identical create returns the stored request (also when
+    /// the project is at its pending limit); a different body under an existing `call_id` is a
+    /// conflict and changes nothing.
     pub async fn create(&self, project_id: &str, new: NewRequest) -> ApiResult<Bytes> {
-        let _room = self.check_limits(project_id, &new)?;
+        let _room = match self.check_limits(project_id, &new) {
+            Ok(room) => room,
+            Err(refused) if refused.status() == StatusCode::TOO_MANY_REQUESTS => {
+                return match self.store.request(project_id, new.kind, &new.call_id).await? {
+                    Some(existing) => replayed(&new, &existing),
+                    None => Err(refused),
+                };
+            }
+            Err(refused) => return Err(refused),
+        };
         let record = RequestRecord::new(project_id, new, Timestamp::now());
         match self.store.create_request(&record).await? {
             Created::New => {
@@ -159,15 +178,7 @@ impl Requests {
             Created::Existing(existing) => {
                 let retry =
                     NewRequest { kind: record.kind, call_id: record.call_id, run_id: record.run_id, spec: record.spec };
-                if retry.same_as(&existing) {
-                    Ok(Bytes::from(existing.to_json()))
-                } else {
-                    Err(ApiError::conflict(format!(
-                        "a {} with call_id {:?} already exists with a different run_id or spec; use a new call_id",
-                        existing.kind.noun(),
-                        existing.call_id
-                    )))
-                }
+                replayed(&retry, &existing)
             }
         }
     }

@@ -222,8 +222,11 @@ async fn racing_creates_never_pass_the_pending_limit_together() {
     assert_eq!((ok, refused), (20, 180), "exactly the limit is created, however the creates race");
     let (_, pending) = s.get("/agent/function_calls/pending?limit=100").await;
     assert_eq!(pending["total"], 20, "{pending}");
-    // A refused create took no room: after one decision there is room for exactly one more.
+    // At the limit, repeating a create that was stored still answers the stored request.
     let first = statuses.iter().position(|(status, _)| *status == StatusCode::OK).unwrap();
+    let (status, replayed) = s.post("/function_calls", approval(&format!("r{first}"))).await;
+    assert_eq!((status, &replayed), (StatusCode::OK, &statuses[first].1), "a retried create is no new request");
+    // A refused create took no room: after one decision there is room for exactly one more.
     let decided = format!("/agent/function_calls/r{first}/respond");
     assert_eq!(s.post(&decided, json!({"approved": true})).await.0, StatusCode::OK);
     assert_eq!(s.post("/function_calls", approval("after-1")).await.0, StatusCode::OK);
@@ -286,6 +289,22 @@ async fn an_agent_scoped_key_cannot_decide_or_manage_webhooks() {
         s.post_as(&decider, "/agent/function_calls/c1/respond", json!({"approved": true})).await.0,
         StatusCode::OK
     );
+    // Nor may it act as an agent, through the API or through the MCP endpoint's tools.
+    let got = s.post_as(&decider, "/function_calls", approval("by-decider")).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden", "`agent` scope");
+    let initialize = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let mcp = |key: &str| {
+        s.http
+            .post(s.root("/mcp"))
+            .bearer_auth(key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&initialize)
+            .send()
+    };
+    let got = json(mcp(&decider).await.unwrap()).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden", "`agent` scope");
+    assert_eq!(mcp(&agent).await.unwrap().status(), StatusCode::OK, "an agent key may use the MCP tools");
 }
 
 /// Reads from `stream` until EOF (true) or `within` passes (false).
