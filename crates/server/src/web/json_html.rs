@@ -7,7 +7,17 @@ use std::fmt::Write;
 /// Escapes text for HTML element content and attribute values.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
+    push_escaped(&mut out, text, usize::MAX);
+    out
+}
+
+/// Appends `text` escaped to `out`, stopping once `out` holds `max_bytes` (one string or number
+/// of any length can never take a page past its bound).
+fn push_escaped(out: &mut String, text: &str, max_bytes: usize) {
     for c in text.chars() {
+        if out.len() >= max_bytes {
+            return;
+        }
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -17,7 +27,13 @@ pub fn escape(text: &str) -> String {
             c => out.push(c),
         }
     }
-    out
+}
+
+/// `token` escaped in a span of `class`, cut at `max_bytes` of output.
+fn push_span(out: &mut String, class: &str, token: &str, max_bytes: usize) {
+    let _ = write!(out, "<span class=\"{class}\">");
+    push_escaped(out, token, max_bytes);
+    out.push_str("</span>");
 }
 
 /// Deeper levels than this are printed at this indent: the output stays linear in the input
@@ -99,7 +115,7 @@ pub fn highlight(json: &str, max_bytes: usize) -> String {
                 }
                 let class = if expect_key { "j-key" } else { "j-str" };
                 expect_key = false;
-                let _ = write!(out, "<span class=\"{class}\">{}</span>", escape(&json[start..end]));
+                push_span(&mut out, class, &json[start..end], max_bytes);
             }
             _ => {
                 let mut end = start + c.len_utf8();
@@ -112,7 +128,7 @@ pub fn highlight(json: &str, max_bytes: usize) -> String {
                 }
                 let token = &json[start..end];
                 let class = if matches!(token, "true" | "false" | "null") { "j-lit" } else { "j-num" };
-                let _ = write!(out, "<span class=\"{class}\">{}</span>", escape(token));
+                push_span(&mut out, class, token, max_bytes);
             }
         }
     }
@@ -158,6 +174,18 @@ mod tests {
         // Every line is indented at most MAX_INDENT levels: a newline, 2 * MAX_INDENT spaces and
         // the bracket (unbounded indents would print depth² = 400 M spaces here).
         assert!(html.len() <= json.len() * (2 * MAX_INDENT + 2), "{} bytes for {} of input", html.len(), json.len());
+    }
+
+    #[test]
+    fn one_huge_string_is_cut_too() {
+        let json = format!("{{\"k\":\"{}\",\"n\":{}}}", "<".repeat(1_000_000), "9".repeat(1_000_000));
+        let html = highlight(&json, 4096);
+        assert!(html.len() < 4096 + 512, "{}", html.len());
+        assert!(html.contains("&lt;&lt;") && html.contains("cut here"), "{html}");
+        assert_eq!(html.matches("<span").count(), html.matches("</span>").count(), "spans stay closed");
+        // Cut in the last value too.
+        let last = format!("[\"{}\"]", "x".repeat(100_000));
+        assert!(highlight(&last, 4096).contains("cut here"));
     }
 
     #[test]
