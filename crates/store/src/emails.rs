@@ -198,14 +198,6 @@ macro_rules! email_queries {
             Ok(row.map(|(id,)| id))
         }
 
-        pub(super) async fn has_inbound_email_secret(pool: &$pool, project_id: &str) -> StoreResult<bool> {
-            let row: Option<(bool,)> =
-                sqlx::query_as("SELECT inbound_email_secret_hash IS NOT NULL FROM projects WHERE id = $1")
-                    .bind(project_id)
-                    .fetch_optional(pool)
-                    .await?;
-            Ok(row.is_some_and(|(has,)| has))
-        }
 
         pub(super) async fn server_key(pool: &$pool, name: &str, fresh: &str) -> StoreResult<String> {
             sqlx::query("INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")

@@ -255,8 +255,6 @@ pub trait Store: Send + Sync + 'static {
     async fn set_inbound_email_secret(&self, project_id: &str, hash: Option<&KeyHash>) -> StoreResult<bool>;
     /// The project whose inbound-email secret has this hash.
     async fn project_by_inbound_email_secret(&self, hash: &KeyHash) -> StoreResult<Option<Project>>;
-    /// Whether a project has an inbound-email secret.
-    async fn has_inbound_email_secret(&self, project_id: &str) -> StoreResult<bool>;
     /// A server-wide secret by name, created from `fresh` by whichever instance asks first.
     async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String>;
 

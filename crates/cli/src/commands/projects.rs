@@ -37,7 +37,9 @@ pub async fn run(store: &dyn Store, cmd: ProjectsCommand) -> anyhow::Result<()> 
         ProjectsCommand::InboundEmailSecret { project, revoke, json } => {
             let found = project_named(store, &project).await?;
             if revoke {
-                store.set_inbound_email_secret(&found.id, None).await?;
+                if !store.set_inbound_email_secret(&found.id, None).await? {
+                    bail!("the project {project:?} is gone");
+                }
                 if json {
                     println!("{}", serde_json::to_string_pretty(&json!({"project": found.name, "secret": null}))?);
                 } else {

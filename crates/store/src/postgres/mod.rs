@@ -362,10 +362,6 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn has_inbound_email_secret(&self, project_id: &str) -> StoreResult<bool> {
-        mail::has_inbound_email_secret(&self.pool, project_id).await
-    }
-
     async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
         mail::server_key(&self.pool, name, fresh).await
     }

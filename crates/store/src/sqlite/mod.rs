@@ -356,10 +356,6 @@ impl Store for SqliteStore {
         }
     }
 
-    async fn has_inbound_email_secret(&self, project_id: &str) -> StoreResult<bool> {
-        mail::has_inbound_email_secret(&self.pool, project_id).await
-    }
-
     async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
         mail::server_key(&self.pool, name, fresh).await
     }
@@ -409,7 +405,7 @@ impl Store for SqliteStore {
             request_columns!(),
             " FROM (SELECT ",
             request_columns!(),
-            ", sum(length(spec)) OVER (ORDER BY requested_at, call_id ROWS UNBOUNDED PRECEDING) - length(spec) AS before \
+            ", sum(length(CAST(spec AS BLOB))) OVER (ORDER BY requested_at, call_id ROWS UNBOUNDED PRECEDING) - length(CAST(spec AS BLOB)) AS before \
              FROM (SELECT ",
             request_columns!(),
             " FROM requests WHERE ",
