@@ -27,7 +27,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// Every kind, in the order a request goes through them.
+    /// Every kind.
     pub const ALL: [EventKind; 3] = [Self::Created, Self::Decided, Self::Escalated];
 
     /// The kind's name, as stored (`created`, `decided`, `escalated`).
@@ -176,7 +176,12 @@ impl RequestEvent {
                 let text = |t: &'a String| Some(Cow::Borrowed(t.as_str()));
                 json.decision = Some(match decision {
                     Decision::Approved { comment, updated_kwargs } => {
-                        kwargs = updated_kwargs.as_deref().and_then(|t| RawValue::from_string(t.to_owned()).ok());
+                        // Edits are JSON text checked when the human sent them; text that is not
+                        // (written by hand into the database) is kept as a JSON string, never dropped.
+                        kwargs = updated_kwargs.as_deref().map(|t| {
+                            RawValue::from_string(t.to_owned())
+                                .unwrap_or_else(|_| serde_json::value::to_raw_value(t).expect("a string serializes"))
+                        });
                         DecisionJson {
                             outcome: "approved".into(),
                             comment: comment.as_ref().and_then(text),
