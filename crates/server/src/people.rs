@@ -39,9 +39,9 @@ pub const HASH_WAIT: Duration = Duration::from_secs(5);
 /// beyond that, new keys share one bucket until old windows expire.
 pub const THROTTLE_MAX_KEYS: usize = 100_000;
 
-/// The client address of a request, when the server is served with connection info
-/// (`into_make_service_with_connect_info::<SocketAddr>`); `None` otherwise (then every client
-/// shares one login-throttle bucket).
+/// The client address of a request, as the accept loop (`listen.rs`) records it; `None` when a
+/// request reaches the router another way (then every such client shares one login-throttle
+/// bucket).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
@@ -82,12 +82,6 @@ impl From<StoreError> for Refused {
     #[track_caller]
     fn from(error: StoreError) -> Self {
         Self::now(error.into())
-    }
-}
-
-impl From<Refused> for ApiError {
-    fn from(refused: Refused) -> Self {
-        refused.error
     }
 }
 

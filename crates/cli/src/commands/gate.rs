@@ -2,7 +2,7 @@
 //!
 //! The gate starts the downstream server (a command on stdio, or a streamable HTTP URL), offers
 //! its tools to the MCP client unchanged, and checks every `tools/call` against the rules
-//! ([`countersign_core::gate`]): `ask` creates an approval in Countersign and waits for the human
+//! ([`countersign_core::rules`]): `ask` creates an approval in Countersign and waits for the human
 //! (sending progress notifications meanwhile), then forwards the call with the arguments the human
 //! approved, or returns a tool error with the human's words; `allow` forwards at once; `deny`
 //! refuses. Prompts and resources of the downstream server pass through untouched. A call the

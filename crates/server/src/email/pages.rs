@@ -5,10 +5,11 @@
 use super::links::{LinkAction, LinkError};
 use crate::live::RequestKey;
 use crate::state::AppState;
+use crate::web::extract::{WebForm, WebPath};
 use crate::web::views::Detail;
 use crate::web::{WebError, render};
 use askama::Template;
-use axum::extract::{Form, Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use countersign_core::{Actor, DecisionChannel, RequestRecord, Timestamp};
@@ -54,7 +55,7 @@ fn page(state: &AppState, action: LinkAction, record: &RequestRecord, project: &
 }
 
 /// Shows the request and the link's form (or what was decided).
-pub async fn show(State(state): State<AppState>, Path(token): Path<String>) -> Result<Response, WebError> {
+pub async fn show(State(state): State<AppState>, WebPath(token): WebPath<String>) -> Result<Response, WebError> {
     let (action, record, project) = load(&state, &token).await?;
     Ok(render(&page(&state, action, &record, &project, &token)))
 }
@@ -69,8 +70,8 @@ pub struct LinkForm {
 /// Decides the link's request with the link's action.
 pub async fn decide(
     State(state): State<AppState>,
-    Path(token): Path<String>,
-    Form(form): Form<LinkForm>,
+    WebPath(token): WebPath<String>,
+    WebForm(form): WebForm<LinkForm>,
 ) -> Result<Response, WebError> {
     let (action, record, project) = load(&state, &token).await?;
     let option = form.option.filter(|o| !o.is_empty());
