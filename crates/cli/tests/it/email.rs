@@ -484,6 +484,9 @@ async fn runaway_templates_fail_for_good_and_other_email_still_flows() {
     let huge = "{% for i in range(1000) %}{{ \"x\" * 50000000 }}{% endfor %}";
     s.post("/function_calls", emailed("spin", json!({"address": "ada@example.com", "template": spin}))).await;
     s.post("/function_calls", emailed("huge", json!({"address": "ada@example.com", "template": huge}))).await;
+    // One that needs more memory than the renderer may take, with a short output.
+    let greedy = "{% set ns = namespace(s=\"x\" * 1000000) %}{% for i in range(9) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+    s.post("/function_calls", emailed("greedy", json!({"address": "ada@example.com", "template": greedy}))).await;
     // And a recipient that is no address at all.
     s.post("/function_calls", emailed("nobody", json!({"address": "not an address"}))).await;
     // Another project's plain email goes out meanwhile.
@@ -498,10 +501,12 @@ async fn runaway_templates_fail_for_good_and_other_email_still_flows() {
     assert!(spin_reason.contains("template"), "{spin_reason}");
     let huge_reason = failed_reason(&s, "huge", Duration::from_secs(20)).await;
     assert!(huge_reason.contains("template"), "{huge_reason}");
+    let greedy_reason = failed_reason(&s, "greedy", Duration::from_secs(20)).await;
+    assert!(greedy_reason.contains("bytes of memory"), "the memory bound ends it: {greedy_reason}");
     let nobody_reason = failed_reason(&s, "nobody", Duration::from_secs(20)).await;
     assert!(nobody_reason.contains("is not a valid email address"), "{nobody_reason}");
     let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
-    for call_id in ["spin", "huge", "nobody"] {
+    for call_id in ["spin", "huge", "greedy", "nobody"] {
         let emails =
             s.store.emails_of(&project.id, countersign_core::RequestKind::FunctionCall, call_id).await.unwrap();
         assert_eq!(emails[0].attempts, 1, "failed at the first attempt, never retried: {emails:?}");
