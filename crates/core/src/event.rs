@@ -136,6 +136,45 @@ struct EventJson<'a> {
 pub struct BadEvent(String);
 
 impl RequestEvent {
+    /// The creation of a new request.
+    pub fn created(request: &crate::RequestRecord) -> Self {
+        Self {
+            project_id: request.project_id.clone(),
+            request_kind: request.kind,
+            call_id: request.call_id.clone(),
+            at: request.requested_at,
+            body: EventBody::Created { run_id: request.run_id.clone(), spec: request.spec.clone() },
+        }
+    }
+
+    /// A decision on a pending request.
+    pub fn decided(project_id: &str, request_kind: RequestKind, call_id: &str, outcome: &crate::Outcome) -> Self {
+        Self {
+            project_id: project_id.to_owned(),
+            request_kind,
+            call_id: call_id.to_owned(),
+            at: outcome.responded_at,
+            body: EventBody::Decided { decision: outcome.decision.clone(), actor: outcome.decided_by.clone() },
+        }
+    }
+
+    /// An escalation of a pending request, recorded at `at`.
+    pub fn escalated(
+        project_id: &str,
+        request_kind: RequestKind,
+        call_id: &str,
+        escalation: &crate::Escalation,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            project_id: project_id.to_owned(),
+            request_kind,
+            call_id: call_id.to_owned(),
+            at,
+            body: EventBody::Escalated { escalation: escalation.record.clone() },
+        }
+    }
+
     /// The event's kind.
     pub fn kind(&self) -> EventKind {
         self.body.kind()
@@ -338,6 +377,12 @@ pub enum ChainBreak {
     /// The event's bytes (or its recorded hash) were changed.
     #[error("event {seq} was changed: its hash does not match its contents")]
     BadHash { seq: u64 },
+    /// The chain ends before the head the store recorded: its last events were removed.
+    #[error("event {expected} is missing (the recorded head is event {recorded}): events were removed from the end")]
+    Truncated { expected: u64, recorded: u64 },
+    /// The chain's last event is not the head the store recorded when it sealed it.
+    #[error("event {seq} is the last one, but the recorded head is event {recorded}: the chain's end was changed")]
+    HeadMismatch { seq: u64, recorded: u64 },
     /// The chain is shorter than, or differs from, a checkpoint kept earlier.
     #[error("the chain does not contain the checkpoint ({count} events, head {head}): it was truncated or rewritten")]
     NotInCheckpoint { count: u64, head: ChainHash },
@@ -347,9 +392,72 @@ impl ChainBreak {
     /// The position the break is found at.
     pub fn seq(&self) -> u64 {
         match self {
-            Self::Gap { expected, .. } | Self::OutOfOrder { expected, .. } => *expected,
-            Self::BadLink { seq } | Self::BadHash { seq } => *seq,
+            Self::Gap { expected, .. } | Self::OutOfOrder { expected, .. } | Self::Truncated { expected, .. } => {
+                *expected
+            }
+            Self::BadLink { seq } | Self::BadHash { seq } | Self::HeadMismatch { seq, .. } => *seq,
             Self::NotInCheckpoint { count, .. } => *count,
+        }
+    }
+}
+
+/// Checks a chain event by event, in position order, from its first event (for chains too long
+/// to hold at once); [`verify_chain`] runs it over a whole chain.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    head: Checkpoint,
+    checkpoint: Option<Checkpoint>,
+    holds_checkpoint: bool,
+}
+
+impl ChainVerifier {
+    /// A verifier for a chain that must still hold `checkpoint`, if one was kept.
+    pub fn new(checkpoint: Option<Checkpoint>) -> Self {
+        let holds_checkpoint = checkpoint.is_none_or(|c| c.count == 0 && c.head == ChainHash::GENESIS);
+        Self { head: Checkpoint { count: 0, head: ChainHash::GENESIS }, checkpoint, holds_checkpoint }
+    }
+
+    /// Checks the next event.
+    pub fn push(&mut self, sealed: Sealed<'_>) -> Result<(), ChainBreak> {
+        let expected = self.head.count + 1;
+        if sealed.seq > expected {
+            return Err(ChainBreak::Gap { expected, found: sealed.seq });
+        }
+        if sealed.seq < expected {
+            return Err(ChainBreak::OutOfOrder { expected, found: sealed.seq });
+        }
+        if sealed.prev != self.head.head {
+            return Err(ChainBreak::BadLink { seq: sealed.seq });
+        }
+        if chain_hash(sealed.seq, &sealed.prev, sealed.event) != sealed.hash {
+            return Err(ChainBreak::BadHash { seq: sealed.seq });
+        }
+        self.head = Checkpoint { count: sealed.seq, head: sealed.hash };
+        if self.checkpoint == Some(self.head) {
+            self.holds_checkpoint = true;
+        }
+        Ok(())
+    }
+
+    /// The chain checked so far.
+    pub fn head(&self) -> Checkpoint {
+        self.head
+    }
+
+    /// The verified head, once every event was pushed; `recorded` is the head the store keeps
+    /// (its count and hash), which a removed last event no longer matches.
+    pub fn finish(self, recorded: Option<Checkpoint>) -> Result<Checkpoint, ChainBreak> {
+        if let Some(recorded) = recorded
+            && recorded != self.head
+        {
+            if recorded.count > self.head.count {
+                return Err(ChainBreak::Truncated { expected: self.head.count + 1, recorded: recorded.count });
+            }
+            return Err(ChainBreak::HeadMismatch { seq: self.head.count, recorded: recorded.count });
+        }
+        match self.checkpoint {
+            Some(c) if !self.holds_checkpoint => Err(ChainBreak::NotInCheckpoint { count: c.count, head: c.head }),
+            _ => Ok(self.head),
         }
     }
 }
@@ -360,31 +468,11 @@ pub fn verify_chain<'a>(
     events: impl IntoIterator<Item = Sealed<'a>>,
     checkpoint: Option<Checkpoint>,
 ) -> Result<Checkpoint, ChainBreak> {
-    let mut head = Checkpoint { count: 0, head: ChainHash::GENESIS };
-    let mut holds_checkpoint = checkpoint.is_none_or(|c| c.count == 0 && c.head == ChainHash::GENESIS);
+    let mut verifier = ChainVerifier::new(checkpoint);
     for sealed in events {
-        let expected = head.count + 1;
-        if sealed.seq > expected {
-            return Err(ChainBreak::Gap { expected, found: sealed.seq });
-        }
-        if sealed.seq < expected {
-            return Err(ChainBreak::OutOfOrder { expected, found: sealed.seq });
-        }
-        if sealed.prev != head.head {
-            return Err(ChainBreak::BadLink { seq: sealed.seq });
-        }
-        if chain_hash(sealed.seq, &sealed.prev, sealed.event) != sealed.hash {
-            return Err(ChainBreak::BadHash { seq: sealed.seq });
-        }
-        head = Checkpoint { count: sealed.seq, head: sealed.hash };
-        if checkpoint == Some(head) {
-            holds_checkpoint = true;
-        }
+        verifier.push(sealed)?;
     }
-    match checkpoint {
-        Some(c) if !holds_checkpoint => Err(ChainBreak::NotInCheckpoint { count: c.count, head: c.head }),
-        _ => Ok(head),
-    }
+    verifier.finish(None)
 }
 
 #[cfg(test)]
@@ -544,6 +632,27 @@ mod tests {
         rewritten[4].1 = b"{}".to_vec();
         rewritten[4].3 = chain_hash(5, &rewritten[4].2, b"{}");
         assert!(matches!(verify(&rewritten, Some(checkpoint)), Err(ChainBreak::NotInCheckpoint { .. })));
+    }
+
+    #[test]
+    fn a_removed_last_event_is_found_against_the_recorded_head() {
+        let rows = chain(4);
+        let recorded = Checkpoint { count: 4, head: rows[3].3 };
+        let run = |rows: &[(u64, Vec<u8>, ChainHash, ChainHash)]| {
+            let mut v = ChainVerifier::new(None);
+            for (seq, event, prev, hash) in rows {
+                v.push(Sealed { seq: *seq, event, prev: *prev, hash: *hash })?;
+            }
+            v.finish(Some(recorded))
+        };
+        assert_eq!(run(&rows), Ok(recorded));
+        let err = run(&rows[..3]).unwrap_err();
+        assert_eq!(err, ChainBreak::Truncated { expected: 4, recorded: 4 });
+        assert_eq!(err.seq(), 4);
+        let mut other = rows.clone();
+        other[3].1 = b"{}".to_vec();
+        other[3].3 = chain_hash(4, &other[3].2, b"{}");
+        assert_eq!(run(&other), Err(ChainBreak::HeadMismatch { seq: 4, recorded: 4 }));
     }
 
     #[test]

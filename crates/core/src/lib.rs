@@ -10,6 +10,7 @@ pub mod json_depth;
 pub mod project;
 pub mod reply;
 pub mod request;
+pub mod route;
 pub mod rules;
 pub mod session;
 pub mod time;

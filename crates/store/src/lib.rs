@@ -3,6 +3,7 @@
 
 mod emails;
 mod error;
+mod events;
 mod listing;
 pub mod postgres;
 mod row;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use emails::{ClaimedEmail, EmailMessage};
 pub use error::{StoreError, StoreResult};
+pub use events::{AuditEvent, ChainState};
 pub use listing::{DecidedStatus, RequestFilter};
 pub use webhooks::{Attempt, AttemptOutcome, Claimed, Delivery, NewWebhookEndpoint, WebhookEndpoint};
 
@@ -282,6 +284,11 @@ pub trait Store: Send + Sync + 'static {
     async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> StoreResult<Page>;
     /// Every pending request of every project (to warm the server's in-memory view at start).
     async fn all_pending(&self) -> StoreResult<Vec<RequestRecord>>;
+
+    /// Sealed events of one project's chain after position `after`, in chain order.
+    async fn audit_events(&self, project_id: &str, after: u64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    /// The event chains: of one project, or of every project that has events.
+    async fn chains(&self, project_id: Option<&str>) -> StoreResult<Vec<ChainState>>;
 
     /// Creates, decisions and escalations committed by any process on this database, for backends that
     /// several processes share; `None` when this process is the only one deciding (SQLite).

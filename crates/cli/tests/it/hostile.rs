@@ -104,25 +104,25 @@ async fn one_projects_poison_never_fails_another_projects_writes() {
             StatusCode::OK
         );
     }
-    // Poison straight into the store's writer (past the HTTP checks): a spec 1,100 levels deep
-    // makes SQLite's JSON functions fail inside the group commit, next to everyone's writes.
+    // Poison straight into the store's writer (past the HTTP checks): escalations 1,100 levels
+    // deep make SQLite's JSON functions fail inside the group commit, next to everyone's writes.
+    for i in 0..300 {
+        assert_eq!(s.post("/function_calls", approval(&format!("a-poison-{i}"))).await.0, StatusCode::OK);
+    }
     let poison_store = s.store.clone();
     let alpha_id = alpha.id.clone();
     let poison = tokio::spawn(async move {
         let mut failed = 0;
         for i in 0..300 {
-            let spec = format!(
-                r#"{{"fn": "f", "kwargs": {{}}, "channel": {{"email": {{"address": "a@example.com"}}}}, "state": {}}}"#,
-                nested(1100)
-            );
-            let new = countersign_core::NewRequest {
-                kind: countersign_core::RequestKind::FunctionCall,
-                call_id: format!("a-poison-{i}"),
-                run_id: "r".into(),
-                spec: serde_json::value::RawValue::from_string(spec).unwrap(),
-            };
-            let record = countersign_core::RequestRecord::new(&alpha_id, new, countersign_core::Timestamp::now());
-            if poison_store.create_request(&record).await.is_err() {
+            let mut deep = json!([]);
+            for _ in 0..1100 {
+                deep = serde_json::Value::Array(vec![deep]);
+            }
+            let record = json!({"escalation_msg": "louder", "escalated_by": "k", "state": deep});
+            let escalation = countersign_core::Escalation { record };
+            let call_id = format!("a-poison-{i}");
+            let kind = countersign_core::RequestKind::FunctionCall;
+            if poison_store.escalate(&alpha_id, kind, &call_id, &escalation).await.is_err() {
                 failed += 1;
             }
         }

@@ -4,6 +4,7 @@
 //! instance learns of them the moment they commit ([`Store::changes`]).
 
 mod listen;
+mod sealer;
 
 use crate::row::{KeyRow, ProjectRow, RequestRow, outcome_columns, request_columns, select_keys};
 use crate::{
@@ -13,6 +14,7 @@ use crate::{
 };
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
+use countersign_core::event::RequestEvent;
 use countersign_core::{
     Email, Escalation, Outcome, Project, ProjectName, RequestKind, RequestRecord, Role, Timestamp, User,
 };
@@ -25,12 +27,33 @@ use std::time::Duration;
 // `responded_at IS NULL`: the latter lets the planner pick the partial `requests_pending` index
 // (and filter every pending request of the project) whenever the table has no statistics yet.
 
+/// Logs the event (kind, time and body parameters) of the rows in `changed`, in the statement
+/// that changed them.
+macro_rules! log_changed {
+    ($kind:literal, $at:literal, $body:literal) => {
+        concat!(
+            "logged AS (INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body) SELECT \
+             project_id, kind, call_id, ",
+            $kind,
+            ", ",
+            $at,
+            ", json_array_length(escalations::json), ",
+            $body,
+            " FROM changed) "
+        )
+    };
+}
+
 /// Notifies every instance of the rows in `changed`, in the statement that changed them (so only
 /// when it commits). Payload: `project_id|kind|call_id`.
 macro_rules! notify_changed {
     () => {
         "SELECT pg_notify('countersign_requests', project_id || '|' || kind || '|' || call_id) FROM changed"
     };
+}
+
+mod log {
+    crate::events::event_queries!(sqlx::PgPool, sqlx::PgConnection, "FOR UPDATE");
 }
 
 mod people {
@@ -72,6 +95,11 @@ pub struct PostgresStore {
     /// Projects with new requests, announced to other instances by [`listen::announce_creates`].
     created: tokio::sync::mpsc::UnboundedSender<String>,
     announcer: tokio::task::JoinHandle<()>,
+    /// Poked after each write that logged an event, for the sealer (if this instance leads).
+    seal: std::sync::Arc<tokio::sync::Notify>,
+    sealer: tokio::task::JoinHandle<()>,
+    /// What routing derives delivery ids from (see [`crate::events`]).
+    salt: String,
 }
 
 impl PostgresStore {
@@ -91,15 +119,19 @@ impl PostgresStore {
             // its statement (a 503) and is dropped; the pool then opens fresh ones.
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(unreachable)?;
         MIGRATOR.run(&pool).await?;
+        let salt =
+            mail::server_key(&pool, crate::events::ROUTE_SALT, &countersign_core::session::random_text(32)).await?;
         let (feed, _) = tokio::sync::broadcast::channel(4096);
         let listener = tokio::spawn(listen::run(pool.clone(), feed.clone()));
         let (created, queue) = tokio::sync::mpsc::unbounded_channel();
         let announcer = tokio::spawn(listen::announce_creates(pool.clone(), queue));
-        Ok(Self { pool, feed, listener, created, announcer })
+        let seal = std::sync::Arc::new(tokio::sync::Notify::new());
+        let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.subscribe()));
+        Ok(Self { pool, feed, listener, created, announcer, seal, sealer, salt })
     }
 }
 
@@ -302,7 +334,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>> {
-        hooks::claim(&self.pool, now, lease_until, limit).await
+        hooks::claim(&self.pool, &self.salt, now, lease_until, limit).await
     }
 
     async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
@@ -326,7 +358,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
-        mail::claim(&self.pool, now, lease_until, limit).await
+        mail::claim(&self.pool, &self.salt, now, lease_until, limit).await
     }
 
     async fn finish_email(
@@ -367,9 +399,12 @@ impl Store for PostgresStore {
     }
 
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
+        let event = RequestEvent::created(request).to_json();
         let inserted = sqlx::query(
-            "INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING 1",
+            "WITH inserted AS (INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING 1) \
+             INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body) \
+             SELECT $1, $2, $3, 'created', $6, 0, $7 FROM inserted RETURNING 1",
         )
         .bind(&request.project_id)
         .bind(request.kind.as_str())
@@ -377,9 +412,11 @@ impl Store for PostgresStore {
         .bind(&request.run_id)
         .bind(request.spec.get())
         .bind(request.requested_at.as_micros())
+        .bind(event)
         .fetch_optional(&self.pool)
         .await?;
         if inserted.is_some() {
+            self.seal.notify_one();
             // Other instances' inboxes hear of it shortly (not in this transaction: a NOTIFY
             // serializes commits, which cost half the create throughput).
             let _ = self.created.send(request.project_id.clone());
@@ -414,10 +451,12 @@ impl Store for PostgresStore {
         outcome: &Outcome,
     ) -> StoreResult<Change> {
         let c = outcome_columns(outcome);
+        let event = RequestEvent::decided(project_id, kind, call_id, outcome).to_json();
         let done = sqlx::query(concat!(
             "WITH changed AS (UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, \
              option_name = $5, decided_by = $6, updated_kwargs = $10 WHERE project_id = $7 AND kind = $8 \
-             AND call_id = $9 AND coalesce(responded_at, -1) = -1 RETURNING project_id, kind, call_id) ",
+             AND call_id = $9 AND coalesce(responded_at, -1) = -1 RETURNING project_id, kind, call_id, escalations), ",
+            log_changed!("'decided'", "$1", "$11"),
             notify_changed!()
         ))
         .bind(outcome.responded_at.as_micros())
@@ -430,6 +469,7 @@ impl Store for PostgresStore {
         .bind(kind.as_str())
         .bind(call_id)
         .bind(c.updated_kwargs)
+        .bind(event)
         .fetch_all(&self.pool)
         .await?;
         self.change(project_id, kind, call_id, done.len() as u64).await
@@ -442,18 +482,23 @@ impl Store for PostgresStore {
         call_id: &str,
         escalation: &Escalation,
     ) -> StoreResult<Change> {
+        let at = Timestamp::now();
+        let event = RequestEvent::escalated(project_id, kind, call_id, escalation, at).to_json();
         // Appended as text (not jsonb) so that what the client sent keeps its exact form.
         let done = sqlx::query(concat!(
             "WITH changed AS (UPDATE requests SET escalations = CASE WHEN escalations = '[]' THEN '[' || $1 || ']' \
              ELSE substr(escalations, 1, length(escalations) - 1) || ',' || $1 || ']' END \
              WHERE project_id = $2 AND kind = $3 AND call_id = $4 AND coalesce(responded_at, -1) = -1 \
-             RETURNING project_id, kind, call_id) ",
+             RETURNING project_id, kind, call_id, escalations), ",
+            log_changed!("'escalated'", "$5", "$6"),
             notify_changed!()
         ))
         .bind(escalation.record.to_string())
         .bind(project_id)
         .bind(kind.as_str())
         .bind(call_id)
+        .bind(at.as_micros())
+        .bind(event)
         .fetch_all(&self.pool)
         .await?;
         self.change(project_id, kind, call_id, done.len() as u64).await
@@ -499,6 +544,14 @@ impl Store for PostgresStore {
         Ok(crate::row::readable(rows))
     }
 
+    async fn audit_events(&self, project_id: &str, after: u64, limit: u32) -> StoreResult<Vec<crate::AuditEvent>> {
+        log::audit(&self.pool, project_id, after, limit).await
+    }
+
+    async fn chains(&self, project_id: Option<&str>) -> StoreResult<Vec<crate::ChainState>> {
+        log::chains(&self.pool, project_id).await
+    }
+
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Feed>> {
         Some(self.feed.subscribe())
     }
@@ -506,6 +559,7 @@ impl Store for PostgresStore {
     async fn close(&self) {
         self.listener.abort();
         self.announcer.abort();
+        self.sealer.abort();
         self.pool.close().await;
     }
 }
@@ -514,6 +568,7 @@ impl PostgresStore {
     /// Tells a conditional update that changed nothing apart: already decided, or not there at all.
     async fn change(&self, project_id: &str, kind: RequestKind, call_id: &str, rows: u64) -> StoreResult<Change> {
         if rows > 0 {
+            self.seal.notify_one();
             return Ok(Change::Done);
         }
         let exists = sqlx::query("SELECT 1 FROM requests WHERE project_id = $1 AND kind = $2 AND call_id = $3")

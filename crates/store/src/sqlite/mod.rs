@@ -30,6 +30,10 @@ macro_rules! pending_filter {
     };
 }
 
+mod log {
+    crate::events::event_queries!(sqlx::SqlitePool, sqlx::SqliteConnection, "");
+}
+
 mod people {
     crate::users::user_queries!(sqlx::SqlitePool);
 }
@@ -66,6 +70,8 @@ pub struct SqliteStore {
     bookkeeping: SqlitePool,
     writer: Writer,
     checkpointer: Checkpointer,
+    /// What routing derives delivery ids from (see [`crate::events`]).
+    salt: String,
 }
 
 impl SqliteStore {
@@ -97,7 +103,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let writer = Writer::start(options.pragma("wal_autocheckpoint", "0")).await?;
         let checkpointer = Checkpointer::start(pool.clone());
-        Ok(Self { pool, bookkeeping, writer, checkpointer })
+        let fresh = countersign_core::session::random_text(32);
+        let salt = mail::server_key(&pool, crate::events::ROUTE_SALT, &fresh).await?;
+        Ok(Self { pool, bookkeeping, writer, checkpointer, salt })
     }
 }
 
@@ -296,7 +304,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>> {
-        hooks::claim(&self.bookkeeping, now, lease_until, limit).await
+        hooks::claim(&self.bookkeeping, &self.salt, now, lease_until, limit).await
     }
 
     async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
@@ -320,7 +328,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
-        mail::claim(&self.pool, now, lease_until, limit).await
+        mail::claim(&self.pool, &self.salt, now, lease_until, limit).await
     }
 
     async fn finish_email(
@@ -436,6 +444,14 @@ impl Store for SqliteStore {
                 .fetch_all(&self.pool)
                 .await?;
         Ok(crate::row::readable(rows))
+    }
+
+    async fn audit_events(&self, project_id: &str, after: u64, limit: u32) -> StoreResult<Vec<crate::AuditEvent>> {
+        log::audit(&self.pool, project_id, after, limit).await
+    }
+
+    async fn chains(&self, project_id: Option<&str>) -> StoreResult<Vec<crate::ChainState>> {
+        log::chains(&self.pool, project_id).await
     }
 
     async fn close(&self) {

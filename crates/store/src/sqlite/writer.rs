@@ -5,12 +5,14 @@
 //! the fsync among all waiting requests lifts that ceiling by the batch size, without ever
 //! acknowledging a write that is not on disk.
 
+use crate::events::Heads;
 use crate::row::{RequestRow, outcome_columns, request_columns};
 use crate::{Change, Created, StoreError, StoreResult};
-use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord};
+use countersign_core::event::{EventKind, RequestEvent};
+use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -27,8 +29,8 @@ type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 enum Op {
     Create { row: NewRow, reply: Reply<Created> },
-    Decide { key: Key, outcome: Outcome, reply: Reply<Change> },
-    Escalate { key: Key, record: String, reply: Reply<Change> },
+    Decide { key: Key, outcome: Outcome, event: Event, reply: Reply<Change> },
+    Escalate { key: Key, record: String, event: Event, reply: Reply<Change> },
     Stop(oneshot::Sender<()>),
 }
 
@@ -38,6 +40,20 @@ struct NewRow {
     run_id: String,
     spec: String,
     requested_at: i64,
+    event: Event,
+}
+
+/// The event an operation records if it changes something, serialized outside the writer task.
+struct Event {
+    kind: EventKind,
+    at: i64,
+    body: String,
+}
+
+impl Event {
+    fn of(event: &RequestEvent) -> Self {
+        Self { kind: event.kind(), at: event.at.as_micros(), body: event.to_json() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -75,6 +91,7 @@ impl Writer {
             run_id: request.run_id.clone(),
             spec: request.spec.get().to_owned(),
             requested_at: request.requested_at.as_micros(),
+            event: Event::of(&RequestEvent::created(request)),
         };
         self.submit(|reply| Op::Create { row, reply }).await
     }
@@ -87,7 +104,8 @@ impl Writer {
         outcome: &Outcome,
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
-        self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), reply }).await
+        let event = Event::of(&RequestEvent::decided(project_id, kind, call_id, outcome));
+        self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), event, reply }).await
     }
 
     pub(super) async fn escalate(
@@ -99,7 +117,8 @@ impl Writer {
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
         let record = escalation.record.to_string();
-        self.submit(|reply| Op::Escalate { key, record, reply }).await
+        let event = Event::of(&RequestEvent::escalated(project_id, kind, call_id, escalation, Timestamp::now()));
+        self.submit(|reply| Op::Escalate { key, record, event, reply }).await
     }
 
     /// Applies everything queued so far, then stops; later writes fail as unavailable.
@@ -190,18 +209,24 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>) {
 }
 
 /// What a committed batch changed: the requests inserted, and the operations (by index) that
-/// updated a pending request.
+/// updated a pending request, with the escalations it had then.
 #[derive(Default)]
 struct Applied {
     inserted: HashSet<Key>,
-    updated: HashSet<usize>,
+    updated: HashMap<usize, i64>,
 }
 
 /// Marks the rows returned by the INSERTs (the UPDATEs return their operation's index).
 const INSERTED: i64 = -1;
+/// Marks the chain heads read in the batch's transaction.
+const HEAD: i64 = -2;
+/// Rows per multi-row INSERT of events (11 bound parameters each).
+const EVENT_CHUNK: usize = 500;
 
-/// Applies a whole batch as one multi-statement query, `BEGIN IMMEDIATE; ...; COMMIT`: a single
-/// round trip to SQLite's thread and a single fsync, however many operations wait.
+/// Applies a whole batch in one transaction with two round trips to SQLite's thread and a single
+/// fsync, however many operations wait: `BEGIN IMMEDIATE`, the changes (each returning whether
+/// it applied) and the chain heads of the batch's projects; then the events of the changes that
+/// applied, sealed in their projects' chains, and `COMMIT`.
 async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<Applied> {
     let creates: Vec<&NewRow> = batch
         .iter()
@@ -210,16 +235,15 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
             _ => None,
         })
         .collect();
-    // A batch of one is a single statement: atomic and durable on its own (autocommit).
-    let single = batch.len() == 1;
-    let mut sql = String::from(if single { "" } else { "BEGIN IMMEDIATE;" });
+    let mut sql = String::from("BEGIN IMMEDIATE;");
     for chunk in creates.chunks(INSERT_CHUNK) {
         sql.push_str("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ");
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?)" });
         }
         sql.push_str(
-            " ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING -1 AS op, project_id, kind, call_id;",
+            " ON CONFLICT (project_id, kind, call_id) DO NOTHING \
+             RETURNING -1 AS op, project_id, kind, call_id, 0 AS n, NULL AS hash;",
         );
     }
     for (i, op) in batch.iter().enumerate() {
@@ -233,12 +257,26 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
         };
         sql.push_str(&format!(
             "UPDATE requests SET {set} WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL \
-             RETURNING {i} AS op, project_id, kind, call_id;"
+             RETURNING {i} AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
         ));
     }
-    if !single {
-        sql.push_str("COMMIT;");
+    let mut projects: Vec<&str> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Create { row, .. } => Some(row.key.project_id.as_str()),
+            Op::Decide { key, .. } | Op::Escalate { key, .. } => Some(key.project_id.as_str()),
+            Op::Stop(_) => None,
+        })
+        .collect();
+    projects.sort_unstable();
+    projects.dedup();
+    sql.push_str(
+        "SELECT -2 AS op, project_id, '' AS kind, '' AS call_id, seq AS n, hash FROM chain_heads WHERE project_id IN (",
+    );
+    for i in 0..projects.len() {
+        sql.push_str(if i == 0 { "?" } else { ", ?" });
     }
+    sql.push_str(");");
 
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in &creates {
@@ -272,11 +310,18 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
         };
         query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id);
     }
+    for project in &projects {
+        query = query.bind(*project);
+    }
 
     let mut applied = Applied::default();
+    let mut heads = Heads::default();
     for row in query.fetch_all(&mut *conn).await? {
         let op: i64 = row.try_get("op")?;
-        if op == INSERTED {
+        if op == HEAD {
+            let hash: String = row.try_get("hash")?;
+            heads.insert(row.try_get("project_id")?, row.try_get("n")?, &hash)?;
+        } else if op == INSERTED {
             let kind: String = row.try_get("kind")?;
             applied.inserted.insert(Key {
                 project_id: row.try_get("project_id")?,
@@ -284,9 +329,72 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
                 call_id: row.try_get("call_id")?,
             });
         } else {
-            applied.updated.insert(usize::try_from(op).map_err(|e| StoreError::Internal(e.to_string()))?);
+            let i = usize::try_from(op).map_err(|e| StoreError::Internal(e.to_string()))?;
+            applied.updated.insert(i, row.try_get("n")?);
         }
     }
+
+    // The events of what applied, in the order SQLite applied it: the inserts, then the updates.
+    let mut first = HashSet::new();
+    let mut events: Vec<(&Key, &Event, i64)> = Vec::new();
+    for row in &creates {
+        if applied.inserted.contains(&row.key) && first.insert(&row.key) {
+            events.push((&row.key, &row.event, 0));
+        }
+    }
+    for (i, op) in batch.iter().enumerate() {
+        if let (Op::Decide { key, event, .. } | Op::Escalate { key, event, .. }, Some(n)) =
+            (op, applied.updated.get(&i))
+        {
+            events.push((key, event, *n));
+        }
+    }
+    let sealed_at = Timestamp::now().as_micros();
+    let mut sql = String::new();
+    let mut seals = Vec::with_capacity(events.len());
+    for chunk in events.chunks(EVENT_CHUNK) {
+        sql.push_str(
+            "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body, seq, prev_hash, hash, \
+             sealed_at) VALUES ",
+        );
+        for (i, (key, event, _)) in chunk.iter().enumerate() {
+            sql.push_str(if i == 0 {
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            } else {
+                ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            });
+            seals.push(heads.seal(&key.project_id, &event.body));
+        }
+        sql.push(';');
+    }
+    let moved: Vec<(&str, i64, String)> = if events.is_empty() { Vec::new() } else { heads.rows().collect() };
+    if !moved.is_empty() {
+        sql.push_str("INSERT INTO chain_heads (project_id, seq, hash) VALUES ");
+        for i in 0..moved.len() {
+            sql.push_str(if i == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
+        }
+        sql.push_str(" ON CONFLICT (project_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash;");
+    }
+    sql.push_str("COMMIT;");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for ((key, event, n), (seq, prev, hash)) in events.iter().zip(seals) {
+        query = query
+            .bind(&key.project_id)
+            .bind(key.kind.as_str())
+            .bind(&key.call_id)
+            .bind(event.kind.as_str())
+            .bind(event.at)
+            .bind(*n)
+            .bind(event.body.as_str())
+            .bind(seq)
+            .bind(prev)
+            .bind(hash)
+            .bind(sealed_at);
+    }
+    for (project, seq, hash) in moved {
+        query = query.bind(project).bind(seq).bind(hash);
+    }
+    query.execute(&mut *conn).await?;
     Ok(applied)
 }
 
@@ -306,7 +414,9 @@ async fn settle(conn: &mut SqliteConnection, batch: &[Op], applied: &Applied) ->
                 Ok(None) => Err(StoreError::Internal(format!("request {} conflicted but is missing", row.key.call_id))),
                 Err(e) => Err(e),
             },
-            Op::Decide { .. } | Op::Escalate { .. } if applied.updated.contains(&i) => Ok(Answer::Change(Change::Done)),
+            Op::Decide { .. } | Op::Escalate { .. } if applied.updated.contains_key(&i) => {
+                Ok(Answer::Change(Change::Done))
+            }
             Op::Decide { key, .. } | Op::Escalate { key, .. } => unchanged(conn, key).await.map(Answer::Change),
             Op::Stop(_) => unreachable!("stop is taken out of the batch"),
         });

@@ -1,0 +1,128 @@
+//! Which channels an event goes out on. Every delivery (a webhook POST, an email) is routed from
+//! the event log by these rules, in Rust, after the change that caused it committed.
+
+use crate::event::{EventBody, RequestEvent};
+use serde_json::Value;
+
+/// Why an email is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EmailPurpose {
+    /// The request itself, to the human asked.
+    Request,
+    /// An escalation of it.
+    Escalation,
+}
+
+impl EmailPurpose {
+    /// The name stored with the message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Escalation => "escalation",
+        }
+    }
+}
+
+/// What routing needs to know about the event's project.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProjectChannels {
+    /// The project has a default email address (for requests that name no channel).
+    pub default_email: bool,
+}
+
+/// True when a webhook endpoint subscribed to `events` (webhook event names) gets this event.
+pub fn webhook_wants(events: &[String], event: &RequestEvent) -> bool {
+    let name = event.webhook_event().as_str();
+    events.iter().any(|e| e == name)
+}
+
+/// The email this event sends, if any: a new request whose channel is email (or that names no
+/// channel, in a project with a default email), and every escalation (its recipients are worked
+/// out when it is sent: the escalation's own channel, its additional recipients, or the
+/// request's email).
+pub fn email_wants(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
+    match &event.body {
+        EventBody::Created { spec, .. } => {
+            let channel = serde_json::from_str::<Value>(spec.get())
+                .ok()
+                .and_then(|spec| spec.get("channel").cloned())
+                .unwrap_or(Value::Null);
+            let addressed = !channel.pointer("/email/address").unwrap_or(&Value::Null).is_null();
+            (addressed || (channel.is_null() && project.default_email)).then_some(EmailPurpose::Request)
+        }
+        EventBody::Escalated { .. } => Some(EmailPurpose::Escalation),
+        EventBody::Decided { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Actor, Decision, RequestKind, Timestamp};
+    use serde_json::json;
+    use serde_json::value::RawValue;
+
+    fn created(kind: RequestKind, spec: Value) -> RequestEvent {
+        RequestEvent {
+            project_id: "p".into(),
+            request_kind: kind,
+            call_id: "c".into(),
+            at: Timestamp::from_micros(1),
+            body: EventBody::Created { run_id: "r".into(), spec: RawValue::from_string(spec.to_string()).unwrap() },
+        }
+    }
+
+    fn with(event: &RequestEvent, body: EventBody) -> RequestEvent {
+        RequestEvent { body, ..event.clone() }
+    }
+
+    #[test]
+    fn webhooks_get_the_events_they_subscribed_to_by_kind() {
+        let fc = created(RequestKind::FunctionCall, json!({"fn": "f"}));
+        let hc = created(RequestKind::HumanContact, json!({"msg": "?"}));
+        let decided = with(
+            &fc,
+            EventBody::Decided {
+                decision: Decision::Approved { comment: None, updated_kwargs: None },
+                actor: Actor::api_key("k"),
+            },
+        );
+        let escalated = with(&fc, EventBody::Escalated { escalation: json!({}) });
+        let subscribed = vec!["function_call.completed".to_owned(), "human_contact.created".to_owned()];
+        assert!(webhook_wants(&subscribed, &decided));
+        assert!(webhook_wants(&subscribed, &hc));
+        assert!(!webhook_wants(&subscribed, &fc), "function_call.created was not asked for");
+        assert!(!webhook_wants(&subscribed, &escalated));
+        assert!(!webhook_wants(&[], &decided));
+    }
+
+    #[test]
+    fn email_goes_to_requests_addressed_by_email_or_to_the_projects_default() {
+        let none = ProjectChannels::default();
+        let default = ProjectChannels { default_email: true };
+        let addressed =
+            created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": "a@x"}}}));
+        let slack =
+            created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"slack": {"channel_or_user_id": "C"}}}));
+        let unaddressed = created(RequestKind::HumanContact, json!({"msg": "?"}));
+        let null_channel = created(RequestKind::HumanContact, json!({"msg": "?", "channel": null}));
+        let null_address =
+            created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": null}}}));
+        assert_eq!(email_wants(&addressed, none), Some(EmailPurpose::Request));
+        assert_eq!(email_wants(&unaddressed, default), Some(EmailPurpose::Request));
+        assert_eq!(email_wants(&null_channel, default), Some(EmailPurpose::Request));
+        assert_eq!(email_wants(&unaddressed, none), None);
+        assert_eq!(email_wants(&slack, default), None, "a request naming another channel is not emailed");
+        assert_eq!(email_wants(&null_address, default), None);
+        let escalated = with(&slack, EventBody::Escalated { escalation: json!({"escalation_msg": "!"}) });
+        assert_eq!(email_wants(&escalated, none), Some(EmailPurpose::Escalation));
+        let decided = with(
+            &addressed,
+            EventBody::Decided {
+                decision: Decision::Rejected { comment: "no".into(), option: None },
+                actor: Actor::api_key("k"),
+            },
+        );
+        assert_eq!(email_wants(&decided, default), None);
+    }
+}

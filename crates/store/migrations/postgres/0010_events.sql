@@ -1,0 +1,33 @@
+-- The event log: everything that happens to a request, written by Countersign in the transaction
+-- of the change it records. Deliveries (webhooks, email) are routed from it in Rust after commit,
+-- so the triggers that decided who gets what go.
+DROP TRIGGER webhooks_on_change ON requests;
+DROP FUNCTION countersign_enqueue_webhooks();
+DROP TRIGGER email_on_change ON requests;
+DROP FUNCTION countersign_enqueue_email();
+
+CREATE TABLE events (
+    id            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project_id    TEXT NOT NULL,
+    request_kind  TEXT NOT NULL,
+    call_id       TEXT NOT NULL,
+    type          TEXT NOT NULL,
+    at            BIGINT NOT NULL,
+    escalations   BIGINT NOT NULL,   -- escalations the request had once it happened
+    body          TEXT NOT NULL,      -- the event's JSON form: exactly the bytes its hash covers
+    seq           BIGINT,            -- position in its project's chain (1 = first); NULL until sealed
+    prev_hash     TEXT,               -- hex SHA-256 of the event before (zeros for the first)
+    hash          TEXT,
+    sealed_at     BIGINT,
+    routed_at     BIGINT             -- when its deliveries were queued; NULL until then
+);
+CREATE UNIQUE INDEX events_chain ON events (project_id, seq);
+CREATE INDEX events_unsealed ON events (id) WHERE seq IS NULL;
+CREATE INDEX events_unrouted ON events (id) WHERE routed_at IS NULL;
+
+-- The last sealed event of each project's chain (what a removed last event no longer matches).
+CREATE TABLE chain_heads (
+    project_id  TEXT PRIMARY KEY,
+    seq         BIGINT NOT NULL,
+    hash        TEXT NOT NULL
+);
