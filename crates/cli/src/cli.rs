@@ -48,6 +48,9 @@ pub enum Command {
     /// Manage signed webhook endpoints: add, list, remove, deliveries, attempts, redeliver.
     #[command(subcommand, after_help = WEBHOOKS_HELP)]
     Webhooks(WebhooksCommand),
+    /// The tamper-evident audit log: verify the hash chains, export the events, print checkpoints.
+    #[command(subcommand, after_help = AUDIT_HELP)]
+    Audit(AuditCommand),
     /// Sign in to a running server as a person, for inbox, approve, reject and answer.
     #[command(after_help = terminal_help(LOGIN_EXAMPLES))]
     Login(LoginArgs),
@@ -419,6 +422,58 @@ pub enum WebhooksCommand {
         #[arg(value_name = "DELIVERY_ID")]
         delivery_id: String,
         /// Print the delivery as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const AUDIT_HELP: &str = "Examples:
+  countersign audit verify
+  countersign audit head --project billing > billing.checkpoint
+  countersign audit verify --project billing --checkpoint billing.checkpoint
+  countersign audit export --project billing --since 1200 --jsonl > billing-events.jsonl
+
+Everything that happens to a request (created, decided, escalated) is an event in its project's
+hash chain: each event's hash covers its exact text and the hash of the event before,
+SHA-256(\"countersign.event.v1\\0\" || seq as 8 bytes big-endian || prev_hash || event).
+`verify` recomputes every chain from the database and exits 1 naming the first event that was
+changed, removed or inserted; a checkpoint from `head`, kept elsewhere, also catches a chain
+rewritten from some point on or cut short. The same events are served to a key with the admin
+scope at GET /humanlayer/v1/audit?after=SEQ&limit=N.";
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the chains: exit 0 with each chain's count and head hash, or 1 naming the first
+    /// event that does not match.
+    Verify {
+        /// Only this project's chain.
+        #[arg(long)]
+        project: Option<String>,
+        /// Also check that the chains still hold the checkpoints in FILE (as `audit head` prints them).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<std::path::PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print sealed events with their chain positions and hashes (a JSON array, or JSON lines).
+    Export {
+        /// Only this project's events.
+        #[arg(long)]
+        project: Option<String>,
+        /// Only events after this chain position.
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        since: u64,
+        /// One JSON object per line instead of an array.
+        #[arg(long)]
+        jsonl: bool,
+    },
+    /// Print the head of each chain as a checkpoint line: `PROJECT COUNT HASH`.
+    Head {
+        /// Only this project's chain.
+        #[arg(long)]
+        project: Option<String>,
+        /// Print JSON instead of checkpoint lines.
         #[arg(long)]
         json: bool,
     },

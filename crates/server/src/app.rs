@@ -25,6 +25,7 @@ use utoipa_axum::routes;
         (name = "project", description = "The key's project"),
         (name = "email", description = "Replies by email (a Countersign extension)"),
         (name = "webhooks", description = "Signed webhooks of the key's project (a Countersign extension)"),
+        (name = "audit", description = "The tamper-evident event log of the key's project (a Countersign extension)"),
         (name = "health", description = "Liveness"),
     )
 )]
@@ -64,6 +65,7 @@ fn humanlayer_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::webhooks::deliveries))
         .routes(routes!(api::webhooks::delivery))
         .routes(routes!(api::webhooks::redeliver))
+        .routes(routes!(api::audit::list))
         .routes(routes!(crate::email::inbound::receive))
 }
 

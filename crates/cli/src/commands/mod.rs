@@ -1,5 +1,6 @@
 //! One module per command.
 
+mod audit;
 pub mod gate;
 mod keys;
 mod mcp;
@@ -49,6 +50,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let store = open_store(&config).await?;
             let result = webhooks::run(store.as_ref(), cmd, config.limits.allow_private_webhook_targets).await;
+            store.close().await;
+            result
+        }
+        Command::Audit(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = audit::run(store.as_ref(), cmd).await;
             store.close().await;
             result
         }

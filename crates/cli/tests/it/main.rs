@@ -2,6 +2,7 @@
 //! `countersign` binary. One test binary (modules by area) to keep links fast.
 
 mod api_errors;
+mod audit;
 mod binary;
 mod browser;
 mod email;

@@ -1,6 +1,7 @@
 //! The HumanLayer-compatible API under `/humanlayer/v1`, one module per resource. The handlers
 //! only extract, call [`crate::requests::Requests`], and answer.
 
+pub mod audit;
 pub mod extract;
 pub mod function_calls;
 pub mod health;
