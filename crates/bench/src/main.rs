@@ -35,6 +35,7 @@ mod memory;
 mod pg;
 mod process;
 mod report;
+mod sealing;
 mod stats;
 mod wake;
 mod webhooks;
@@ -430,6 +431,25 @@ async fn create_load(opts: &Opts, target: &Target, tag: &str) -> Result<LoadResu
     client::run_load(target, phase_of(opts), opts.client_threads, make).await
 }
 
+/// Reads back the sealing lag of the creates just made (a server without an audit log, such as
+/// a binary from before it, is noted and skipped).
+async fn sealing_lag(
+    target: &Target,
+    backend: Backend,
+    base: &baseline::CommitResult,
+    report: &mut Report,
+) -> Result<()> {
+    eprintln!("countersign: sealing lag of the last {} events ...", sealing::SAMPLE);
+    match sealing::lag(target).await {
+        Ok(lag) => {
+            eprintln!("  p50 {:.3} ms, p99 {:.3} ms", lag.percentile_ms(50.0), lag.percentile_ms(99.0));
+            report.sealing(backend, &lag, &base.latency);
+        }
+        Err(err) => eprintln!("  skipped: {err:#}"),
+    }
+    Ok(())
+}
+
 /// Creates one pending call and returns the GET of it (checked once) and its answer's length.
 async fn pending_get(target: &Target, tag: &str) -> Result<(bytes::Bytes, usize)> {
     let call_id = format!("get-{tag}");
@@ -481,6 +501,7 @@ async fn run_parts(
         server.check_alive()?;
         eprintln!("  {:.0} creates/s", load.rate());
         report.creates(Backend::Sqlite, &load, &base);
+        sealing_lag(&target, Backend::Sqlite, &base, report).await?;
     }
 
     if parts.contains(&Part::Gets) {
@@ -605,6 +626,7 @@ async fn run_pg_parts(
         server.check_alive()?;
         eprintln!("  {:.0} creates/s", load.rate());
         report.creates(Backend::Postgres, &load, &base);
+        sealing_lag(&target, Backend::Postgres, &base, report).await?;
     }
 
     if parts.contains(&Part::Gets) {

@@ -297,6 +297,30 @@ impl Report {
         );
     }
 
+    /// Event → sealed in its chain (the creates part's events), against one direct commit.
+    pub fn sealing(&mut self, backend: Backend, lag: &Samples, commit: &Samples) {
+        let commit_name = match backend {
+            Backend::Sqlite => "SQLite direct commit",
+            Backend::Postgres => "PostgreSQL direct 1-row txn",
+        };
+        for (order, key, p) in [(110, "sealing_lag_p50_ms", 50.0), (111, "sealing_lag_p99_ms", 99.0)] {
+            self.push(
+                backend,
+                order,
+                key,
+                &format!("sealing lag (event -> sealed) p{p}"),
+                lag.percentile_ms(p),
+                Unit::Ms,
+                &format!("{commit_name} p{p}"),
+                commit.percentile_ms(p),
+                Goal::None,
+                false,
+            );
+        }
+        self.details.insert(backend.key("sealing"), json!({"lag": latency_json(lag)}));
+        self.note(backend, format!("sealing: {} events sampled, max {:.3} ms", lag.len(), lag.max_ms()));
+    }
+
     pub fn gets(&mut self, backend: Backend, load: &LoadResult, base: &LoadResult, body_len: usize) {
         self.push(
             backend,
