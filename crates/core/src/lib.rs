@@ -22,6 +22,6 @@ pub use decision::{Actor, Decision, DecisionChannel, Outcome};
 pub use escalation::Escalation;
 pub use invalid::Invalid;
 pub use project::{Project, ProjectName};
-pub use request::{NewRequest, RequestKind, RequestRecord};
+pub use request::{Fields, Intent, NewRequest, RequestKind, RequestRecord};
 pub use time::Timestamp;
 pub use user::{Email, Role, User};

@@ -1,6 +1,6 @@
 //! Reading a human's emailed reply: the new text without the quoted history, and what it decides.
 
-use crate::{Decision, Invalid, RequestKind};
+use crate::{Intent, Invalid, RequestKind};
 
 /// The reply's own text: everything above the quoted history (`On ... wrote:`, `>` lines, an
 /// `-----Original Message-----` block or a forwarded header), trimmed.
@@ -25,13 +25,13 @@ pub fn strip_quoted(text: &str) -> String {
 /// What a reply decides: for an approval, `approve`/`yes` on the first line approves (the rest is
 /// the comment) and `reject`/`no` rejects with the rest as the comment; for a question the whole
 /// text is the answer.
-pub fn decision(kind: RequestKind, text: &str) -> Result<Decision, Invalid> {
+pub fn intent(kind: RequestKind, text: &str) -> Result<Intent, Invalid> {
     let text = strip_quoted(text);
     if text.is_empty() {
         return Err(Invalid::new("reply", "the reply is empty (only quoted text)"));
     }
     match kind {
-        RequestKind::HumanContact => Ok(Decision::Answered { response: text, option: None }),
+        RequestKind::HumanContact => Ok(Intent::Answer { response: Some(text), option: None }),
         RequestKind::FunctionCall => {
             let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
             let word: String =
@@ -41,9 +41,9 @@ pub fn decision(kind: RequestKind, text: &str) -> Result<Decision, Invalid> {
                 [after_word, rest.trim()].iter().filter(|s| !s.is_empty()).copied().collect::<Vec<_>>().join("\n");
             match word.as_str() {
                 "approve" | "approved" | "yes" => {
-                    Ok(Decision::Approved { comment: Some(comment).filter(|c| !c.is_empty()), updated_kwargs: None })
+                    Ok(Intent::Approve { comment: Some(comment).filter(|c| !c.is_empty()), updated_kwargs: None })
                 }
-                "reject" | "rejected" | "no" => Ok(Decision::Rejected { comment, option: None }),
+                "reject" | "rejected" | "no" => Ok(Intent::Reject { comment: Some(comment), option: None }),
                 _ => Err(Invalid::new(
                     "reply",
                     "the first line must start with approve (or yes) or reject (or no), followed by a comment",
@@ -68,24 +68,24 @@ mod tests {
     #[test]
     fn approvals_read_the_first_word() {
         let fc = RequestKind::FunctionCall;
-        assert_eq!(decision(fc, "Approve\n> q").unwrap(), Decision::Approved { comment: None, updated_kwargs: None });
+        assert_eq!(intent(fc, "Approve\n> q").unwrap(), Intent::Approve { comment: None, updated_kwargs: None });
         assert_eq!(
-            decision(fc, "yes, go ahead").unwrap(),
-            Decision::Approved { comment: Some("go ahead".into()), updated_kwargs: None }
+            intent(fc, "yes, go ahead").unwrap(),
+            Intent::Approve { comment: Some("go ahead".into()), updated_kwargs: None }
         );
         assert_eq!(
-            decision(fc, "Reject\nnot above 100\n\nOn x wrote:\n> a").unwrap(),
-            Decision::Rejected { comment: "not above 100".into(), option: None }
+            intent(fc, "Reject\nnot above 100\n\nOn x wrote:\n> a").unwrap(),
+            Intent::Reject { comment: Some("not above 100".into()), option: None }
         );
         assert_eq!(
-            decision(fc, "no: too risky").unwrap(),
-            Decision::Rejected { comment: "too risky".into(), option: None }
+            intent(fc, "no: too risky").unwrap(),
+            Intent::Reject { comment: Some("too risky".into()), option: None }
         );
-        assert_eq!(decision(fc, "maybe later").unwrap_err().field, "reply");
-        assert_eq!(decision(fc, "> only quoted").unwrap_err().field, "reply");
+        assert_eq!(intent(fc, "maybe later").unwrap_err().field, "reply");
+        assert_eq!(intent(fc, "> only quoted").unwrap_err().field, "reply");
         assert_eq!(
-            decision(RequestKind::HumanContact, "teal\nOn Mon wrote:\n> which?").unwrap(),
-            Decision::Answered { response: "teal".into(), option: None }
+            intent(RequestKind::HumanContact, "teal\nOn Mon wrote:\n> which?").unwrap(),
+            Intent::Answer { response: Some("teal".into()), option: None }
         );
     }
 }

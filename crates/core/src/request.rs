@@ -253,63 +253,50 @@ impl RequestRecord {
         serde_json::from_str::<WithChannel>(self.spec.get()).ok().and_then(|c| c.channel)
     }
 
-    /// Validates a respond body against this request and turns it into a decision.
+    /// Parses a HumanLayer respond body into the decision it asks for, checked against this
+    /// request (the API's way of deciding).
     pub fn parse_decision(&self, body: &Value) -> Result<Decision, Invalid> {
-        match self.kind {
-            RequestKind::FunctionCall => {
-                let r: FunctionCallRespond = serde_path_to_error::deserialize(body).map_err(Invalid::from_serde)?;
-                self.decide_function_call(r)
-            }
-            RequestKind::HumanContact => {
-                let r: HumanContactRespond = serde_path_to_error::deserialize(body).map_err(Invalid::from_serde)?;
-                self.answer_human_contact(r)
-            }
-        }
+        self.decision(Intent::from_respond(self.kind, body)?, &Fields::API)
     }
 
-    /// Builds an approval or rejection; a rejection with an option but no comment takes the
-    /// option's `prompt_fill`, and one with neither gets `""` (the SDKs need a string).
-    pub fn decide_function_call(&self, r: FunctionCallRespond) -> Result<Decision, Invalid> {
-        match r.approved {
-            None => Err(Invalid::new("approved", "is required: true to approve, false to reject")),
-            Some(true) if r.reject_option_name.is_some() => {
-                Err(Invalid::new("reject_option_name", "only applies to a rejection (approved: false)"))
-            }
-            Some(true) => {
-                let updated_kwargs = match r.updated_kwargs {
-                    None | Some(Value::Null) => None,
-                    Some(Value::Object(map)) => Some(serde_json::to_string(&map).expect("JSON values serialize")),
-                    Some(_) => {
-                        return Err(Invalid::new("updated_kwargs", "must be a JSON object (the edited arguments)"));
-                    }
-                };
-                Ok(Decision::Approved { comment: r.comment, updated_kwargs })
-            }
-            Some(false) if r.updated_kwargs.as_ref().is_some_and(|v| !v.is_null()) => {
-                Err(Invalid::new("updated_kwargs", "only applies to an approval (approved: true)"))
-            }
-            Some(false) => {
-                let option = self.find_option("reject_option_name", r.reject_option_name.as_deref())?;
+    /// Checks what a decider asks for against this request and builds the decision: a rejection
+    /// with an option but no comment takes the option's `prompt_fill`, and one with neither gets
+    /// `""` (the SDKs need a string); an answer with an option and no text takes the option's
+    /// `prompt_fill` (else its title or name), and may never be empty. Errors name the fields as
+    /// the decider knows them (`fields`).
+    pub fn decision(&self, intent: Intent, fields: &Fields) -> Result<Decision, Invalid> {
+        match (self.kind, intent) {
+            (RequestKind::FunctionCall, Intent::Approve { comment, updated_kwargs }) => Ok(Decision::Approved {
+                comment,
+                updated_kwargs: updated_kwargs.map(|m| serde_json::to_string(&m).expect("JSON values serialize")),
+            }),
+            (RequestKind::FunctionCall, Intent::Reject { comment, option }) => {
+                let option = self.find_option(fields.reject_option, option.as_deref())?;
                 let comment =
-                    r.comment.or_else(|| option.as_ref().and_then(|o| o.prompt_fill.clone())).unwrap_or_default();
+                    comment.or_else(|| option.as_ref().and_then(|o| o.prompt_fill.clone())).unwrap_or_default();
                 Ok(Decision::Rejected { comment, option: option.map(|o| o.name) })
             }
-        }
-    }
-
-    /// Builds an answer; with an option and no text the option's `prompt_fill` (else its title or
-    /// name) is the response. The response may never be empty.
-    pub fn answer_human_contact(&self, r: HumanContactRespond) -> Result<Decision, Invalid> {
-        let option = self.find_option("response_option_name", r.response_option_name.as_deref())?;
-        let given = r.response.filter(|s| !s.trim().is_empty());
-        let response = given.or_else(|| {
-            option.as_ref().map(|o| o.prompt_fill.clone().or_else(|| o.title.clone()).unwrap_or_else(|| o.name.clone()))
-        });
-        match response {
-            Some(response) if !response.trim().is_empty() => {
-                Ok(Decision::Answered { response, option: option.map(|o| o.name) })
+            (RequestKind::HumanContact, Intent::Answer { response, option }) => {
+                let option = self.find_option(fields.response_option, option.as_deref())?;
+                let given = response.filter(|s| !s.trim().is_empty());
+                let response = given.or_else(|| {
+                    option
+                        .as_ref()
+                        .map(|o| o.prompt_fill.clone().or_else(|| o.title.clone()).unwrap_or_else(|| o.name.clone()))
+                });
+                match response {
+                    Some(response) if !response.trim().is_empty() => {
+                        Ok(Decision::Answered { response, option: option.map(|o| o.name) })
+                    }
+                    _ => Err(Invalid::new(fields.response, "must be a non-empty string (or name a response option)")),
+                }
             }
-            _ => Err(Invalid::new("response", "must be a non-empty string (or name a response option)")),
+            (RequestKind::FunctionCall, Intent::Answer { .. }) => {
+                Err(Invalid::new(fields.action, "this is an approval: approve or reject it"))
+            }
+            (RequestKind::HumanContact, Intent::Approve { .. } | Intent::Reject { .. }) => {
+                Err(Invalid::new(fields.action, "this is a question: answer it"))
+            }
         }
     }
 
@@ -403,6 +390,95 @@ struct View<'a, S> {
     escalations: Option<&'a Vec<Value>>,
 }
 
+/// What a decider asks to do with a request, before it is checked against it: the one typed way
+/// every face (API, inbox, terminal, email link and reply) decides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Intent {
+    /// Approve; with `updated_kwargs`, the function runs with these arguments instead.
+    Approve { comment: Option<String>, updated_kwargs: Option<serde_json::Map<String, Value>> },
+    /// Reject, with a comment, an option, both or neither.
+    Reject { comment: Option<String>, option: Option<String> },
+    /// Answer a question with text, an option, or both.
+    Answer { response: Option<String>, option: Option<String> },
+}
+
+impl Intent {
+    /// The intent of a HumanLayer respond body (`{approved, comment, reject_option_name,
+    /// updated_kwargs}` or `{response, response_option_name}`).
+    pub fn from_respond(kind: RequestKind, body: &Value) -> Result<Self, Invalid> {
+        match kind {
+            RequestKind::FunctionCall => {
+                let r: FunctionCallRespond = serde_path_to_error::deserialize(body).map_err(Invalid::from_serde)?;
+                match r.approved {
+                    None => Err(Invalid::new("approved", "is required: true to approve, false to reject")),
+                    Some(true) if r.reject_option_name.is_some() => {
+                        Err(Invalid::new("reject_option_name", "only applies to a rejection (approved: false)"))
+                    }
+                    Some(true) => Self::approve(r.comment, r.updated_kwargs),
+                    Some(false) if r.updated_kwargs.as_ref().is_some_and(|v| !v.is_null()) => {
+                        Err(Invalid::new("updated_kwargs", "only applies to an approval (approved: true)"))
+                    }
+                    Some(false) => Ok(Self::Reject { comment: r.comment, option: r.reject_option_name }),
+                }
+            }
+            RequestKind::HumanContact => {
+                let r: HumanContactRespond = serde_path_to_error::deserialize(body).map_err(Invalid::from_serde)?;
+                Ok(Self::Answer { response: r.response, option: r.response_option_name })
+            }
+        }
+    }
+
+    /// The kind of request the intent applies to.
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Self::Approve { .. } | Self::Reject { .. } => RequestKind::FunctionCall,
+            Self::Answer { .. } => RequestKind::HumanContact,
+        }
+    }
+
+    /// An approval whose edited arguments came as JSON: an object, or null for none.
+    pub fn approve(comment: Option<String>, updated_kwargs: Option<Value>) -> Result<Self, Invalid> {
+        match updated_kwargs {
+            None | Some(Value::Null) => Ok(Self::Approve { comment, updated_kwargs: None }),
+            Some(Value::Object(map)) => Ok(Self::Approve { comment, updated_kwargs: Some(map) }),
+            Some(_) => Err(Invalid::new("updated_kwargs", "must be a JSON object (the edited arguments)")),
+        }
+    }
+
+    /// The same intent with its texts trimmed, and blank ones taken as not given (what a person
+    /// typed into a form or a terminal).
+    pub fn trimmed(self) -> Self {
+        let text = |s: Option<String>| s.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+        match self {
+            Self::Approve { comment, updated_kwargs } => Self::Approve { comment: text(comment), updated_kwargs },
+            Self::Reject { comment, option } => Self::Reject { comment: text(comment), option: text(option) },
+            Self::Answer { response, option } => Self::Answer { response: text(response), option: text(option) },
+        }
+    }
+}
+
+/// The names a decider knows the fields of a decision by, for the errors it is shown.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields {
+    pub action: &'static str,
+    pub reject_option: &'static str,
+    pub response_option: &'static str,
+    pub response: &'static str,
+}
+
+impl Fields {
+    /// The HumanLayer API's field names.
+    pub const API: Fields = Fields {
+        action: "approved",
+        reject_option: "reject_option_name",
+        response_option: "response_option_name",
+        response: "response",
+    };
+    /// What people see in the inbox, the terminal and email pages: an action, an option, an answer.
+    pub const PERSON: Fields =
+        Fields { action: "action", reject_option: "option", response_option: "option", response: "answer" };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -416,6 +492,44 @@ mod tests {
     fn approval(spec: Value) -> RequestRecord {
         let new = parse(RequestKind::FunctionCall, json!({"run_id": "r", "call_id": "c", "spec": spec})).unwrap();
         RequestRecord::new("p", new, Timestamp::from_micros(0))
+    }
+
+    #[test]
+    fn every_decider_gets_the_same_checks_with_errors_in_its_own_words() {
+        let record =
+            approval(json!({"fn": "f", "kwargs": {}, "reject_options": [{"name": "later", "prompt_fill": "not now"}]}));
+        let reject = |option: &str| Intent::Reject { comment: None, option: Some(option.into()) };
+        // The API and a person reach the same decision from the same intent.
+        for fields in [&Fields::API, &Fields::PERSON] {
+            assert_eq!(
+                record.decision(reject("later"), fields).unwrap(),
+                Decision::Rejected { comment: "not now".into(), option: Some("later".into()) }
+            );
+        }
+        let api = record.decision(reject("never"), &Fields::API).unwrap_err();
+        let person = record.decision(reject("never"), &Fields::PERSON).unwrap_err();
+        assert_eq!((api.field.as_str(), person.field.as_str()), ("reject_option_name", "option"));
+        assert_eq!(api.message, person.message);
+        let answer = Intent::Answer { response: Some("x".into()), option: None };
+        assert_eq!(
+            record.decision(answer, &Fields::PERSON).unwrap_err().to_string(),
+            "action: this is an approval: approve or reject it"
+        );
+        // The respond body and the typed intent agree.
+        let body = json!({"approved": true, "updated_kwargs": {"n": 2}});
+        let intent = Intent::from_respond(RequestKind::FunctionCall, &body).unwrap();
+        assert_eq!(intent, Intent::approve(None, Some(json!({"n": 2}))).unwrap());
+        assert_eq!(record.parse_decision(&body).unwrap(), record.decision(intent, &Fields::API).unwrap());
+        assert_eq!(Intent::approve(None, Some(json!([1]))).unwrap_err().field, "updated_kwargs");
+        let typed = Intent::Reject { comment: Some("  ".into()), option: Some(" later ".into()) }.trimmed();
+        assert_eq!(typed, Intent::Reject { comment: None, option: Some("later".into()) });
+        let question = RequestRecord::new(
+            "p",
+            parse(RequestKind::HumanContact, json!({"run_id": "r", "call_id": "q", "spec": {"msg": "?"}})).unwrap(),
+            Timestamp::from_micros(0),
+        );
+        let blank = Intent::Answer { response: None, option: None };
+        assert_eq!(question.decision(blank, &Fields::PERSON).unwrap_err().field, "answer");
     }
 
     #[test]

@@ -16,9 +16,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use countersign_core::api_key::KeyHash;
 use countersign_core::session::{PASSWORD_LINK_TTL, PASSWORD_TOKEN_PREFIX, SESSION_PREFIX, Secret, SessionKind};
-use countersign_core::{Actor, DecisionChannel, Email, Project, RequestKind, RequestRecord, Timestamp, user};
+use countersign_core::{
+    Actor, DecisionChannel, Email, Fields, Intent, Project, RequestKind, RequestRecord, Timestamp, user,
+};
 use countersign_store::{NewSession, RequestFilter, Session, Store, StoreError};
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hash, RandomState};
@@ -445,50 +446,6 @@ fn account_key(email: &str) -> String {
     }
 }
 
-/// What a person decides, from the inbox or the terminal.
-#[derive(Debug, Clone)]
-pub enum Action {
-    /// With `updated_kwargs`, the function runs with these arguments instead of the agent's.
-    Approve {
-        comment: Option<String>,
-        updated_kwargs: Option<Value>,
-    },
-    Reject {
-        comment: Option<String>,
-        option: Option<String>,
-    },
-    Answer {
-        text: Option<String>,
-        option: Option<String>,
-    },
-}
-
-impl Action {
-    /// The kind of request the action applies to.
-    pub fn kind(&self) -> RequestKind {
-        match self {
-            Self::Approve { .. } | Self::Reject { .. } => RequestKind::FunctionCall,
-            Self::Answer { .. } => RequestKind::HumanContact,
-        }
-    }
-
-    /// The equivalent HumanLayer respond body, validated by the same rules as the API.
-    fn body(&self) -> Value {
-        let text = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        match self {
-            Self::Approve { comment, updated_kwargs } => {
-                json!({"approved": true, "comment": text(comment), "updated_kwargs": updated_kwargs})
-            }
-            Self::Reject { comment, option } => {
-                json!({"approved": false, "comment": text(comment), "reject_option_name": text(option)})
-            }
-            Self::Answer { text: answer, option } => {
-                json!({"response": text(answer), "response_option_name": text(option)})
-            }
-        }
-    }
-}
-
 /// A signed-in person's view of requests: only their projects, ever.
 pub struct Person<'a> {
     pub session: &'a Session,
@@ -561,17 +518,9 @@ impl Person<'_> {
     }
 
     /// Decides a request as this person; returns the decided request's JSON. A request already
-    /// decided is a 409 whose message says who decided it and what.
-    pub async fn decide(&self, requests: &Requests, record: &RequestRecord, action: &Action) -> ApiResult<Bytes> {
-        if record.kind != action.kind() {
-            return Err(ApiError::invalid(countersign_core::Invalid::new(
-                "action",
-                match record.kind {
-                    RequestKind::FunctionCall => "this is an approval: approve or reject it",
-                    RequestKind::HumanContact => "this is a question: answer it",
-                },
-            )));
-        }
+    /// decided is a 409 whose message says who decided it and what; errors name what the person
+    /// sees (an action, an option, an answer), never the API's fields.
+    pub async fn decide(&self, requests: &Requests, record: &RequestRecord, intent: Intent) -> ApiResult<Bytes> {
         let actor = Actor {
             channel: self.channel,
             api_key: None,
@@ -579,24 +528,7 @@ impl Person<'_> {
             email: Some(self.session.user.email.clone()),
             via: None,
         };
-        requests.decide(&RequestKey::of(record), &action.body(), actor).await.map_err(|err| {
-            if err.status() != StatusCode::BAD_REQUEST {
-                return err;
-            }
-            // People chose an option or typed text; they never saw the API's field names.
-            let message = err.message();
-            let renamed = [
-                ("reject_option_name: ", "option: "),
-                ("response_option_name: ", "option: "),
-                ("response: ", "answer: "),
-            ]
-            .into_iter()
-            .find_map(|(api, person)| message.strip_prefix(api).map(|rest| format!("{person}{rest}")));
-            match renamed {
-                Some(message) => ApiError::new(StatusCode::BAD_REQUEST, err.code(), message),
-                None => err,
-            }
-        })
+        requests.decide(&RequestKey::of(record), intent.trimmed(), &Fields::PERSON, actor).await
     }
 
     /// Pending requests of the person's projects, newest first.

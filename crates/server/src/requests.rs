@@ -7,7 +7,7 @@ use crate::live::{LiveEntry, LiveRequests, RequestKey, Reservation};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use countersign_core::{
-    Actor, Decision, Escalation, Invalid, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp,
+    Actor, Decision, Escalation, Fields, Intent, Invalid, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp,
 };
 use countersign_store::{Change, Created, Feed, Page, PageRequest, Store};
 use serde_json::Value;
@@ -275,13 +275,25 @@ impl Requests {
         }
     }
 
-    /// Records a decision from a respond body; the first decision wins, later ones get 409.
-    pub async fn decide(&self, key: &RequestKey, body: &Value, actor: Actor) -> ApiResult<Bytes> {
+    /// Records a decision from a HumanLayer respond body; the first decision wins, later ones
+    /// get 409 (before the body is even read, as HumanLayer answers).
+    pub async fn respond(&self, key: &RequestKey, body: &Value, actor: Actor) -> ApiResult<Bytes> {
         let record = self.current(key).await?;
         if let Some(outcome) = &record.outcome {
             return Err(already_decided(&record, outcome));
         }
         let decision = record.parse_decision(body)?;
+        self.record_decision(key, &record, decision, actor).await
+    }
+
+    /// Records what a decider asks for, checked against the request (errors name the fields as
+    /// `fields` does); the first decision wins, later ones get 409 saying who decided what.
+    pub async fn decide(&self, key: &RequestKey, intent: Intent, fields: &Fields, actor: Actor) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let decision = record.decision(intent, fields)?;
         self.record_decision(key, &record, decision, actor).await
     }
 

@@ -3,7 +3,7 @@
 //! everything after is scoped to their projects. Errors follow the API's JSON contract.
 
 use crate::error::{ApiError, ApiResult};
-use crate::people::{self, Action, ClientAddr, Person, Refused};
+use crate::people::{self, ClientAddr, Person, Refused};
 use crate::requests::describe;
 use crate::state::AppState;
 use axum::Json;
@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
+use countersign_core::Intent;
 use countersign_core::session::SessionKind;
 use countersign_core::{DecisionChannel, RequestRecord};
 use countersign_store::Session;
@@ -158,9 +159,9 @@ async fn decide(
 ) -> ApiResult<Json<Value>> {
     let body: DecideBody = parse(body)?;
     let action = match body.action.as_str() {
-        "approve" => Action::Approve { comment: body.comment, updated_kwargs: body.updated_kwargs },
-        "reject" => Action::Reject { comment: body.comment, option: body.option },
-        "answer" => Action::Answer { text: body.text, option: body.option },
+        "approve" => Intent::approve(body.comment, body.updated_kwargs)?,
+        "reject" => Intent::Reject { comment: body.comment, option: body.option },
+        "answer" => Intent::Answer { response: body.text, option: body.option },
         other => {
             return Err(ApiError::invalid(countersign_core::Invalid::new(
                 "action",
@@ -170,7 +171,7 @@ async fn decide(
     };
     let person = who.person();
     let record = person.find(state.store.as_ref(), action.kind(), &body.call_id, body.project.as_deref()).await?;
-    let json = person.decide(&state.requests, &record, &action).await?;
+    let json = person.decide(&state.requests, &record, action).await?;
     let decided: RequestRecord = state
         .store
         .request(&record.project_id, record.kind, &record.call_id)

@@ -137,6 +137,26 @@ async fn every_change_is_a_chained_event_that_anyone_can_re_verify() {
     assert_eq!(lines[0]["seq"], 2);
     assert_eq!(lines[3]["hash"], prev.as_str());
     assert_eq!(lines[0]["project"], "alpha");
+    // Re-verified outside Countersign, with the README's few lines of Python.
+    let out = cli(&s, &["audit", "export", "--project", "alpha", "--jsonl"]).await;
+    let export = s.dir.path().join("alpha.jsonl");
+    std::fs::write(&export, &out.stdout).unwrap();
+    let script = r#"
+import hashlib, json, sys
+def chain_hash(seq, prev_hex, event_text):
+    return hashlib.sha256(b"countersign.event.v1\0" + seq.to_bytes(8, "big")
+                          + bytes.fromhex(prev_hex) + event_text.encode()).hexdigest()
+prev = "0" * 64
+for n, line in enumerate(open(sys.argv[1]), 1):
+    e = json.loads(line)
+    assert e["seq"] == n and e["prev_hash"] == prev, n
+    assert chain_hash(e["seq"], prev, e["event"]) == e["hash"], n
+    prev = e["hash"]
+print(n, prev)
+"#;
+    let python = Command::new("python3").arg("-c").arg(script).arg(&export).output().unwrap();
+    assert!(python.status.success(), "{python:?}");
+    assert_eq!(text(&python.stdout).trim(), format!("5 {prev}"));
     let out = cli(&s, &["audit", "export", "--project", "beta"]).await;
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(all.as_array().unwrap().len(), 1, "{all}");

@@ -80,7 +80,7 @@ async fn respond(
 ) -> ApiResult<JsonBytes> {
     caller.require(Scope::Decide)?;
     let key = key(caller, kind, call_id);
-    Ok(JsonBytes(state.requests.decide(&key, &body, Actor::api_key(&caller.key_prefix)).await?))
+    Ok(JsonBytes(state.requests.respond(&key, &body, Actor::api_key(&caller.key_prefix)).await?))
 }
 
 async fn escalate(

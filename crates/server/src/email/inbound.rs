@@ -18,8 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use countersign_core::api_key::{KEY_PREFIX, KeyHash};
 use countersign_core::decision::Via;
-use countersign_core::{Actor, Decision, DecisionChannel, Invalid, Project, reply};
-use serde_json::json;
+use countersign_core::{Actor, DecisionChannel, Fields, Invalid, Project, reply};
 
 /// Every inbound-email secret starts with this (API keys start with `cs_`).
 pub const SECRET_PREFIX: &str = "csie_";
@@ -127,12 +126,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         ));
     }
     let text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
-    let decision = reply::decision(sent.kind, &text)?;
-    let body = match decision {
-        Decision::Approved { comment, .. } => json!({"approved": true, "comment": comment}),
-        Decision::Rejected { comment, .. } => json!({"approved": false, "comment": comment}),
-        Decision::Answered { response, .. } => json!({"response": response}),
-    };
+    let intent = reply::intent(sent.kind, &text)?;
     let key = RequestKey { project_id: sent.project_id.clone(), kind: sent.kind, call_id: sent.call_id.clone() };
     let actor = Actor {
         channel: DecisionChannel::Email,
@@ -141,7 +135,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         email: Some(from.clone()),
         via: Some(Via::InboundEmail),
     };
-    let json = state.requests.decide(&key, &body, actor).await?;
+    let json = state.requests.decide(&key, intent, &Fields::PERSON, actor).await?;
     tracing::info!(%from, call_id = %sent.call_id, "decided by an emailed reply");
     Ok(JsonBytes(json))
 }

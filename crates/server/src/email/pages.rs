@@ -12,9 +12,8 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use countersign_core::{Actor, DecisionChannel, RequestRecord, Timestamp};
+use countersign_core::{Actor, DecisionChannel, Fields, Intent, RequestRecord, Timestamp};
 use serde::Deserialize;
-use serde_json::json;
 
 #[derive(Template)]
 #[template(path = "email_link.html")]
@@ -77,29 +76,30 @@ pub async fn decide(
     let option = form.option.filter(|o| !o.is_empty());
     let fixed = option.as_ref().and_then(|name| record.options().into_iter().find(|o| &o.name == name));
     let fixed = fixed.is_some_and(|o| !o.interactive.unwrap_or(false) && o.prompt_fill.is_some());
-    let text = |t: Option<String>| t.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-    let body = match action {
-        LinkAction::Approve => json!({"approved": true, "comment": text(form.comment.or(form.text))}),
-        LinkAction::Reject => {
-            json!({"approved": false, "comment": if fixed { None } else { text(form.text.or(form.comment)) }, "reject_option_name": option})
-        }
+    let intent = match action {
+        LinkAction::Approve => Intent::Approve { comment: form.comment.or(form.text), updated_kwargs: None },
+        LinkAction::Reject => Intent::Reject { comment: if fixed { None } else { form.text.or(form.comment) }, option },
         LinkAction::Answer => {
-            json!({"response": if fixed { None } else { text(form.text.or(form.comment)) }, "response_option_name": option})
+            Intent::Answer { response: if fixed { None } else { form.text.or(form.comment) }, option }
         }
-    };
+    }
+    .trimmed();
     let fallback = state.store.default_email(&record.project_id).await.map_err(crate::error::ApiError::from)?;
     let sent_to = super::compose::channel_of(&record, fallback.as_deref()).map(|e| e.address.to_lowercase());
     let actor = Actor { channel: DecisionChannel::Email, api_key: None, user_id: None, email: sent_to, via: None };
-    let (status, notice, error) = match state.requests.decide(&RequestKey::of(&record), &body, actor).await {
-        Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),
-        Err(err) if err.status() == StatusCode::CONFLICT => {
-            (StatusCode::CONFLICT, "This request was already decided; nothing was changed.".to_owned(), String::new())
-        }
-        Err(err) if err.status() == StatusCode::BAD_REQUEST => {
-            (StatusCode::BAD_REQUEST, String::new(), err.message().to_owned())
-        }
-        Err(err) => return Err(err.into()),
-    };
+    let (status, notice, error) =
+        match state.requests.decide(&RequestKey::of(&record), intent, &Fields::PERSON, actor).await {
+            Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),
+            Err(err) if err.status() == StatusCode::CONFLICT => (
+                StatusCode::CONFLICT,
+                "This request was already decided; nothing was changed.".to_owned(),
+                String::new(),
+            ),
+            Err(err) if err.status() == StatusCode::BAD_REQUEST => {
+                (StatusCode::BAD_REQUEST, String::new(), err.message().to_owned())
+            }
+            Err(err) => return Err(err.into()),
+        };
     let fresh = state
         .store
         .request(&record.project_id, record.kind, &record.call_id)

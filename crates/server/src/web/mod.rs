@@ -14,7 +14,7 @@ pub(crate) mod views;
 pub use json_html::escape;
 
 use crate::error::ApiError;
-use crate::people::{self, Action, ClientAddr, Person};
+use crate::people::{self, ClientAddr, Person};
 use crate::state::AppState;
 use askama::Template;
 use axum::Router;
@@ -24,6 +24,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::cookie::CookieJar;
+use countersign_core::Intent;
 use countersign_core::session::{SessionKind, random_text, same_secret};
 use countersign_core::{DecisionChannel, RequestKind};
 use countersign_store::{DecidedStatus, RequestFilter};
@@ -198,15 +199,16 @@ struct DecisionForm {
 fn edited_kwargs(
     record: &countersign_core::RequestRecord,
     text: Option<&str>,
-) -> Result<Option<serde_json::Value>, String> {
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
     let edited: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("The edited arguments are not valid JSON: {e}."))?;
-    if !edited.is_object() {
+    let serde_json::Value::Object(edited) = edited else {
         return Err("The edited arguments must be a JSON object, like the original.".into());
-    }
-    let original =
-        record.spec_field("kwargs").and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok());
+    };
+    let original = record
+        .spec_field("kwargs")
+        .and_then(|raw| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()).ok());
     Ok((original.as_ref() != Some(&edited)).then_some(edited))
 }
 
@@ -239,12 +241,12 @@ async fn decide(
         }
     };
     let action = match action.as_str() {
-        "approve" => Action::Approve { comment, updated_kwargs },
-        "reject" => Action::Reject { comment, option },
-        "answer" => Action::Answer { text: if fixed { None } else { form.text }, option },
+        "approve" => Intent::Approve { comment, updated_kwargs },
+        "reject" => Intent::Reject { comment, option },
+        "answer" => Intent::Answer { response: if fixed { None } else { form.text }, option },
         _ => return Err(WebError::new(StatusCode::NOT_FOUND, "Not found", "no such action")),
     };
-    let (status, notice, error) = match person.decide(&state.requests, &record, &action).await {
+    let (status, notice, error) = match person.decide(&state.requests, &record, action).await {
         Ok(_) => (StatusCode::OK, String::new(), String::new()),
         Err(err) if err.status() == StatusCode::CONFLICT => {
             (StatusCode::CONFLICT, "Someone else decided this first; nothing was changed.".to_owned(), String::new())
