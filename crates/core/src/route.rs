@@ -1,7 +1,7 @@
 //! Which channels an event goes out on. Every delivery (a webhook POST, an email) is routed from
 //! the event log by these rules, in Rust, after the change that caused it committed.
 
-use crate::event::{EventBody, RequestEvent};
+use crate::event::{EventBody, EventKind, RequestEvent};
 use serde_json::Value;
 
 /// Why an email is sent.
@@ -36,23 +36,78 @@ pub fn webhook_wants(events: &[String], event: &RequestEvent) -> bool {
     events.iter().any(|e| e == name)
 }
 
-/// The email this event sends, if any: a new request whose channel is email (or that names no
-/// channel, in a project with a default email), and every escalation (its recipients are worked
-/// out when it is sent: the escalation's own channel, its additional recipients, or the
-/// request's email).
-pub fn email_wants(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
-    match &event.body {
-        EventBody::Created { spec, .. } => {
-            let channel = serde_json::from_str::<Value>(spec.get())
-                .ok()
-                .and_then(|spec| spec.get("channel").cloned())
-                .unwrap_or(Value::Null);
-            let addressed = !channel.pointer("/email/address").unwrap_or(&Value::Null).is_null();
-            (addressed || (channel.is_null() && project.default_email)).then_some(EmailPurpose::Request)
+/// What a new request's spec says about email (read once, when it is created).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecEmail {
+    /// Its channel is email, with an address.
+    Addressed,
+    /// It names no channel at all.
+    NoChannel,
+    /// It names another channel (or an email channel without an address).
+    Elsewhere,
+}
+
+impl SpecEmail {
+    /// Reads a spec's `channel`.
+    pub fn of(spec: &str) -> Self {
+        let channel = serde_json::from_str::<Value>(spec)
+            .ok()
+            .and_then(|spec| spec.get("channel").cloned())
+            .unwrap_or(Value::Null);
+        if !channel.pointer("/email/address").unwrap_or(&Value::Null).is_null() {
+            Self::Addressed
+        } else if channel.is_null() {
+            Self::NoChannel
+        } else {
+            Self::Elsewhere
         }
-        EventBody::Escalated { .. } => Some(EmailPurpose::Escalation),
-        EventBody::Decided { .. } => None,
     }
+}
+
+/// The email an event of this kind sends, if any: a new request whose channel is email (or that
+/// names no channel, in a project with a default email), and every escalation (its recipients are
+/// worked out when it is sent: the escalation's own channel, its additional recipients, or the
+/// request's email). `spec` matters only for a creation.
+pub fn email_for(kind: EventKind, spec: SpecEmail, project: ProjectChannels) -> Option<EmailPurpose> {
+    match kind {
+        EventKind::Created => match spec {
+            SpecEmail::Addressed => Some(EmailPurpose::Request),
+            SpecEmail::NoChannel if project.default_email => Some(EmailPurpose::Request),
+            SpecEmail::NoChannel | SpecEmail::Elsewhere => None,
+        },
+        EventKind::Escalated => Some(EmailPurpose::Escalation),
+        _ => None,
+    }
+}
+
+/// The email this event sends, if any (see [`email_for`]).
+pub fn email_wants(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
+    let spec = match &event.body {
+        EventBody::Created { spec, .. } => SpecEmail::of(spec.get()),
+        _ => SpecEmail::Elsewhere,
+    };
+    email_for(event.kind(), spec, project)
+}
+
+/// The id of the delivery of one event to one target (an endpoint id, or `email`): 32 hex
+/// digits of SHA-256 over a secret salt, the request and the event (kind, and for an escalation
+/// which one), so the same event routed twice gives the same id, and ids stay unguessable.
+pub fn delivery_key(salt: &str, event: &RequestEvent, escalations: i64, target: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [
+        salt,
+        event.project_id.as_str(),
+        event.request_kind.as_str(),
+        event.call_id.as_str(),
+        event.kind().as_str(),
+        &escalations.to_string(),
+        target,
+    ] {
+        hasher.update(part.as_bytes());
+        hasher.update([0]);
+    }
+    hex::encode(&hasher.finalize()[..16])
 }
 
 #[cfg(test)]

@@ -4,14 +4,17 @@
 //! - **sealing** gives each event its position in its project's hash chain (SQLite seals in the
 //!   writer's transaction; on PostgreSQL one instance, the leader, seals shortly after commit);
 //! - **routing** turns each event into the deliveries the channels want (webhook POSTs, emails),
-//!   by the rules of [`countersign_core::route`], in the transaction of a delivery worker's claim.
+//!   by the rules of [`countersign_core::route`]: on PostgreSQL in the transaction of a delivery
+//!   worker's claim; on SQLite in the writer's transaction (and any event left unrouted, in a claim).
 //!
-//! Routing is idempotent: a delivery's id is derived from its event and target, so routing an event
-//! again after a lost commit queues the very same delivery (same `webhook-id`, same Message-ID).
+//! SQLite routes in the writer's transaction too, so a change, its event and its deliveries commit
+//! together. Routing is idempotent: a delivery's id is derived from its event and target, so
+//! routing an event again after a lost commit queues the very same delivery (same `webhook-id`,
+//! same Message-ID).
 
 use countersign_core::Timestamp;
+use countersign_core::event::RequestEvent;
 use countersign_core::event::{ChainHash, Checkpoint, chain_hash};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 /// One sealed event, as the audit log exports it.
@@ -66,25 +69,14 @@ impl Heads {
     }
 }
 
-/// The id of the webhook delivery of event `event_id` to `endpoint_id` (also its `webhook-id`).
-pub(crate) fn delivery_id(salt: &str, event_id: i64, endpoint_id: &str) -> String {
-    format!("msg_{}", derived(salt, event_id, endpoint_id))
+/// The id of the webhook delivery of an event to an endpoint (also its `webhook-id`).
+pub(crate) fn delivery_id(salt: &str, event: &RequestEvent, escalations: i64, endpoint_id: &str) -> String {
+    format!("msg_{}", countersign_core::route::delivery_key(salt, event, escalations, endpoint_id))
 }
 
-/// The Message-ID of the email of event `event_id`.
-pub(crate) fn message_id(salt: &str, event_id: i64) -> String {
-    format!("<{}@countersign>", derived(salt, event_id, "email"))
-}
-
-/// 32 hex digits that only this database's salt produces: ids stay unguessable, as random ones were.
-fn derived(salt: &str, event_id: i64, target: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(salt.as_bytes())
-        .chain_update([0])
-        .chain_update(event_id.to_be_bytes())
-        .chain_update(target.as_bytes())
-        .finalize();
-    hex::encode(&digest[..16])
+/// The Message-ID of the email of an event.
+pub(crate) fn message_id(salt: &str, event: &RequestEvent, escalations: i64) -> String {
+    format!("<{}@countersign>", countersign_core::route::delivery_key(salt, event, escalations, "email"))
 }
 
 /// The name of the server key routing derives delivery ids from.
@@ -216,12 +208,12 @@ macro_rules! event_queries {
                 let at = r.event.at.as_micros();
                 let kind = r.event.request_kind.as_str();
                 for endpoint in r.webhooks {
-                    let id = delivery_id(salt, row.id, &endpoint.id);
+                    let id = delivery_id(salt, &r.event, row.escalations, &endpoint.id);
                     let what = r.event.webhook_event().as_str();
                     deliveries.push((id, endpoint.id.clone(), row, kind, r.event.call_id.clone(), what, at));
                 }
                 if let Some(purpose) = r.email {
-                    emails.push((message_id(salt, row.id), row, kind, r.event.call_id.clone(), purpose.as_str(), at));
+                    emails.push((message_id(salt, &r.event, row.escalations), row, kind, r.event.call_id.clone(), purpose.as_str(), at));
                 }
             }
             for chunk in deliveries.chunks(ROWS) {

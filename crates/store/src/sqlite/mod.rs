@@ -101,10 +101,10 @@ impl SqliteStore {
             .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0")).await?;
-        let checkpointer = Checkpointer::start(pool.clone());
         let fresh = countersign_core::session::random_text(32);
         let salt = mail::server_key(&pool, crate::events::ROUTE_SALT, &fresh).await?;
+        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt.clone()).await?;
+        let checkpointer = Checkpointer::start(pool.clone());
         Ok(Self { pool, bookkeeping, writer, checkpointer, salt })
     }
 }

@@ -8,7 +8,8 @@
 use crate::events::Heads;
 use crate::row::{RequestRow, outcome_columns, request_columns};
 use crate::{Change, Created, StoreError, StoreResult};
-use countersign_core::event::{EventKind, RequestEvent};
+use countersign_core::event::{EventBody, RequestEvent};
+use countersign_core::route::{ProjectChannels, SpecEmail, email_for, webhook_wants};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
@@ -43,16 +44,21 @@ struct NewRow {
     event: Event,
 }
 
-/// The event an operation records if it changes something, serialized outside the writer task.
+/// The event an operation records if it changes something, serialized (and, for a creation, its
+/// spec read for routing) outside the writer task.
 struct Event {
-    kind: EventKind,
-    at: i64,
+    event: RequestEvent,
     body: String,
+    spec_email: SpecEmail,
 }
 
 impl Event {
-    fn of(event: &RequestEvent) -> Self {
-        Self { kind: event.kind(), at: event.at.as_micros(), body: event.to_json() }
+    fn of(event: RequestEvent) -> Self {
+        let spec_email = match &event.body {
+            EventBody::Created { spec, .. } => SpecEmail::of(spec.get()),
+            _ => SpecEmail::Elsewhere,
+        };
+        Self { body: event.to_json(), event, spec_email }
     }
 }
 
@@ -71,10 +77,11 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Opens the writer's own connection and starts its task.
-    pub(super) async fn start(options: SqliteConnectOptions) -> StoreResult<Self> {
+    /// `salt` is what delivery ids are derived from (see [`crate::events`]).
+    pub(super) async fn start(options: SqliteConnectOptions, salt: String) -> StoreResult<Self> {
         let conn = SqliteConnection::connect_with(&options.statement_cache_capacity(STATEMENT_CACHE)).await?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(conn, rx));
+        let task = tokio::spawn(run(conn, rx, salt));
         Ok(Self { ops, task: Mutex::new(Some(task)) })
     }
 
@@ -91,7 +98,7 @@ impl Writer {
             run_id: request.run_id.clone(),
             spec: request.spec.get().to_owned(),
             requested_at: request.requested_at.as_micros(),
-            event: Event::of(&RequestEvent::created(request)),
+            event: Event::of(RequestEvent::created(request)),
         };
         self.submit(|reply| Op::Create { row, reply }).await
     }
@@ -104,7 +111,7 @@ impl Writer {
         outcome: &Outcome,
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
-        let event = Event::of(&RequestEvent::decided(project_id, kind, call_id, outcome));
+        let event = Event::of(RequestEvent::decided(project_id, kind, call_id, outcome));
         self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), event, reply }).await
     }
 
@@ -117,7 +124,7 @@ impl Writer {
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
         let record = escalation.record.to_string();
-        let event = Event::of(&RequestEvent::escalated(project_id, kind, call_id, escalation, Timestamp::now()));
+        let event = Event::of(RequestEvent::escalated(project_id, kind, call_id, escalation, Timestamp::now()));
         self.submit(|reply| Op::Escalate { key, record, event, reply }).await
     }
 
@@ -133,7 +140,7 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: String) {
     let mut stop = None;
     while stop.is_none() {
         let Some(first) = rx.recv().await else { break };
@@ -150,7 +157,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>) {
             stop = Some(done);
         }
         if !batch.is_empty() {
-            apply_and_answer(&mut conn, batch).await;
+            apply_and_answer(&mut conn, batch, &salt).await;
         }
     }
     if let Err(err) = conn.close().await {
@@ -167,9 +174,9 @@ enum Answer {
     Change(Change),
 }
 
-async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>) {
+async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) {
     let size = batch.len();
-    let answers = match commit_batch(conn, &batch).await {
+    let answers = match commit_batch(conn, &batch, salt).await {
         Ok(applied) => settle(conn, &batch, &applied).await,
         Err(err) if size == 1 => {
             tracing::warn!(%err, "a write failed");
@@ -184,7 +191,7 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>) {
             let mut answers = Vec::with_capacity(size);
             for op in &batch {
                 let one = std::slice::from_ref(op);
-                match commit_batch(conn, one).await {
+                match commit_batch(conn, one, salt).await {
                     Ok(applied) => answers.extend(settle(conn, one, &applied).await),
                     Err(err) => {
                         tracing::warn!(%err, "a write failed");
@@ -220,6 +227,12 @@ struct Applied {
 const INSERTED: i64 = -1;
 /// Marks the chain heads read in the batch's transaction.
 const HEAD: i64 = -2;
+/// Marks the webhook endpoints of the batch's projects (id in `kind`, events in `call_id`).
+const ENDPOINT: i64 = -3;
+/// Marks the batch's projects that have a default email.
+const DEFAULT_EMAIL: i64 = -4;
+/// Rows per multi-row INSERT of deliveries (9 bound parameters each).
+const DELIVERY_CHUNK: usize = 500;
 /// Rows per multi-row INSERT of events (11 bound parameters each).
 const EVENT_CHUNK: usize = 500;
 
@@ -227,7 +240,7 @@ const EVENT_CHUNK: usize = 500;
 /// fsync, however many operations wait: `BEGIN IMMEDIATE`, the changes (each returning whether
 /// it applied) and the chain heads of the batch's projects; then the events of the changes that
 /// applied, sealed in their projects' chains, and `COMMIT`.
-async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<Applied> {
+async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> StoreResult<Applied> {
     let creates: Vec<&NewRow> = batch
         .iter()
         .filter_map(|op| match op {
@@ -270,13 +283,15 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
         .collect();
     projects.sort_unstable();
     projects.dedup();
-    sql.push_str(
-        "SELECT -2 AS op, project_id, '' AS kind, '' AS call_id, seq AS n, hash FROM chain_heads WHERE project_id IN (",
-    );
-    for i in 0..projects.len() {
-        sql.push_str(if i == 0 { "?" } else { ", ?" });
-    }
-    sql.push_str(");");
+    let in_projects = format!("({})", vec!["?"; projects.len()].join(", "));
+    sql.push_str(&format!(
+        "SELECT -2 AS op, project_id, '' AS kind, '' AS call_id, seq AS n, hash FROM chain_heads \
+         WHERE project_id IN {in_projects};\
+         SELECT -3 AS op, project_id, id AS kind, events AS call_id, 0 AS n, NULL AS hash FROM webhook_endpoints \
+         WHERE disabled_at IS NULL AND project_id IN {in_projects};\
+         SELECT -4 AS op, id AS project_id, '' AS kind, '' AS call_id, 0 AS n, NULL AS hash FROM projects \
+         WHERE default_email IS NOT NULL AND id IN {in_projects};"
+    ));
 
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in &creates {
@@ -310,15 +325,25 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
         };
         query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id);
     }
-    for project in &projects {
-        query = query.bind(*project);
+    for _ in 0..3 {
+        for project in &projects {
+            query = query.bind(*project);
+        }
     }
 
     let mut applied = Applied::default();
     let mut heads = Heads::default();
+    let mut endpoints: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+    let mut default_email: HashSet<String> = HashSet::new();
     for row in query.fetch_all(&mut *conn).await? {
         let op: i64 = row.try_get("op")?;
-        if op == HEAD {
+        if op == ENDPOINT {
+            let events: String = row.try_get("call_id")?;
+            let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
+            endpoints.entry(row.try_get("project_id")?).or_default().push((row.try_get("kind")?, events));
+        } else if op == DEFAULT_EMAIL {
+            default_email.insert(row.try_get("project_id")?);
+        } else if op == HEAD {
             let hash: String = row.try_get("hash")?;
             heads.insert(row.try_get("project_id")?, row.try_get("n")?, &hash)?;
         } else if op == INSERTED {
@@ -355,17 +380,49 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
     for chunk in events.chunks(EVENT_CHUNK) {
         sql.push_str(
             "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body, seq, prev_hash, hash, \
-             sealed_at) VALUES ",
+             sealed_at, routed_at) VALUES ",
         );
         for (i, (key, event, _)) in chunk.iter().enumerate() {
             sql.push_str(if i == 0 {
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             } else {
-                ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             });
             seals.push(heads.seal(&key.project_id, &event.body));
         }
         sql.push(';');
+    }
+    // Routed in this same transaction: each channel's deliveries of each event.
+    let mut webhooks: Vec<(String, &str, &Key, &'static str, i64, i64)> = Vec::new();
+    let mut emails: Vec<(String, &Key, &'static str, i64, i64)> = Vec::new();
+    for (key, event, n) in &events {
+        let e = &event.event;
+        for (endpoint_id, subscribed) in endpoints.get(&key.project_id).map_or(&[][..], Vec::as_slice) {
+            if webhook_wants(subscribed, e) {
+                let id = crate::events::delivery_id(salt, e, *n, endpoint_id);
+                webhooks.push((id, endpoint_id, key, e.webhook_event().as_str(), *n, e.at.as_micros()));
+            }
+        }
+        let project = ProjectChannels { default_email: default_email.contains(&key.project_id) };
+        if let Some(purpose) = email_for(e.kind(), event.spec_email, project) {
+            emails.push((crate::events::message_id(salt, e, *n), key, purpose.as_str(), *n, e.at.as_micros()));
+        }
+    }
+    for chunk in webhooks.chunks(DELIVERY_CHUNK) {
+        sql.push_str(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
+             created_at, status, next_attempt_at) VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"; chunk.len()].join(", "));
+        sql.push_str(" ON CONFLICT (id) DO NOTHING;");
+    }
+    for chunk in emails.chunks(DELIVERY_CHUNK) {
+        sql.push_str(
+            "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
+             next_attempt_at) VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, 'pending', ?)"; chunk.len()].join(", "));
+        sql.push_str(" ON CONFLICT (id) DO NOTHING;");
     }
     let moved: Vec<(&str, i64, String)> = if events.is_empty() { Vec::new() } else { heads.rows().collect() };
     if !moved.is_empty() {
@@ -382,15 +439,40 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op]) -> StoreResult<
             .bind(&key.project_id)
             .bind(key.kind.as_str())
             .bind(&key.call_id)
-            .bind(event.kind.as_str())
-            .bind(event.at)
+            .bind(event.event.kind().as_str())
+            .bind(event.event.at.as_micros())
             .bind(*n)
             .bind(event.body.as_str())
             .bind(seq)
             .bind(prev)
             .bind(hash)
+            .bind(sealed_at)
             .bind(sealed_at);
     }
+    for (id, endpoint_id, key, what, n, at) in &webhooks {
+        query = query
+            .bind(id)
+            .bind(*endpoint_id)
+            .bind(&key.project_id)
+            .bind(key.kind.as_str())
+            .bind(&key.call_id)
+            .bind(*what)
+            .bind(*n)
+            .bind(*at)
+            .bind(*at);
+    }
+    for (id, key, purpose, n, at) in &emails {
+        query = query
+            .bind(id)
+            .bind(&key.project_id)
+            .bind(key.kind.as_str())
+            .bind(&key.call_id)
+            .bind(*purpose)
+            .bind(*n)
+            .bind(*at)
+            .bind(*at);
+    }
+    // In the order of the statements: events, deliveries, emails, heads.
     for (project, seq, hash) in moved {
         query = query.bind(project).bind(seq).bind(hash);
     }
