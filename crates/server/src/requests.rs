@@ -120,6 +120,7 @@ impl Requests {
             };
             match event {
                 Ok(Feed::Created { project_id, .. }) => self.inbox_changed(&project_id),
+                Ok(Feed::Queued) => self.wake_workers(),
                 Ok(Feed::Changed { project_id, kind, call_id }) => {
                     self.inbox_changed(&project_id);
                     self.refresh(&RequestKey { project_id, kind, call_id }).await;

@@ -4,8 +4,9 @@
 //! - **sealing** gives each event its position in its project's hash chain (SQLite seals in the
 //!   writer's transaction; on PostgreSQL one instance, the leader, seals shortly after commit);
 //! - **routing** turns each event into the deliveries the channels want (webhook POSTs, emails),
-//!   by the rules of [`countersign_core::route`]: on PostgreSQL in the transaction of a delivery
-//!   worker's claim; on SQLite in the writer's transaction (and any event left unrouted, in a claim).
+//!   by the rules of [`countersign_core::route`]: on SQLite in the writer's transaction (any
+//!   event left unrouted, in a delivery worker's claim); on PostgreSQL in the sealer's
+//!   transaction, which then wakes the delivery workers.
 //!
 //! SQLite routes in the writer's transaction too, so a change, its event and its deliveries commit
 //! together. Routing is idempotent: a delivery's id is derived from its event and target, so
@@ -147,10 +148,11 @@ pub(crate) fn routes<'a>(
     })
 }
 
-/// Queries of the event log both backends share: `$lock` locks the events a router takes
-/// (PostgreSQL: `FOR UPDATE`, so two routers never route one event twice at once).
+/// Queries of the event log both backends share: `$lock` locks the events a router takes, and
+/// `$route_in_claims` says whether delivery workers route what is left unrouted (SQLite, where
+/// the writer routes and this only catches up; PostgreSQL routes in the sealer instead).
 macro_rules! event_queries {
-    ($pool:ty, $conn:ty, $lock:literal) => {
+    ($pool:ty, $conn:ty, $lock:literal, $route_in_claims:literal) => {
         use crate::events::{AuditEvent, AuditRow, ChainState, UnroutedRow, delivery_id, message_id, routes};
         use crate::webhooks::{EndpointRow, endpoint_columns};
         use crate::{StoreResult, WebhookEndpoint};
@@ -166,6 +168,9 @@ macro_rules! event_queries {
         /// Routes up to [`ROUTE_BATCH`] unrouted events, in the caller's transaction: queues
         /// their webhook deliveries and emails and marks them routed. Returns how many it routed.
         pub(super) async fn route(conn: &mut $conn, salt: &str, now: Timestamp) -> StoreResult<usize> {
+            if !$route_in_claims {
+                return Ok(0);
+            }
             let rows: Vec<UnroutedRow> = sqlx::query_as(concat!(
                 "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN \
                  (SELECT id FROM events WHERE routed_at IS NULL ORDER BY id LIMIT $2 ",
@@ -282,6 +287,9 @@ macro_rules! event_queries {
 
         /// True when some committed event is not routed yet.
         pub(super) async fn unrouted(pool: &$pool) -> StoreResult<bool> {
+            if !$route_in_claims {
+                return Ok(false);
+            }
             let row: Option<(i64,)> =
                 sqlx::query_as("SELECT id FROM events WHERE routed_at IS NULL LIMIT 1").fetch_optional(pool).await?;
             Ok(row.is_some())

@@ -130,6 +130,8 @@ pub enum Feed {
     /// Changes may have been missed (the listening connection was lost and is back): re-check
     /// everything held in memory.
     Resync,
+    /// Deliveries were queued (routed from the event log): the delivery workers have work.
+    Queued,
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it

@@ -53,7 +53,7 @@ macro_rules! notify_changed {
 }
 
 mod log {
-    crate::events::event_queries!(sqlx::PgPool, sqlx::PgConnection, "FOR UPDATE");
+    crate::events::event_queries!(sqlx::PgPool, sqlx::PgConnection, "FOR UPDATE", false);
 }
 
 mod people {
@@ -130,7 +130,7 @@ impl PostgresStore {
         let (created, queue) = tokio::sync::mpsc::unbounded_channel();
         let announcer = tokio::spawn(listen::announce_creates(pool.clone(), queue));
         let seal = std::sync::Arc::new(tokio::sync::Notify::new());
-        let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.subscribe()));
+        let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.clone(), salt.clone()));
         Ok(Self { pool, feed, listener, created, announcer, seal, sealer, salt })
     }
 }

@@ -1,14 +1,18 @@
 //! The sealer: events are committed unsealed, with the change they record, by any instance; one
 //! instance at a time (the holder of an advisory lock, on a connection of its own) gives them their
-//! chain positions and hashes in batches shortly after, as transparency logs' sequencers do. Writes
-//! never wait for it, so several instances create at full speed; if the leader dies its session
-//! ends, the lock is freed and another instance takes over within a second.
+//! chain positions and hashes in batches shortly after, as transparency logs' sequencers do, and
+//! routes them (queues their webhook deliveries and emails) in the same transaction. Writes never
+//! wait for it, so several instances create at full speed; if the leader dies its session ends,
+//! the lock is freed and another instance takes over within a second.
 
 use crate::Feed;
 use crate::events::Heads;
 use countersign_core::Timestamp;
+use countersign_core::event::RequestEvent;
+use countersign_core::route::{ProjectChannels, email_wants, webhook_wants};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, broadcast};
@@ -24,7 +28,8 @@ const CANDIDATE: Duration = Duration::from_secs(1);
 
 /// Seals until the task is aborted: `wake` is poked after this instance's writes, `feed`
 /// carries other instances' changes.
-pub(super) async fn run(options: PgConnectOptions, wake: Arc<Notify>, mut feed: broadcast::Receiver<Feed>) {
+pub(super) async fn run(options: PgConnectOptions, wake: Arc<Notify>, feed: broadcast::Sender<Feed>, salt: String) {
+    let mut heard = feed.subscribe();
     loop {
         let mut conn = match PgConnection::connect_with(&options).await {
             Ok(conn) => conn,
@@ -34,7 +39,7 @@ pub(super) async fn run(options: PgConnectOptions, wake: Arc<Notify>, mut feed: 
                 continue;
             }
         };
-        match lead(&mut conn, &wake, &mut feed).await {
+        match lead(&mut conn, &wake, &feed, &mut heard, &salt).await {
             Ok(()) => return,
             Err(err) => tracing::warn!(%err, "the event sealer lost its connection; reconnecting"),
         }
@@ -42,7 +47,13 @@ pub(super) async fn run(options: PgConnectOptions, wake: Arc<Notify>, mut feed: 
     }
 }
 
-async fn lead(conn: &mut PgConnection, wake: &Notify, feed: &mut broadcast::Receiver<Feed>) -> sqlx::Result<()> {
+async fn lead(
+    conn: &mut PgConnection,
+    wake: &Notify,
+    feed: &broadcast::Sender<Feed>,
+    heard: &mut broadcast::Receiver<Feed>,
+    salt: &str,
+) -> sqlx::Result<()> {
     loop {
         let leader: bool =
             sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut *conn).await?;
@@ -53,27 +64,34 @@ async fn lead(conn: &mut PgConnection, wake: &Notify, feed: &mut broadcast::Rece
     }
     tracing::debug!("this instance seals the event log");
     loop {
-        if seal(conn).await? == BATCH as usize {
+        let (sealed, queued) = seal(conn, salt).await?;
+        if queued {
+            let _ = feed.send(Feed::Queued);
+        }
+        if sealed == BATCH as usize {
             continue;
         }
         tokio::select! {
             () = wake.notified() => {}
-            _ = feed.recv() => {}
+            _ = heard.recv() => {}
             () = tokio::time::sleep(POLL) => {}
         }
     }
 }
 
-/// Seals one batch of unsealed events, oldest first; returns how many.
-async fn seal(conn: &mut PgConnection) -> sqlx::Result<usize> {
+/// Seals and routes one batch of unsealed events, oldest first; returns how many, and whether it
+/// queued any delivery.
+async fn seal(conn: &mut PgConnection, salt: &str) -> sqlx::Result<(usize, bool)> {
     let mut tx = conn.begin().await?;
-    let rows = sqlx::query("SELECT id, project_id, body FROM events WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE")
-        .bind(BATCH)
-        .fetch_all(&mut *tx)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, project_id, escalations, body FROM events WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+    )
+    .bind(BATCH)
+    .fetch_all(&mut *tx)
+    .await?;
     if rows.is_empty() {
         tx.commit().await?;
-        return Ok(0);
+        return Ok((0, false));
     }
     let mut projects: Vec<String> = Vec::new();
     for row in &rows {
@@ -103,8 +121,9 @@ async fn seal(conn: &mut PgConnection) -> sqlx::Result<usize> {
         prevs.push(prev);
         hashes.push(hash);
     }
+    let queued = route(&mut tx, salt, &rows, &projects).await?;
     sqlx::query(
-        "UPDATE events SET seq = u.seq, prev_hash = u.prev, hash = u.hash, sealed_at = $5 \
+        "UPDATE events SET seq = u.seq, prev_hash = u.prev, hash = u.hash, sealed_at = $5, routed_at = $5 \
          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) AS u(id, seq, prev, hash) WHERE events.id = u.id",
     )
     .bind(&ids)
@@ -130,5 +149,121 @@ async fn seal(conn: &mut PgConnection) -> sqlx::Result<usize> {
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(rows.len())
+    Ok((rows.len(), queued))
+}
+
+/// Queues the deliveries of `rows` (events of `projects`) by the routing rules; true if any.
+async fn route(
+    tx: &mut sqlx::PgConnection,
+    salt: &str,
+    rows: &[sqlx::postgres::PgRow],
+    projects: &[String],
+) -> sqlx::Result<bool> {
+    let endpoints = sqlx::query(
+        "SELECT id, project_id, events FROM webhook_endpoints WHERE disabled_at IS NULL AND project_id = ANY($1)",
+    )
+    .bind(projects)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut subscribed: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
+    for e in endpoints {
+        let events: String = e.try_get("events")?;
+        subscribed
+            .entry(e.try_get("project_id")?)
+            .or_default()
+            .push((e.try_get("id")?, serde_json::from_str(&events).unwrap_or_default()));
+    }
+    let with_email: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM projects WHERE default_email IS NOT NULL AND id = ANY($1)")
+            .bind(projects)
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut hooks = Deliveries::default();
+    let mut mails = Deliveries::default();
+    for row in rows {
+        let body: &str = row.try_get("body")?;
+        let escalations: i64 = row.try_get("escalations")?;
+        let event = match RequestEvent::from_json(body) {
+            Ok(event) => event,
+            Err(err) => {
+                let id: i64 = row.try_get("id")?;
+                tracing::warn!(event = id, %err, "an event in the log cannot be read; nothing is delivered for it");
+                continue;
+            }
+        };
+        for (endpoint, events) in subscribed.get(&event.project_id).map_or(&[][..], Vec::as_slice) {
+            if webhook_wants(events, &event) {
+                let id = crate::events::delivery_id(salt, &event, escalations, endpoint);
+                hooks.push(id, Some(endpoint.clone()), &event, event.webhook_event().as_str(), escalations);
+            }
+        }
+        let project = ProjectChannels { default_email: with_email.contains(&event.project_id) };
+        if let Some(purpose) = email_wants(&event, project) {
+            let id = crate::events::message_id(salt, &event, escalations);
+            mails.push(id, None, &event, purpose.as_str(), escalations);
+        }
+    }
+    if !hooks.ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
+             created_at, status, next_attempt_at) SELECT id, endpoint_id, project_id, kind, call_id, what, seq, at, \
+             'pending', at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::bigint[], $8::bigint[]) AS u(id, endpoint_id, project_id, kind, call_id, what, seq, at) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&hooks.ids)
+        .bind(&hooks.targets)
+        .bind(&hooks.projects)
+        .bind(&hooks.kinds)
+        .bind(&hooks.call_ids)
+        .bind(&hooks.whats)
+        .bind(&hooks.seqs)
+        .bind(&hooks.ats)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !mails.ids.is_empty() {
+        sqlx::query(
+            "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
+             next_attempt_at) SELECT id, project_id, kind, call_id, what, seq, at, 'pending', at FROM \
+             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) \
+             AS u(id, project_id, kind, call_id, what, seq, at) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&mails.ids)
+        .bind(&mails.projects)
+        .bind(&mails.kinds)
+        .bind(&mails.call_ids)
+        .bind(&mails.whats)
+        .bind(&mails.seqs)
+        .bind(&mails.ats)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(!hooks.ids.is_empty() || !mails.ids.is_empty())
+}
+
+/// Deliveries to insert, column by column (bound as arrays).
+#[derive(Default)]
+struct Deliveries {
+    ids: Vec<String>,
+    targets: Vec<String>,
+    projects: Vec<String>,
+    kinds: Vec<String>,
+    call_ids: Vec<String>,
+    whats: Vec<String>,
+    seqs: Vec<i64>,
+    ats: Vec<i64>,
+}
+
+impl Deliveries {
+    fn push(&mut self, id: String, target: Option<String>, event: &RequestEvent, what: &str, seq: i64) {
+        self.ids.push(id);
+        self.targets.extend(target);
+        self.projects.push(event.project_id.clone());
+        self.kinds.push(event.request_kind.as_str().to_owned());
+        self.call_ids.push(event.call_id.clone());
+        self.whats.push(what.to_owned());
+        self.seqs.push(seq);
+        self.ats.push(event.at.as_micros());
+    }
 }

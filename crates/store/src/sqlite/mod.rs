@@ -31,7 +31,7 @@ macro_rules! pending_filter {
 }
 
 mod log {
-    crate::events::event_queries!(sqlx::SqlitePool, sqlx::SqliteConnection, "");
+    crate::events::event_queries!(sqlx::SqlitePool, sqlx::SqliteConnection, "", true);
 }
 
 mod people {
