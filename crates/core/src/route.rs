@@ -180,4 +180,24 @@ mod tests {
         );
         assert_eq!(email_wants(&decided, default), None);
     }
+
+    #[test]
+    fn a_delivery_key_is_the_same_for_the_same_event_and_differs_for_any_other() {
+        let e = created(RequestKind::FunctionCall, json!({"fn": "f"}));
+        let key = delivery_key("salt", &e, 0, "wh_1");
+        assert_eq!(key.len(), 32);
+        assert_eq!(key, delivery_key("salt", &e, 0, "wh_1"), "routing again gives the same id");
+        let escalated = with(&e, EventBody::Escalated { escalation: json!({}) });
+        let others = [
+            delivery_key("other salt", &e, 0, "wh_1"),
+            delivery_key("salt", &e, 0, "wh_2"),
+            delivery_key("salt", &e, 0, "email"),
+            delivery_key("salt", &escalated, 1, "wh_1"),
+            delivery_key("salt", &escalated, 2, "wh_1"),
+            delivery_key("salt", &RequestEvent { call_id: "c2".into(), ..e.clone() }, 0, "wh_1"),
+        ];
+        for (i, other) in others.iter().enumerate() {
+            assert_ne!(&key, other, "case {i}");
+        }
+    }
 }

@@ -85,14 +85,11 @@ macro_rules! email_queries {
 
         pub(super) async fn claim(
             pool: &$pool,
-            salt: &str,
             now: Timestamp,
             lease_until: Timestamp,
             limit: u32,
         ) -> StoreResult<Vec<ClaimedEmail>> {
             let lease = countersign_core::session::random_text(24);
-            let mut tx = pool.begin().await?;
-            super::log::route(&mut *tx, salt, now).await?;
             let rows: Vec<EmailRow> = sqlx::query_as(concat!(
                 "UPDATE email_messages SET lease = $1, lease_until = $2 WHERE id IN (SELECT id FROM email_messages \
                  WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
@@ -105,9 +102,8 @@ macro_rules! email_queries {
             .bind(lease_until.as_micros())
             .bind(now.as_micros())
             .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
+            .fetch_all(pool)
             .await?;
-            tx.commit().await?;
             Ok(rows.into_iter().map(|r| ClaimedEmail { message: r.into(), lease: lease.clone() }).collect())
         }
 
@@ -166,9 +162,6 @@ macro_rules! email_queries {
         }
 
         pub(super) async fn next_due(pool: &$pool) -> StoreResult<Option<Timestamp>> {
-            if super::log::unrouted(pool).await? {
-                return Ok(Some(Timestamp::now()));
-            }
             let row: Option<(Option<i64>,)> = sqlx::query_as(
                 "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) \
                  FROM email_messages WHERE status = 'pending'",

@@ -4,12 +4,11 @@
 //! - **sealing** gives each event its position in its project's hash chain (SQLite seals in the
 //!   writer's transaction; on PostgreSQL one instance, the leader, seals shortly after commit);
 //! - **routing** turns each event into the deliveries the channels want (webhook POSTs, emails),
-//!   by the rules of [`countersign_core::route`]: on SQLite in the writer's transaction (any
-//!   event left unrouted, in a delivery worker's claim); on PostgreSQL in the sealer's
+//!   by the rules of [`countersign_core::route`]: on SQLite in the writer's transaction, so a
+//!   change, its event and its deliveries commit together; on PostgreSQL in the sealer's
 //!   transaction, which then wakes the delivery workers.
 //!
-//! SQLite routes in the writer's transaction too, so a change, its event and its deliveries commit
-//! together. Routing is idempotent: a delivery's id is derived from its event and target, so
+//! Routing is idempotent: a delivery's id is derived from its event and target, so
 //! routing an event again after a lost commit queues the very same delivery (same `webhook-id`,
 //! same Message-ID).
 
@@ -83,15 +82,6 @@ pub(crate) fn message_id(salt: &str, event: &RequestEvent, escalations: i64) -> 
 /// The name of the server key routing derives delivery ids from.
 pub(crate) const ROUTE_SALT: &str = "route_salt";
 
-/// An event read back for routing.
-#[derive(Debug, sqlx::FromRow)]
-pub(crate) struct UnroutedRow {
-    pub id: i64,
-    pub project_id: String,
-    pub escalations: i64,
-    pub body: String,
-}
-
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct AuditRow {
     project_id: String,
@@ -119,183 +109,19 @@ impl TryFrom<AuditRow> for AuditEvent {
     }
 }
 
-/// Who gets one routed event.
-pub(crate) struct Routes<'a> {
-    pub webhooks: Vec<&'a crate::WebhookEndpoint>,
-    pub email: Option<countersign_core::route::EmailPurpose>,
-    pub event: countersign_core::event::RequestEvent,
-}
-
-/// Applies the routing rules to an event read back from the log; `None` (and a warning) when its
-/// bytes are no event this version reads: it is skipped, never retried forever.
-pub(crate) fn routes<'a>(
-    row: &UnroutedRow,
-    endpoints: &'a [crate::WebhookEndpoint],
-    project: countersign_core::route::ProjectChannels,
-) -> Option<Routes<'a>> {
-    use countersign_core::route::{email_wants, webhook_wants};
-    let event = match countersign_core::event::RequestEvent::from_json(&row.body) {
-        Ok(event) => event,
-        Err(err) => {
-            tracing::warn!(event = row.id, %err, "an event in the log cannot be read; nothing is delivered for it");
-            return None;
-        }
-    };
-    Some(Routes {
-        webhooks: endpoints.iter().filter(|e| webhook_wants(&e.events, &event)).collect(),
-        email: email_wants(&event, project),
-        event,
-    })
-}
-
-/// Queries of the event log both backends share: `$lock` locks the events a router takes, and
-/// `$route_in_claims` says whether delivery workers route what is left unrouted (SQLite, where
-/// the writer routes and this only catches up; PostgreSQL routes in the sealer instead).
+/// Queries of the event log both backends share.
 macro_rules! event_queries {
-    ($pool:ty, $conn:ty, $lock:literal, $route_in_claims:literal) => {
-        use crate::events::{AuditEvent, AuditRow, ChainState, UnroutedRow, delivery_id, message_id, routes};
-        use crate::webhooks::{EndpointRow, endpoint_columns};
-        use crate::{StoreResult, WebhookEndpoint};
-        use countersign_core::Timestamp;
+    ($pool:ty) => {
+        use crate::StoreResult;
+        use crate::events::{AuditEvent, AuditRow, ChainState};
         use countersign_core::event::{ChainHash, Checkpoint};
-        use countersign_core::route::ProjectChannels;
 
-        /// Most events routed in one claim.
-        const ROUTE_BATCH: i64 = 256;
-        /// Rows per multi-row INSERT of deliveries (10 parameters each).
-        const ROWS: usize = 100;
-
-        /// Routes up to [`ROUTE_BATCH`] unrouted events, in the caller's transaction: queues
-        /// their webhook deliveries and emails and marks them routed. Returns how many it routed.
-        pub(super) async fn route(conn: &mut $conn, salt: &str, now: Timestamp) -> StoreResult<usize> {
-            if !$route_in_claims {
-                return Ok(0);
-            }
-            let rows: Vec<UnroutedRow> = sqlx::query_as(concat!(
-                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN \
-                 (SELECT id FROM events WHERE routed_at IS NULL ORDER BY id LIMIT $2 ",
-                $lock,
-                ") RETURNING id, project_id, escalations, body"
-            ))
-            .bind(now.as_micros())
-            .bind(ROUTE_BATCH)
-            .fetch_all(&mut *conn)
-            .await?;
-            if rows.is_empty() {
-                return Ok(0);
-            }
-            let mut projects: std::collections::HashMap<String, (Vec<WebhookEndpoint>, ProjectChannels)> =
-                Default::default();
-            for row in &rows {
-                if projects.contains_key(&row.project_id) {
-                    continue;
-                }
-                let endpoints: Vec<EndpointRow> = sqlx::query_as(concat!(
-                    "SELECT ",
-                    endpoint_columns!(),
-                    " FROM webhook_endpoints WHERE project_id = $1 AND disabled_at IS NULL"
-                ))
-                .bind(&row.project_id)
-                .fetch_all(&mut *conn)
-                .await?;
-                let default: Option<(Option<String>,)> = sqlx::query_as("SELECT default_email FROM projects WHERE id = $1")
-                    .bind(&row.project_id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                let channels = ProjectChannels { default_email: default.and_then(|(d,)| d).is_some() };
-                projects.insert(row.project_id.clone(), (endpoints.into_iter().map(Into::into).collect(), channels));
-            }
-            let mut deliveries = Vec::new();
-            let mut emails = Vec::new();
-            for row in &rows {
-                let (endpoints, channels) = &projects[&row.project_id];
-                let Some(r) = routes(row, endpoints, *channels) else { continue };
-                let at = r.event.at.as_micros();
-                let kind = r.event.request_kind.as_str();
-                for endpoint in r.webhooks {
-                    let id = delivery_id(salt, &r.event, row.escalations, &endpoint.id);
-                    let what = r.event.webhook_event().as_str();
-                    deliveries.push((id, endpoint.id.clone(), row, kind, r.event.call_id.clone(), what, at));
-                }
-                if let Some(purpose) = r.email {
-                    emails.push((message_id(salt, &r.event, row.escalations), row, kind, r.event.call_id.clone(), purpose.as_str(), at));
-                }
-            }
-            for chunk in deliveries.chunks(ROWS) {
-                let mut sql = String::from(
-                    "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
-                     created_at, status, next_attempt_at) VALUES ",
-                );
-                for i in 0..chunk.len() {
-                    let p = i * 9;
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${})",
-                        p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8, p + 9
-                    ));
-                }
-                sql.push_str(" ON CONFLICT (id) DO NOTHING");
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (id, endpoint_id, row, kind, call_id, what, at) in chunk {
-                    query = query
-                        .bind(id)
-                        .bind(endpoint_id)
-                        .bind(&row.project_id)
-                        .bind(*kind)
-                        .bind(call_id)
-                        .bind(*what)
-                        .bind(row.escalations)
-                        .bind(*at)
-                        .bind(*at);
-                }
-                query.execute(&mut *conn).await?;
-            }
-            for chunk in emails.chunks(ROWS) {
-                let mut sql = String::from(
-                    "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
-                     next_attempt_at) VALUES ",
-                );
-                for i in 0..chunk.len() {
-                    let p = i * 8;
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', ${})",
-                        p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7, p + 8
-                    ));
-                }
-                sql.push_str(" ON CONFLICT (id) DO NOTHING");
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (id, row, kind, call_id, purpose, at) in chunk {
-                    query = query
-                        .bind(id)
-                        .bind(&row.project_id)
-                        .bind(*kind)
-                        .bind(call_id)
-                        .bind(*purpose)
-                        .bind(row.escalations)
-                        .bind(*at)
-                        .bind(*at);
-                }
-                query.execute(&mut *conn).await?;
-            }
-            Ok(rows.len())
-        }
-
-        /// True when some committed event is not routed yet.
-        pub(super) async fn unrouted(pool: &$pool) -> StoreResult<bool> {
-            if !$route_in_claims {
-                return Ok(false);
-            }
-            let row: Option<(i64,)> =
-                sqlx::query_as("SELECT id FROM events WHERE routed_at IS NULL LIMIT 1").fetch_optional(pool).await?;
-            Ok(row.is_some())
-        }
-
-        pub(super) async fn audit(pool: &$pool, project_id: &str, after: u64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        pub(super) async fn audit(
+            pool: &$pool,
+            project_id: &str,
+            after: u64,
+            limit: u32,
+        ) -> StoreResult<Vec<AuditEvent>> {
             let rows: Vec<AuditRow> = sqlx::query_as(
                 "SELECT project_id, seq, prev_hash, hash, body, sealed_at FROM events \
                  WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",

@@ -1,5 +1,5 @@
 //! Webhook endpoints and the delivery outbox: the queries both backends share (the outbox rows are
-//! routed from the event log by each claim, see [`crate::events`]). Only the claim differs:
+//! routed from the event log, see [`crate::events`]). Only the claim differs:
 //! PostgreSQL skips rows another instance has locked.
 
 use countersign_core::{RequestKind, Timestamp};
@@ -280,18 +280,15 @@ macro_rules! webhook_queries {
 
         pub(super) async fn claim(
             pool: &$pool,
-            salt: &str,
             now: Timestamp,
             lease_until: Timestamp,
             limit: u32,
         ) -> StoreResult<Vec<Claimed>> {
             let lease = countersign_core::session::random_text(24);
             let mut tx = pool.begin().await?;
-            // Relaxed: routing is idempotent, so a claim lost in a crash is only done again.
             if !$relaxed.is_empty() {
                 sqlx::query($relaxed).execute(&mut *tx).await?;
             }
-            super::log::route(&mut *tx, salt, now).await?;
             let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
                 "UPDATE webhook_deliveries SET lease = $1, lease_until = $2 WHERE id IN (SELECT id FROM webhook_deliveries \
                  WHERE status = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3) \
@@ -391,9 +388,6 @@ macro_rules! webhook_queries {
         }
 
         pub(super) async fn next_due(pool: &$pool) -> StoreResult<Option<Timestamp>> {
-            if super::log::unrouted(pool).await? {
-                return Ok(Some(Timestamp::now()));
-            }
             let row: Option<(Option<i64>,)> = sqlx::query_as(
                 "SELECT MIN(COALESCE(CASE WHEN lease_until > next_attempt_at THEN lease_until END, next_attempt_at)) \
                  FROM webhook_deliveries WHERE status = 'pending'",

@@ -1,6 +1,6 @@
 -- The event log: everything that happens to a request, written by Countersign in the transaction
--- of the change it records. Deliveries (webhooks, email) are routed from it in Rust after commit,
--- so the triggers that decided who gets what go.
+-- of the change it records. Deliveries (webhooks, email) are routed from it in Rust (SQLite: in the
+-- same transaction; PostgreSQL: when sealed), so the triggers that decided who gets what go.
 DROP TRIGGER webhooks_on_change ON requests;
 DROP FUNCTION countersign_enqueue_webhooks();
 DROP TRIGGER email_on_change ON requests;
@@ -19,11 +19,10 @@ CREATE TABLE events (
     prev_hash     TEXT,               -- hex SHA-256 of the event before (zeros for the first)
     hash          TEXT,
     sealed_at     BIGINT,
-    routed_at     BIGINT             -- when its deliveries were queued; NULL until then
+    routed_at     BIGINT              -- when its deliveries were queued (when sealed)
 );
 CREATE UNIQUE INDEX events_chain ON events (project_id, seq);
 CREATE INDEX events_unsealed ON events (id) WHERE seq IS NULL;
-CREATE INDEX events_unrouted ON events (id) WHERE routed_at IS NULL;
 
 -- The last sealed event of each project's chain (what a removed last event no longer matches).
 CREATE TABLE chain_heads (

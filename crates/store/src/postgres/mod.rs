@@ -53,7 +53,7 @@ macro_rules! notify_changed {
 }
 
 mod log {
-    crate::events::event_queries!(sqlx::PgPool, sqlx::PgConnection, "FOR UPDATE", false);
+    crate::events::event_queries!(sqlx::PgPool);
 }
 
 mod people {
@@ -98,8 +98,6 @@ pub struct PostgresStore {
     /// Poked after each write that logged an event, for the sealer (if this instance leads).
     seal: std::sync::Arc<tokio::sync::Notify>,
     sealer: tokio::task::JoinHandle<()>,
-    /// What routing derives delivery ids from (see [`crate::events`]).
-    salt: String,
 }
 
 impl PostgresStore {
@@ -130,8 +128,8 @@ impl PostgresStore {
         let (created, queue) = tokio::sync::mpsc::unbounded_channel();
         let announcer = tokio::spawn(listen::announce_creates(pool.clone(), queue));
         let seal = std::sync::Arc::new(tokio::sync::Notify::new());
-        let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.clone(), salt.clone()));
-        Ok(Self { pool, feed, listener, created, announcer, seal, sealer, salt })
+        let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.clone(), salt));
+        Ok(Self { pool, feed, listener, created, announcer, seal, sealer })
     }
 }
 
@@ -334,7 +332,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>> {
-        hooks::claim(&self.pool, &self.salt, now, lease_until, limit).await
+        hooks::claim(&self.pool, now, lease_until, limit).await
     }
 
     async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
@@ -358,7 +356,7 @@ impl Store for PostgresStore {
     }
 
     async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
-        mail::claim(&self.pool, &self.salt, now, lease_until, limit).await
+        mail::claim(&self.pool, now, lease_until, limit).await
     }
 
     async fn finish_email(

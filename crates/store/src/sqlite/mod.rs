@@ -31,7 +31,7 @@ macro_rules! pending_filter {
 }
 
 mod log {
-    crate::events::event_queries!(sqlx::SqlitePool, sqlx::SqliteConnection, "", true);
+    crate::events::event_queries!(sqlx::SqlitePool);
 }
 
 mod people {
@@ -70,8 +70,6 @@ pub struct SqliteStore {
     bookkeeping: SqlitePool,
     writer: Writer,
     checkpointer: Checkpointer,
-    /// What routing derives delivery ids from (see [`crate::events`]).
-    salt: String,
 }
 
 impl SqliteStore {
@@ -103,9 +101,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let fresh = countersign_core::session::random_text(32);
         let salt = mail::server_key(&pool, crate::events::ROUTE_SALT, &fresh).await?;
-        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt.clone()).await?;
+        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt).await?;
         let checkpointer = Checkpointer::start(pool.clone());
-        Ok(Self { pool, bookkeeping, writer, checkpointer, salt })
+        Ok(Self { pool, bookkeeping, writer, checkpointer })
     }
 }
 
@@ -304,7 +302,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_deliveries(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<Claimed>> {
-        hooks::claim(&self.bookkeeping, &self.salt, now, lease_until, limit).await
+        hooks::claim(&self.bookkeeping, now, lease_until, limit).await
     }
 
     async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
@@ -328,7 +326,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_emails(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> StoreResult<Vec<ClaimedEmail>> {
-        mail::claim(&self.pool, &self.salt, now, lease_until, limit).await
+        mail::claim(&self.pool, now, lease_until, limit).await
     }
 
     async fn finish_email(
