@@ -2,7 +2,6 @@
 
 mod cli;
 mod commands;
-pub use commands::gate;
 pub mod config;
 mod exit;
 

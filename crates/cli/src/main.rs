@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     // A child process started to render one email template (bounded; see the server's email::render).
-    if let Some(code) = countersign_server::email::render::child_main_if_asked() {
+    if let Some(code) = countersign_server::channels::email::render::child_main_if_asked() {
         return code;
     }
     countersign::main()

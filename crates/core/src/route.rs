@@ -4,6 +4,99 @@
 use crate::event::{EventBody, EventKind, RequestEvent};
 use serde_json::Value;
 
+/// A way out for an event: every delivery in the one delivery queue is for one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// A signed POST to a project's webhook endpoint.
+    Webhook,
+    /// An email over SMTP.
+    Email,
+}
+
+impl Channel {
+    /// Every channel.
+    pub const ALL: [Channel; 2] = [Self::Webhook, Self::Email];
+
+    /// The name stored with a delivery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Email => "email",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryStatus {
+    /// Waiting for its next attempt.
+    Pending,
+    /// Delivered (a webhook answered 2xx, an email was accepted by the SMTP server).
+    Delivered,
+    /// Given up on: no more attempts.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Delivered, Self::Failed].into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// One delivery an event asks for: its channel and, for a webhook, the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub channel: Channel,
+    /// The webhook endpoint's id; `None` for email (its recipients are worked out when sent).
+    pub target: Option<&'a str>,
+}
+
+impl Route<'_> {
+    /// The delivery's id: the `webhook-id` of a webhook, the Message-ID of an email. Derived from
+    /// the event and the target (see [`delivery_key`]), so routing an event again gives the same.
+    pub fn delivery_id(&self, salt: &str, event: &RequestEvent, escalations: i64) -> String {
+        match self.target {
+            Some(endpoint) => format!("msg_{}", delivery_key(salt, event, escalations, endpoint)),
+            None => format!("<{}@countersign>", delivery_key(salt, event, escalations, self.channel.as_str())),
+        }
+    }
+}
+
+/// Every delivery of `event`: one per webhook endpoint of its project that subscribed to it
+/// (`endpoints`: id and subscribed event names), and its email (see [`email_for`]; `spec` is
+/// [`SpecEmail::of_event`], which a caller may have read already).
+pub fn routes<'a>(
+    event: &RequestEvent,
+    spec: SpecEmail,
+    endpoints: &'a [(String, Vec<String>)],
+    project: ProjectChannels,
+) -> Vec<Route<'a>> {
+    let mut out: Vec<Route<'a>> = endpoints
+        .iter()
+        .filter(|(_, events)| webhook_wants(events, event))
+        .map(|(id, _)| Route { channel: Channel::Webhook, target: Some(id.as_str()) })
+        .collect();
+    if email_for(event.kind(), spec, project).is_some() {
+        out.push(Route { channel: Channel::Email, target: None });
+    }
+    out
+}
+
 /// Why an email is sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EmailPurpose {
@@ -14,12 +107,17 @@ pub enum EmailPurpose {
 }
 
 impl EmailPurpose {
-    /// The name stored with the message.
+    /// The name logged with the message.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Request => "request",
             Self::Escalation => "escalation",
         }
+    }
+
+    /// Why the email of an event of this type is sent (it is queued with the event's type).
+    pub fn of(event: crate::webhook::EventType) -> Self {
+        if event.as_str().ends_with(".escalated") { Self::Escalation } else { Self::Request }
     }
 }
 
@@ -48,6 +146,14 @@ pub enum SpecEmail {
 }
 
 impl SpecEmail {
+    /// What an event's spec says about email (only a creation carries one).
+    pub fn of_event(event: &RequestEvent) -> Self {
+        match &event.body {
+            EventBody::Created { spec, .. } => Self::of(spec.get()),
+            _ => Self::Elsewhere,
+        }
+    }
+
     /// Reads a spec's `channel`.
     pub fn of(spec: &str) -> Self {
         let channel = serde_json::from_str::<Value>(spec)
@@ -82,11 +188,7 @@ pub fn email_for(kind: EventKind, spec: SpecEmail, project: ProjectChannels) -> 
 
 /// The email this event sends, if any (see [`email_for`]).
 pub fn email_wants(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
-    let spec = match &event.body {
-        EventBody::Created { spec, .. } => SpecEmail::of(spec.get()),
-        _ => SpecEmail::Elsewhere,
-    };
-    email_for(event.kind(), spec, project)
+    email_for(event.kind(), SpecEmail::of_event(event), project)
 }
 
 /// The id of the delivery of one event to one target (an endpoint id, or `email`): 32 hex
@@ -179,6 +281,42 @@ mod tests {
             },
         );
         assert_eq!(email_wants(&decided, default), None);
+    }
+
+    #[test]
+    fn an_event_is_routed_to_each_subscribed_endpoint_and_its_email() {
+        let e = created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": "a@x"}}}));
+        let endpoints = vec![
+            ("wh_1".to_owned(), vec!["function_call.created".to_owned()]),
+            ("wh_2".to_owned(), vec!["function_call.completed".to_owned()]),
+            ("wh_3".to_owned(), vec!["function_call.created".to_owned(), "human_contact.created".to_owned()]),
+        ];
+        let got = routes(&e, SpecEmail::of_event(&e), &endpoints, ProjectChannels::default());
+        assert_eq!(
+            got,
+            vec![
+                Route { channel: Channel::Webhook, target: Some("wh_1") },
+                Route { channel: Channel::Webhook, target: Some("wh_3") },
+                Route { channel: Channel::Email, target: None },
+            ]
+        );
+        let ids: Vec<String> = got.iter().map(|r| r.delivery_id("salt", &e, 0)).collect();
+        assert!(ids[0].starts_with("msg_") && ids[0] != ids[1], "{ids:?}");
+        assert!(ids[2].starts_with('<') && ids[2].ends_with("@countersign>"), "{ids:?}");
+        let decided = with(
+            &e,
+            EventBody::Decided {
+                decision: Decision::Approved { comment: None, updated_kwargs: None },
+                actor: Actor::api_key("k"),
+            },
+        );
+        let got = routes(&decided, SpecEmail::of_event(&decided), &endpoints, ProjectChannels::default());
+        assert_eq!(got, vec![Route { channel: Channel::Webhook, target: Some("wh_2") }]);
+        for c in Channel::ALL {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(EmailPurpose::of(crate::webhook::EventType::HumanContactEscalated), EmailPurpose::Escalation);
+        assert_eq!(EmailPurpose::of(crate::webhook::EventType::FunctionCallCreated), EmailPurpose::Request);
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The axum application: the route table, and the OpenAPI document built from it.
+//! The axum application: the faces' and channels' routers assembled, with the OpenAPI document
+//! built from them, the fallbacks and the layers every route sits behind.
 
-use crate::api::{self, extract::JsonBytes};
+use crate::channels::email;
 use crate::error::ApiError;
+use crate::faces::api::{self, extract::JsonBytes};
+use crate::faces::{terminal, web};
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -12,7 +15,6 @@ use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,45 +45,24 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The HumanLayer routes, relative to `/humanlayer/v1`.
-fn humanlayer_routes() -> OpenApiRouter<AppState> {
-    use api::{function_calls as fc, human_contacts as hc};
-    OpenApiRouter::new()
-        .routes(routes!(fc::create))
-        .routes(routes!(fc::get))
-        .routes(routes!(fc::respond))
-        .routes(routes!(fc::escalate_email))
-        .routes(routes!(fc::pending))
-        .routes(routes!(hc::create))
-        .routes(routes!(hc::create_alias))
-        .routes(routes!(hc::get))
-        .routes(routes!(hc::get_alias))
-        .routes(routes!(hc::respond))
-        .routes(routes!(hc::escalate_email))
-        .routes(routes!(hc::pending))
-        .routes(routes!(api::project::get))
-        .routes(routes!(api::webhooks::add, api::webhooks::list))
-        .routes(routes!(api::webhooks::remove))
-        .routes(routes!(api::webhooks::deliveries))
-        .routes(routes!(api::webhooks::delivery))
-        .routes(routes!(api::webhooks::redeliver))
-        .routes(routes!(api::audit::list))
-        .routes(routes!(crate::email::inbound::receive))
+/// The routes in the OpenAPI document, with the document.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/humanlayer/v1", api::routes().merge(email::inbound_routes()))
+        .merge(api::health_routes())
 }
 
-/// The whole application and its OpenAPI document.
-pub fn router(state: AppState) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/humanlayer/v1", humanlayer_routes())
-        .routes(routes!(api::health::healthz))
-        .split_for_parts();
+/// The whole application and its OpenAPI document, with the routes the binary `mounted` (e.g. `/mcp`).
+pub fn router(state: AppState, mounted: Router) -> Router {
+    let (router, openapi) = documented_routes().split_for_parts();
     let openapi_json = JsonBytes::from(openapi.to_json().expect("the OpenAPI document serializes").into_bytes()).0;
     let max_body = state.settings.max_body_bytes;
     router
         .route("/openapi.json", get(move || std::future::ready(JsonBytes(openapi_json.clone()))))
-        .nest("/api/v1", crate::terminal::routes())
-        .merge(crate::mcp::routes(state.clone()))
-        .merge(crate::web::routes())
+        .nest("/api/v1", terminal::routes())
+        .merge(mounted.with_state::<AppState>(()))
+        .merge(web::routes())
+        .merge(email::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
@@ -106,4 +87,17 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
         "method_not_allowed",
         format!("{method} is not allowed on {} (see /openapi.json)", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_has_the_email_channels_inbound_endpoint() {
+        let (_, doc) = super::documented_routes().split_for_parts();
+        let inbound = doc.paths.paths.get("/humanlayer/v1/email/inbound").expect("the inbound endpoint is documented");
+        let post = inbound.post.as_ref().expect("as a POST");
+        assert_eq!(post.tags.as_deref(), Some(&["email".to_owned()][..]));
+        assert!(doc.paths.paths.contains_key("/healthz"));
+        assert!(doc.paths.paths.contains_key("/humanlayer/v1/function_calls"));
+    }
 }

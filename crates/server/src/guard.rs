@@ -3,7 +3,7 @@
 //! errors, and access-log URIs with their secrets blanked.
 
 use crate::error::ApiError;
-use crate::requests::MAX_WAIT;
+use crate::services::requests::MAX_WAIT;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};

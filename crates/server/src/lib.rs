@@ -1,24 +1,18 @@
 //! Countersign's HTTP face: the HumanLayer-compatible API served with axum, over any [`Store`].
 
-pub mod api;
 pub mod app;
-pub mod audit;
-pub mod auth;
-pub mod email;
+pub mod channels;
 pub mod error;
+pub mod faces;
 pub mod guard;
+pub mod html;
 pub mod limits;
 mod listen;
-pub mod live;
-pub mod mcp;
-pub mod outbox;
-pub mod people;
-pub mod requests;
+pub mod services;
 pub mod state;
-pub mod terminal;
-pub mod web;
-pub mod webhooks;
+pub mod workers;
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::Uri;
 use countersign_store::Store;
@@ -30,11 +24,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tower::Layer;
+use workers::delivery::DeliveryWorker;
 
 /// A bound, warmed-up server, ready to run.
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// Routes the binary adds (see [`Server::mount`]).
+    mounted: Router,
 }
 
 impl Server {
@@ -50,16 +47,24 @@ impl Server {
         let public_base = public_base.trim_end_matches('/').to_owned();
         let fresh = countersign_core::session::random_text(43);
         let link_key = store.server_key("email_links", &fresh).await.map_err(|e| StartError::Store(e.to_string()))?;
-        let links = Arc::new(email::links::LinkSigner::new(link_key.as_bytes()));
+        let links = Arc::new(channels::email::links::LinkSigner::new(link_key.as_bytes()));
         let state = AppState::new(store, settings, links, public_base);
         let pending = state.requests.warm().await.map_err(|e| StartError::Store(format!("{e:?}")))?;
         tracing::info!(pending, "pending requests loaded");
-        Ok(Self { listener, state })
+        Ok(Self { listener, state, mounted: Router::new() })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Adds the routes `routes` builds from the server's state (the binary mounts `/mcp` this way,
+    /// so the server needs no MCP of its own). They sit behind the same body limit, deadlines,
+    /// tracing and panic guard as the built-in routes, and must not overlap them.
+    pub fn mount(mut self, routes: impl FnOnce(AppState) -> Router) -> Self {
+        self.mounted = self.mounted.merge(routes(self.state.clone()));
+        self
     }
 
     /// Serves until `shutdown` completes, then ends long-polls, lets in-flight requests finish,
@@ -68,29 +73,33 @@ impl Server {
         let state = self.state.clone();
         let following = self.state.clone();
         tokio::spawn(async move { following.requests.follow_changes().await });
-        let allow_private = self.state.settings.limits.allow_private_webhook_targets;
-        let outbox = outbox::Outbox::new(self.state.store.clone(), self.state.requests.written(), allow_private);
-        let worker = tokio::spawn(outbox.run(self.state.requests.closing()));
         let s = &self.state;
-        let mailer = email::Mailer::new(
+        let (wake, closing) = (s.requests.written(), s.requests.closing());
+        let webhooks = channels::webhook::outbound::WebhookChannel::new(
+            s.store.clone(),
+            s.settings.limits.allow_private_webhook_targets,
+        );
+        let webhooks = DeliveryWorker::new(s.store.clone(), webhooks, wake.clone());
+        let email = channels::email::EmailChannel::new(
             s.store.clone(),
             s.links.clone(),
             s.public_base.clone(),
             &s.settings.email,
             &s.settings.limits,
-            s.requests.written(),
         )
         .map_err(std::io::Error::other)?;
-        let mailing = tokio::spawn(mailer.run(self.state.requests.closing()));
-        let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone()));
+        let email = DeliveryWorker::new(s.store.clone(), email, wake);
+        let workers = [tokio::spawn(webhooks.run(closing.clone())), tokio::spawn(email.run(closing))];
+        let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone(), self.mounted));
         let closing = state.clone();
         listen::serve(self.listener, app, &state.settings.limits, shutdown, move || {
             tracing::info!("shutting down: finishing in-flight requests");
             closing.requests.close_waiters();
         })
         .await?;
-        let _ = worker.await;
-        let _ = mailing.await;
+        for worker in workers {
+            let _ = worker.await;
+        }
         state.store.close().await;
         tracing::info!("stopped");
         Ok(())

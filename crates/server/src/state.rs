@@ -1,8 +1,8 @@
 //! The state every handler reaches: the store, the in-memory requests, the key cache, the
 //! sign-in gate, the settings, and what email links need.
 
-use crate::auth::KeyCache;
-use crate::requests::Requests;
+use crate::services::auth::KeyCache;
+use crate::services::requests::Requests;
 use countersign_store::Store;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ pub struct Settings {
     /// (without it, with `http://` and the bound address).
     pub public_url: Option<String>,
     /// How to send email.
-    pub email: crate::email::EmailSettings,
+    pub email: crate::channels::email::EmailSettings,
     /// Bounds on what clients can send and make the server hold.
     pub limits: crate::limits::Limits,
 }
@@ -30,7 +30,7 @@ impl Default for Settings {
             max_body_bytes: 16 * 1024 * 1024,
             organization: "countersign".into(),
             public_url: None,
-            email: crate::email::EmailSettings::default(),
+            email: crate::channels::email::EmailSettings::default(),
             limits: crate::limits::Limits::default(),
         }
     }
@@ -43,11 +43,11 @@ pub struct Inner {
     pub keys: KeyCache,
     pub settings: Settings,
     /// Signs and checks the links in emails.
-    pub links: Arc<crate::email::links::LinkSigner>,
+    pub links: Arc<crate::channels::email::links::LinkSigner>,
     /// The public base URL, without a trailing slash.
     pub public_base: String,
     /// Guards passwords: the argon2 cap and the login throttles of this server.
-    pub people: crate::people::Gate,
+    pub people: crate::services::people::Gate,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -59,13 +59,13 @@ impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         settings: Settings,
-        links: Arc<crate::email::links::LinkSigner>,
+        links: Arc<crate::channels::email::links::LinkSigner>,
         public_base: String,
     ) -> Self {
         Self(Arc::new(Inner {
             requests: Requests::new(store.clone(), settings.limits.clone()),
             keys: KeyCache::default(),
-            people: crate::people::Gate::new(&settings.limits),
+            people: crate::services::people::Gate::new(&settings.limits),
             store,
             settings,
             links,

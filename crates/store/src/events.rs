@@ -13,7 +13,6 @@
 //! same Message-ID).
 
 use countersign_core::Timestamp;
-use countersign_core::event::RequestEvent;
 use countersign_core::event::{ChainHash, Checkpoint, chain_hash};
 use std::collections::HashMap;
 
@@ -69,16 +68,6 @@ impl Heads {
     }
 }
 
-/// The id of the webhook delivery of an event to an endpoint (also its `webhook-id`).
-pub(crate) fn delivery_id(salt: &str, event: &RequestEvent, escalations: i64, endpoint_id: &str) -> String {
-    format!("msg_{}", countersign_core::route::delivery_key(salt, event, escalations, endpoint_id))
-}
-
-/// The Message-ID of the email of an event.
-pub(crate) fn message_id(salt: &str, event: &RequestEvent, escalations: i64) -> String {
-    format!("<{}@countersign>", countersign_core::route::delivery_key(salt, event, escalations, "email"))
-}
-
 /// The name of the server key routing derives delivery ids from.
 pub(crate) const ROUTE_SALT: &str = "route_salt";
 
@@ -108,55 +97,3 @@ impl TryFrom<AuditRow> for AuditEvent {
         })
     }
 }
-
-/// Queries of the event log both backends share.
-macro_rules! event_queries {
-    ($pool:ty) => {
-        use crate::StoreResult;
-        use crate::events::{AuditEvent, AuditRow, ChainState};
-        use countersign_core::event::{ChainHash, Checkpoint};
-
-        pub(super) async fn audit(
-            pool: &$pool,
-            project_id: &str,
-            after: u64,
-            limit: u32,
-        ) -> StoreResult<Vec<AuditEvent>> {
-            let rows: Vec<AuditRow> = sqlx::query_as(
-                "SELECT project_id, seq, prev_hash, hash, body, sealed_at FROM events \
-                 WHERE project_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(project_id)
-            .bind(i64::try_from(after).unwrap_or(i64::MAX))
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?;
-            rows.into_iter().map(AuditEvent::try_from).collect()
-        }
-
-        pub(super) async fn chains(pool: &$pool, project_id: Option<&str>) -> StoreResult<Vec<ChainState>> {
-            let rows: Vec<(String, Option<i64>, Option<String>, i64)> = sqlx::query_as(
-                "SELECT p.project_id, h.seq, h.hash, \
-                        (SELECT count(*) FROM events e WHERE e.project_id = p.project_id AND e.seq IS NULL) \
-                 FROM (SELECT project_id FROM chain_heads UNION SELECT DISTINCT project_id FROM events) p \
-                 LEFT JOIN chain_heads h ON h.project_id = p.project_id \
-                 WHERE $1 IS NULL OR p.project_id = $1 ORDER BY p.project_id",
-            )
-            .bind(project_id)
-            .fetch_all(pool)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(project_id, seq, hash, unsealed)| ChainState {
-                    head: seq.zip(hash).map(|(seq, hash)| Checkpoint {
-                        count: u64::try_from(seq).unwrap_or(0),
-                        head: ChainHash::from_hex(&hash).unwrap_or(ChainHash([0xff; 32])),
-                    }),
-                    project_id,
-                    unsealed: u64::try_from(unsealed).unwrap_or(0),
-                })
-                .collect())
-        }
-    };
-}
-pub(crate) use event_queries;

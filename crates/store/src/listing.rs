@@ -1,7 +1,7 @@
 //! Listings across a person's projects: the inbox (pending, newest first) and the history
 //! (decided, newest first) with its filters. Built with sqlx's `QueryBuilder` so the filters bind
 //! as parameters; the few expressions that differ between the SQL dialects come in as arguments
-//! of [`listing_queries`].
+//! of [`listing_queries`] (through [`crate::requests::impl_requests`]).
 
 /// How a decided request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +55,7 @@ pub(crate) fn contains_pattern(text: &str) -> String {
 /// Defines `list_requests` for one database. `$fn_expr` and `$email_expr` extract the function
 /// name and the decider's email; `$like` is the case-insensitive LIKE of the dialect.
 macro_rules! listing_queries {
-    ($db:ty, $pool:ty, $fn_expr:literal, $email_expr:literal, $like:literal) => {
+    ($db:ty, $fn_expr:literal, $email_expr:literal, $like:literal) => {
         use crate::listing::{DecidedStatus, RequestFilter, contains_pattern};
         use crate::row::{RequestRow, request_columns};
         use crate::{Page, StoreResult};
@@ -99,7 +99,7 @@ macro_rules! listing_queries {
         }
 
         pub(super) async fn list_requests(
-            pool: &$pool,
+            pool: &sqlx::Pool<$db>,
             project_ids: &[String],
             filter: &RequestFilter,
             limit: u32,

@@ -3,7 +3,7 @@
 use crate::cli::AuditCommand;
 use anyhow::{Context, anyhow, bail};
 use countersign_core::event::{ChainHash, Checkpoint};
-use countersign_server::audit::{PAGE, event_json, head_json, verify};
+use countersign_server::services::audit::{PAGE, event_json, head_json, verify};
 use countersign_store::{ChainState, Store};
 use serde_json::{Value, json};
 use std::collections::HashMap;

@@ -1,12 +1,12 @@
-//! `countersign mcp`: the MCP tools (`request_permission`, `ask_human`) over stdio, as a client of a
-//! running Countersign server. Standard output is the protocol; logs go to standard error.
-//! `countersign mcp gate` lives in [`super::gate`].
+//! `countersign mcp`: the flags of the MCP tools (`request_permission`, `ask_human`; see
+//! [`countersign_mcp::tools`]) served over stdio as a client of a running Countersign server.
+//! Standard output is the protocol; logs go to standard error. `countersign mcp gate` is in
+//! [`super::gate`].
 
 use crate::cli::{McpArgs, McpCommand, McpConnection};
 use anyhow::Context;
 use countersign_client::Client;
-use countersign_server::mcp::{Desk, HumanTools, random_id};
-use rmcp::ServiceExt;
+use countersign_mcp::random_id;
 
 /// Serves MCP on stdin/stdout until the client closes the connection (or runs `mcp gate`).
 pub async fn run(args: McpArgs) -> anyhow::Result<()> {
@@ -14,14 +14,7 @@ pub async fn run(args: McpArgs) -> anyhow::Result<()> {
         return super::gate::run(gate).await;
     }
     let client = client(&args.connection, "mcp")?;
-    tracing::info!(base = %client.base_url(), run_id = client.run_id(), "serving MCP on stdio");
-    let service = HumanTools::new(Desk::Remote(client))
-        .serve(rmcp::transport::stdio())
-        .await
-        .context("the MCP client did not complete the handshake")?;
-    let reason = service.waiting().await.context("the MCP service stopped")?;
-    tracing::info!(?reason, "MCP client disconnected");
-    Ok(())
+    Ok(countersign_mcp::tools::serve_stdio(client).await?)
 }
 
 /// The Countersign client of the MCP tools: `--server`/`--key`/`--run-id`, else the environment;

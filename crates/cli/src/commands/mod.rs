@@ -1,7 +1,7 @@
 //! One module per command.
 
 mod audit;
-pub mod gate;
+mod gate;
 mod keys;
 mod mcp;
 mod projects;

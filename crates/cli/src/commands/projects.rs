@@ -3,7 +3,7 @@
 use crate::cli::ProjectsCommand;
 use anyhow::bail;
 use countersign_core::{Email, Project};
-use countersign_server::email::inbound;
+use countersign_server::channels::email::inbound;
 use countersign_store::Store;
 use serde_json::json;
 

@@ -20,7 +20,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: config.max_body_bytes,
         organization: config.organization.clone(),
         public_url: config.public_url.clone(),
-        email: countersign_server::email::EmailSettings {
+        email: countersign_server::channels::email::EmailSettings {
             smtp_url: config.smtp_url.clone(),
             from: config.email_from.clone(),
             // Agents' email templates render in a child process of this binary, with a memory cap.
@@ -29,6 +29,8 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         limits: config.limits.clone(),
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
+    // The MCP tools over streamable HTTP (`/mcp`) come from their own crate; the server only hosts them.
+    let server = server.mount(countersign_mcp::http::router);
     let addr = server.local_addr();
     let base = config.public_base(addr);
     let base = base.as_str();

@@ -2,10 +2,11 @@
 
 use crate::cli::WebhooksCommand;
 use anyhow::{Context, anyhow, bail};
+use countersign_core::route::{Channel, DeliveryStatus};
 use countersign_core::webhook::EventType;
 use countersign_core::{ProjectName, Timestamp};
 use countersign_server::error::ApiError;
-use countersign_server::webhooks::{self as service, attempt_json, delivery_json, endpoint_json};
+use countersign_server::services::webhooks::{self as service, attempt_json, delivery_json, endpoint_json};
 use countersign_store::{Delivery, Store, WebhookEndpoint};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -66,8 +67,8 @@ async fn add(
     }
     println!("Added webhook endpoint {} to project {:?}:", endpoint.id, project.name);
     println!("  url:     {}", endpoint.url);
-    println!("  events:  {}", endpoint.events.join(", "));
-    println!("  format:  {}", endpoint.format);
+    println!("  events:  {}", event_names(&endpoint.events).join(", "));
+    println!("  format:  {}", endpoint.format.as_str());
     println!("Receivers verify each POST with the secret, the Standard Webhooks way (any Standard Webhooks library");
     println!("does it): headers webhook-id, webhook-timestamp and webhook-signature, which is `v1,` + base64");
     println!(
@@ -117,7 +118,7 @@ async fn list(store: &dyn Store, project: Option<&str>, json: bool) -> anyhow::R
                 project_of(e),
                 e.url.clone(),
                 events_cell(&e.events),
-                e.format.clone(),
+                e.format.as_str().to_owned(),
                 utc(e.created_at),
             ]
         });
@@ -159,9 +160,9 @@ async fn deliveries(store: &dyn Store, endpoint_id: &str, limit: u32, json: bool
         let rows = log.iter().map(|d| {
             vec![
                 d.id.clone(),
-                d.event_type.clone(),
+                d.event_type.as_str().to_owned(),
                 d.call_id.clone(),
-                d.status.clone(),
+                d.status.as_str().to_owned(),
                 d.attempts.to_string(),
                 last_cell(d),
                 d.last_latency_ms.map(|ms| ms.to_string()).unwrap_or_default(),
@@ -176,8 +177,13 @@ async fn deliveries(store: &dyn Store, endpoint_id: &str, limit: u32, json: bool
     Ok(())
 }
 
+/// A webhook delivery (other channels' deliveries share the queue, not this command).
+async fn webhook_delivery(store: &dyn Store, delivery_id: &str) -> anyhow::Result<Option<Delivery>> {
+    Ok(store.delivery(delivery_id).await?.filter(|d| d.channel == Channel::Webhook))
+}
+
 async fn attempts(store: &dyn Store, delivery_id: &str, json: bool) -> anyhow::Result<()> {
-    let Some(delivery) = store.delivery(delivery_id).await? else {
+    let Some(delivery) = webhook_delivery(store, delivery_id).await? else {
         bail!("no webhook delivery {delivery_id:?}; see `countersign webhooks deliveries ENDPOINT_ID`");
     };
     let attempts = store.attempts(delivery_id).await?;
@@ -207,14 +213,12 @@ async fn attempts(store: &dyn Store, delivery_id: &str, json: bool) -> anyhow::R
 }
 
 async fn redeliver(store: &dyn Store, delivery_id: &str, json: bool) -> anyhow::Result<()> {
-    let Some(delivery) = store.delivery(delivery_id).await? else {
+    let Some(delivery) = webhook_delivery(store, delivery_id).await? else {
         bail!("no webhook delivery {delivery_id:?}; see `countersign webhooks deliveries ENDPOINT_ID`");
     };
-    if store.webhook(&delivery.endpoint_id).await?.is_none() {
-        bail!(
-            "the endpoint {} of delivery {delivery_id} was removed; there is nowhere to send it",
-            delivery.endpoint_id
-        );
+    let endpoint = delivery.target.as_deref().unwrap_or_default();
+    if store.webhook(endpoint).await?.is_none() {
+        bail!("the endpoint {endpoint} of delivery {delivery_id} was removed; there is nowhere to send it");
     }
     let delivery = store.redeliver(delivery_id).await?.context("the delivery vanished")?;
     if json {
@@ -225,7 +229,11 @@ async fn redeliver(store: &dyn Store, delivery_id: &str, json: bool) -> anyhow::
     println!(
         "Delivery {} ({} for {}) is {} again, due now after {} attempt{plural} so far. A running server sends it \
          within a second; follow it with `countersign webhooks attempts {delivery_id}`.",
-        delivery.id, delivery.event_type, delivery.call_id, delivery.status, delivery.attempts
+        delivery.id,
+        delivery.event_type.as_str(),
+        delivery.call_id,
+        delivery.status.as_str(),
+        delivery.attempts
     );
     Ok(())
 }
@@ -234,13 +242,18 @@ async fn redeliver(store: &dyn Store, delivery_id: &str, json: bool) -> anyhow::
 fn summary(d: &Delivery) -> String {
     let plural = if d.attempts == 1 { "" } else { "s" };
     let when = match (d.delivered_at, d.next_attempt_at) {
-        (Some(at), _) if d.status == "delivered" => format!(", delivered {} UTC", utc(at)),
-        (_, Some(at)) if d.status == "pending" => format!(", next attempt {} UTC", utc(at)),
+        (Some(at), _) if d.status == DeliveryStatus::Delivered => format!(", delivered {} UTC", utc(at)),
+        (_, Some(at)) if d.status == DeliveryStatus::Pending => format!(", next attempt {} UTC", utc(at)),
         _ => String::new(),
     };
     format!(
         "Delivery {} of {} for {} to endpoint {}: {} after {} attempt{plural}{when}.",
-        d.id, d.event_type, d.call_id, d.endpoint_id, d.status, d.attempts
+        d.id,
+        d.event_type.as_str(),
+        d.call_id,
+        d.target.as_deref().unwrap_or_default(),
+        d.status.as_str(),
+        d.attempts
     )
 }
 
@@ -257,12 +270,13 @@ fn last_cell(d: &Delivery) -> String {
 }
 
 /// The events column: `all` when the endpoint hears every event.
-fn events_cell(events: &[String]) -> String {
-    if EventType::ALL.iter().all(|e| events.iter().any(|n| n == e.as_str())) {
-        "all".to_owned()
-    } else {
-        events.join(",")
-    }
+fn events_cell(events: &[EventType]) -> String {
+    if EventType::ALL.iter().all(|e| events.contains(e)) { "all".to_owned() } else { event_names(events).join(",") }
+}
+
+/// The names of events, e.g. `function_call.completed`.
+fn event_names(events: &[EventType]) -> Vec<&'static str> {
+    events.iter().map(|e| e.as_str()).collect()
 }
 
 /// A time as the tables show it: `2025-06-01 12:00:00` (UTC).
@@ -277,20 +291,22 @@ mod tests {
     fn delivery(last_status: Option<u16>, last_error: Option<&str>) -> Delivery {
         Delivery {
             id: "msg_1".into(),
-            endpoint_id: "wh_1".into(),
+            channel: Channel::Webhook,
+            target: Some("wh_1".into()),
             project_id: "p".into(),
             kind: countersign_core::RequestKind::FunctionCall,
             call_id: "call-1".into(),
-            event_type: "function_call.completed".into(),
+            event_type: EventType::FunctionCallCompleted,
             event_seq: 0,
             created_at: Timestamp::from_micros(0),
-            status: "pending".into(),
+            status: DeliveryStatus::Pending,
             attempts: 1,
             next_attempt_at: Some(Timestamp::from_micros(5_000_000)),
             last_status,
             last_error: last_error.map(Into::into),
             last_latency_ms: Some(12),
             delivered_at: None,
+            recipients: Vec::new(),
         }
     }
 
@@ -318,7 +334,7 @@ mod tests {
 
     #[test]
     fn every_event_is_shown_as_all() {
-        let all: Vec<String> = EventType::ALL.iter().map(|e| e.as_str().to_owned()).collect();
+        let all = EventType::ALL;
         assert_eq!(events_cell(&all), "all");
         assert_eq!(events_cell(&all[..2]), "function_call.created,function_call.completed");
     }

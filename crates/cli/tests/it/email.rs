@@ -5,7 +5,8 @@
 
 use crate::support::{TestServer, approval, assert_error, json as read_json};
 use countersign_server::Settings;
-use countersign_server::email::EmailSettings;
+use countersign_server::channels::email::EmailSettings;
+use countersign_core::route::DeliveryStatus;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};
@@ -135,7 +136,7 @@ async fn wait_sent(s: &TestServer, kind: countersign_core::RequestKind, call_id:
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let emails = s.store.emails_of(&project.id, kind, call_id).await.unwrap();
-        if emails.iter().filter(|e| e.status == "sent").count() >= n {
+        if emails.iter().filter(|e| e.status == DeliveryStatus::Delivered).count() >= n {
             return;
         }
         assert!(Instant::now() < deadline, "emails of {call_id} not sent: {emails:?}");
@@ -158,7 +159,7 @@ async fn server_with_email() -> (TestServer, SmtpSink) {
 /// inbound-email-secret` prints).
 async fn inbound_secret(s: &TestServer, name: &str) -> String {
     let project = s.store.project_by_name(name).await.unwrap().unwrap();
-    let secret = countersign_server::email::inbound::generate_secret();
+    let secret = countersign_server::channels::email::inbound::generate_secret();
     assert!(s.store.set_inbound_email_secret(&project.id, Some(&secret.hash)).await.unwrap());
     secret.secret
 }
@@ -358,7 +359,7 @@ async fn without_an_smtp_server_emails_fail_with_a_clear_reason() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let emails = s.store.emails_of(&project.id, countersign_core::RequestKind::FunctionCall, "c1").await.unwrap();
-        if emails.first().is_some_and(|e| e.status == "failed") {
+        if emails.first().is_some_and(|e| e.status == DeliveryStatus::Failed) {
             assert!(emails[0].last_error.as_deref().unwrap().contains("smtp_url"), "{emails:?}");
             break;
         }
@@ -450,7 +451,7 @@ async fn failed_reason(s: &TestServer, call_id: &str, within: Duration) -> Strin
     loop {
         let emails =
             s.store.emails_of(&project.id, countersign_core::RequestKind::FunctionCall, call_id).await.unwrap();
-        if let Some(e) = emails.first().filter(|e| e.status == "failed") {
+        if let Some(e) = emails.first().filter(|e| e.status == DeliveryStatus::Failed) {
             return e.last_error.clone().unwrap_or_default();
         }
         assert!(Instant::now() < deadline, "email of {call_id} not failed in time: {emails:?}");

@@ -160,7 +160,7 @@ async fn a_gated_write_happens_only_after_approval_with_the_humans_edits_and_nev
 
 #[tokio::test]
 async fn the_gate_keeps_the_client_waiting_with_progress_while_the_human_decides() {
-    use countersign::gate::{Downstream, Gate, Relay, connect};
+    use countersign_mcp::gate::{Downstream, Gate, Relay, connect};
     use countersign_core::rules::Rules;
     let s = TestServer::start().await;
     let (_dir, dir) = files();

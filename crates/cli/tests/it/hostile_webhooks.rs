@@ -80,8 +80,8 @@ async fn an_endpoint_stored_with_a_private_address_is_never_reached() {
             .add_webhook(&NewWebhookEndpoint {
                 project_id: project.id.clone(),
                 url: target,
-                events: vec!["function_call.created".into()],
-                format: "v1beta2".into(),
+                events: vec![countersign_core::webhook::EventType::FunctionCallCreated],
+                format: countersign_core::webhook::Format::V1Beta2,
                 secret: countersign_core::webhook::generate_secret(),
             })
             .await

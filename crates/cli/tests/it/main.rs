@@ -19,6 +19,7 @@ mod mcp;
 mod restart;
 mod support;
 mod terminal;
+mod upgrade;
 mod web;
 mod webhooks;
 mod webhooks_cli;

@@ -271,7 +271,7 @@ impl rmcp::ClientHandler for CountsProgress {
 
 #[tokio::test]
 async fn a_long_wait_sends_progress_notifications_so_clients_do_not_time_out() {
-    use countersign_server::mcp::{Desk, HumanTools};
+    use countersign_mcp::tools::{Desk, HumanTools};
     let s = TestServer::start().await;
     let client = countersign_client::Client::builder().base_url(s.api("")).api_key(&s.key).build().unwrap();
     let tools = HumanTools::new(Desk::Remote(client)).progress_every(Duration::from_millis(50));

@@ -120,6 +120,7 @@ impl TestServer {
 
     async fn launch(dir: TempDir, store: Arc<dyn Store>, key: String, other_key: String, settings: Settings) -> Self {
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), store.clone(), settings).await.unwrap();
+        let server = server.mount(countersign_mcp::http::router);
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {

@@ -9,7 +9,7 @@ use crate::Feed;
 use crate::events::Heads;
 use countersign_core::Timestamp;
 use countersign_core::event::RequestEvent;
-use countersign_core::route::{ProjectChannels, email_wants, webhook_wants};
+use countersign_core::route::{ProjectChannels, Route, SpecEmail, routes};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use std::collections::HashMap;
@@ -178,8 +178,7 @@ async fn route(
             .bind(projects)
             .fetch_all(&mut *tx)
             .await?;
-    let mut hooks = Deliveries::default();
-    let mut mails = Deliveries::default();
+    let mut queued = Deliveries::default();
     for row in rows {
         let body: &str = row.try_get("body")?;
         let escalations: i64 = row.try_get("escalations")?;
@@ -191,62 +190,41 @@ async fn route(
                 continue;
             }
         };
-        for (endpoint, events) in subscribed.get(&event.project_id).map_or(&[][..], Vec::as_slice) {
-            if webhook_wants(events, &event) {
-                let id = crate::events::delivery_id(salt, &event, escalations, endpoint);
-                hooks.push(id, Some(endpoint.clone()), &event, event.webhook_event().as_str(), escalations);
-            }
-        }
+        let endpoints = subscribed.get(&event.project_id).map_or(&[][..], Vec::as_slice);
         let project = ProjectChannels { default_email: with_email.contains(&event.project_id) };
-        if let Some(purpose) = email_wants(&event, project) {
-            let id = crate::events::message_id(salt, &event, escalations);
-            mails.push(id, None, &event, purpose.as_str(), escalations);
+        for route in routes(&event, SpecEmail::of_event(&event), endpoints, project) {
+            queued.push(route.delivery_id(salt, &event, escalations), &route, &event, escalations);
         }
     }
-    if !hooks.ids.is_empty() {
+    if !queued.ids.is_empty() {
         sqlx::query(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
-             created_at, status, next_attempt_at) SELECT id, endpoint_id, project_id, kind, call_id, what, seq, at, \
-             'pending', at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-             $7::bigint[], $8::bigint[]) AS u(id, endpoint_id, project_id, kind, call_id, what, seq, at) \
+            "INSERT INTO deliveries (id, channel, target, project_id, kind, call_id, event_type, event_seq, \
+             created_at, status, next_attempt_at) SELECT id, channel, target, project_id, kind, call_id, what, seq, \
+             at, 'pending', at FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+             $7::text[], $8::bigint[], $9::bigint[]) AS u(id, channel, target, project_id, kind, call_id, what, seq, at) \
              ON CONFLICT (id) DO NOTHING",
         )
-        .bind(&hooks.ids)
-        .bind(&hooks.targets)
-        .bind(&hooks.projects)
-        .bind(&hooks.kinds)
-        .bind(&hooks.call_ids)
-        .bind(&hooks.whats)
-        .bind(&hooks.seqs)
-        .bind(&hooks.ats)
+        .bind(&queued.ids)
+        .bind(&queued.channels)
+        .bind(&queued.targets)
+        .bind(&queued.projects)
+        .bind(&queued.kinds)
+        .bind(&queued.call_ids)
+        .bind(&queued.whats)
+        .bind(&queued.seqs)
+        .bind(&queued.ats)
         .execute(&mut *tx)
         .await?;
     }
-    if !mails.ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
-             next_attempt_at) SELECT id, project_id, kind, call_id, what, seq, at, 'pending', at FROM \
-             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) \
-             AS u(id, project_id, kind, call_id, what, seq, at) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&mails.ids)
-        .bind(&mails.projects)
-        .bind(&mails.kinds)
-        .bind(&mails.call_ids)
-        .bind(&mails.whats)
-        .bind(&mails.seqs)
-        .bind(&mails.ats)
-        .execute(&mut *tx)
-        .await?;
-    }
-    Ok(!hooks.ids.is_empty() || !mails.ids.is_empty())
+    Ok(!queued.ids.is_empty())
 }
 
 /// Deliveries to insert, column by column (bound as arrays).
 #[derive(Default)]
 struct Deliveries {
     ids: Vec<String>,
-    targets: Vec<String>,
+    channels: Vec<&'static str>,
+    targets: Vec<Option<String>>,
     projects: Vec<String>,
     kinds: Vec<String>,
     call_ids: Vec<String>,
@@ -256,13 +234,14 @@ struct Deliveries {
 }
 
 impl Deliveries {
-    fn push(&mut self, id: String, target: Option<String>, event: &RequestEvent, what: &str, seq: i64) {
+    fn push(&mut self, id: String, route: &Route<'_>, event: &RequestEvent, seq: i64) {
         self.ids.push(id);
-        self.targets.extend(target);
+        self.channels.push(route.channel.as_str());
+        self.targets.push(route.target.map(str::to_owned));
         self.projects.push(event.project_id.clone());
         self.kinds.push(event.request_kind.as_str().to_owned());
         self.call_ids.push(event.call_id.clone());
-        self.whats.push(what.to_owned());
+        self.whats.push(event.webhook_event().as_str().to_owned());
         self.seqs.push(seq);
         self.ats.push(event.at.as_micros());
     }

@@ -8,8 +8,8 @@
 use crate::events::Heads;
 use crate::row::{RequestRow, outcome_columns, request_columns};
 use crate::{Change, Created, StoreError, StoreResult};
-use countersign_core::event::{EventBody, RequestEvent};
-use countersign_core::route::{ProjectChannels, SpecEmail, email_for, webhook_wants};
+use countersign_core::event::RequestEvent;
+use countersign_core::route::{ProjectChannels, Route, SpecEmail, routes};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
@@ -54,11 +54,7 @@ struct Event {
 
 impl Event {
     fn of(event: RequestEvent) -> Self {
-        let spec_email = match &event.body {
-            EventBody::Created { spec, .. } => SpecEmail::of(spec.get()),
-            _ => SpecEmail::Elsewhere,
-        };
-        Self { body: event.to_json(), event, spec_email }
+        Self { body: event.to_json(), spec_email: SpecEmail::of_event(&event), event }
     }
 }
 
@@ -393,35 +389,22 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
         sql.push(';');
     }
     // Routed in this same transaction: each channel's deliveries of each event.
-    let mut webhooks: Vec<(String, &str, &Key, &'static str, i64, i64)> = Vec::new();
-    let mut emails: Vec<(String, &Key, &'static str, i64, i64)> = Vec::new();
+    let mut routed: Vec<(String, Route<'_>, &Key, &'static str, i64, i64)> = Vec::new();
     for (key, event, n) in &events {
         let e = &event.event;
-        for (endpoint_id, subscribed) in endpoints.get(&key.project_id).map_or(&[][..], Vec::as_slice) {
-            if webhook_wants(subscribed, e) {
-                let id = crate::events::delivery_id(salt, e, *n, endpoint_id);
-                webhooks.push((id, endpoint_id, key, e.webhook_event().as_str(), *n, e.at.as_micros()));
-            }
-        }
+        let subscribed = endpoints.get(&key.project_id).map_or(&[][..], Vec::as_slice);
         let project = ProjectChannels { default_email: default_email.contains(&key.project_id) };
-        if let Some(purpose) = email_for(e.kind(), event.spec_email, project) {
-            emails.push((crate::events::message_id(salt, e, *n), key, purpose.as_str(), *n, e.at.as_micros()));
+        for route in routes(e, event.spec_email, subscribed, project) {
+            let id = route.delivery_id(salt, e, *n);
+            routed.push((id, route, key, e.webhook_event().as_str(), *n, e.at.as_micros()));
         }
     }
-    for chunk in webhooks.chunks(DELIVERY_CHUNK) {
+    for chunk in routed.chunks(DELIVERY_CHUNK) {
         sql.push_str(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
+            "INSERT INTO deliveries (id, channel, target, project_id, kind, call_id, event_type, event_seq, \
              created_at, status, next_attempt_at) VALUES ",
         );
-        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"; chunk.len()].join(", "));
-        sql.push_str(" ON CONFLICT (id) DO NOTHING;");
-    }
-    for chunk in emails.chunks(DELIVERY_CHUNK) {
-        sql.push_str(
-            "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
-             next_attempt_at) VALUES ",
-        );
-        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, 'pending', ?)"; chunk.len()].join(", "));
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"; chunk.len()].join(", "));
         sql.push_str(" ON CONFLICT (id) DO NOTHING;");
     }
     let moved: Vec<(&str, i64, String)> = if events.is_empty() { Vec::new() } else { heads.rows().collect() };
@@ -449,10 +432,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(sealed_at)
             .bind(sealed_at);
     }
-    for (id, endpoint_id, key, what, n, at) in &webhooks {
+    for (id, route, key, what, n, at) in &routed {
         query = query
             .bind(id)
-            .bind(*endpoint_id)
+            .bind(route.channel.as_str())
+            .bind(route.target)
             .bind(&key.project_id)
             .bind(key.kind.as_str())
             .bind(&key.call_id)
@@ -461,18 +445,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(*at)
             .bind(*at);
     }
-    for (id, key, purpose, n, at) in &emails {
-        query = query
-            .bind(id)
-            .bind(&key.project_id)
-            .bind(key.kind.as_str())
-            .bind(&key.call_id)
-            .bind(*purpose)
-            .bind(*n)
-            .bind(*at)
-            .bind(*at);
-    }
-    // In the order of the statements: events, deliveries, emails, heads.
+    // In the order of the statements: events, deliveries, heads.
     for (project, seq, hash) in moved {
         query = query.bind(project).bind(seq).bind(hash);
     }

@@ -1,0 +1,125 @@
+//! Upgrading a database: what the earlier schema held is there, unchanged, after the new
+//! migrations. Runs on SQLite, and on PostgreSQL when `COUNTERSIGN_TEST_DATABASE_URL` is set.
+
+use crate::support::{database_url, on_postgres};
+use countersign_core::route::{Channel, DeliveryStatus};
+use countersign_core::webhook::EventType;
+use countersign_core::{RequestKind, Timestamp};
+use countersign_store::prelude::*;
+
+/// Applies the backend's migrations numbered up to `last` to `url` (as an older release did).
+async fn migrate_up_to(url: &str, last: u32) {
+    let backend = if on_postgres() { "postgres" } else { "sqlite" };
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/migrations").join(backend);
+    let older = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&all).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let number: u32 = name[..4].parse().unwrap();
+        if number <= last {
+            std::fs::copy(&path, older.path().join(&name)).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(older.path()).await.unwrap();
+    if on_postgres() {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        pool.close().await;
+    }
+}
+
+/// Runs statements on `url`, whichever backend it is.
+async fn execute(url: &str, statements: &[&str]) {
+    if on_postgres() {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*s)).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        for s in statements {
+            sqlx::query(sqlx::AssertSqlSafe(*s)).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+}
+
+/// The webhook outbox and the email outbox of the release before the one delivery queue move into
+/// it: the same ids (so the same `webhook-id`, and replies to sent emails still find them),
+/// statuses, attempt logs and recipients.
+#[tokio::test]
+async fn queued_webhooks_and_emails_move_into_the_one_delivery_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path()).await;
+    migrate_up_to(&url, 10).await;
+    execute(
+        &url,
+        &[
+            "INSERT INTO projects (id, name, created_at) VALUES ('p1', 'alpha', 1)",
+            "INSERT INTO webhook_endpoints (id, project_id, url, events, format, secret, created_at) VALUES \
+             ('wh_1', 'p1', 'https://hooks.example.com/', '[\"function_call.completed\"]', 'v1beta2', 'whsec_x', 1)",
+            "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
+             created_at, status, attempts, next_attempt_at, last_status, last_error, last_latency_ms, delivered_at) \
+             VALUES ('msg_done', 'wh_1', 'p1', 'function_call', 'c1', 'function_call.completed', 0, 10, \
+             'delivered', 2, NULL, 204, NULL, 12, 20)",
+            "INSERT INTO webhook_deliveries (id, endpoint_id, project_id, kind, call_id, event_type, event_seq, \
+             created_at, status, attempts, next_attempt_at, last_status, last_error) VALUES ('msg_wait', 'wh_1', \
+             'p1', 'function_call', 'c2', 'function_call.completed', 0, 30, 'pending', 1, 9000000000000000, 500, \
+             'the endpoint answered 500')",
+            "INSERT INTO webhook_attempts (delivery_id, attempt, at, status_code, error, latency_ms) VALUES \
+             ('msg_done', 1, 11, 500, 'the endpoint answered 500', 9), ('msg_done', 2, 20, 204, NULL, 12)",
+            "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
+             attempts, recipients, sent_at) VALUES ('<m1@countersign>', 'p1', 'function_call', 'c1', 'request', 0, \
+             5, 'sent', 1, '[\"ada@example.com\"]', 6)",
+            "INSERT INTO email_messages (id, project_id, kind, call_id, purpose, event_seq, created_at, status, \
+             attempts, last_error) VALUES ('<m2@countersign>', 'p1', 'function_call', 'c1', 'escalation', 1, 7, \
+             'failed', 3, 'no SMTP server is configured')",
+        ],
+    )
+    .await;
+
+    let store = countersign_store::open(&url).await.unwrap();
+    let log = store.deliveries("wh_1", 10).await.unwrap();
+    assert_eq!(log.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["msg_wait", "msg_done"], "newest first");
+    let done = &log[1];
+    assert_eq!(
+        (done.channel, done.target.as_deref(), done.status, done.attempts),
+        (Channel::Webhook, Some("wh_1"), DeliveryStatus::Delivered, 2)
+    );
+    assert_eq!(
+        (done.event_type, done.last_status, done.last_latency_ms),
+        (EventType::FunctionCallCompleted, Some(204), Some(12))
+    );
+    assert_eq!(done.delivered_at, Some(Timestamp::from_micros(20)));
+    let waiting = &log[0];
+    assert_eq!(
+        (waiting.status, waiting.last_error.as_deref()),
+        (DeliveryStatus::Pending, Some("the endpoint answered 500"))
+    );
+    let attempts = store.attempts("msg_done").await.unwrap();
+    assert_eq!(
+        attempts.iter().map(|a| (a.attempt, a.status_code)).collect::<Vec<_>>(),
+        [(1, Some(500)), (2, Some(204))]
+    );
+
+    let emails = store.emails_of("p1", RequestKind::FunctionCall, "c1").await.unwrap();
+    assert_eq!(emails.len(), 2, "{emails:?}");
+    assert_eq!(
+        (emails[0].channel, emails[0].status, emails[0].event_type, emails[0].recipients.clone()),
+        (Channel::Email, DeliveryStatus::Delivered, EventType::FunctionCallCreated, vec!["ada@example.com".to_owned()])
+    );
+    assert_eq!(
+        (emails[1].status, emails[1].event_type, emails[1].event_seq, emails[1].attempts),
+        (DeliveryStatus::Failed, EventType::FunctionCallEscalated, 1, 3)
+    );
+    let replied = store.email_by_message_ids(&["<nope@x>".into(), "<m1@countersign>".into()]).await.unwrap();
+    assert_eq!(replied.map(|m| m.call_id), Some("c1".to_owned()), "a reply to an email sent before still finds it");
+    assert!(store.email_by_message_ids(&["msg_done".into()]).await.unwrap().is_none(), "a webhook is not an email");
+    store.close().await;
+}

@@ -1,0 +1,3 @@
+//! Signed webhooks: the outbound side (delivery of the events an endpoint subscribes to).
+
+pub mod outbound;

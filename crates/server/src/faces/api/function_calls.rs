@@ -1,0 +1,75 @@
+//! Approvals: `/function_calls` and `/agent/function_calls/...`.
+
+use super::extract::{ApiQuery, JsonBytes, JsonObject, RawJsonObject};
+use super::{PendingParams, WaitParams};
+use crate::error::{ApiResult, ErrorBody};
+use crate::services::auth::Caller;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use countersign_core::RequestKind::FunctionCall as KIND;
+use countersign_core::wire::{EscalationBody, FunctionCall, FunctionCallCreate, FunctionCallRespond};
+
+/// Create an approval request (idempotent for an identical body).
+#[utoipa::path(post, path = "/function_calls", tag = "function_calls", request_body = FunctionCallCreate,
+    responses((status = 200, description = "Created, or the identical existing request", body = FunctionCall),
+              (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, description = "call_id exists with a different body", body = ErrorBody),
+              (status = 413, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    RawJsonObject(body): RawJsonObject,
+) -> ApiResult<JsonBytes> {
+    super::create(&state, &caller, KIND, &body).await
+}
+
+/// Get an approval request; with `wait`, answer as soon as it is decided.
+#[utoipa::path(get, path = "/function_calls/{call_id}", tag = "function_calls", params(("call_id" = String, Path), WaitParams),
+    responses((status = 200, body = FunctionCall), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+    ApiQuery(params): ApiQuery<WaitParams>,
+) -> ApiResult<JsonBytes> {
+    super::get(&state, &caller, KIND, call_id, params).await
+}
+
+/// Approve or reject; the first response wins.
+#[utoipa::path(post, path = "/agent/function_calls/{call_id}/respond", tag = "function_calls",
+    params(("call_id" = String, Path)), request_body = FunctionCallRespond,
+    responses((status = 200, body = FunctionCall), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "already decided", body = ErrorBody)))]
+pub async fn respond(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<JsonBytes> {
+    super::respond(&state, &caller, KIND, call_id, body).await
+}
+
+/// Record an email escalation of a pending approval.
+#[utoipa::path(post, path = "/agent/function_calls/{call_id}/escalate_email", tag = "function_calls",
+    params(("call_id" = String, Path)), request_body = EscalationBody,
+    responses((status = 200, body = FunctionCall), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "already decided", body = ErrorBody)))]
+pub async fn escalate_email(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<JsonBytes> {
+    super::escalate(&state, &caller, KIND, call_id, body).await
+}
+
+/// Pending approvals of the key's project, oldest first.
+#[utoipa::path(get, path = "/agent/function_calls/pending", tag = "function_calls", params(PendingParams),
+    responses((status = 200, description = "`{items, total, limit, offset, has_more}`"), (status = 401, body = ErrorBody)))]
+pub async fn pending(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(params): ApiQuery<PendingParams>,
+) -> ApiResult<JsonBytes> {
+    super::pending(&state, &caller, KIND, params).await
+}

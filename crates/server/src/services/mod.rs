@@ -1,0 +1,10 @@
+//! Services: what the faces and channels call. The request lifecycle and its in-memory view, people
+//! and their sessions, key authentication, webhook endpoints, the audit log. Nothing here speaks
+//! HTTP to a client or to an outside service.
+
+pub mod audit;
+pub mod auth;
+pub mod live;
+pub mod people;
+pub mod requests;
+pub mod webhooks;

@@ -1,0 +1,423 @@
+//! The request lifecycle as the API sees it: create, read, wait, decide, escalate. Handlers stay
+//! thin and call these; storage and the in-memory view are kept in step here and nowhere else.
+
+use crate::error::{ApiError, ApiResult};
+use crate::limits::Limits;
+use crate::services::live::{LiveEntry, LiveRequests, RequestKey, Reservation};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use countersign_core::{
+    Actor, Decision, Escalation, Fields, Intent, Invalid, NewRequest, Outcome, RequestKind, RequestRecord, Timestamp,
+};
+use countersign_store::{Change, Created, Feed, Page, PageRequest, Store};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The longest a long-poll may wait.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Request operations over a store, with the pending ones mirrored in memory.
+pub struct Requests {
+    store: Arc<dyn Store>,
+    live: LiveRequests,
+    closing: watch::Sender<bool>,
+    /// Subscribed at construction, before [`Requests::warm`] reads, so no change slips between.
+    feed: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<Feed>>>,
+    /// Projects whose pending requests changed, for the live inboxes.
+    inbox: tokio::sync::broadcast::Sender<InboxChange>,
+    /// Poked after every committed change, which may have queued webhooks or emails: one per
+    /// worker, so that each gets the permit.
+    written: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
+    limits: Limits,
+}
+
+/// The answer to a create whose `call_id` already exists: the stored request when the create
+/// repeats it, a conflict otherwise.
+fn replayed(new: &NewRequest, existing: &RequestRecord) -> ApiResult<Bytes> {
+    if new.same_as(existing) {
+        Ok(Bytes::from(existing.to_json()))
+    } else {
+        Err(ApiError::conflict(format!(
+            "a {} with call_id {:?} already exists with a different run_id or spec; use a new call_id",
+            existing.kind.noun(),
+            existing.call_id
+        )))
+    }
+}
+
+/// A project's pending requests changed: one was created, decided or escalated, here or (on a
+/// shared database) by another instance. Carries no content, so listeners re-read what their
+/// reader may see.
+#[derive(Debug, Clone)]
+pub struct InboxChange {
+    pub project_id: Arc<str>,
+}
+
+impl Requests {
+    /// A service over `store`; call [`Requests::warm`] before serving.
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+        let feed = std::sync::Mutex::new(store.changes());
+        let inbox = tokio::sync::broadcast::channel(1024).0;
+        let written = std::sync::Mutex::new(Vec::new());
+        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox, written, limits }
+    }
+
+    /// Changes to pending requests, as they happen.
+    pub fn watch_inbox(&self) -> tokio::sync::broadcast::Receiver<InboxChange> {
+        self.inbox.subscribe()
+    }
+
+    /// Ends when the server starts shutting down (for long-lived streams).
+    pub async fn closed(&self) {
+        let _ = self.closing.subscribe().wait_for(|c| *c).await;
+    }
+
+    fn inbox_changed(&self, project_id: &str) {
+        let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
+        self.wake_workers();
+    }
+
+    /// A new notification, poked after each committed change (a worker waits on it).
+    pub fn written(&self) -> Arc<tokio::sync::Notify> {
+        let notify = Arc::new(tokio::sync::Notify::new());
+        self.written.lock().expect("written lock").push(notify.clone());
+        notify
+    }
+
+    /// Wakes the workers now (e.g. after a redelivery was scheduled).
+    pub fn wake_workers(&self) {
+        for worker in self.written.lock().expect("written lock").iter() {
+            worker.notify_one();
+        }
+    }
+
+    /// Turns true when the server starts shutting down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Loads every pending request into memory; returns how many.
+    pub async fn warm(&self) -> ApiResult<usize> {
+        let pending = self.store.all_pending().await?;
+        let n = pending.len();
+        for record in pending {
+            self.live.insert(record);
+        }
+        Ok(n)
+    }
+
+    /// Applies what other instances decide to the in-memory view, until shutdown; a no-op for
+    /// backends with no change feed. Waiters on another instance's decision wake through this.
+    pub async fn follow_changes(&self) {
+        let Some(mut feed) = self.feed.lock().expect("feed lock").take() else { return };
+        let mut closing = self.closing.subscribe();
+        loop {
+            let event = tokio::select! {
+                event = feed.recv() => event,
+                _ = closing.wait_for(|c| *c) => return,
+            };
+            match event {
+                Ok(Feed::Created { project_id, .. }) => self.inbox_changed(&project_id),
+                Ok(Feed::Queued) => self.wake_workers(),
+                Ok(Feed::Changed { project_id, kind, call_id }) => {
+                    self.inbox_changed(&project_id);
+                    self.refresh(&RequestKey { project_id, kind, call_id }).await;
+                }
+                Ok(Feed::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = self.inbox.send(InboxChange { project_id: "*".into() });
+                    for key in self.live.keys() {
+                        self.refresh(&key).await;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Re-reads a held request from the store: decided ones leave memory and wake their waiters,
+    /// escalated ones are updated. Requests not held need nothing (reads of them go to the store).
+    async fn refresh(&self, key: &RequestKey) {
+        let Some(held) = self.live.get(key) else { return };
+        match self.store.request(&key.project_id, key.kind, &key.call_id).await {
+            Ok(Some(fresh)) if !fresh.is_pending() => self.live.complete(key, Bytes::from(fresh.to_json())),
+            Ok(Some(fresh)) if fresh.escalations.len() != held.meta().escalations.len() => self.live.update(fresh),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(%err, call_id = %key.call_id, "cannot refresh a request changed elsewhere"),
+        }
+    }
+
+    /// Ends every long-poll now (they answer with the current state); used at shutdown.
+    pub fn close_waiters(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Creates a request. Repeating an identical create returns the stored request (also when
+    /// the project is at its pending limit); a different body under an existing `call_id` is a
+    /// conflict and changes nothing.
+    pub async fn create(&self, project_id: &str, new: NewRequest) -> ApiResult<Bytes> {
+        let _room = match self.check_limits(project_id, &new) {
+            Ok(room) => room,
+            Err(refused) if refused.status() == StatusCode::TOO_MANY_REQUESTS => {
+                return match self.store.request(project_id, new.kind, &new.call_id).await? {
+                    Some(existing) => replayed(&new, &existing),
+                    None => Err(refused),
+                };
+            }
+            Err(refused) => return Err(refused),
+        };
+        let record = RequestRecord::new(project_id, new, Timestamp::now());
+        match self.store.create_request(&record).await? {
+            Created::New => {
+                let id = record.call_id.clone();
+                let entry = self.live.insert(record);
+                self.inbox_changed(project_id);
+                tracing::debug!(kind = entry.meta().kind.noun(), call_id = %id, run_id = %entry.meta().run_id, "request created");
+                Ok(entry.json)
+            }
+            Created::Existing(existing) => {
+                let retry =
+                    NewRequest { kind: record.kind, call_id: record.call_id, run_id: record.run_id, spec: record.spec };
+                replayed(&retry, &existing)
+            }
+        }
+    }
+
+    /// Refuses a spec too big or too deep, and a create that would take its project past its
+    /// pending limits, counting the creates in flight; the room it takes is held until the
+    /// returned reservation is dropped. The counts are of what this instance holds (on a shared
+    /// PostgreSQL, each instance bounds what it holds).
+    fn check_limits(&self, project_id: &str, new: &NewRequest) -> ApiResult<Reservation<'_>> {
+        let spec = new.spec.get();
+        if spec.len() > self.limits.max_spec_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "spec is {} bytes; the limit is {} (max_spec_bytes in the configuration)",
+                    spec.len(),
+                    self.limits.max_spec_bytes
+                ),
+            ));
+        }
+        countersign_core::json_depth::check(spec.as_bytes(), self.limits.max_json_depth)
+            .map_err(|why| Invalid::new("spec", why))?;
+        let (max_count, max_bytes) = (self.limits.max_pending_per_project, self.limits.max_pending_bytes_per_project);
+        self.live.reserve(project_id, spec.len() as u64, max_count, max_bytes).map_err(|usage| {
+            let what = if usage.count >= max_count {
+                format!(
+                    "this project has {} pending requests, the most it may hold (max_pending_per_project)",
+                    usage.count
+                )
+            } else {
+                format!(
+                    "this project's pending requests hold {} bytes; this one would pass the limit of {max_bytes} \
+                     (max_pending_bytes_per_project)",
+                    usage.bytes
+                )
+            };
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_pending",
+                format!("{what}; decide or let some finish before creating more"),
+            )
+        })
+    }
+
+    /// The current JSON of a request.
+    pub async fn get(&self, key: &RequestKey) -> ApiResult<Bytes> {
+        match self.hold(key).await? {
+            Held::Pending(entry) => Ok(entry.json),
+            Held::Decided(json) => Ok(json),
+        }
+    }
+
+    /// The in-memory entry of a pending request, loading it if another instance created it (so
+    /// its next polls cost no read either), or the JSON of a decided one.
+    async fn hold(&self, key: &RequestKey) -> ApiResult<Held> {
+        if let Some(entry) = self.live.get(key) {
+            return Ok(Held::Pending(entry));
+        }
+        let record = self.load(key).await?;
+        if !record.is_pending() {
+            return Ok(Held::Decided(Bytes::from(record.to_json())));
+        }
+        // Hold it, then read again: a decision committed in between is not missed, since any
+        // decision after the insert finds the entry (here, or through the change feed).
+        let entry = self.live.insert(record);
+        let fresh = self.load(key).await?;
+        if !fresh.is_pending() {
+            let json = Bytes::from(fresh.to_json());
+            self.live.complete(key, json.clone());
+            return Ok(Held::Decided(json));
+        }
+        Ok(Held::Pending(entry))
+    }
+
+    /// Answers as soon as the request is decided, or with its pending state after `wait`.
+    pub async fn wait(&self, key: &RequestKey, wait: Duration) -> ApiResult<Bytes> {
+        let entry = match self.hold(key).await? {
+            Held::Pending(entry) => entry,
+            Held::Decided(json) => return Ok(json),
+        };
+        let mut decided = entry.subscribe();
+        let mut closing = self.closing.subscribe();
+        let outcome = tokio::time::timeout(wait.min(MAX_WAIT), async {
+            tokio::select! {
+                res = decided.wait_for(Option::is_some) => res.ok().and_then(|v| v.clone()),
+                _ = closing.wait_for(|c| *c) => None,
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Some(json)) => Ok(json),
+            _ => self.get(key).await,
+        }
+    }
+
+    /// Records a decision from a HumanLayer respond body; the first decision wins, later ones
+    /// get 409 (before the body is even read, as HumanLayer answers).
+    pub async fn respond(&self, key: &RequestKey, body: &Value, actor: Actor) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let decision = record.parse_decision(body)?;
+        self.record_decision(key, &record, decision, actor).await
+    }
+
+    /// Records what a decider asks for, checked against the request (errors name the fields as
+    /// `fields` does); the first decision wins, later ones get 409 saying who decided what.
+    pub async fn decide(&self, key: &RequestKey, intent: Intent, fields: &Fields, actor: Actor) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let decision = record.decision(intent, fields)?;
+        self.record_decision(key, &record, decision, actor).await
+    }
+
+    /// Records a validated decision on a pending record.
+    pub async fn record_decision(
+        &self,
+        key: &RequestKey,
+        record: &RequestRecord,
+        decision: Decision,
+        actor: Actor,
+    ) -> ApiResult<Bytes> {
+        let outcome = Outcome { responded_at: Timestamp::now(), decision, decided_by: actor };
+        match self.store.decide(&key.project_id, key.kind, &key.call_id, &outcome).await? {
+            Change::Done => {
+                let mut decided = record.clone();
+                decided.outcome = Some(outcome);
+                let json = Bytes::from(decided.to_json());
+                self.live.complete(key, json.clone());
+                self.inbox_changed(&key.project_id);
+                let by = actor_name(&outcome_actor(&decided));
+                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, decision = describe(&decided), by, "request decided");
+                Ok(json)
+            }
+            Change::AlreadyDecided => {
+                let fresh = self.load(key).await?;
+                if let Some(outcome) = &fresh.outcome {
+                    self.live.complete(key, Bytes::from(fresh.to_json()));
+                    return Err(already_decided(&fresh, outcome));
+                }
+                Err(ApiError::internal(format!("{} was reported decided but is pending", key.call_id)))
+            }
+            Change::NotFound => Err(not_found(key)),
+        }
+    }
+
+    /// Records an escalation on a pending request and returns the request.
+    pub async fn escalate(&self, key: &RequestKey, body: Value, by: &str) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let escalation = Escalation::parse(body, &record, by, Timestamp::now())?;
+        match self.store.escalate(&key.project_id, key.kind, &key.call_id, &escalation).await? {
+            Change::Done => {
+                // Read back rather than append locally: concurrent escalations all show up.
+                let escalated = self.load(key).await?;
+                let json = Bytes::from(escalated.to_json());
+                self.live.update(escalated);
+                self.inbox_changed(&key.project_id);
+                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, by, "request escalated");
+                Ok(json)
+            }
+            Change::AlreadyDecided => {
+                let fresh = self.load(key).await?;
+                match &fresh.outcome {
+                    Some(outcome) => Err(already_decided(&fresh, outcome)),
+                    None => Err(ApiError::internal("escalation lost a race with nothing")),
+                }
+            }
+            Change::NotFound => Err(not_found(key)),
+        }
+    }
+
+    /// A page of a project's pending requests, oldest first.
+    pub async fn pending(&self, project_id: &str, kind: RequestKind, page: &PageRequest) -> ApiResult<Page> {
+        Ok(self.store.pending(project_id, kind, page).await?)
+    }
+
+    /// The freshest record: the in-memory one if pending, else the stored one.
+    async fn current(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
+        match self.live.get(key) {
+            Some(entry) => Ok(entry.record()),
+            None => self.load(key).await,
+        }
+    }
+
+    async fn load(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
+        self.store.request(&key.project_id, key.kind, &key.call_id).await?.ok_or_else(|| not_found(key))
+    }
+}
+
+/// A request as [`Requests::hold`] finds it.
+enum Held {
+    Pending(LiveEntry),
+    Decided(Bytes),
+}
+
+fn not_found(key: &RequestKey) -> ApiError {
+    ApiError::not_found(format!("no {} with call_id {:?} in this project", key.kind.noun(), key.call_id))
+}
+
+fn outcome_actor(record: &RequestRecord) -> Actor {
+    record.outcome.as_ref().map(|o| o.decided_by.clone()).unwrap_or_else(|| Actor::api_key("?"))
+}
+
+/// Who an actor is, for people: their email, else the API key's prefix.
+pub fn actor_name(actor: &Actor) -> String {
+    match (&actor.email, &actor.api_key) {
+        (Some(email), _) => email.clone(),
+        (None, Some(key)) => format!("API key {key}"),
+        (None, None) => "someone".to_owned(),
+    }
+}
+
+fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
+    let who = actor_name(&outcome.decided_by);
+    ApiError::conflict(format!(
+        "{} {:?} already has a response: {} by {} via {} at {}",
+        record.kind.noun(),
+        record.call_id,
+        describe(record),
+        who,
+        outcome.decided_by.channel.as_str(),
+        outcome.responded_at
+    ))
+}
+
+/// `pending`, `approved`, `rejected` or `answered`.
+pub fn describe(record: &RequestRecord) -> &'static str {
+    match record.outcome.as_ref().map(|o| &o.decision) {
+        None => "pending",
+        Some(Decision::Approved { .. }) => "approved",
+        Some(Decision::Rejected { .. }) => "rejected",
+        Some(Decision::Answered { .. }) => "answered",
+    }
+}

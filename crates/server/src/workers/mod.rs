@@ -1,0 +1,3 @@
+//! Workers: background tasks. One delivery worker drives every channel's outbound side.
+
+pub mod delivery;

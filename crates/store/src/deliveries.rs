@@ -1,0 +1,181 @@
+//! The outbound channels: webhook endpoints, the one delivery queue of every channel, and a
+//! project's email settings. The [`Deliveries`] trait, and [`impl_deliveries`], which implements
+//! it for both backends with the queries of [`crate::webhooks`], [`crate::queue`] and
+//! [`crate::emails`].
+
+use crate::{Attempt, AttemptOutcome, Claimed, Delivery, StoreResult};
+use crate::{NewWebhookEndpoint, WebhookEndpoint};
+use async_trait::async_trait;
+use countersign_core::api_key::KeyHash;
+use countersign_core::route::Channel;
+use countersign_core::{Project, RequestKind, Timestamp};
+
+/// Webhook endpoints, the deliveries queued for them (routed from the event log), and email.
+#[async_trait]
+pub trait Deliveries: Send + Sync {
+    /// Adds a webhook endpoint.
+    async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint>;
+    /// An active endpoint.
+    async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    /// Active endpoints, of one project or of all, oldest first.
+    async fn webhooks(&self, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>>;
+    /// Removes an endpoint; its pending deliveries are marked failed. Returns it, if it existed.
+    async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    /// An endpoint's deliveries, newest first.
+    async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>>;
+    /// One delivery, of any channel.
+    async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>>;
+    /// A delivery's attempts, oldest first.
+    async fn attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>>;
+    /// Claims up to `limit` due deliveries of `channel` for one attempt each, until
+    /// `lease_until`; no other worker (of any instance) claims them meanwhile.
+    async fn claim_deliveries(
+        &self,
+        channel: Channel,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<Claimed>>;
+    /// Records attempts of claimed deliveries, all in one transaction; per attempt, `false` if its
+    /// claim had lapsed (nothing recorded for it).
+    async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>>;
+    /// Schedules a webhook delivery for another attempt now (whatever its status), unless its
+    /// endpoint was removed.
+    async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>>;
+    /// When the next pending delivery of `channel` is due, if any.
+    async fn next_delivery_due(&self, channel: Channel) -> StoreResult<Option<Timestamp>>;
+
+    /// Sets (or clears) a project's default email address; `false` if there is no such project.
+    async fn set_default_email(&self, project_id: &str, address: Option<&str>) -> StoreResult<bool>;
+    /// A project's default email address.
+    async fn default_email(&self, project_id: &str) -> StoreResult<Option<String>>;
+
+    /// The first email found among these Message-IDs (a reply's In-Reply-To and References).
+    async fn email_by_message_ids(&self, ids: &[String]) -> StoreResult<Option<Delivery>>;
+    /// The emails of one request, oldest first.
+    async fn emails_of(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<Delivery>>;
+    /// Sets (or, with `None`, removes) the hash of a project's inbound-email secret, replacing
+    /// any earlier one; `false` if there is no such project.
+    async fn set_inbound_email_secret(&self, project_id: &str, hash: Option<&KeyHash>) -> StoreResult<bool>;
+    /// The project whose inbound-email secret has this hash.
+    async fn project_by_inbound_email_secret(&self, hash: &KeyHash) -> StoreResult<Option<Project>>;
+}
+
+/// Implements [`Deliveries`] for a backend's store (a struct with a `pool: sqlx::Pool<$db>`).
+/// The delivery claims and attempt records run on the pool field `$claims`; `$skip_locked` and
+/// `$relaxed` go to [`crate::queue::queue_queries`].
+macro_rules! impl_deliveries {
+    ($store:ty, $db:ty, claims: $claims:ident, skip_locked: $skip_locked:literal, relaxed: $relaxed:literal) => {
+        const _: () = {
+            use crate::{
+                Attempt, AttemptOutcome, Claimed, Deliveries, Delivery, NewWebhookEndpoint, Projects, StoreResult,
+                WebhookEndpoint,
+            };
+            use countersign_core::api_key::KeyHash;
+            use countersign_core::route::Channel;
+            use countersign_core::{Project, RequestKind, Timestamp};
+
+            mod hooks {
+                crate::webhooks::webhook_queries!(sqlx::Pool<$db>);
+            }
+
+            mod mail {
+                crate::emails::email_queries!(sqlx::Pool<$db>);
+            }
+
+            mod queue {
+                crate::queue::queue_queries!(sqlx::Pool<$db>, $skip_locked, $relaxed);
+            }
+
+            #[async_trait::async_trait]
+            impl Deliveries for $store {
+                async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
+                    hooks::add(&self.pool, new).await
+                }
+
+                async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+                    hooks::endpoint(&self.pool, id).await
+                }
+
+                async fn webhooks(&self, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>> {
+                    hooks::list(&self.pool, project_id).await
+                }
+
+                async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+                    hooks::remove(&self.pool, id).await
+                }
+
+                async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>> {
+                    queue::of_target(&self.pool, endpoint_id, limit).await
+                }
+
+                async fn delivery(&self, id: &str) -> StoreResult<Option<Delivery>> {
+                    queue::delivery(&self.pool, id).await
+                }
+
+                async fn attempts(&self, delivery_id: &str) -> StoreResult<Vec<Attempt>> {
+                    queue::attempts(&self.pool, delivery_id).await
+                }
+
+                async fn claim_deliveries(
+                    &self,
+                    channel: Channel,
+                    now: Timestamp,
+                    lease_until: Timestamp,
+                    limit: u32,
+                ) -> StoreResult<Vec<Claimed>> {
+                    queue::claim(&self.$claims, channel, now, lease_until, limit).await
+                }
+
+                async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
+                    queue::finish(&self.$claims, attempts).await
+                }
+
+                async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>> {
+                    queue::redeliver(&self.pool, id).await
+                }
+
+                async fn next_delivery_due(&self, channel: Channel) -> StoreResult<Option<Timestamp>> {
+                    queue::next_due(&self.pool, channel).await
+                }
+
+                async fn set_default_email(&self, project_id: &str, address: Option<&str>) -> StoreResult<bool> {
+                    mail::set_default_email(&self.pool, project_id, address).await
+                }
+
+                async fn default_email(&self, project_id: &str) -> StoreResult<Option<String>> {
+                    mail::default_email(&self.pool, project_id).await
+                }
+
+                async fn email_by_message_ids(&self, ids: &[String]) -> StoreResult<Option<Delivery>> {
+                    queue::first_of(&self.pool, Channel::Email, ids).await
+                }
+
+                async fn emails_of(
+                    &self,
+                    project_id: &str,
+                    kind: RequestKind,
+                    call_id: &str,
+                ) -> StoreResult<Vec<Delivery>> {
+                    queue::of_request(&self.pool, Channel::Email, project_id, kind, call_id).await
+                }
+
+                async fn set_inbound_email_secret(
+                    &self,
+                    project_id: &str,
+                    hash: Option<&KeyHash>,
+                ) -> StoreResult<bool> {
+                    mail::set_inbound_email_secret(&self.pool, project_id, hash.map(|h| &h.0[..])).await
+                }
+
+                async fn project_by_inbound_email_secret(&self, hash: &KeyHash) -> StoreResult<Option<Project>> {
+                    match mail::project_id_by_inbound_email_secret(&self.pool, &hash.0[..]).await? {
+                        Some(id) => self.project_by_id(&id).await,
+                        None => Ok(None),
+                    }
+                }
+            }
+        };
+    };
+}
+pub(crate) use impl_deliveries;

@@ -1,0 +1,202 @@
+//! Projects, their API keys, and the server-wide keys: the [`Projects`] trait, and
+//! [`impl_projects`], which implements it for both backends with one SQL text.
+
+use crate::StoreResult;
+use async_trait::async_trait;
+use countersign_core::api_key::{KeyHash, Scopes};
+use countersign_core::{Project, ProjectName, Timestamp};
+
+/// A stored API key (never the secret itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub name: Option<String>,
+    /// The first characters of the key, e.g. `cs_AbC123`.
+    pub display_prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    /// What the key may do.
+    pub scopes: Scopes,
+}
+
+/// What to store for a new key.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub project_id: String,
+    pub name: Option<String>,
+    pub display_prefix: String,
+    pub hash: KeyHash,
+    /// What the key may do.
+    pub scopes: Scopes,
+}
+
+/// Projects, the API keys that act for them, and server-wide secrets.
+#[async_trait]
+pub trait Projects: Send + Sync {
+    /// Returns the project with this name, creating it if needed.
+    async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project>;
+    /// The project with this name, if any.
+    async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>>;
+    /// The project with this id, if any.
+    async fn project_by_id(&self, id: &str) -> StoreResult<Option<Project>>;
+
+    /// Stores a new API key.
+    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// Lists keys, of one project or of all, oldest first.
+    async fn api_keys(&self, project_name: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes the key with this id or display prefix; returns it, or `None` if there is none.
+    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// The active (unrevoked) key with this hash and its project.
+    async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>>;
+    /// How many unrevoked keys exist across all projects.
+    async fn count_active_api_keys(&self) -> StoreResult<u64>;
+
+    /// A server-wide secret by name, created from `fresh` by whichever instance asks first.
+    async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String>;
+}
+
+/// Implements [`Projects`] for a backend's store (a struct with a `pool: sqlx::Pool<$db>`). Also
+/// defines `<$store>::server_key_in(pool, name, fresh)`, for opening the store: it needs the
+/// routing salt before the store exists.
+macro_rules! impl_projects {
+    ($store:ty, $db:ty) => {
+        const _: () = {
+            use crate::row::{KeyRow, ProjectRow, select_keys};
+            use crate::{ApiKeyRecord, NewApiKey, Projects, StoreError, StoreResult};
+            use countersign_core::api_key::KeyHash;
+            use countersign_core::{Project, ProjectName, Timestamp};
+
+            impl $store {
+                async fn server_key_in(pool: &sqlx::Pool<$db>, name: &str, fresh: &str) -> StoreResult<String> {
+                    sqlx::query(
+                        "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(name)
+                    .bind(fresh)
+                    .bind(Timestamp::now().as_micros())
+                    .execute(pool)
+                    .await?;
+                    let (value,): (String,) = sqlx::query_as("SELECT value FROM server_keys WHERE name = $1")
+                        .bind(name)
+                        .fetch_one(pool)
+                        .await?;
+                    Ok(value)
+                }
+            }
+
+            #[async_trait::async_trait]
+            impl Projects for $store {
+                async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project> {
+                    sqlx::query(
+                        "INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(name.as_str())
+                    .bind(Timestamp::now().as_micros())
+                    .execute(&self.pool)
+                    .await?;
+                    self.project_by_name(name.as_str())
+                        .await?
+                        .ok_or_else(|| StoreError::Internal(format!("project {name} vanished after insert")))
+                }
+
+                async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>> {
+                    let row: Option<ProjectRow> =
+                        sqlx::query_as("SELECT id, name, created_at FROM projects WHERE name = $1")
+                            .bind(name)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    Ok(row.map(Project::from))
+                }
+
+                async fn project_by_id(&self, id: &str) -> StoreResult<Option<Project>> {
+                    let row: Option<ProjectRow> =
+                        sqlx::query_as("SELECT id, name, created_at FROM projects WHERE id = $1")
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    Ok(row.map(Project::from))
+                }
+
+                async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+                    let id = uuid::Uuid::now_v7().to_string();
+                    sqlx::query(
+                        "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at, scopes) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&id)
+                    .bind(&key.project_id)
+                    .bind(&key.name)
+                    .bind(&key.display_prefix)
+                    .bind(&key.hash.0[..])
+                    .bind(Timestamp::now().as_micros())
+                    .bind(key.scopes.to_text())
+                    .execute(&self.pool)
+                    .await?;
+                    let row: KeyRow = sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1"))
+                        .bind(&id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok(row.into())
+                }
+
+                async fn api_keys(&self, project_name: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>> {
+                    let rows: Vec<KeyRow> = sqlx::query_as(concat!(
+                        select_keys!(),
+                        " WHERE $1 IS NULL OR p.name = $1 ORDER BY k.created_at, k.id"
+                    ))
+                    .bind(project_name)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+                }
+
+                async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>> {
+                    sqlx::query(
+                        "UPDATE api_keys SET revoked_at = $1 \
+                         WHERE (id = $2 OR display_prefix = $2) AND revoked_at IS NULL",
+                    )
+                    .bind(Timestamp::now().as_micros())
+                    .bind(id_or_prefix)
+                    .execute(&self.pool)
+                    .await?;
+                    let row: Option<KeyRow> =
+                        sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1 OR k.display_prefix = $1"))
+                            .bind(id_or_prefix)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    Ok(row.map(ApiKeyRecord::from))
+                }
+
+                async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>> {
+                    let row: Option<KeyRow> =
+                        sqlx::query_as(concat!(select_keys!(), " WHERE k.key_hash = $1 AND k.revoked_at IS NULL"))
+                            .bind(&hash.0[..])
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    let Some(key) = row.map(ApiKeyRecord::from) else { return Ok(None) };
+                    let project = self
+                        .project_by_id(&key.project_id)
+                        .await?
+                        .ok_or_else(|| StoreError::Internal(format!("key {} has no project", key.id)))?;
+                    Ok(Some((key, project)))
+                }
+
+                async fn count_active_api_keys(&self) -> StoreResult<u64> {
+                    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL")
+                        .fetch_one(&self.pool)
+                        .await?;
+                    Ok(n as u64)
+                }
+
+                async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
+                    Self::server_key_in(&self.pool, name, fresh).await
+                }
+            }
+        };
+    };
+}
+pub(crate) use impl_projects;
