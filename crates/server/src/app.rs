@@ -3,7 +3,8 @@
 
 use crate::channels::email;
 use crate::error::ApiError;
-use crate::faces::api::{self, extract::JsonBytes};
+use crate::error::JsonBytes;
+use crate::faces::api;
 use crate::faces::{terminal, web};
 use crate::state::AppState;
 use axum::Router;

@@ -2,6 +2,7 @@
 //! `{"error": {"code": ..., "message": ...}}` with its status; internal failures are logged with
 //! the place they happened and answered without details.
 
+use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use countersign_core::Invalid;
@@ -120,4 +121,19 @@ pub struct ErrorDetail {
     code: String,
     /// What was wrong and how to fix it; names the offending field.
     message: String,
+}
+
+/// A JSON response whose body is already serialized.
+pub struct JsonBytes(pub Bytes);
+
+impl IntoResponse for JsonBytes {
+    fn into_response(self) -> Response {
+        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
+    }
+}
+
+impl From<Vec<u8>> for JsonBytes {
+    fn from(bytes: Vec<u8>) -> Self {
+        Self(Bytes::from(bytes))
+    }
 }

@@ -90,7 +90,8 @@ impl Server {
         .map_err(std::io::Error::other)?;
         let email = DeliveryWorker::new(s.store.clone(), email, wake);
         let workers = [tokio::spawn(webhooks.run(closing.clone())), tokio::spawn(email.run(closing))];
-        let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(app::router(self.state.clone(), self.mounted));
+        let routes = app::router(self.state.clone(), self.mounted);
+        let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(routes);
         let closing = state.clone();
         listen::serve(self.listener, app, &state.settings.limits, shutdown, move || {
             tracing::info!("shutting down: finishing in-flight requests");

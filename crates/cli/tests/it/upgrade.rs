@@ -5,7 +5,6 @@ use crate::support::{database_url, on_postgres};
 use countersign_core::route::{Channel, DeliveryStatus};
 use countersign_core::webhook::EventType;
 use countersign_core::{RequestKind, Timestamp};
-use countersign_store::prelude::*;
 
 /// Applies the backend's migrations numbered up to `last` to `url` (as an older release did).
 async fn migrate_up_to(url: &str, last: u32) {

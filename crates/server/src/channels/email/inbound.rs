@@ -8,7 +8,7 @@
 //! by inbound email (`via: inbound_email`): the sender is the `From:` the mail service saw.
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::faces::api::extract::JsonBytes;
+use crate::error::JsonBytes;
 use crate::services::live::RequestKey;
 use crate::state::AppState;
 use axum::body::Bytes;

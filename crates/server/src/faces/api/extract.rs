@@ -6,8 +6,7 @@ use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
 use countersign_core::Invalid;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -70,17 +69,3 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// A JSON response whose body is already serialized.
-pub struct JsonBytes(pub Bytes);
-
-impl IntoResponse for JsonBytes {
-    fn into_response(self) -> Response {
-        ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], self.0).into_response()
-    }
-}
-
-impl From<Vec<u8>> for JsonBytes {
-    fn from(bytes: Vec<u8>) -> Self {
-        Self(Bytes::from(bytes))
-    }
-}

@@ -1,6 +1,7 @@
 //! Approvals: `/function_calls` and `/agent/function_calls/...`.
 
-use super::extract::{ApiQuery, JsonBytes, JsonObject, RawJsonObject};
+use super::extract::{ApiQuery, JsonObject, RawJsonObject};
+use crate::error::JsonBytes;
 use super::{PendingParams, WaitParams};
 use crate::error::{ApiResult, ErrorBody};
 use crate::services::auth::Caller;

@@ -1,6 +1,7 @@
 //! Questions to humans: `/contact_requests` (alias `/human_contacts`) and `/agent/human_contacts/...`.
 
-use super::extract::{ApiQuery, JsonBytes, JsonObject, RawJsonObject};
+use super::extract::{ApiQuery, JsonObject, RawJsonObject};
+use crate::error::JsonBytes;
 use super::{PendingParams, WaitParams};
 use crate::error::{ApiResult, ErrorBody};
 use crate::services::auth::Caller;

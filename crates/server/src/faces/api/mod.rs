@@ -17,7 +17,7 @@ use crate::state::AppState;
 use countersign_core::api_key::Scope;
 use countersign_core::{Actor, Invalid, NewRequest, RequestKind};
 use countersign_store::PageRequest;
-use extract::JsonBytes;
+use crate::error::JsonBytes;
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
