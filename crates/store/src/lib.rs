@@ -1,14 +1,14 @@
 //! Countersign's storage: the [`Store`] interface the server and CLI are written against, split by
-//! concern ([`Projects`], [`People`], [`Requests`], [`Deliveries`]), and one implementation per
-//! database backend, each owning its migrations.
+//! concern ([`Projects`], [`People`], [`Requests`], [`Listings`], [`Deliveries`]), and one
+//! implementation per database backend, each owning its migrations.
 //!
-//! The SQL both backends share is written once: each concern's module holds a macro that
-//! implements its trait for a backend's store (in an anonymous `const` block, so the imports and
-//! helpers it brings stay out of the backend's module), and the backends invoke it with the few
-//! expressions their dialects spell differently. Only what really differs lives in `sqlite/` and
-//! `postgres/`: how requests are created, decided and escalated (SQLite's group-commit writer;
-//! PostgreSQL's conditional statements that NOTIFY other instances), the change feed, and the
-//! delivery claims.
+//! Each trait is implemented once. Where the SQL is the same on both backends (projects, people,
+//! listings, deliveries), the trait's module holds a macro that implements it for a backend's
+//! store (in an anonymous `const` block, so the imports and helpers it brings stay out of the
+//! backend's module), and each backend invokes it with the few expressions its dialect spells
+//! differently. [`Requests`], how requests are created, decided and escalated, differs for real
+//! and is written in `sqlite/` (the group-commit writer) and `postgres/` (conditional statements
+//! that NOTIFY the other instances, and the change feed).
 
 mod deliveries;
 mod emails;
@@ -29,23 +29,23 @@ use std::sync::Arc;
 pub use deliveries::Deliveries;
 pub use error::{StoreError, StoreResult};
 pub use events::{AuditEvent, ChainState};
-pub use listing::{DecidedStatus, RequestFilter};
+pub use listing::{DecidedStatus, Listings, RequestFilter};
 pub use people::{Credentials, NewSession, People, Session};
 pub use projects::{ApiKeyRecord, NewApiKey, Projects};
-pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
+pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Deliveries, People, Projects, Requests, Store};
+    pub use crate::{Deliveries, Listings, People, Projects, Requests, Store};
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
-pub trait Store: Projects + People + Requests + Deliveries + 'static {}
+pub trait Store: Projects + People + Requests + Listings + Deliveries + 'static {}
 
-impl<T: Projects + People + Requests + Deliveries + 'static> Store for T {}
+impl<T: Projects + People + Requests + Listings + Deliveries + 'static> Store for T {}
 
 /// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
 /// `sqlite://PATH` (or a plain file path).

@@ -2,8 +2,8 @@
 //! delivery queue (see [`crate::queue`]).
 
 use crate::StoreError;
-use countersign_core::webhook::{EventType, Format};
 use countersign_core::Timestamp;
+use countersign_core::webhook::{EventType, Format};
 
 /// A webhook endpoint of a project.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,3 +149,37 @@ macro_rules! webhook_queries {
     };
 }
 pub(crate) use webhook_queries;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(events: &str, format: &str) -> EndpointRow {
+        EndpointRow {
+            id: "wh_1".into(),
+            project_id: "p1".into(),
+            url: "https://example.com/hook".into(),
+            events: events.into(),
+            format: format.into(),
+            secret: "whsec_x".into(),
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn events_and_format_are_stored_by_name_and_read_back_typed() {
+        let events = [EventType::FunctionCallCompleted, EventType::HumanContactEscalated];
+        let text = events_text(&events);
+        assert_eq!(text, r#"["function_call.completed","human_contact.escalated"]"#);
+        let endpoint = WebhookEndpoint::try_from(stored(&text, "legacy")).unwrap();
+        assert_eq!((endpoint.events, endpoint.format), (events.to_vec(), Format::Legacy));
+    }
+
+    #[test]
+    fn an_unknown_stored_event_or_format_is_an_error_not_a_default() {
+        for (events, format) in [(r#"["function_call.done"]"#, "v1beta2"), ("[]", "xml"), ("nonsense", "legacy")] {
+            let err = WebhookEndpoint::try_from(stored(events, format)).unwrap_err();
+            assert!(matches!(&err, StoreError::Internal(m) if m.contains("wh_1")), "{err}");
+        }
+    }
+}

@@ -3,8 +3,8 @@
 
 use crate::error::{ApiError, ApiResult};
 use countersign_core::Invalid;
-use countersign_core::webhook::{self, EventType, Format};
 use countersign_core::route::Channel;
+use countersign_core::webhook::{self, EventType, Format};
 use countersign_store::{Attempt, Delivery, NewWebhookEndpoint, Store, WebhookEndpoint};
 use serde_json::{Value, json};
 

@@ -1,14 +1,13 @@
 //! The PostgreSQL backend, for several Countersign instances sharing one database. Every write is
 //! its own transaction (PostgreSQL groups concurrent commits itself); the first decision wins
 //! through a conditional UPDATE. Decisions and escalations NOTIFY in the same statement, so every
-//! instance learns of them the moment they commit ([`Requests::changes`](crate::Requests::changes)).
+//! instance learns of them the moment they commit ([`Requests::changes`]).
 
 mod listen;
 mod sealer;
 
-use crate::requests::BackendRequests;
 use crate::row::outcome_columns;
-use crate::{Change, Created, Feed, Requests, StoreError, StoreResult};
+use crate::{Change, Created, Feed, Listings, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
 use countersign_core::event::RequestEvent;
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
@@ -48,7 +47,7 @@ macro_rules! notify_changed {
 
 crate::projects::impl_projects!(PostgresStore, sqlx::Postgres);
 crate::people::impl_people!(PostgresStore, sqlx::Postgres);
-crate::requests::impl_requests!(
+crate::listing::impl_listings!(
     PostgresStore,
     sqlx::Postgres,
     function: "(spec::jsonb ->> 'fn')",
@@ -115,7 +114,7 @@ impl PostgresStore {
 /// Each write is one statement that also logs its event (and, for decisions and escalations,
 /// notifies every instance); the sealer seals and routes the events shortly after.
 #[async_trait]
-impl BackendRequests for PostgresStore {
+impl Requests for PostgresStore {
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
         let event = RequestEvent::created(request).to_json();
         let inserted = sqlx::query(

@@ -5,8 +5,7 @@
 mod checkpoint;
 mod writer;
 
-use crate::requests::BackendRequests;
-use crate::{Change, Created, StoreError, StoreResult};
+use crate::{Change, Created, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord};
@@ -18,7 +17,7 @@ use writer::Writer;
 
 crate::projects::impl_projects!(SqliteStore, sqlx::Sqlite);
 crate::people::impl_people!(SqliteStore, sqlx::Sqlite);
-crate::requests::impl_requests!(
+crate::listing::impl_listings!(
     SqliteStore,
     sqlx::Sqlite,
     function: "json_extract(spec, '$.fn')",
@@ -82,7 +81,7 @@ impl SqliteStore {
 
 /// The writes of requests go through the group-commit writer, which also seals and routes.
 #[async_trait]
-impl BackendRequests for SqliteStore {
+impl Requests for SqliteStore {
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
         self.writer.create(request).await
     }
