@@ -74,12 +74,12 @@ impl Server {
         let following = self.state.clone();
         tokio::spawn(async move { following.requests.follow_changes().await });
         let s = &self.state;
-        let (wake, closing) = (s.requests.written(), s.requests.closing());
+        let closing = s.requests.closing();
         let webhooks = channels::webhook::outbound::WebhookChannel::new(
             s.store.clone(),
             s.settings.limits.allow_private_webhook_targets,
         );
-        let webhooks = DeliveryWorker::new(s.store.clone(), webhooks, wake.clone());
+        let webhooks = DeliveryWorker::new(s.store.clone(), webhooks, s.requests.written());
         let email = channels::email::EmailChannel::new(
             s.store.clone(),
             s.links.clone(),
@@ -88,7 +88,7 @@ impl Server {
             &s.settings.limits,
         )
         .map_err(std::io::Error::other)?;
-        let email = DeliveryWorker::new(s.store.clone(), email, wake);
+        let email = DeliveryWorker::new(s.store.clone(), email, s.requests.written());
         let workers = [tokio::spawn(webhooks.run(closing.clone())), tokio::spawn(email.run(closing))];
         let routes = app::router(self.state.clone(), self.mounted);
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(routes);

@@ -6,7 +6,11 @@ macro_rules! email_queries {
     ($pool:ty) => {
         use crate::StoreResult;
 
-        pub(super) async fn set_default_email(pool: &$pool, project_id: &str, address: Option<&str>) -> StoreResult<bool> {
+        pub(super) async fn set_default_email(
+            pool: &$pool,
+            project_id: &str,
+            address: Option<&str>,
+        ) -> StoreResult<bool> {
             let done = sqlx::query("UPDATE projects SET default_email = $1 WHERE id = $2")
                 .bind(address)
                 .bind(project_id)
@@ -16,12 +20,18 @@ macro_rules! email_queries {
         }
 
         pub(super) async fn default_email(pool: &$pool, project_id: &str) -> StoreResult<Option<String>> {
-            let row: Option<(Option<String>,)> =
-                sqlx::query_as("SELECT default_email FROM projects WHERE id = $1").bind(project_id).fetch_optional(pool).await?;
+            let row: Option<(Option<String>,)> = sqlx::query_as("SELECT default_email FROM projects WHERE id = $1")
+                .bind(project_id)
+                .fetch_optional(pool)
+                .await?;
             Ok(row.and_then(|(a,)| a))
         }
 
-        pub(super) async fn set_inbound_email_secret(pool: &$pool, project_id: &str, hash: Option<&[u8]>) -> StoreResult<bool> {
+        pub(super) async fn set_inbound_email_secret(
+            pool: &$pool,
+            project_id: &str,
+            hash: Option<&[u8]>,
+        ) -> StoreResult<bool> {
             let done = sqlx::query("UPDATE projects SET inbound_email_secret_hash = $1 WHERE id = $2")
                 .bind(hash)
                 .bind(project_id)
@@ -30,7 +40,10 @@ macro_rules! email_queries {
             Ok(done.rows_affected() == 1)
         }
 
-        pub(super) async fn project_id_by_inbound_email_secret(pool: &$pool, hash: &[u8]) -> StoreResult<Option<String>> {
+        pub(super) async fn project_id_by_inbound_email_secret(
+            pool: &$pool,
+            hash: &[u8],
+        ) -> StoreResult<Option<String>> {
             let row: Option<(String,)> = sqlx::query_as("SELECT id FROM projects WHERE inbound_email_secret_hash = $1")
                 .bind(hash)
                 .fetch_optional(pool)

@@ -108,7 +108,8 @@ impl TryFrom<DeliveryRow> for Delivery {
     type Error = StoreError;
 
     fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
-        let bad = |what: &str, value: &str| StoreError::Internal(format!("delivery {}: unknown {what} {value:?}", r.id));
+        let bad =
+            |what: &str, value: &str| StoreError::Internal(format!("delivery {}: unknown {what} {value:?}", r.id));
         Ok(Self {
             channel: Channel::parse(&r.channel).ok_or_else(|| bad("channel", &r.channel))?,
             kind: RequestKind::parse(&r.kind).ok_or_else(|| bad("request kind", &r.kind))?,

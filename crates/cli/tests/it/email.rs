@@ -4,9 +4,9 @@
 //! proceeds.
 
 use crate::support::{TestServer, approval, assert_error, json as read_json};
+use countersign_core::route::DeliveryStatus;
 use countersign_server::Settings;
 use countersign_server::channels::email::EmailSettings;
-use countersign_core::route::DeliveryStatus;
 use reqwest::StatusCode;
 use reqwest::redirect::Policy;
 use serde_json::{Value, json};

@@ -160,8 +160,8 @@ async fn a_gated_write_happens_only_after_approval_with_the_humans_edits_and_nev
 
 #[tokio::test]
 async fn the_gate_keeps_the_client_waiting_with_progress_while_the_human_decides() {
-    use countersign_mcp::gate::{Downstream, Gate, Relay, connect};
     use countersign_core::rules::Rules;
+    use countersign_mcp::gate::{Downstream, Gate, Relay, connect};
     let s = TestServer::start().await;
     let (_dir, dir) = files();
     let downstream = connect(&Downstream::Command(filesystem_server(&dir)), Relay::default()).await.unwrap();

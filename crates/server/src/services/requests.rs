@@ -79,7 +79,8 @@ impl Requests {
         self.wake_workers();
     }
 
-    /// A new notification, poked after each committed change (a worker waits on it).
+    /// A new notification, poked after each committed change: one per worker (a notification
+    /// wakes one waiter, so two workers sharing one would leave the other asleep until its idle check).
     pub fn written(&self) -> Arc<tokio::sync::Notify> {
         let notify = Arc::new(tokio::sync::Notify::new());
         self.written.lock().expect("written lock").push(notify.clone());

@@ -7,8 +7,8 @@
 //! the first line says decides (see `countersign_core::reply`). The decision records that it came
 //! by inbound email (`via: inbound_email`): the sender is the `From:` the mail service saw.
 
-use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::error::JsonBytes;
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::services::live::RequestKey;
 use crate::state::AppState;
 use axum::body::Bytes;

@@ -62,4 +62,3 @@ pub fn links_for(signer: &LinkSigner, base: &str, record: &RequestRecord) -> Lin
     };
     Links { view: of[0].1.clone(), of }
 }
-

@@ -5,8 +5,8 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use countersign_core::Invalid;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -68,4 +68,3 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
         })
     }
 }
-

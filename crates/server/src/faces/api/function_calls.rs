@@ -1,8 +1,8 @@
 //! Approvals: `/function_calls` and `/agent/function_calls/...`.
 
 use super::extract::{ApiQuery, JsonObject, RawJsonObject};
-use crate::error::JsonBytes;
 use super::{PendingParams, WaitParams};
+use crate::error::JsonBytes;
 use crate::error::{ApiResult, ErrorBody};
 use crate::services::auth::Caller;
 use crate::state::AppState;

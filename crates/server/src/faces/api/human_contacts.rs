@@ -1,8 +1,8 @@
 //! Questions to humans: `/contact_requests` (alias `/human_contacts`) and `/agent/human_contacts/...`.
 
 use super::extract::{ApiQuery, JsonObject, RawJsonObject};
-use crate::error::JsonBytes;
 use super::{PendingParams, WaitParams};
+use crate::error::JsonBytes;
 use crate::error::{ApiResult, ErrorBody};
 use crate::services::auth::Caller;
 use crate::state::AppState;

@@ -10,6 +10,7 @@ pub mod project;
 pub mod webhooks;
 
 use crate::error::ApiResult;
+use crate::error::JsonBytes;
 use crate::services::auth::Caller;
 use crate::services::live::RequestKey;
 use crate::services::requests::MAX_WAIT;
@@ -17,7 +18,6 @@ use crate::state::AppState;
 use countersign_core::api_key::Scope;
 use countersign_core::{Actor, Invalid, NewRequest, RequestKind};
 use countersign_store::PageRequest;
-use crate::error::JsonBytes;
 use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
