@@ -70,8 +70,12 @@ struct SmtpSink {
 
 impl SmtpSink {
     async fn start() -> (Self, String) {
+        Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// A sink on `listener`; its `smtp://` URL.
+    fn start_on(listener: tokio::net::TcpListener) -> (Self, String) {
         let sink = Self::default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("smtp://{}", listener.local_addr().unwrap());
         let mails = sink.mails.clone();
         tokio::spawn(async move {
@@ -513,4 +517,44 @@ async fn runaway_templates_fail_for_good_and_other_email_still_flows() {
         assert_eq!(emails[0].attempts, 1, "failed at the first attempt, never retried: {emails:?}");
     }
     assert_eq!(sink.mails.lock().unwrap().len(), 1, "nothing of the failed emails was sent");
+}
+
+/// A server killed right after a request with an email channel was acknowledged sends its email
+/// after restart, once: the email was queued in the create's own transaction (while the SMTP
+/// server was down, so nothing could have been sent before the kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_after_the_create_emails_after_restart() {
+    use crate::binary::{Served, countersign, fresh_dir, stdout};
+    let dir = fresh_dir().await;
+    let key =
+        stdout(&countersign(dir.path(), &["keys", "create", "--project", "crash"])).lines().last().unwrap().to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let smtp = format!("smtp://127.0.0.1:{port}");
+    let env =
+        [("COUNTERSIGN_SMTP_URL", smtp.as_str()), ("COUNTERSIGN_EMAIL_FROM", "Countersign <approvals@example.com>")];
+    let mut server = Served::start_with(dir.path(), &env, std::process::Stdio::inherit());
+    let http = crate::support::client();
+    let create = http
+        .post(server.url("/humanlayer/v1/function_calls"))
+        .bearer_auth(&key)
+        .json(&emailed("c1", json!({"address": "ada@example.com"})));
+    assert_eq!(create.send().await.unwrap().status(), StatusCode::OK);
+    server.child.kill().unwrap(); // SIGKILL right after the create was acknowledged
+    server.child.wait().unwrap();
+
+    let (sink, _) = SmtpSink::start_on(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap());
+    let server = Served::start_with(dir.path(), &env, std::process::Stdio::inherit());
+    // A first attempt the killed server made (refused: nothing listened) is retried about 5 s
+    // later; one it was in the middle of when killed waits for its claim (60 s) to lapse.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while sink.mails.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the email was not sent after the restart");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mails = sink.mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 1, "sent once");
+    assert_eq!(mails[0].rcpt, ["ada@example.com"]);
+    assert!(mails[0].raw.contains("refund"), "{}", mails[0].raw);
+    assert!(server.terminate().success());
 }
