@@ -186,11 +186,6 @@ pub fn email_for(kind: EventKind, spec: SpecEmail, project: ProjectChannels) -> 
     }
 }
 
-/// The email this event sends, if any (see [`email_for`]).
-pub fn email_wants(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
-    email_for(event.kind(), SpecEmail::of_event(event), project)
-}
-
 /// The id of the delivery of one event to one target (an endpoint id, or `email`): 32 hex
 /// digits of SHA-256 over a secret salt, the request and the event (kind, and for an escalation
 /// which one), so the same event routed twice gives the same id, and ids stay unguessable.
@@ -229,6 +224,10 @@ mod tests {
         }
     }
 
+    fn email_of(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
+        email_for(event.kind(), SpecEmail::of_event(event), project)
+    }
+
     fn with(event: &RequestEvent, body: EventBody) -> RequestEvent {
         RequestEvent { body, ..event.clone() }
     }
@@ -265,14 +264,14 @@ mod tests {
         let null_channel = created(RequestKind::HumanContact, json!({"msg": "?", "channel": null}));
         let null_address =
             created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": null}}}));
-        assert_eq!(email_wants(&addressed, none), Some(EmailPurpose::Request));
-        assert_eq!(email_wants(&unaddressed, default), Some(EmailPurpose::Request));
-        assert_eq!(email_wants(&null_channel, default), Some(EmailPurpose::Request));
-        assert_eq!(email_wants(&unaddressed, none), None);
-        assert_eq!(email_wants(&slack, default), None, "a request naming another channel is not emailed");
-        assert_eq!(email_wants(&null_address, default), None);
+        assert_eq!(email_of(&addressed, none), Some(EmailPurpose::Request));
+        assert_eq!(email_of(&unaddressed, default), Some(EmailPurpose::Request));
+        assert_eq!(email_of(&null_channel, default), Some(EmailPurpose::Request));
+        assert_eq!(email_of(&unaddressed, none), None);
+        assert_eq!(email_of(&slack, default), None, "a request naming another channel is not emailed");
+        assert_eq!(email_of(&null_address, default), None);
         let escalated = with(&slack, EventBody::Escalated { escalation: json!({"escalation_msg": "!"}) });
-        assert_eq!(email_wants(&escalated, none), Some(EmailPurpose::Escalation));
+        assert_eq!(email_of(&escalated, none), Some(EmailPurpose::Escalation));
         let decided = with(
             &addressed,
             EventBody::Decided {
@@ -280,7 +279,7 @@ mod tests {
                 actor: Actor::api_key("k"),
             },
         );
-        assert_eq!(email_wants(&decided, default), None);
+        assert_eq!(email_of(&decided, default), None);
     }
 
     #[test]

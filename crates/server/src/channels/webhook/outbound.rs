@@ -15,7 +15,7 @@ use crate::channels::Outbound;
 use countersign_core::route::Channel;
 use countersign_core::webhook::{self, EventType};
 use countersign_core::{RequestRecord, Timestamp};
-use countersign_store::{AttemptOutcome, Claimed, Store, WebhookEndpoint};
+use countersign_store::{AttemptOutcome, Claimed, Delivery, Store, WebhookEndpoint};
 use futures::future::BoxFuture;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -81,13 +81,20 @@ impl Outbound for WebhookChannel {
         let started = Instant::now();
         let at = Timestamp::now();
         let d = &claimed.delivery;
-        let (status_code, failure, url) = match self.send(claimed).await {
-            Ok((status, url)) if status.is_success() => (Some(status.as_u16()), None, url),
-            Ok((status, url)) => {
-                let text = format!("the endpoint answered {status}");
-                (Some(status.as_u16()), Some(Failure { shown: text.clone(), detail: text, permanent: false }), url)
+        let (url, sent) = match self.endpoint_of(d).await {
+            Ok(endpoint) => {
+                let sent = self.send(d, &endpoint).await;
+                (endpoint.url, sent)
             }
-            Err(failure) => (None, Some(failure), String::new()),
+            Err(failure) => (String::new(), Err(failure)),
+        };
+        let (status_code, failure) = match sent {
+            Ok(status) if status.is_success() => (Some(status.as_u16()), None),
+            Ok(status) => {
+                let text = format!("the endpoint answered {status}");
+                (Some(status.as_u16()), Some(Failure { shown: text.clone(), detail: text, permanent: false }))
+            }
+            Err(failure) => (None, Some(failure)),
         };
         // Without an answer the latency would tell a closed port (at once) from a silent one (the
         // timeout): it is recorded as 0.
@@ -214,12 +221,14 @@ impl Failure {
 }
 
 impl WebhookChannel {
-    /// Renders, signs and posts one delivery; the endpoint's status and URL.
-    async fn send(&self, claimed: &Claimed) -> Result<(reqwest::StatusCode, String), Failure> {
-        let d = &claimed.delivery;
-        let endpoint_id =
-            d.target.as_deref().ok_or_else(|| Failure::internal("the delivery names no endpoint".into()))?;
-        let endpoint = self.endpoint(endpoint_id).await?;
+    /// The endpoint a delivery goes to.
+    async fn endpoint_of(&self, d: &Delivery) -> Result<WebhookEndpoint, Failure> {
+        let id = d.target.as_deref().ok_or_else(|| Failure::internal("the delivery names no endpoint".into()))?;
+        self.endpoint(id).await
+    }
+
+    /// Renders, signs and posts one delivery to `endpoint`; the status it answered.
+    async fn send(&self, d: &Delivery, endpoint: &WebhookEndpoint) -> Result<reqwest::StatusCode, Failure> {
         let url = reqwest::Url::parse(&endpoint.url)
             .map_err(|e| Failure::internal(format!("the endpoint's URL is not valid: {e}")))?;
         // Literal addresses are not resolved, so the resolver's check does not see them.
@@ -249,7 +258,7 @@ impl WebhookChannel {
             .send()
             .await
             .map_err(|e| Failure::no_response(describe(&e)))?;
-        Ok((response.status(), endpoint.url))
+        Ok(response.status())
     }
 }
 
