@@ -317,6 +317,30 @@ async fn replies_approve_reject_and_answer_and_strangers_are_refused() {
     assert_eq!(q1["status"]["response"], "eu-west-1, please");
     let unknown = read_json(post(reply("<nope@countersign>", "ada@example.com", "approve")).await.unwrap()).await;
     assert_eq!(unknown.0, StatusCode::NOT_FOUND);
+
+    // A thread's Message-IDs are looked up only as far as 64 of them: In-Reply-To, then References
+    // newest first. Ours as In-Reply-To, the newest reference or the root of a short thread is
+    // found (a2 is decided: 409); ours as the oldest of 5,001 references is not (404).
+    let junk: String = (0..5_000).map(|i| format!(" <junk{i}@elsewhere.example>")).collect();
+    let a2 = id_of("a2");
+    let long_thread = |in_reply_to: &str, references: &str| {
+        format!(
+            "From: ada@example.com\r\nIn-Reply-To: <{in_reply_to}>\r\nReferences:{references}\r\n\
+             Content-Type: text/plain\r\n\r\napprove\r\n"
+        )
+    };
+    let threads = [
+        (a2.clone(), junk.clone()),
+        ("junk@x.example".into(), format!("{junk} <{a2}>")),
+        // Every reference counts, not only the newest (the root of a short thread is ours).
+        ("junk@x.example".into(), format!(" <{a2}> <j1@x.example> <j2@x.example>")),
+    ];
+    for (in_reply_to, references) in threads {
+        let found = read_json(post(long_thread(&in_reply_to, &references)).await.unwrap()).await;
+        assert_error(&found, StatusCode::CONFLICT, "conflict", "already has a response");
+    }
+    let too_far = read_json(post(long_thread("junk@x.example", &format!(" <{a2}>{junk}"))).await.unwrap()).await;
+    assert_eq!(too_far.0, StatusCode::NOT_FOUND, "{too_far:?}");
 }
 
 #[tokio::test]

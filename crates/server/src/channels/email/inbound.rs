@@ -7,8 +7,7 @@
 //! the first line says decides (see `countersign_core::reply`). The decision records that it came
 //! by inbound email (`via: inbound_email`): the sender is the `From:` the mail service saw.
 
-use crate::error::JsonBytes;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, JsonBytes};
 use crate::services::live::RequestKey;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -22,6 +21,10 @@ use countersign_core::{Actor, DecisionChannel, Fields, Invalid, Project, reply};
 
 /// Every inbound-email secret starts with this (API keys start with `cs_`).
 pub const SECRET_PREFIX: &str = "csie_";
+
+/// Most Message-IDs of a reply's thread looked up (In-Reply-To first, then References newest
+/// first): each is a database read, and a crafted reply can carry thousands.
+pub const MAX_THREAD_IDS: usize = 64;
 
 /// A fresh inbound-email secret: shown once, stored only as its hash.
 pub struct InboundSecret {
@@ -89,16 +92,23 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let message = mail_parser::MessageParser::default()
         .parse(&body[..])
         .ok_or_else(|| ApiError::invalid(Invalid::new(".", "the body is not a MIME email message")))?;
+    // In-Reply-To (the parent), then References newest first (they are listed from the root).
     let mut ids: Vec<String> = Vec::new();
-    for header in [message.in_reply_to(), message.references()] {
-        let values: Vec<String> = match (header.as_text(), header.as_text_list()) {
-            (Some(one), _) => vec![one.to_owned()],
-            (None, Some(list)) => list.iter().map(|s| s.to_string()).collect(),
+    for (header, newest_first) in [(message.in_reply_to(), false), (message.references(), true)] {
+        let mut values: Vec<&str> = match (header.as_text_list(), header.as_text()) {
+            (Some(list), _) => list.iter().map(|s| s.as_ref()).collect(),
+            (None, Some(one)) => vec![one],
             _ => Vec::new(),
         };
+        if newest_first {
+            values.reverse();
+        }
         for id in values {
-            let bare = id.trim().trim_start_matches('<').trim_end_matches('>').to_owned();
-            ids.push(format!("<{bare}>"));
+            let bare = id.trim().trim_start_matches('<').trim_end_matches('>');
+            let id = format!("<{bare}>");
+            if ids.len() < MAX_THREAD_IDS && !ids.contains(&id) {
+                ids.push(id);
+            }
         }
     }
     if ids.is_empty() {
