@@ -48,6 +48,9 @@ pub enum Command {
     /// Manage signed webhook endpoints: add, list, remove, deliveries, attempts, redeliver.
     #[command(subcommand, after_help = WEBHOOKS_HELP)]
     Webhooks(WebhooksCommand),
+    /// Connect a project to a Slack app: connect, status, disconnect, manifest.
+    #[command(subcommand, after_help = SLACK_HELP)]
+    Slack(SlackCommand),
     /// The tamper-evident audit log: verify the hash chains, export the events, print checkpoints.
     #[command(subcommand, after_help = AUDIT_HELP)]
     Audit(AuditCommand),
@@ -235,6 +238,76 @@ pub enum ProjectsCommand {
         #[arg(long)]
         revoke: bool,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const SLACK_HELP: &str = "Set up: `countersign slack manifest --public-url https://countersign.example.com` prints an \
+app manifest; create the app from it at https://api.slack.com/apps (\"From a manifest\"), install it to the \
+workspace, then connect the project with the app's bot token (OAuth & Permissions) and signing secret (Basic \
+Information). Invite the bot to the channels it posts to (/invite @Countersign).
+
+Examples:
+  countersign slack connect --project billing --bot-token-stdin --signing-secret-stdin --default-channel C0123456
+  COUNTERSIGN_SLACK_BOT_TOKEN=xoxb-... COUNTERSIGN_SLACK_SIGNING_SECRET=... countersign slack connect --project billing
+  countersign slack status --project billing --json";
+
+#[derive(Debug, Subcommand)]
+pub enum SlackCommand {
+    /// Connect a project to a Slack app (checks the token with auth.test first). Requests of the
+    /// project addressed to Slack are posted with the bot token; clicks and replies are verified
+    /// with the signing secret. Connecting again replaces the earlier connection.
+    Connect {
+        /// The project (created by `countersign keys create --project NAME`).
+        #[arg(long)]
+        project: String,
+        /// The app's bot token (xoxb-...). Prefer --bot-token-stdin or COUNTERSIGN_SLACK_BOT_TOKEN,
+        /// which stay out of shell history.
+        #[arg(long, env = "COUNTERSIGN_SLACK_BOT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        bot_token: Option<String>,
+        /// Read the bot token from the first line of standard input.
+        #[arg(long, conflicts_with = "bot_token")]
+        bot_token_stdin: bool,
+        /// The app's signing secret (Basic Information → App Credentials) [env: COUNTERSIGN_SLACK_SIGNING_SECRET].
+        #[arg(long, env = "COUNTERSIGN_SLACK_SIGNING_SECRET", hide_env_values = true, value_name = "SECRET")]
+        signing_secret: Option<String>,
+        /// Read the signing secret from standard input (after the bot token, when both are read).
+        #[arg(long, conflicts_with = "signing_secret")]
+        signing_secret_stdin: bool,
+        /// Where requests that name no channel are posted: a channel id (C...) or a user id (U...).
+        #[arg(long, value_name = "CHANNEL")]
+        default_channel: Option<String>,
+        /// Only Slack users whose Slack email belongs to a person of this project may decide.
+        #[arg(long)]
+        require_known_users: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a project's Slack connection: the workspace and bot (asks Slack with auth.test), the
+    /// default channel, whether the signing secret is set. Never shows the token or the secret.
+    /// Exits 1 when the project is not connected or Slack refuses the token.
+    Status {
+        #[arg(long)]
+        project: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect a project from Slack: its token and secret are deleted; requests are no longer
+    /// posted and clicks on earlier messages are refused.
+    Disconnect {
+        #[arg(long)]
+        project: String,
+    },
+    /// Print a Slack app manifest (JSON, which Slack accepts) with the scopes the channel needs and
+    /// both request URLs filled in from the public URL.
+    Manifest {
+        /// The URL Slack reaches this server at [default: public_url from the configuration].
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
+        /// Print compact JSON on one line.
         #[arg(long)]
         json: bool,
     },

@@ -30,6 +30,8 @@ pub struct Config {
     pub smtp_url: Option<String>,
     /// The From address of emails, e.g. `Countersign <approvals@example.com>`.
     pub email_from: Option<String>,
+    /// The Slack Web API's base URL (`https://slack.com/api`; a local fake in tests).
+    pub slack_api_base: String,
     /// Bounds on what clients can send and make the server hold (`[limits]` in the file; each
     /// also as `COUNTERSIGN_<KEY>`, e.g. `COUNTERSIGN_MAX_JSON_DEPTH`).
     pub limits: countersign_server::Limits,
@@ -46,6 +48,7 @@ impl Default for Config {
             organization: "countersign".into(),
             smtp_url: None,
             email_from: None,
+            slack_api_base: countersign_server::channels::slack::DEFAULT_API_BASE.to_owned(),
             limits: countersign_server::Limits::default(),
         }
     }
@@ -53,8 +56,17 @@ impl Default for Config {
 
 /// The keys `COUNTERSIGN_<KEY>` environment variables may set; other `COUNTERSIGN_` variables
 /// (`COUNTERSIGN_LOG`, `COUNTERSIGN_CONFIG`, ...) are not configuration keys.
-const ENV_KEYS: [&str; 8] =
-    ["listen", "data_dir", "database_url", "max_body_bytes", "public_url", "organization", "smtp_url", "email_from"];
+const ENV_KEYS: [&str; 9] = [
+    "listen",
+    "data_dir",
+    "database_url",
+    "max_body_bytes",
+    "public_url",
+    "organization",
+    "smtp_url",
+    "email_from",
+    "slack_api_base",
+];
 
 /// The names of the limits (each a `[limits]` key and a `COUNTERSIGN_<KEY>` variable).
 fn limit_keys() -> Vec<String> {

@@ -27,6 +27,8 @@ pub enum DecisionChannel {
     Cli,
     /// A link in an email, or a reply to one.
     Email,
+    /// A button, a modal or a thread reply in Slack.
+    Slack,
 }
 
 impl DecisionChannel {
@@ -37,6 +39,7 @@ impl DecisionChannel {
             Self::Web => "web",
             Self::Cli => "cli",
             Self::Email => "email",
+            Self::Slack => "slack",
         }
     }
 }
@@ -58,6 +61,12 @@ pub struct Actor {
     /// How the decision arrived, when the channel alone does not say (a reply by inbound email).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub via: Option<Via>,
+    /// The Slack user who decided, for Slack decisions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slack_user_id: Option<String>,
+    /// Their Slack workspace (team), for Slack decisions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub slack_team_id: Option<String>,
 }
 
 /// How a decision arrived within its channel.
@@ -81,6 +90,8 @@ impl Actor {
             user_id: None,
             email: None,
             via: None,
+            slack_user_id: None,
+            slack_team_id: None,
         }
     }
 }

@@ -498,6 +498,8 @@ mod tests {
             user_id: Some("u1".into()),
             email: Some("ada@example.com".into()),
             via: None,
+            slack_user_id: None,
+            slack_team_id: None,
         }
     }
 

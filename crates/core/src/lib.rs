@@ -13,6 +13,7 @@ pub mod request;
 pub mod route;
 pub mod rules;
 pub mod session;
+pub mod slack;
 pub mod time;
 pub mod user;
 pub mod webhook;

@@ -1,5 +1,6 @@
-//! Which channels an event goes out on. Every delivery (a webhook POST, an email) is routed from
-//! the event log by these rules, in Rust, after the change that caused it committed.
+//! Which channels an event goes out on. Every delivery (a webhook POST, an email, a Slack post or
+//! update) is routed from the event log by these rules, in Rust, in the transaction that writes
+//! (SQLite) or seals (PostgreSQL) the event.
 
 use crate::event::{EventBody, EventKind, RequestEvent};
 use serde_json::Value;
@@ -11,17 +12,20 @@ pub enum Channel {
     Webhook,
     /// An email over SMTP.
     Email,
+    /// A Slack message: posted, updated after the decision, answered in its thread on escalation.
+    Slack,
 }
 
 impl Channel {
     /// Every channel.
-    pub const ALL: [Channel; 2] = [Self::Webhook, Self::Email];
+    pub const ALL: [Channel; 3] = [Self::Webhook, Self::Email, Self::Slack];
 
     /// The name stored with a delivery.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Webhook => "webhook",
             Self::Email => "email",
+            Self::Slack => "slack",
         }
     }
 
@@ -62,7 +66,8 @@ impl DeliveryStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route<'a> {
     pub channel: Channel,
-    /// The webhook endpoint's id; `None` for email (its recipients are worked out when sent).
+    /// The webhook endpoint's id; `None` for email and Slack (their recipients are worked out
+    /// when sent).
     pub target: Option<&'a str>,
 }
 
@@ -70,19 +75,21 @@ impl Route<'_> {
     /// The delivery's id: the `webhook-id` of a webhook, the Message-ID of an email. Derived from
     /// the event and the target (see [`delivery_key`]), so routing an event again gives the same.
     pub fn delivery_id(&self, salt: &str, event: &RequestEvent, escalations: i64) -> String {
-        match self.target {
-            Some(endpoint) => format!("msg_{}", delivery_key(salt, event, escalations, endpoint)),
-            None => format!("<{}@countersign>", delivery_key(salt, event, escalations, self.channel.as_str())),
+        match (self.channel, self.target) {
+            (_, Some(endpoint)) => format!("msg_{}", delivery_key(salt, event, escalations, endpoint)),
+            (Channel::Slack, None) => format!("slk_{}", delivery_key(salt, event, escalations, "slack")),
+            (_, None) => format!("<{}@countersign>", delivery_key(salt, event, escalations, self.channel.as_str())),
         }
     }
 }
 
 /// Every delivery of `event`: one per webhook endpoint of its project that subscribed to it
-/// (`endpoints`: id and subscribed event names), and its email (see [`email_for`]; `spec` is
-/// [`SpecEmail::of_event`], which a caller may have read already).
+/// (`endpoints`: id and subscribed event names), its email (see [`email_for`]) and its Slack
+/// message (see [`slack_for`]); `spec` is [`SpecChannels::of_event`], which a caller may have
+/// read already.
 pub fn routes<'a>(
     event: &RequestEvent,
-    spec: SpecEmail,
+    spec: SpecChannels,
     endpoints: &'a [(String, Vec<String>)],
     project: ProjectChannels,
 ) -> Vec<Route<'a>> {
@@ -91,10 +98,67 @@ pub fn routes<'a>(
         .filter(|(_, events)| webhook_wants(events, event))
         .map(|(id, _)| Route { channel: Channel::Webhook, target: Some(id.as_str()) })
         .collect();
-    if email_for(event.kind(), spec, project).is_some() {
+    if email_for(event.kind(), spec.email, project).is_some() {
         out.push(Route { channel: Channel::Email, target: None });
     }
+    if slack_for(event, spec.slack, project).is_some() {
+        out.push(Route { channel: Channel::Slack, target: None });
+    }
     out
+}
+
+/// What a Slack delivery does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SlackPurpose {
+    /// Posts the new request, with its buttons.
+    Post,
+    /// Updates the request's messages to show the decision (buttons gone).
+    Update,
+    /// Answers in the request's thread, and posts to the escalation's own Slack target if any.
+    Escalation,
+}
+
+impl SlackPurpose {
+    /// The name logged with the delivery.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "post",
+            Self::Update => "update",
+            Self::Escalation => "escalation",
+        }
+    }
+
+    /// What the Slack delivery of an event of this type does (it is queued with the event's type).
+    pub fn of(event: crate::webhook::EventType) -> Self {
+        let name = event.as_str();
+        if name.ends_with(".escalated") {
+            Self::Escalation
+        } else if name.ends_with(".completed") {
+            Self::Update
+        } else {
+            Self::Post
+        }
+    }
+}
+
+/// The Slack delivery of an event, if any: a new request addressed to Slack (or naming no channel
+/// in a project with a default Slack channel) is posted; a decision in a project connected to
+/// Slack updates the request's messages (nothing to do when it was not posted); an escalation is
+/// answered in the thread when the project is connected, and posted to its own Slack target when
+/// it names one.
+pub fn slack_for(event: &RequestEvent, spec: Addressing, project: ProjectChannels) -> Option<SlackPurpose> {
+    match &event.body {
+        EventBody::Created { .. } => match spec {
+            Addressing::Addressed => Some(SlackPurpose::Post),
+            Addressing::NoChannel if project.default_slack => Some(SlackPurpose::Post),
+            Addressing::NoChannel | Addressing::Elsewhere => None,
+        },
+        EventBody::Decided { .. } => project.slack.then_some(SlackPurpose::Update),
+        EventBody::Escalated { escalation } => {
+            let own = escalation.pointer("/channel/slack").is_some_and(|s| s.is_object());
+            (project.slack || own).then_some(SlackPurpose::Escalation)
+        }
+    }
 }
 
 /// Why an email is sent.
@@ -122,10 +186,26 @@ impl EmailPurpose {
 }
 
 /// What routing needs to know about the event's project.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProjectChannels {
     /// The project has a default email address (for requests that name no channel).
     pub default_email: bool,
+    /// The project is connected to Slack.
+    pub slack: bool,
+    /// The project has a default Slack channel (for requests that name no channel).
+    pub default_slack: bool,
+}
+
+impl ProjectChannels {
+    /// As a small integer (stored nowhere; the stores' routing queries compute it).
+    pub fn bits(self) -> i64 {
+        i64::from(self.default_email) | (i64::from(self.slack) << 1) | (i64::from(self.default_slack) << 2)
+    }
+
+    /// From [`Self::bits`].
+    pub fn from_bits(bits: i64) -> Self {
+        Self { default_email: bits & 1 != 0, slack: bits & 2 != 0, default_slack: bits & 4 != 0 }
+    }
 }
 
 /// True when a webhook endpoint subscribed to `events` (webhook event names) gets this event.
@@ -134,23 +214,31 @@ pub fn webhook_wants(events: &[String], event: &RequestEvent) -> bool {
     events.iter().any(|e| e == name)
 }
 
-/// What a new request's spec says about email (read once, when it is created).
+/// Whether a new request's spec addresses one channel (read once, when it is created).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpecEmail {
-    /// Its channel is email, with an address.
+pub enum Addressing {
+    /// Its channel is this one, with an address (an email address; a Slack channel or user,
+    /// where `""` means the project's default channel).
     Addressed,
     /// It names no channel at all.
     NoChannel,
-    /// It names another channel (or an email channel without an address).
+    /// It names another channel (or this one without an address).
     Elsewhere,
 }
 
-impl SpecEmail {
-    /// What an event's spec says about email (only a creation carries one).
+/// What a new request's spec says about each channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecChannels {
+    pub email: Addressing,
+    pub slack: Addressing,
+}
+
+impl SpecChannels {
+    /// What an event's spec says (only a creation carries one).
     pub fn of_event(event: &RequestEvent) -> Self {
         match &event.body {
             EventBody::Created { spec, .. } => Self::of(spec.get()),
-            _ => Self::Elsewhere,
+            _ => Self { email: Addressing::Elsewhere, slack: Addressing::Elsewhere },
         }
     }
 
@@ -160,13 +248,16 @@ impl SpecEmail {
             .ok()
             .and_then(|spec| spec.get("channel").cloned())
             .unwrap_or(Value::Null);
-        if !channel.pointer("/email/address").unwrap_or(&Value::Null).is_null() {
-            Self::Addressed
-        } else if channel.is_null() {
-            Self::NoChannel
-        } else {
-            Self::Elsewhere
-        }
+        let addressing = |pointer: &str| {
+            if channel.pointer(pointer).is_some_and(Value::is_string) {
+                Addressing::Addressed
+            } else if channel.is_null() {
+                Addressing::NoChannel
+            } else {
+                Addressing::Elsewhere
+            }
+        };
+        Self { email: addressing("/email/address"), slack: addressing("/slack/channel_or_user_id") }
     }
 }
 
@@ -174,12 +265,12 @@ impl SpecEmail {
 /// names no channel, in a project with a default email), and every escalation (its recipients are
 /// worked out when it is sent: the escalation's own channel, its additional recipients, or the
 /// request's email). `spec` matters only for a creation.
-pub fn email_for(kind: EventKind, spec: SpecEmail, project: ProjectChannels) -> Option<EmailPurpose> {
+pub fn email_for(kind: EventKind, spec: Addressing, project: ProjectChannels) -> Option<EmailPurpose> {
     match kind {
         EventKind::Created => match spec {
-            SpecEmail::Addressed => Some(EmailPurpose::Request),
-            SpecEmail::NoChannel if project.default_email => Some(EmailPurpose::Request),
-            SpecEmail::NoChannel | SpecEmail::Elsewhere => None,
+            Addressing::Addressed => Some(EmailPurpose::Request),
+            Addressing::NoChannel if project.default_email => Some(EmailPurpose::Request),
+            Addressing::NoChannel | Addressing::Elsewhere => None,
         },
         EventKind::Escalated => Some(EmailPurpose::Escalation),
         _ => None,
@@ -225,7 +316,7 @@ mod tests {
     }
 
     fn email_of(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
-        email_for(event.kind(), SpecEmail::of_event(event), project)
+        email_for(event.kind(), SpecChannels::of_event(event).email, project)
     }
 
     fn with(event: &RequestEvent, body: EventBody) -> RequestEvent {
@@ -255,7 +346,7 @@ mod tests {
     #[test]
     fn email_goes_to_requests_addressed_by_email_or_to_the_projects_default() {
         let none = ProjectChannels::default();
-        let default = ProjectChannels { default_email: true };
+        let default = ProjectChannels { default_email: true, ..Default::default() };
         let addressed =
             created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": "a@x"}}}));
         let slack =
@@ -290,7 +381,7 @@ mod tests {
             ("wh_2".to_owned(), vec!["function_call.completed".to_owned()]),
             ("wh_3".to_owned(), vec!["function_call.created".to_owned(), "human_contact.created".to_owned()]),
         ];
-        let got = routes(&e, SpecEmail::of_event(&e), &endpoints, ProjectChannels::default());
+        let got = routes(&e, SpecChannels::of_event(&e), &endpoints, ProjectChannels::default());
         assert_eq!(
             got,
             vec![
@@ -309,7 +400,7 @@ mod tests {
                 actor: Actor::api_key("k"),
             },
         );
-        let got = routes(&decided, SpecEmail::of_event(&decided), &endpoints, ProjectChannels::default());
+        let got = routes(&decided, SpecChannels::of_event(&decided), &endpoints, ProjectChannels::default());
         assert_eq!(got, vec![Route { channel: Channel::Webhook, target: Some("wh_2") }]);
         for c in Channel::ALL {
             assert_eq!(Channel::parse(c.as_str()), Some(c));
@@ -336,5 +427,50 @@ mod tests {
         for (i, other) in others.iter().enumerate() {
             assert_ne!(&key, other, "case {i}");
         }
+    }
+
+    #[test]
+    fn slack_posts_addressed_requests_updates_decisions_and_answers_escalations() {
+        let none = ProjectChannels::default();
+        let connected = ProjectChannels { slack: true, ..Default::default() };
+        let with_default = ProjectChannels { slack: true, default_slack: true, ..Default::default() };
+        let slack_of = |e: &RequestEvent, p| slack_for(e, SpecChannels::of_event(e).slack, p);
+        let addressed =
+            created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"slack": {"channel_or_user_id": "C1"}}}));
+        let empty_id =
+            created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"slack": {"channel_or_user_id": ""}}}));
+        let unaddressed = created(RequestKind::HumanContact, json!({"msg": "?"}));
+        let emailed = created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": "a@x"}}}));
+        assert_eq!(slack_of(&addressed, none), Some(SlackPurpose::Post), "a per-request token needs no connection");
+        assert_eq!(slack_of(&empty_id, connected), Some(SlackPurpose::Post));
+        assert_eq!(slack_of(&unaddressed, with_default), Some(SlackPurpose::Post));
+        assert_eq!(slack_of(&unaddressed, connected), None, "no default channel");
+        assert_eq!(slack_of(&emailed, with_default), None);
+        let decided = with(
+            &addressed,
+            EventBody::Decided {
+                decision: Decision::Approved { comment: None, updated_kwargs: None },
+                actor: Actor::api_key("k"),
+            },
+        );
+        assert_eq!(slack_of(&decided, connected), Some(SlackPurpose::Update));
+        assert_eq!(slack_of(&decided, none), None);
+        let escalated = with(&emailed, EventBody::Escalated { escalation: json!({"escalation_msg": "!"}) });
+        assert_eq!(slack_of(&escalated, connected), Some(SlackPurpose::Escalation));
+        assert_eq!(slack_of(&escalated, none), None);
+        let to_slack = with(
+            &emailed,
+            EventBody::Escalated { escalation: json!({"channel": {"slack": {"channel_or_user_id": "C2"}}}) },
+        );
+        assert_eq!(slack_of(&to_slack, none), Some(SlackPurpose::Escalation));
+        let got = routes(&addressed, SpecChannels::of_event(&addressed), &[], none);
+        assert_eq!(got, vec![Route { channel: Channel::Slack, target: None }]);
+        assert!(got[0].delivery_id("salt", &addressed, 0).starts_with("slk_"));
+        for p in [none, connected, with_default, ProjectChannels { default_email: true, ..with_default }] {
+            assert_eq!(ProjectChannels::from_bits(p.bits()), p);
+        }
+        assert_eq!(SlackPurpose::of(crate::webhook::EventType::FunctionCallCompleted), SlackPurpose::Update);
+        assert_eq!(SlackPurpose::of(crate::webhook::EventType::HumanContactCreated), SlackPurpose::Post);
+        assert_eq!(SlackPurpose::of(crate::webhook::EventType::HumanContactEscalated), SlackPurpose::Escalation);
     }
 }

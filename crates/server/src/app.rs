@@ -64,6 +64,7 @@ pub fn router(state: AppState, mounted: Router) -> Router {
         .merge(mounted.with_state::<AppState>(()))
         .merge(web::routes())
         .merge(email::routes())
+        .merge(crate::channels::slack::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))

@@ -89,7 +89,13 @@ impl Server {
         )
         .map_err(std::io::Error::other)?;
         let email = DeliveryWorker::new(s.store.clone(), email, s.requests.written());
-        let workers = [tokio::spawn(webhooks.run(closing.clone())), tokio::spawn(email.run(closing))];
+        let slack = channels::slack::SlackChannel::new(s.store.clone(), s.slack.clone(), s.public_base.clone());
+        let slack = DeliveryWorker::new(s.store.clone(), slack, s.requests.written());
+        let workers = [
+            tokio::spawn(webhooks.run(closing.clone())),
+            tokio::spawn(email.run(closing.clone())),
+            tokio::spawn(slack.run(closing)),
+        ];
         let routes = app::router(self.state.clone(), self.mounted);
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(routes);
         let closing = state.clone();

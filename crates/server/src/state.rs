@@ -20,6 +20,8 @@ pub struct Settings {
     pub public_url: Option<String>,
     /// How to send email.
     pub email: crate::channels::email::EmailSettings,
+    /// How to reach Slack.
+    pub slack: crate::channels::slack::SlackSettings,
     /// Bounds on what clients can send and make the server hold.
     pub limits: crate::limits::Limits,
 }
@@ -31,6 +33,7 @@ impl Default for Settings {
             organization: "countersign".into(),
             public_url: None,
             email: crate::channels::email::EmailSettings::default(),
+            slack: crate::channels::slack::SlackSettings::default(),
             limits: crate::limits::Limits::default(),
         }
     }
@@ -46,6 +49,8 @@ pub struct Inner {
     pub links: Arc<crate::channels::email::links::LinkSigner>,
     /// The public base URL, without a trailing slash.
     pub public_base: String,
+    /// The Slack Web API client (`settings.slack.api_base`).
+    pub slack: crate::channels::slack::SlackApi,
     /// Guards passwords: the argon2 cap and the login throttles of this server.
     pub people: crate::services::people::Gate,
 }
@@ -66,6 +71,7 @@ impl AppState {
             requests: Requests::new(store.clone(), settings.limits.clone()),
             keys: KeyCache::default(),
             people: crate::services::people::Gate::new(&settings.limits),
+            slack: crate::channels::slack::SlackApi::new(&settings.slack.api_base),
             store,
             settings,
             links,

@@ -1,5 +1,5 @@
 //! Countersign's storage: the [`Store`] interface the server and CLI are written against, split by
-//! concern ([`Projects`], [`People`], [`Requests`], [`Listings`], [`Deliveries`]), and one
+//! concern ([`Projects`], [`People`], [`Requests`], [`Listings`], [`Deliveries`], [`Slack`]), and one
 //! implementation per database backend, each owning its migrations.
 //!
 //! Each trait is implemented once. Where the SQL is the same on both backends (projects, people,
@@ -21,6 +21,7 @@ mod projects;
 mod queue;
 mod requests;
 mod row;
+mod slack;
 pub mod sqlite;
 mod webhooks;
 
@@ -34,18 +35,19 @@ pub use people::{Credentials, NewSession, People, Session};
 pub use projects::{ApiKeyRecord, NewApiKey, Projects};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
+pub use slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Deliveries, Listings, People, Projects, Requests, Store};
+    pub use crate::{Deliveries, Listings, People, Projects, Requests, Slack, Store};
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
-pub trait Store: Projects + People + Requests + Listings + Deliveries + 'static {}
+pub trait Store: Projects + People + Requests + Listings + Deliveries + Slack + 'static {}
 
-impl<T: Projects + People + Requests + Listings + Deliveries + 'static> Store for T {}
+impl<T: Projects + People + Requests + Listings + Deliveries + Slack + 'static> Store for T {}
 
 /// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
 /// `sqlite://PATH` (or a plain file path).

@@ -70,6 +70,9 @@ pub struct AttemptOutcome {
     pub retry_at: Option<Timestamp>,
     /// An email's recipients, when sent.
     pub recipients: Vec<String>,
+    /// Not attempted after all, only put off until `retry_at` (a channel pacing its sends): no
+    /// attempt is counted or logged.
+    pub deferred: bool,
 }
 
 impl AttemptOutcome {
@@ -205,6 +208,19 @@ macro_rules! queue_queries {
             }
             let mut recorded = Vec::with_capacity(attempts.len());
             for (claimed, outcome) in attempts {
+                if outcome.deferred {
+                    let updated = sqlx::query(
+                        "UPDATE deliveries SET next_attempt_at = $1, lease = NULL, lease_until = NULL \
+                         WHERE id = $2 AND lease = $3",
+                    )
+                    .bind(outcome.retry_at.unwrap_or(outcome.at).as_micros())
+                    .bind(&claimed.delivery.id)
+                    .bind(&claimed.lease)
+                    .execute(&mut *tx)
+                    .await?;
+                    recorded.push(updated.rows_affected() == 1);
+                    continue;
+                }
                 let attempt = i64::from(claimed.delivery.attempts) + 1;
                 let (status, next) = outcome.next();
                 let recipients = (!outcome.recipients.is_empty())

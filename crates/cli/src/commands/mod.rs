@@ -6,6 +6,7 @@ mod keys;
 mod mcp;
 mod projects;
 mod serve;
+mod slack;
 mod table;
 mod terminal;
 mod users;
@@ -50,6 +51,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let store = open_store(&config).await?;
             let result = webhooks::run(store.as_ref(), cmd, config.limits.allow_private_webhook_targets).await;
+            store.close().await;
+            result
+        }
+        Command::Slack(cmd) => {
+            init_logging("warn");
+            if let crate::cli::SlackCommand::Manifest { public_url, json } = &cmd {
+                return slack::manifest(public_url.as_deref().or(config.public_url.as_deref()), *json);
+            }
+            let store = open_store(&config).await?;
+            let result = slack::run(store.as_ref(), &config, cmd).await;
             store.close().await;
             result
         }

@@ -26,6 +26,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             // Agents' email templates render in a child process of this binary, with a memory cap.
             template_renderer: std::env::current_exe().ok(),
         },
+        slack: countersign_server::channels::slack::SlackSettings { api_base: config.slack_api_base.clone() },
         limits: config.limits.clone(),
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;

@@ -6,6 +6,7 @@
 //! the transaction that writes (SQLite) or seals (PostgreSQL) it.
 
 pub mod email;
+pub mod slack;
 pub mod webhook;
 
 use countersign_core::route::Channel;

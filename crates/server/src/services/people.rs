@@ -527,6 +527,8 @@ impl Person<'_> {
             user_id: Some(self.session.user.id.clone()),
             email: Some(self.session.user.email.clone()),
             via: None,
+            slack_user_id: None,
+            slack_team_id: None,
         };
         requests.decide(&RequestKey::of(record), intent.trimmed(), &Fields::PERSON, actor).await
     }

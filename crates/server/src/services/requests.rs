@@ -74,6 +74,11 @@ impl Requests {
         let _ = self.closing.subscribe().wait_for(|c| *c).await;
     }
 
+    /// Tells the project's open inboxes to refresh (a claim changed what they show).
+    pub fn notify_inbox(&self, project_id: &str) {
+        let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
+    }
+
     fn inbox_changed(&self, project_id: &str) {
         let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
         self.wake_workers();
@@ -396,7 +401,10 @@ pub fn actor_name(actor: &Actor) -> String {
     match (&actor.email, &actor.api_key) {
         (Some(email), _) => email.clone(),
         (None, Some(key)) => format!("API key {key}"),
-        (None, None) => "someone".to_owned(),
+        (None, None) => match &actor.slack_user_id {
+            Some(user) => format!("Slack user {user}"),
+            None => "someone".to_owned(),
+        },
     }
 }
 

@@ -62,6 +62,7 @@ crate::deliveries::impl_deliveries!(
     skip_locked: "FOR UPDATE SKIP LOCKED",
     relaxed: "SET LOCAL synchronous_commit TO OFF"
 );
+crate::slack::impl_slack!(PostgresStore, sqlx::Postgres);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

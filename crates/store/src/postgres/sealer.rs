@@ -9,7 +9,7 @@ use crate::Feed;
 use crate::events::Heads;
 use countersign_core::Timestamp;
 use countersign_core::event::RequestEvent;
-use countersign_core::route::{ProjectChannels, Route, SpecEmail, routes};
+use countersign_core::route::{ProjectChannels, Route, SpecChannels, routes};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection, Row};
 use std::collections::HashMap;
@@ -173,11 +173,19 @@ async fn route(
             .or_default()
             .push((e.try_get("id")?, serde_json::from_str(&events).unwrap_or_default()));
     }
-    let with_email: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM projects WHERE default_email IS NOT NULL AND id = ANY($1)")
-            .bind(projects)
-            .fetch_all(&mut *tx)
-            .await?;
+    let channels: HashMap<String, ProjectChannels> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT p.id, ((CASE WHEN p.default_email IS NOT NULL THEN 1 ELSE 0 END) \
+         + (CASE WHEN s.project_id IS NOT NULL THEN 2 ELSE 0 END) \
+         + (CASE WHEN s.default_channel IS NOT NULL THEN 4 ELSE 0 END))::BIGINT \
+         FROM projects p LEFT JOIN slack_connections s ON s.project_id = p.id \
+         WHERE (p.default_email IS NOT NULL OR s.project_id IS NOT NULL) AND p.id = ANY($1)",
+    )
+    .bind(projects)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|(id, bits)| (id, ProjectChannels::from_bits(bits)))
+    .collect();
     let mut queued = Deliveries::default();
     for row in rows {
         let body: &str = row.try_get("body")?;
@@ -191,8 +199,8 @@ async fn route(
             }
         };
         let endpoints = subscribed.get(&event.project_id).map_or(&[][..], Vec::as_slice);
-        let project = ProjectChannels { default_email: with_email.contains(&event.project_id) };
-        for route in routes(&event, SpecEmail::of_event(&event), endpoints, project) {
+        let project = channels.get(&event.project_id).copied().unwrap_or_default();
+        for route in routes(&event, SpecChannels::of_event(&event), endpoints, project) {
             queued.push(route.delivery_id(salt, &event, escalations), &route, &event, escalations);
         }
     }

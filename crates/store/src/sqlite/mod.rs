@@ -27,6 +27,7 @@ crate::listing::impl_listings!(
 // The claims run on the bookkeeping connection; SQLite's writes are serialized, so there is no
 // row to skip.
 crate::deliveries::impl_deliveries!(SqliteStore, sqlx::Sqlite, claims: bookkeeping, skip_locked: "", relaxed: "");
+crate::slack::impl_slack!(SqliteStore, sqlx::Sqlite);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -9,7 +9,7 @@ use crate::events::Heads;
 use crate::row::{RequestRow, outcome_columns, request_columns};
 use crate::{Change, Created, StoreError, StoreResult};
 use countersign_core::event::RequestEvent;
-use countersign_core::route::{ProjectChannels, Route, SpecEmail, routes};
+use countersign_core::route::{ProjectChannels, Route, SpecChannels, routes};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Row};
@@ -49,12 +49,12 @@ struct NewRow {
 struct Event {
     event: RequestEvent,
     body: String,
-    spec_email: SpecEmail,
+    spec_channels: SpecChannels,
 }
 
 impl Event {
     fn of(event: RequestEvent) -> Self {
-        Self { body: event.to_json(), spec_email: SpecEmail::of_event(&event), event }
+        Self { body: event.to_json(), spec_channels: SpecChannels::of_event(&event), event }
     }
 }
 
@@ -225,8 +225,9 @@ const INSERTED: i64 = -1;
 const HEAD: i64 = -2;
 /// Marks the webhook endpoints of the batch's projects (id in `kind`, events in `call_id`).
 const ENDPOINT: i64 = -3;
-/// Marks the batch's projects that have a default email.
-const DEFAULT_EMAIL: i64 = -4;
+/// Marks the batch's projects with channel settings (a default email, Slack), as
+/// `ProjectChannels::bits` in `n`.
+const PROJECT_CHANNELS: i64 = -4;
 /// Rows per multi-row INSERT of deliveries (9 bound parameters each).
 const DELIVERY_CHUNK: usize = 500;
 /// Rows per multi-row INSERT of events (11 bound parameters each).
@@ -285,8 +286,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
          WHERE project_id IN {in_projects};\
          SELECT -3 AS op, project_id, id AS kind, events AS call_id, 0 AS n, NULL AS hash FROM webhook_endpoints \
          WHERE disabled_at IS NULL AND project_id IN {in_projects};\
-         SELECT -4 AS op, id AS project_id, '' AS kind, '' AS call_id, 0 AS n, NULL AS hash FROM projects \
-         WHERE default_email IS NOT NULL AND id IN {in_projects};"
+         SELECT -4 AS op, p.id AS project_id, '' AS kind, '' AS call_id, \
+         (CASE WHEN p.default_email IS NOT NULL THEN 1 ELSE 0 END) + (CASE WHEN s.project_id IS NOT NULL THEN 2 ELSE 0 END) \
+         + (CASE WHEN s.default_channel IS NOT NULL THEN 4 ELSE 0 END) AS n, NULL AS hash \
+         FROM projects p LEFT JOIN slack_connections s ON s.project_id = p.id \
+         WHERE (p.default_email IS NOT NULL OR s.project_id IS NOT NULL) AND p.id IN {in_projects};"
     ));
 
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -330,15 +334,15 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
     let mut applied = Applied::default();
     let mut heads = Heads::default();
     let mut endpoints: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
-    let mut default_email: HashSet<String> = HashSet::new();
+    let mut channels: HashMap<String, ProjectChannels> = HashMap::new();
     for row in query.fetch_all(&mut *conn).await? {
         let op: i64 = row.try_get("op")?;
         if op == ENDPOINT {
             let events: String = row.try_get("call_id")?;
             let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
             endpoints.entry(row.try_get("project_id")?).or_default().push((row.try_get("kind")?, events));
-        } else if op == DEFAULT_EMAIL {
-            default_email.insert(row.try_get("project_id")?);
+        } else if op == PROJECT_CHANNELS {
+            channels.insert(row.try_get("project_id")?, ProjectChannels::from_bits(row.try_get("n")?));
         } else if op == HEAD {
             let hash: String = row.try_get("hash")?;
             heads.insert(row.try_get("project_id")?, row.try_get("n")?, &hash)?;
@@ -393,8 +397,8 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
     for (key, event, n) in &events {
         let e = &event.event;
         let subscribed = endpoints.get(&key.project_id).map_or(&[][..], Vec::as_slice);
-        let project = ProjectChannels { default_email: default_email.contains(&key.project_id) };
-        for route in routes(e, event.spec_email, subscribed, project) {
+        let project = channels.get(&key.project_id).copied().unwrap_or_default();
+        for route in routes(e, event.spec_channels, subscribed, project) {
             let id = route.delivery_id(salt, e, *n);
             routed.push((id, route, key, e.webhook_event().as_str(), *n, e.at.as_micros()));
         }

@@ -144,6 +144,8 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
         user_id: None,
         email: Some(from.clone()),
         via: Some(Via::InboundEmail),
+        slack_user_id: None,
+        slack_team_id: None,
     };
     let json = state.requests.decide(&key, intent, &Fields::PERSON, actor).await?;
     tracing::info!(%from, call_id = %sent.call_id, "decided by an emailed reply");

@@ -76,6 +76,7 @@ impl Outbound for EmailChannel {
             latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             retry_at,
             recipients,
+            deferred: false,
         }
     }
 }

@@ -119,7 +119,16 @@ impl Outbound for WebhookChannel {
             }
         }
         let error = failure.map(|f| f.shown);
-        AttemptOutcome { at, status_code, error, latency_ms, delivered, retry_at, recipients: Vec::new() }
+        AttemptOutcome {
+            at,
+            status_code,
+            error,
+            latency_ms,
+            delivered,
+            retry_at,
+            recipients: Vec::new(),
+            deferred: false,
+        }
     }
 }
 

@@ -1,0 +1,6 @@
+//! Fakes of outside services that speak those services' documented APIs on loopback, so tests
+//! and benchmarks can point the real production code at them by changing only a base URL.
+//!
+//! - [`slack`]: the Slack Web API (`chat.postMessage`, `chat.update`, `views.open`, ...).
+
+pub mod slack;

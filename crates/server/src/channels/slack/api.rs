@@ -1,0 +1,176 @@
+//! A small client of the Slack Web API: `POST {base}/{method}` with the bot token as a bearer
+//! token and a JSON body, and Slack's answers turned into typed errors (`{"ok": false, "error"}`
+//! with HTTP 200, and HTTP 429 with `Retry-After`).
+
+use serde_json::Value;
+use std::time::Duration;
+
+/// The default base of the Web API.
+pub const DEFAULT_API_BASE: &str = "https://slack.com/api";
+/// The longest one call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Biggest answer read (Slack's are a few KB).
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Why a Web API call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlackError {
+    /// HTTP 429: try again after this long.
+    #[error("Slack is rate limiting (retry after {}s)", retry_after.as_secs())]
+    RateLimited { retry_after: Duration },
+    /// `{"ok": false, "error": "..."}`.
+    #[error("Slack answered {0}")]
+    Api(String),
+    /// Another HTTP status.
+    #[error("Slack answered HTTP {0}")]
+    Status(u16),
+    /// No answer (connection, timeout, unreadable body).
+    #[error("cannot reach Slack: {0}")]
+    Transport(String),
+}
+
+impl SlackError {
+    /// Trying again cannot help: a bad token, an unknown or unreachable channel, a message Slack
+    /// refuses. Rate limits, Slack's own errors and network failures are worth retrying.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::RateLimited { .. } | Self::Transport(_) => false,
+            Self::Status(status) => !(*status >= 500 || *status == 408),
+            Self::Api(error) => !matches!(
+                error.as_str(),
+                "ratelimited" | "internal_error" | "fatal_error" | "service_unavailable" | "request_timeout"
+            ),
+        }
+    }
+
+    /// Slack's error code (`channel_not_found`, ...), when it gave one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Calls the Web API.
+#[derive(Clone)]
+pub struct SlackApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl std::fmt::Debug for SlackApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackApi").field("base", &self.base).finish()
+    }
+}
+
+impl SlackApi {
+    /// A client of the Web API at `base` (e.g. `https://slack.com/api`; a test's fake).
+    pub fn new(base: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Countersign/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("an HTTP client with rustls");
+        Self { http, base: base.trim_end_matches('/').to_owned() }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Calls `method` with `args` as the JSON body; the answer when it says `ok: true`.
+    pub async fn call(&self, method: &str, token: &str, args: &Value) -> Result<Value, SlackError> {
+        let url = format!("{}/{method}", self.base);
+        let answer = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
+            .body(args.to_string())
+            .send()
+            .await
+            .map_err(|e| SlackError::Transport(without_url(&e)))?;
+        let status = answer.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = answer
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(1);
+            return Err(SlackError::RateLimited { retry_after: Duration::from_secs(retry_after.clamp(1, 3600)) });
+        }
+        if !status.is_success() {
+            return Err(SlackError::Status(status.as_u16()));
+        }
+        let body = read_capped(answer).await?;
+        let answer: Value = serde_json::from_slice(&body)
+            .map_err(|e| SlackError::Transport(format!("Slack's answer is not JSON: {e}")))?;
+        if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+            Ok(answer)
+        } else {
+            let error = answer.get("error").and_then(Value::as_str).unwrap_or("an error without a code");
+            Err(SlackError::Api(error.chars().take(200).collect()))
+        }
+    }
+
+    /// `users.info` takes form fields, not JSON.
+    pub async fn user_info(&self, token: &str, user: &str) -> Result<Value, SlackError> {
+        let url = format!("{}/users.info", self.base);
+        let answer = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .form(&[("user", user)])
+            .send()
+            .await
+            .map_err(|e| SlackError::Transport(without_url(&e)))?;
+        if answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            return Err(SlackError::RateLimited { retry_after: Duration::from_secs(1) });
+        }
+        if !answer.status().is_success() {
+            return Err(SlackError::Status(answer.status().as_u16()));
+        }
+        let body = read_capped(answer).await?;
+        let answer: Value = serde_json::from_slice(&body)
+            .map_err(|e| SlackError::Transport(format!("Slack's answer is not JSON: {e}")))?;
+        if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+            Ok(answer)
+        } else {
+            Err(SlackError::Api(answer.get("error").and_then(Value::as_str).unwrap_or("error").to_owned()))
+        }
+    }
+}
+
+/// Reads an answer's body, at most [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut answer: reqwest::Response) -> Result<Vec<u8>, SlackError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = answer.chunk().await.map_err(|e| SlackError::Transport(without_url(&e)))? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(SlackError::Transport("Slack's answer is too large".into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error without its URL (the URL has no secret, but the message reads better).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
