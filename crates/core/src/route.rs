@@ -98,7 +98,7 @@ pub fn routes<'a>(
         .filter(|(_, events)| webhook_wants(events, event))
         .map(|(id, _)| Route { channel: Channel::Webhook, target: Some(id.as_str()) })
         .collect();
-    if email_for(event.kind(), spec.email, project).is_some() {
+    if email_for(event, spec.email, project).is_some() {
         out.push(Route { channel: Channel::Email, target: None });
     }
     if slack_for(event, spec.slack, project).is_some() {
@@ -261,12 +261,18 @@ impl SpecChannels {
     }
 }
 
-/// The email an event of this kind sends, if any: a new request whose channel is email (or that
-/// names no channel, in a project with a default email), and every escalation (its recipients are
-/// worked out when it is sent: the escalation's own channel, its additional recipients, or the
-/// request's email). `spec` matters only for a creation.
-pub fn email_for(kind: EventKind, spec: Addressing, project: ProjectChannels) -> Option<EmailPurpose> {
-    match kind {
+/// The email an event sends, if any: a new request whose channel is email (or that names no
+/// channel, in a project with a default email), and every escalation (its recipients are worked
+/// out when it is sent: the escalation's own channel, its additional recipients, or the request's
+/// email) except one that names only a Slack target. `spec` matters only for a creation.
+pub fn email_for(event: &RequestEvent, spec: Addressing, project: ProjectChannels) -> Option<EmailPurpose> {
+    if let EventBody::Escalated { escalation } = &event.body {
+        let slack_only = escalation.pointer("/channel/slack").is_some_and(Value::is_object)
+            && escalation.pointer("/channel/email").is_none_or(Value::is_null)
+            && escalation.get("additional_recipients").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        return (!slack_only).then_some(EmailPurpose::Escalation);
+    }
+    match event.kind() {
         EventKind::Created => match spec {
             Addressing::Addressed => Some(EmailPurpose::Request),
             Addressing::NoChannel if project.default_email => Some(EmailPurpose::Request),
@@ -316,7 +322,7 @@ mod tests {
     }
 
     fn email_of(event: &RequestEvent, project: ProjectChannels) -> Option<EmailPurpose> {
-        email_for(event.kind(), SpecChannels::of_event(event).email, project)
+        email_for(event, SpecChannels::of_event(event).email, project)
     }
 
     fn with(event: &RequestEvent, body: EventBody) -> RequestEvent {

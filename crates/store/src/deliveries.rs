@@ -54,6 +54,14 @@ pub trait Deliveries: Send + Sync {
     async fn email_by_message_ids(&self, ids: &[String]) -> StoreResult<Option<Delivery>>;
     /// The emails of one request, oldest first.
     async fn emails_of(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<Delivery>>;
+    /// The deliveries of one request on one channel, oldest first.
+    async fn deliveries_of(
+        &self,
+        channel: Channel,
+        project_id: &str,
+        kind: RequestKind,
+        call_id: &str,
+    ) -> StoreResult<Vec<Delivery>>;
     /// Sets (or, with `None`, removes) the hash of a project's inbound-email secret, replacing
     /// any earlier one; `false` if there is no such project.
     async fn set_inbound_email_secret(&self, project_id: &str, hash: Option<&KeyHash>) -> StoreResult<bool>;
@@ -158,6 +166,16 @@ macro_rules! impl_deliveries {
                     call_id: &str,
                 ) -> StoreResult<Vec<Delivery>> {
                     queue::of_request(&self.pool, Channel::Email, project_id, kind, call_id).await
+                }
+
+                async fn deliveries_of(
+                    &self,
+                    channel: Channel,
+                    project_id: &str,
+                    kind: RequestKind,
+                    call_id: &str,
+                ) -> StoreResult<Vec<Delivery>> {
+                    queue::of_request(&self.pool, channel, project_id, kind, call_id).await
                 }
 
                 async fn set_inbound_email_secret(

@@ -17,6 +17,7 @@ mod instances;
 mod long_poll;
 mod mcp;
 mod restart;
+mod slack;
 mod support;
 mod terminal;
 mod upgrade;

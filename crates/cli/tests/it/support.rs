@@ -153,11 +153,16 @@ impl TestServer {
 
     /// A second instance on the same PostgreSQL database (keys and requests shared).
     pub async fn another_instance(&self) -> Self {
+        self.another_instance_with(loopback_webhooks()).await
+    }
+
+    /// A second instance on the same PostgreSQL database, with these settings.
+    pub async fn another_instance_with(&self, settings: Settings) -> Self {
         let url = database_url(self.dir.path()).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("postgres-database-url"), &url).unwrap();
         let store = countersign_store::open(&url).await.unwrap();
-        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), loopback_webhooks()).await
+        Self::launch(dir, store, self.key.clone(), self.other_key.clone(), settings).await
     }
 
     /// Stops gracefully and starts again on the same data directory (a new port).

@@ -77,7 +77,7 @@ impl Browser {
     }
 
     /// Posts a form with this session's CSRF token.
-    async fn submit(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn submit(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
         let csrf = self.csrf.clone();
         let mut fields = vec![("_csrf", csrf.as_str())];
         fields.extend_from_slice(form);

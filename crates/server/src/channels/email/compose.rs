@@ -9,6 +9,9 @@ use countersign_core::{RequestKind, RequestRecord};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+/// Why an email has no recipient (an escalation of a request that reaches only Slack).
+pub const NOBODY: &str = "nobody to send the email to";
+
 /// Where the email goes and what it says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Composed {
@@ -133,7 +136,7 @@ pub fn compose(
         }
     }
     if composed.to.is_empty() && composed.cc.is_empty() && composed.bcc.is_empty() {
-        return Err("nobody to send the email to".into());
+        return Err(NOBODY.into());
     }
     let summary = record.summary();
     let subject = channel.as_ref().and_then(|c| c.experimental_subject_line.clone().or_else(|| c.subject.clone()));

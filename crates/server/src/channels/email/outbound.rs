@@ -137,8 +137,15 @@ impl EmailChannel {
             .map_err(|e| Failure::transient(format!("cannot read the project: {e}")))?;
         let channel = compose::channel_of(&record, fallback.as_deref());
         let links = links_for(&self.signer, &self.base, &record);
-        let (mut composed, template) =
-            compose::compose(&record, channel, escalation.as_ref(), &links).map_err(Failure::permanent)?;
+        let (mut composed, template) = match compose::compose(&record, channel, escalation.as_ref(), &links) {
+            Ok(composed) => composed,
+            // An escalation of a request that reaches people only in Slack: nothing to email.
+            Err(e) if escalation.is_some() && e == compose::NOBODY => {
+                tracing::info!(message_id = %m.id, call_id = %m.call_id, "the escalation has no email recipient; nothing to email");
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(Failure::permanent(e)),
+        };
         // Addresses first: a bad one fails the email before any template is rendered.
         let mut message = self.message(&m.id, &composed)?;
         if let Some(template) = template {

@@ -32,8 +32,6 @@ const MAX_LABEL: usize = 75;
 const MAX_FIELD: usize = 2000;
 /// Most `fields` in a section.
 const MAX_FIELDS: usize = 10;
-/// Longest `value` of a select's option.
-const MAX_OPTION_VALUE: usize = 150;
 /// Longest title, submit or close text of a modal.
 const MAX_MODAL_TITLE: usize = 24;
 /// Longest `private_metadata` of a modal.
@@ -86,13 +84,16 @@ pub const INPUT_ACTION: &str = "text";
 /// [`RequestRecord::options`]) when it is about one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRef {
+    /// The request's project.
     #[serde(rename = "p")]
     pub project_id: String,
     /// [`RequestKind::as_str`]: `function_call` or `human_contact`.
     #[serde(rename = "k")]
     pub kind: String,
+    /// The request's `call_id`.
     #[serde(rename = "c")]
     pub call_id: String,
+    /// The option's index in [`RequestRecord::options`], for an option's button.
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub option: Option<usize>,
 }
@@ -123,9 +124,12 @@ impl ActionRef {
 /// channel and the message's `ts`), to update it once decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModalMeta {
+    /// The request (and option) the modal decides.
     pub r: ActionRef,
+    /// The channel of the request's message, when the modal was opened from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// The `ts` of the request's message, when the modal was opened from it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ts: Option<String>,
 }
@@ -145,7 +149,8 @@ impl ModalMeta {
 /// Someone's claim on a pending request: they are looking at it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim<'a> {
-    /// Who, as mrkdwn the caller trusts (e.g. `<@U123>`): shown as given, not escaped.
+    /// Who, as mrkdwn the caller trusts (e.g. `<@U123>`): shown as given, not escaped (only cut to
+    /// 500 chars).
     pub by: &'a str,
     /// Since when.
     pub at: Timestamp,
@@ -546,11 +551,12 @@ fn button(text: &str, action_id: &str, value: String, style: Option<&str>) -> Va
     Value::Object(button)
 }
 
-/// An option of the select: its label, its description if any, and its index as the value.
+/// An option of the select: its label, its description if any, and its index as the value (a
+/// select option's value holds 150 chars at most: no room for an [`ActionRef`]).
 fn select_option((i, o): (usize, &ResponseOption)) -> Value {
     let mut choice = Map::new();
     choice.insert("text".into(), plain(&option_label(o, i), MAX_LABEL));
-    choice.insert("value".into(), json!(truncate(&i.to_string(), MAX_OPTION_VALUE)));
+    choice.insert("value".into(), json!(i.to_string()));
     if let Some(description) = o.description.as_deref().filter(|d| !d.trim().is_empty()) {
         choice.insert("description".into(), plain(description, MAX_LABEL));
     }
@@ -690,8 +696,9 @@ fn context(text: String) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use countersign_core::Actor;
 
+    /// Longest `value` of a select's option (ours are indexes, far below it).
+    const MAX_OPTION_VALUE: usize = 150;
     const INBOX: &str = "https://cs.example.com/inbox/p1/function_call/c-1";
     const PROJECT: &str = "0f8fad5b-d9cb-469f-a165-70867728950e";
 

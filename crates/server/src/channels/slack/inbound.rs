@@ -34,10 +34,10 @@ use std::time::Duration;
 pub const MAX_SLACK_BODY: usize = 1 << 20;
 
 /// A refusal: 401 with a JSON error.
-fn refused(why: impl Into<String>) -> Response {
+fn refused(why: impl Into<String>) -> ApiError {
     let why = why.into();
     tracing::warn!(reason = %why, "slack request refused");
-    ApiError::unauthorized(why).into_response()
+    ApiError::unauthorized(why)
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -45,7 +45,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The request's timestamp, if it is within five minutes of now (checked before any parsing).
-fn fresh_timestamp(headers: &HeaderMap) -> Result<i64, Response> {
+fn fresh_timestamp(headers: &HeaderMap) -> Result<i64, ApiError> {
     let now = Timestamp::now().as_micros() / 1_000_000;
     match header(headers, "x-slack-request-timestamp").and_then(|t| t.trim().parse::<i64>().ok()) {
         None => Err(refused("the X-Slack-Request-Timestamp header is missing or not a number")),
@@ -57,7 +57,7 @@ fn fresh_timestamp(headers: &HeaderMap) -> Result<i64, Response> {
 }
 
 /// Checks the signature with `secret`, then that it was not seen before.
-async fn authentic(state: &AppState, headers: &HeaderMap, body: &[u8], secret: &str) -> Result<(), Response> {
+async fn authentic(state: &AppState, headers: &HeaderMap, body: &[u8], secret: &str) -> Result<(), ApiError> {
     let now = Timestamp::now();
     let signature = header(headers, "x-slack-signature");
     verify(secret, header(headers, "x-slack-request-timestamp"), body, signature, now.as_micros() / 1_000_000)
@@ -67,13 +67,13 @@ async fn authentic(state: &AppState, headers: &HeaderMap, body: &[u8], secret: &
     match state.store.first_use_of_signature(signature, expires, now).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(refused("this request was already received (a replay)")),
-        Err(e) => Err(ApiError::from(e).into_response()),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
 /// The connection of a project that can verify requests (it has a signing secret).
-async fn verifying(state: &AppState, project_id: &str) -> Result<(SlackConnection, String), Response> {
-    let connection = state.store.slack_connection(project_id).await.map_err(|e| ApiError::from(e).into_response())?;
+async fn verifying(state: &AppState, project_id: &str) -> Result<(SlackConnection, String), ApiError> {
+    let connection = state.store.slack_connection(project_id).await?;
     let Some(connection) = connection else {
         return Err(refused("the project of this request is not connected to Slack (countersign slack connect)"));
     };
@@ -131,24 +131,24 @@ async fn locate(state: &AppState, payload: &Value) -> Option<Located> {
 /// `POST /slack/interactions`: a click on a button or select, or a modal's submission.
 pub async fn interactions(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refusal) = fresh_timestamp(&headers) {
-        return refusal;
+        return refusal.into_response();
     }
     let payload = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
         .ok()
         .and_then(|fields| fields.into_iter().find(|(k, _)| k == "payload"))
         .and_then(|(_, p)| serde_json::from_str::<Value>(&p).ok());
     let Some(payload) = payload else {
-        return refused("not a Slack interaction: the body has no JSON `payload` field");
+        return refused("not a Slack interaction: the body has no JSON `payload` field").into_response();
     };
     let Some(located) = locate(&state, &payload).await else {
-        return refused("this interaction names no request of a project connected to Slack");
+        return refused("this interaction names no request of a project connected to Slack").into_response();
     };
     let (connection, secret) = match verifying(&state, &located.record.project_id).await {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if let Err(refusal) = authentic(&state, &headers, &body, &secret).await {
-        return refusal;
+        return refusal.into_response();
     }
     let who = Slacker::of(&payload);
     match payload.get("type").and_then(Value::as_str) {
@@ -398,10 +398,10 @@ async fn submit(
 /// question's thread answers it.
 pub async fn events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refusal) = fresh_timestamp(&headers) {
-        return refusal;
+        return refusal.into_response();
     }
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
-        return refused("not a Slack event: the body is not JSON");
+        return refused("not a Slack event: the body is not JSON").into_response();
     };
     let thread = match (
         payload.pointer("/event/channel").and_then(Value::as_str),
@@ -425,7 +425,7 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap, body: Byt
             }
         }
         if !verified {
-            return refused("no connected project's signing secret signs this event");
+            return refused("no connected project's signing secret signs this event").into_response();
         }
         return match payload.get("type").and_then(Value::as_str) {
             Some("url_verification") => {
@@ -436,10 +436,10 @@ pub async fn events(State(state): State<AppState>, headers: HeaderMap, body: Byt
     };
     let (connection, secret) = match verifying(&state, &message.project_id).await {
         Ok(found) => found,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     if let Err(refusal) = authentic(&state, &headers, &body, &secret).await {
-        return refusal;
+        return refusal.into_response();
     }
     tokio::spawn(async move { thread_reply(state, connection, payload, message).await });
     StatusCode::OK.into_response()
