@@ -14,16 +14,22 @@
 //! - `countersign mcp gate` on calls its rules do not select (`--ask no_such_tool`): an MCP client
 //!   (rmcp, stdio) calls the `echo` tool of this binary's hidden `echo-mcp` server through the gate
 //!   vs. the same server spawned directly: latency p50/p99 of sequential calls, and calls/s
-//!   sequential and with 16 in flight (SQLite pass only: such calls never reach Countersign).
+//!   sequential and with 16 in flight (SQLite pass only: such calls never reach Countersign);
+//! - Slack (a fake Slack Web API inside this process, on a server of its own): Approve click (a
+//!   signed interaction) → long-poll wake p50/p99 vs. the API respond → wake of the same kind of
+//!   Slack-posted call, interleaved in the same run; and posts/s with 50 channels × 5 requests
+//!   created at once vs. the pacing ideal of one post per second per channel, with the shortest
+//!   gap between two posts to one channel.
 //!
 //! With `--postgres ADMIN_URL` each selected part runs again on a server using a fresh database
 //! on that PostgreSQL cluster (rows marked `[pg]`): creates vs. direct 1-row transactions over 8
 //! connections (sqlx), GETs vs. the same bare handler, the wake on one instance, and the
 //! cross-instance wake (long-poll held on instance B, respond sent to instance A, same database)
-//! vs. a LISTEN/NOTIFY round trip measured directly; the webhooks part runs on a database of its own.
+//! vs. a LISTEN/NOTIFY round trip measured directly; the webhooks and slack parts run on databases
+//! of their own.
 //!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
-//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks,gate] [--json]
+//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks,gate,memory,slack] [--json]
 //! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
 //! unless `--keep`; its stderr goes to `server.log` there (the gate's to `gate.log`).
@@ -36,6 +42,7 @@ mod pg;
 mod process;
 mod report;
 mod sealing;
+mod slack;
 mod stats;
 mod wake;
 mod webhooks;
@@ -106,6 +113,10 @@ struct Opts {
     /// and through the gate), after a warm-up of a tenth as many (16 to 1,000).
     #[arg(long, default_value_t = 5_000, value_name = "N")]
     gate_calls: usize,
+    /// Rounds of the slack part's latency test (each one request decided by a Slack click and
+    /// one decided through the API), after 10 discarded ones.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    slack_rounds: usize,
     /// Run only these parts (repeatable or comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -137,12 +148,16 @@ enum Part {
     /// Server memory with 100,000 pending requests of ~1 KB (10 projects of 10,000), live and
     /// after a restart.
     Memory,
+    /// The Slack channel against a fake Slack: click → wake latency and posts/s at the
+    /// per-channel limit.
+    Slack,
 }
 
 impl Part {
-    /// Whether the part runs on the shared server (the webhooks part starts its own).
+    /// Whether the part runs on the shared server (the webhooks, memory and slack parts start
+    /// their own).
     fn on_shared_server(self) -> bool {
-        !matches!(self, Part::Webhooks | Part::Memory)
+        !matches!(self, Part::Webhooks | Part::Memory | Part::Slack)
     }
 
     /// Whether the part runs again in the PostgreSQL pass (the gate part does not: the calls it
@@ -164,6 +179,7 @@ fn main() -> Result<()> {
             anyhow::ensure!(opts.seconds > 0.0 && opts.warmup >= 0.0, "--seconds must be > 0 and --warmup >= 0");
             anyhow::ensure!(opts.webhook_decisions != Some(0), "--webhook-decisions must be at least 1");
             anyhow::ensure!(opts.gate_calls >= 1, "--gate-calls must be at least 1");
+            anyhow::ensure!(opts.slack_rounds >= 1, "--slack-rounds must be at least 1");
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(opts.client_threads).enable_all().build()?;
             runtime.block_on(bench(opts))
@@ -233,11 +249,17 @@ impl Launch<'_> {
     }
 
     async fn serve(&self, name: &str, log: &Path) -> Result<Server> {
+        self.serve_with_env(name, log, &[]).await
+    }
+
+    /// [`Launch::serve`] with these variables set too (after the isolation removed the caller's).
+    async fn serve_with_env(&self, name: &str, log: &Path, env: &[(&str, &str)]) -> Result<Server> {
         let mut command = Command::new(self.bin);
         process::isolate(&mut command, &self.config_home);
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(&self.store);
         // The webhooks part's receiver listens on loopback, which webhooks may target only so.
         command.env("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true");
+        command.envs(env.iter().copied());
         Server::start(name, command, log).await
     }
 }
@@ -375,6 +397,29 @@ async fn run_sqlite(
         let result = memory::run(&launch, tmp, 10, 10_000).await?;
         report.memory(&result);
     }
+    if parts.contains(&Part::Slack) {
+        let launch = Launch {
+            bin: launch.bin,
+            store: vec!["--data-dir".into(), tmp.join("slack-data").into()],
+            config_home: launch.config_home.clone(),
+        };
+        run_slack(opts, &launch, Backend::Sqlite, tag, &tmp.join("server-slack.log"), report).await?;
+    }
+    Ok(())
+}
+
+/// The slack part on a server of its own (a fresh store, connected to a fake Slack started for it).
+async fn run_slack(
+    opts: &Opts,
+    launch: &Launch<'_>,
+    backend: Backend,
+    tag: &str,
+    log: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let marker = if backend == Backend::Postgres { "[pg] " } else { "" };
+    let result = slack::run(opts, launch, marker, tag, log).await?;
+    report.slack(backend, &result);
     Ok(())
 }
 
@@ -592,6 +637,13 @@ async fn run_postgres(
         let launch =
             Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
         run_webhooks(opts, &launch, Backend::Postgres, tag, &tmp.join("server-pg-webhooks.log"), report).await?;
+    }
+    if parts.contains(&Part::Slack) {
+        eprintln!("[pg] creating the database {name}_slack (slack part) ...");
+        let url = cluster.create_database(&format!("{name}_slack")).await?;
+        let launch =
+            Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
+        run_slack(opts, &launch, Backend::Postgres, tag, &tmp.join("server-pg-slack.log"), report).await?;
     }
     Ok(())
 }

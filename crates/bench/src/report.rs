@@ -5,6 +5,7 @@ use crate::baseline::CommitResult;
 use crate::client::LoadResult;
 use crate::gate::{self, GateResult, Side};
 use crate::memory::MemoryResult;
+use crate::slack::{self, Decided, SlackResult};
 use crate::stats::Samples;
 use crate::wake::WakeResult;
 use crate::webhooks::{self, Tally, WebhookResult};
@@ -213,6 +214,7 @@ impl Report {
             "wake_iters": opts.wake_iters,
             "wake_delay_ms": opts.wake_delay_ms,
             "gate_calls": opts.gate_calls,
+            "slack_rounds": opts.slack_rounds,
         });
         Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new() }
     }
@@ -750,6 +752,136 @@ impl Report {
                     s.first_error.as_deref().unwrap_or("-")
                 );
             }
+        }
+        self.note(backend, text);
+    }
+
+    /// Slack click → long-poll wake against the API respond → wake of the same Slack-posted calls
+    /// (interleaved in one run), and posts/s over many channels against the pacing ideal.
+    pub fn slack(&mut self, backend: Backend, r: &SlackResult) {
+        for (order, p) in [(800, 50.0), (801, 99.0)] {
+            self.push(
+                backend,
+                order,
+                &format!("slack_click_wake_p{p}_ms"),
+                &format!("Slack Approve click -> long-poll wake p{p}"),
+                r.click.wake.percentile_ms(p),
+                Unit::Ms,
+                &format!("API respond -> long-poll wake p{p} (interleaved)"),
+                r.api.wake.percentile_ms(p),
+                Goal::None,
+                false,
+            );
+        }
+        let posts = &r.posts;
+        self.push(
+            backend,
+            802,
+            "slack_posts_per_s",
+            &format!("Slack posts/s, {} channels x {} (first create -> last post)", posts.channels, posts.per_channel),
+            posts.rate(),
+            Unit::PerSec,
+            &format!(
+                "ideal: 1 post/s per channel ({} per channel in {} s)",
+                posts.per_channel,
+                posts.per_channel.saturating_sub(1).max(1)
+            ),
+            posts.ideal_rate(),
+            Goal::None,
+            true,
+        );
+        self.push(
+            backend,
+            803,
+            "slack_post_min_gap_ms",
+            "shortest gap between two posts to one Slack channel",
+            posts.min_gap.as_secs_f64() * 1e3,
+            Unit::Ms,
+            "Slack's limit: 1 post/s per channel",
+            slack::POST_INTERVAL.as_secs_f64() * 1e3,
+            Goal::AtLeast(900.0),
+            false,
+        );
+        let decided_json = |d: &Decided| {
+            json!({"wake": latency_json(&d.wake), "ack": latency_json(&d.ack), "update": latency_json(&d.update),
+                   "users_info": latency_json(&d.users_info), "post": latency_json(&d.post)})
+        };
+        self.details.insert(
+            backend.key("slack"),
+            json!({
+                "rounds": r.rounds,
+                "click": decided_json(&r.click),
+                "api": decided_json(&r.api),
+                "click_body_bytes": r.click_bytes,
+                "settle_ms": r.settle.as_secs_f64() * 1e3,
+                "not_parked": r.not_parked,
+                "not_decided": r.not_decided,
+                "not_updated": r.not_updated,
+                "first_problem": r.first_problem,
+                "posts": {
+                    "channels": posts.channels,
+                    "per_channel": posts.per_channel,
+                    "posted": posts.posted,
+                    "rate_per_s": posts.rate(),
+                    "ideal_rate_per_s": posts.ideal_rate(),
+                    "sustained_rate_per_s": posts.sustained_rate(),
+                    "sustained_ideal_per_s": posts.channels as f64 / slack::POST_INTERVAL.as_secs_f64(),
+                    "span_s": posts.span.as_secs_f64(),
+                    "first_post_s": posts.first_post.as_secs_f64(),
+                    "creating_s": posts.creating.as_secs_f64(),
+                    "min_gap_ms": posts.min_gap.as_secs_f64() * 1e3,
+                    "short_gaps": posts.short_gaps,
+                    "uneven_channels": posts.uneven_channels,
+                    "creates": load_json(&posts.creates),
+                },
+            }),
+        );
+        let ms = |s: &Samples, p: f64| s.percentile_ms(p);
+        let mut text = format!(
+            "slack: {} rounds (+10 warm-up), one channel per request, decided {} ms after the post reached the fake; \
+             click: {}-byte signed interaction, acknowledged p50 {:.3} ms, p99 {:.3} ms, users.info at the fake p50 \
+             {:.3} ms, message updated p50 {:.3} ms, p99 {:.3} ms; API respond: answered p50 {:.3} ms, p99 {:.3} ms, \
+             message updated p50 {:.3} ms, p99 {:.3} ms; create -> chat.postMessage p50 {:.3} ms, p99 {:.3} ms (API rounds)",
+            r.rounds,
+            r.settle.as_millis(),
+            r.click_bytes,
+            ms(&r.click.ack, 50.0),
+            ms(&r.click.ack, 99.0),
+            ms(&r.click.users_info, 50.0),
+            ms(&r.click.update, 50.0),
+            ms(&r.click.update, 99.0),
+            ms(&r.api.ack, 50.0),
+            ms(&r.api.ack, 99.0),
+            ms(&r.api.update, 50.0),
+            ms(&r.api.update, 99.0),
+            ms(&r.api.post, 50.0),
+            ms(&r.api.post, 99.0),
+        );
+        let _ = write!(
+            text,
+            "\nslack posts: {} of {} posted; created in {:.2} s; first post {:.3} s, last {:.2} s after the first \
+             create; sustained {:.1} posts/s after each channel's first (ideal {:.0}/s); {} gaps under 0.9 s",
+            posts.posted,
+            posts.channels * posts.per_channel,
+            posts.creating.as_secs_f64(),
+            posts.first_post.as_secs_f64(),
+            posts.span.as_secs_f64(),
+            posts.sustained_rate(),
+            posts.channels as f64 / slack::POST_INTERVAL.as_secs_f64(),
+            posts.short_gaps,
+        );
+        if r.not_parked + r.not_decided + r.not_updated + posts.uneven_channels > 0 {
+            let _ = write!(
+                text,
+                "\n  PROBLEMS: {} long-polls answered before the decision, {} woken without it, {} messages not \
+                 updated, {} channels without exactly {} posts; first: {}",
+                r.not_parked,
+                r.not_decided,
+                r.not_updated,
+                posts.uneven_channels,
+                posts.per_channel,
+                r.first_problem.as_deref().unwrap_or("-")
+            );
         }
         self.note(backend, text);
     }

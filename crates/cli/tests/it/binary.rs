@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_countersign");
 
 /// The `--database-url` of a test's data directory, made by [`fresh_dir`].
-fn database(data_dir: &std::path::Path) -> String {
+pub(crate) fn database(data_dir: &std::path::Path) -> String {
     std::fs::read_to_string(data_dir.join("postgres-database-url"))
         .unwrap_or_else(|_| format!("sqlite://{}", data_dir.join("countersign.db").display()))
 }

@@ -547,6 +547,9 @@ async fn claims_show_on_the_message_and_escalations_post_in_the_thread_and_to_th
     interact(&s, &click(&posted, "cs_claim", "UADA")).await;
     let claimed = wait_update(&fake, &posted, |b| b.to_string().contains("<@UADA> is looking")).await;
     assert!(!elements(&claimed.body["blocks"]).is_empty(), "still decidable after a claim");
+    let mut browser = crate::web::signed_in(&s, "bob@example.com", &["alpha"]).await;
+    let page = browser.get("/r/alpha/approval/c8").await;
+    assert!(page.body.contains("Looking at it") && page.body.contains("Slack user UADA via slack"), "{}", page.body);
     let escalation = json!({"escalation_msg": "still waiting", "channel": {"slack": {"channel_or_user_id": "C0LEAD"}}});
     let (status, _) = s.post("/agent/function_calls/c8/escalate_email", escalation).await;
     assert_eq!(status, StatusCode::OK);
@@ -689,4 +692,163 @@ async fn with_two_instances_a_click_on_either_decides_and_the_post_goes_out_once
     wait_until(&b, "/function_calls/m2", |fc| fc["status"]["approved"] == true).await;
     wait_update(&fake, &of("m1"), |b| elements(b).is_empty()).await;
     wait_update(&fake, &of("m2"), |b| elements(b).is_empty()).await;
+}
+
+/// Runs the binary on the data directory `dir` with these environment variables and standard input.
+fn run_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--database-url", &crate::binary::database(dir)])
+        .env_remove("COUNTERSIGN_DATABASE_URL")
+        .env_remove("COUNTERSIGN_SLACK_BOT_TOKEN")
+        .env_remove("COUNTERSIGN_SLACK_SIGNING_SECRET")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_connect_status_disconnect_and_manifest_from_the_cli() {
+    let fake = FakeSlack::start().await;
+    let base = fake.base();
+    let env = [("COUNTERSIGN_SLACK_API_BASE", base.as_str())];
+    let dir = crate::binary::fresh_dir().await;
+    let dir = dir.path();
+    let both = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    assert!(run_cli(dir, &["keys", "create", "--project", "ops"], &[], "").status.success());
+    // The token and secret from standard input; the token is checked with auth.test.
+    let out = run_cli(
+        dir,
+        &[
+            "slack",
+            "connect",
+            "--project",
+            "ops",
+            "--bot-token-stdin",
+            "--signing-secret-stdin",
+            "--default-channel",
+            "C0OPS",
+        ],
+        &env,
+        "xoxb-from-stdin\nsigning-from-stdin\n",
+    );
+    assert!(out.status.success(), "{}", both(&out));
+    let text = both(&out);
+    assert!(
+        text.contains("Fake Workspace") && text.contains("C0OPS") && text.contains("Signing secret:  set"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("xoxb-from-stdin") && !text.contains("signing-from-stdin"),
+        "secrets are never shown: {text}"
+    );
+    assert_eq!(fake.calls_to("auth.test").last().unwrap().token.as_deref(), Some("xoxb-from-stdin"));
+    // From the environment too.
+    let out = run_cli(
+        dir,
+        &["slack", "connect", "--project", "ops", "--json"],
+        &[env[0], ("COUNTERSIGN_SLACK_BOT_TOKEN", "xoxb-from-env"), ("COUNTERSIGN_SLACK_SIGNING_SECRET", "from-env")],
+        "",
+    );
+    assert!(out.status.success(), "{}", both(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["team_id"], "T0FAKE");
+    assert_eq!(shown["default_channel"], Value::Null, "connecting again replaces the connection");
+    assert!(!both(&out).contains("xoxb-from-env") && !both(&out).contains("from-env\""));
+    let status = run_cli(dir, &["slack", "status", "--project", "ops", "--json"], &env, "");
+    assert!(status.status.success(), "{}", both(&status));
+    let shown: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!((shown["team"].as_str(), shown["bot_user_id"].as_str()), (Some("Fake Workspace"), Some("UBOT")));
+    assert_eq!((shown["signing_secret_set"].as_bool(), shown["token_ok"].as_bool()), (Some(true), Some(true)));
+    assert!(!both(&status).contains("xoxb-from-env"));
+    // A token Slack refuses: status says so and exits 1; connect refuses it (nothing stored changes).
+    fake.revoke_token("xoxb-from-env");
+    let status = run_cli(dir, &["slack", "status", "--project", "ops"], &env, "");
+    assert_eq!(status.status.code(), Some(1));
+    assert!(both(&status).contains("invalid_auth"), "{}", both(&status));
+    let refused = run_cli(dir, &["slack", "connect", "--project", "ops", "--bot-token", "xoxb-from-env"], &env, "");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(both(&refused).contains("Slack refused the bot token"), "{}", both(&refused));
+    let not_bot = run_cli(dir, &["slack", "connect", "--project", "ops", "--bot-token", "xoxp-user"], &env, "");
+    assert_eq!(not_bot.status.code(), Some(2), "{}", both(&not_bot));
+    let missing = run_cli(dir, &["slack", "connect", "--project", "ops"], &env, "");
+    assert_eq!(missing.status.code(), Some(2), "{}", both(&missing));
+    let unknown = run_cli(dir, &["slack", "status", "--project", "nope"], &env, "");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(both(&unknown).contains("keys create --project"));
+    // Disconnect.
+    let out = run_cli(dir, &["slack", "disconnect", "--project", "ops"], &env, "");
+    assert!(out.status.success() && both(&out).contains("disconnected"), "{}", both(&out));
+    let status = run_cli(dir, &["slack", "status", "--project", "ops"], &env, "");
+    assert_eq!(status.status.code(), Some(1));
+    assert!(both(&status).contains("not connected"), "{}", both(&status));
+    // The manifest: valid JSON with both request URLs and the scopes.
+    let out = run_cli(dir, &["slack", "manifest", "--public-url", "https://cs.example.com/"], &[], "");
+    assert!(out.status.success());
+    let manifest: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(manifest["settings"]["interactivity"]["request_url"], "https://cs.example.com/slack/interactions");
+    assert_eq!(manifest["settings"]["event_subscriptions"]["request_url"], "https://cs.example.com/slack/events");
+    let scopes = manifest["oauth_config"]["scopes"]["bot"].to_string();
+    for scope in ["chat:write", "users:read.email", "channels:history"] {
+        assert!(scopes.contains(scope), "{scopes}");
+    }
+    let help = run_cli(dir, &["slack", "--help"], &[], "");
+    assert!(both(&help).contains("manifest") && both(&help).contains("api.slack.com/apps"), "{}", both(&help));
+}
+
+/// A server killed right after a request addressed to Slack was acknowledged posts it after the
+/// restart, once: the post was queued in the create's own transaction (while Slack was
+/// unreachable, so nothing could have been posted before the kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_after_the_create_posts_to_slack_after_restart() {
+    use crate::binary::{Served, fresh_dir};
+    let fake = FakeSlack::start().await;
+    let dir = fresh_dir().await;
+    let base = fake.base();
+    let key =
+        String::from_utf8(run_cli(dir.path(), &["keys", "create", "--project", "crash"], &[], "").stdout).unwrap();
+    let key = key.lines().last().unwrap().to_owned();
+    let connect = ["slack", "connect", "--project", "crash", "--bot-token", TOKEN, "--signing-secret", SECRET];
+    assert!(run_cli(dir.path(), &connect, &[("COUNTERSIGN_SLACK_API_BASE", base.as_str())], "").status.success());
+    let dead = format!(
+        "http://127.0.0.1:{}/api",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    let mut server = Served::start_with(
+        dir.path(),
+        &[("COUNTERSIGN_SLACK_API_BASE", dead.as_str())],
+        std::process::Stdio::inherit(),
+    );
+    let http = crate::support::client();
+    let create = http
+        .post(server.url("/humanlayer/v1/function_calls"))
+        .bearer_auth(&key)
+        .json(&slacked("k1", json!({"channel_or_user_id": "C0CRASH"})));
+    assert_eq!(create.send().await.unwrap().status(), StatusCode::OK);
+    server.child.kill().unwrap(); // SIGKILL right after the create was acknowledged
+    server.child.wait().unwrap();
+    assert!(fake.calls_to("chat.postMessage").is_empty());
+
+    let server = Served::start_with(
+        dir.path(),
+        &[("COUNTERSIGN_SLACK_API_BASE", base.as_str())],
+        std::process::Stdio::inherit(),
+    );
+    // A first attempt the killed server made (refused: nothing listened) is retried about 5 s
+    // later; one it was in the middle of when killed waits for its claim (60 s) to lapse.
+    let posted = fake.wait_for("chat.postMessage", 1, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.calls_to("chat.postMessage").len(), 1, "posted once: {posted:?}");
+    assert_eq!(posted[0].body["channel"], "C0CRASH");
+    assert!(server.terminate().success());
 }

@@ -100,6 +100,17 @@ pub struct Detail {
     /// A validation error of the last submission.
     pub error: String,
     pub csrf: String,
+    /// Who said they are looking at it (a claim, e.g. from Slack), while pending.
+    pub claimed: String,
+}
+
+/// How a claim is shown in the inbox: `by X via slack at T` (a Slack mention as "Slack user U...").
+pub fn claim_text(claim: &countersign_store::RequestClaim) -> String {
+    let by = match claim.by.strip_prefix("<@").and_then(|rest| rest.strip_suffix('>')) {
+        Some(user) => format!("Slack user {user}"),
+        None => claim.by.clone(),
+    };
+    format!("{by} via {} at {}", claim.channel, short_time(claim.at))
 }
 
 impl Detail {
@@ -150,6 +161,7 @@ impl Detail {
             notice: String::new(),
             error: String::new(),
             csrf: csrf.to_owned(),
+            claimed: String::new(),
         }
     }
 }

@@ -174,3 +174,24 @@ fn without_url(e: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slacks_own_troubles_are_retried_and_refusals_are_not() {
+        for permanent in ["channel_not_found", "invalid_auth", "not_in_channel", "is_archived", "invalid_blocks"] {
+            assert!(SlackError::Api(permanent.into()).is_permanent(), "{permanent}");
+        }
+        for transient in ["ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"] {
+            assert!(!SlackError::Api(transient.into()).is_permanent(), "{transient}");
+        }
+        assert!(!SlackError::RateLimited { retry_after: Duration::from_secs(3) }.is_permanent());
+        assert!(!SlackError::Transport("refused".into()).is_permanent());
+        assert!(!SlackError::Status(503).is_permanent() && !SlackError::Status(408).is_permanent());
+        assert!(SlackError::Status(404).is_permanent());
+        assert_eq!(SlackError::Api("channel_not_found".into()).code(), Some("channel_not_found"));
+        assert_eq!(SlackError::Api("x".into()).to_string(), "Slack answered x");
+    }
+}

@@ -54,3 +54,48 @@ impl SlackTarget {
         self.allowed_responder_ids.as_ref().is_none_or(|ids| ids.iter().any(|id| id == user))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use countersign_core::{RequestKind, Timestamp};
+    use serde_json::json;
+
+    fn record(spec: serde_json::Value) -> RequestRecord {
+        RequestRecord {
+            project_id: "p".into(),
+            kind: RequestKind::FunctionCall,
+            call_id: "c".into(),
+            run_id: "r".into(),
+            spec: serde_json::value::RawValue::from_string(spec.to_string()).unwrap(),
+            requested_at: Timestamp::from_micros(1),
+            outcome: None,
+            escalations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_slack_channel_is_read_as_the_sdks_send_it() {
+        let t = SlackTarget::of(&record(json!({"fn": "f", "channel": {"slack": {
+            "channel_or_user_id": " C1 ", "bot_token": "xoxb-own", "thread_ts": "1.2",
+            "allowed_responder_ids": ["UA"], "context_about_channel_or_user": "ops", "experimental_slack_blocks": true
+        }}})));
+        assert_eq!(t.channel.as_deref(), Some("C1"));
+        assert_eq!(t.bot_token.as_deref(), Some("xoxb-own"));
+        assert_eq!(t.thread_ts.as_deref(), Some("1.2"));
+        assert!(t.allows("UA") && !t.allows("UB"));
+        // Python sends every field, null when unset; "" means the project's default channel.
+        let t = SlackTarget::of(&record(json!({"channel": {"slack": {"channel_or_user_id": "", "bot_token": null,
+            "thread_ts": null, "allowed_responder_ids": null}, "email": null, "sms": null, "whatsapp": null}})));
+        assert_eq!(t, SlackTarget::default());
+        assert!(t.allows("anyone"));
+        assert_eq!(SlackTarget::of(&record(json!({"channel": {"email": {"address": "a@x"}}}))), SlackTarget::default());
+        assert_eq!(SlackTarget::of(&record(json!({"channel": {"slack": 3}}))), SlackTarget::default());
+        assert!(
+            !SlackTarget::of(&record(
+                json!({"channel": {"slack": {"channel_or_user_id": "C", "allowed_responder_ids": []}}})
+            ))
+            .allows("UA")
+        );
+    }
+}

@@ -117,7 +117,17 @@ async fn detail(
 ) -> PageResult {
     let person = person(&who);
     let record = person.request(state.store.as_ref(), &project, kind_of(&kind)?, &call_id).await?;
-    let detail = Detail::new(&project, &record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
+    let mut detail =
+        Detail::new(&project, &record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
+    if record.outcome.is_none()
+        && let Some(claim) = state
+            .store
+            .request_claim(&record.project_id, record.kind, &record.call_id)
+            .await
+            .map_err(crate::error::ApiError::from)?
+    {
+        detail.claimed = crate::html::detail::claim_text(&claim);
+    }
     if is_htmx(&headers) {
         return Ok(render(&DetailFragment { d: detail }));
     }
