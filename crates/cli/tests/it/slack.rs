@@ -448,6 +448,9 @@ async fn forged_stale_replayed_and_unsigned_requests_change_nothing() {
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
     let garbage = signed(&s, "/slack/interactions", "payload=%7Bnot json", form, SECRET, now_secs()).await;
     assert_eq!(garbage.0, StatusCode::UNAUTHORIZED);
+    let huge = format!("payload={}", "x".repeat(2 << 20));
+    let (status, _) = signed(&s, "/slack/interactions", &huge, form, SECRET, now_secs()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "inbound Slack bodies are capped at 1 MiB");
     let events = signed(
         &s,
         "/slack/events",
