@@ -29,10 +29,11 @@
 //! of their own.
 //!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
-//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks,gate,memory,slack] [--json]
-//! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
+//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks,gate,memory,slack]
+//! [--json] [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
-//! unless `--keep`; its stderr goes to `server.log` there (the gate's to `gate.log`).
+//! unless `--keep`; its stderr goes to `server.log` there (the gate's to `gate.log`, that of a
+//! part's own server to `server-PART.log`, e.g. `server-slack.log`).
 
 mod baseline;
 mod client;

@@ -837,7 +837,7 @@ impl Report {
             }),
         );
         let ms = |s: &Samples, p: f64| s.percentile_ms(p);
-        let mut text = format!(
+        let text = format!(
             "slack: {} rounds (+10 warm-up), one channel per request, decided {} ms after the post reached the fake; \
              click: {}-byte signed interaction, acknowledged p50 {:.3} ms, p99 {:.3} ms, users.info at the fake p50 \
              {:.3} ms, message updated p50 {:.3} ms, p99 {:.3} ms; API respond: answered p50 {:.3} ms, p99 {:.3} ms, \
@@ -857,9 +857,9 @@ impl Report {
             ms(&r.api.post, 50.0),
             ms(&r.api.post, 99.0),
         );
-        let _ = write!(
-            text,
-            "\nslack posts: {} of {} posted; created in {:.2} s; first post {:.3} s, last {:.2} s after the first \
+        self.note(backend, text);
+        let mut text = format!(
+            "slack posts: {} of {} posted; created in {:.2} s; first post {:.3} s, last {:.2} s after the first \
              create; sustained {:.1} posts/s after each channel's first (ideal {:.0}/s); {} gaps under 0.9 s",
             posts.posted,
             posts.channels * posts.per_channel,

@@ -168,9 +168,9 @@ pub async fn run(
         let target = Target::new(server.addr, Some(&key))?;
         let settle = SETTLE.max(Duration::from_millis(opts.wake_delay_ms));
         let mut result = SlackResult { rounds: opts.slack_rounds, settle, ..SlackResult::default() };
-        decisions(opts, &target, &fake, tag, &mut result).await?;
+        decisions(opts, &target, &fake, marker, tag, &mut result).await?;
         server.check_alive()?;
-        result.posts = posts(opts, &target, &fake, tag).await?;
+        result.posts = posts(opts, &target, &fake, marker, tag).await?;
         server.check_alive()?;
         Ok::<_, anyhow::Error>(result)
     }
@@ -202,9 +202,9 @@ async fn connect(launch: &Launch<'_>, base: &str) -> Result<()> {
 
 /// A function call addressed to Slack channel `channel`.
 fn slack_body(call_id: &str, channel: &str) -> String {
-    format!(
-        r#"{{"run_id":"r","call_id":"{call_id}","spec":{{"fn":"f","kwargs":{{"x":1}},"channel":{{"slack":{{"channel_or_user_id":"{channel}"}}}}}}}}"#
-    )
+    json!({"run_id": "r", "call_id": call_id,
+           "spec": {"fn": "f", "kwargs": {"x": 1}, "channel": {"slack": {"channel_or_user_id": channel}}}})
+    .to_string()
 }
 
 /// Percent-encodes a form value.
@@ -247,7 +247,8 @@ fn approve_click(addr: std::net::SocketAddr, posted: &Call) -> Result<(Vec<u8>, 
         "container": {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": false},
         "channel": {"id": channel, "name": "bench"},
         "message": {"ts": ts, "blocks": blocks},
-        "actions": [{"action_id": "cs_approve", "block_id": "cs_actions", "type": "button", "value": approve["value"], "action_ts": format!("1700000000.{n:06}")}],
+        "actions": [{"action_id": "cs_approve", "block_id": "cs_actions", "type": "button",
+                     "value": approve["value"], "action_ts": format!("1700000000.{n:06}")}],
     });
     let body = format!("payload={}", form_value(&payload.to_string()));
     let timestamp = chrono::Utc::now().timestamp();
@@ -284,10 +285,17 @@ async fn wait_call(fake: &FakeSlack, method: &str, channel: &str, seen: &mut usi
 
 /// The rounds: each of them one request decided by a click and one decided through the API, in
 /// alternating order.
-async fn decisions(opts: &Opts, target: &Target, fake: &FakeSlack, tag: &str, r: &mut SlackResult) -> Result<()> {
+async fn decisions(
+    opts: &Opts,
+    target: &Target,
+    fake: &FakeSlack,
+    marker: &str,
+    tag: &str,
+    r: &mut SlackResult,
+) -> Result<()> {
     let rounds = opts.slack_rounds;
     eprintln!(
-        "countersign: Slack Approve click → long-poll wake, and API respond → wake ({rounds} rounds of each, \
+        "{marker}countersign: Slack Approve click → long-poll wake, and API respond → wake ({rounds} rounds of each, \
          one channel per request) ..."
     );
     let mut control = Conn::connect(target.addr).await?;
@@ -431,12 +439,14 @@ async fn decisions(opts: &Opts, target: &Target, fake: &FakeSlack, tag: &str, r:
 
 /// [`CHANNELS`] × [`PER_CHANNEL`] requests created at once, round-robin over the channels; waits
 /// for all their posts.
-async fn posts(opts: &Opts, target: &Target, fake: &FakeSlack, tag: &str) -> Result<PostsResult> {
+async fn posts(opts: &Opts, target: &Target, fake: &FakeSlack, marker: &str, tag: &str) -> Result<PostsResult> {
     let n = CHANNELS * PER_CHANNEL;
     let mut r = PostsResult { channels: CHANNELS, per_channel: PER_CHANNEL, ..PostsResult::default() };
     let channel = |k: u64| format!("CP{:02}", k % CHANNELS as u64);
     let before = fake.calls_to("chat.postMessage").len();
-    eprintln!("countersign: {n} requests over {CHANNELS} Slack channels at once, posted at 1/s per channel ...");
+    eprintln!(
+        "{marker}countersign: {n} requests over {CHANNELS} Slack channels at once, posted at 1/s per channel ..."
+    );
     let first_create = Arc::new(OnceLock::new());
     let make: MakeRequest = {
         let (first, next, tag) = (Arc::clone(&first_create), AtomicU64::new(0), tag.to_owned());

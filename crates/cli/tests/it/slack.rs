@@ -334,6 +334,7 @@ async fn questions_are_answered_by_option_modal_or_thread_reply() {
             .unwrap_or_else(|| panic!("{call_id} not posted"))
     };
     let (q1, q2, q3) = (of("q1"), of("q2"), of("q3"));
+    recorded(&s, &q3).await;
     assert_valid_block_kit(&json!({"blocks": q1.body["blocks"]}));
     // A plain option answers at once.
     interact(&s, &click(&q1, "cs_respond_option:0", "UADA")).await;
@@ -623,8 +624,17 @@ fn python_agent(s: &TestServer, script: &str, arg: &str) -> std::process::Child 
         .unwrap()
 }
 
-async fn agent_output(agent: std::process::Child) -> String {
-    let out = tokio::task::spawn_blocking(move || agent.wait_with_output()).await.unwrap().unwrap();
+async fn agent_output(mut agent: std::process::Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            agent.kill().unwrap();
+            let out = agent.wait_with_output().unwrap();
+            panic!("the agent did not finish within 60 s: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = agent.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
@@ -664,6 +674,7 @@ async fn an_agent_on_the_python_sdk_gets_the_answer_given_in_the_thread() {
     let agent = python_agent(&s, ASKING_AGENT, "Which region should I deploy to?");
     let posted = fake.wait_for("chat.postMessage", 1, Duration::from_secs(30)).await.remove(0);
     assert!(posted.body["blocks"].to_string().contains("Which region"));
+    recorded(&s, &posted).await; // a thread reply finds its request by the recorded message
     let event = json!({"type": "event_callback", "team_id": "T0FAKE", "event": {"type": "message",
         "channel": posted.answered["channel"], "user": "UADA", "text": "eu-west-1, please",
         "ts": "1700000123.000001", "thread_ts": posted.answered["ts"]}});
