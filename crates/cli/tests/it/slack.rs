@@ -866,3 +866,45 @@ async fn a_server_killed_after_the_create_posts_to_slack_after_restart() {
     assert_eq!(posted[0].body["channel"], "C0CRASH");
     assert!(server.terminate().success());
 }
+
+/// One Slack app for two projects, each with its own signing secret: a click is verified with the
+/// secret of the project whose request it names, and the other project's secret does not pass.
+#[tokio::test]
+async fn each_project_verifies_clicks_on_its_requests_with_its_own_secret() {
+    let (s, fake) = slack_server(None).await;
+    let beta = s.store.project_by_name("beta").await.unwrap().unwrap();
+    s.store
+        .set_slack_connection(&SlackConnection {
+            project_id: beta.id,
+            bot_token: "xoxb-beta".into(),
+            signing_secret: Some("beta-secret".into()),
+            default_channel: None,
+            team_id: Some("T0FAKE".into()),
+            team_name: None,
+            bot_user_id: None,
+            require_known_users: false,
+            connected_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    s.post_as(&s.other_key, "/function_calls", slacked("b1", json!({"channel_or_user_id": "C0BETA"}))).await;
+    let posted = fake.wait_for("chat.postMessage", 1, WAIT).await.remove(0);
+    assert_eq!(posted.token.as_deref(), Some("xoxb-beta"), "posted with beta's own token");
+    let body = format!("payload={}", form_value(&click(&posted, "cs_approve", "UADA").to_string()));
+    let form = "application/x-www-form-urlencoded";
+    let (status, _) = signed(&s, "/slack/interactions", &body, form, SECRET, now_secs()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "alpha's secret does not pass for beta's request");
+    let (status, _) = signed(&s, "/slack/interactions", &body, form, "beta-secret", now_secs()).await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = s.http.get(s.api("/function_calls/b1")).bearer_auth(&s.other_key).send().await.unwrap();
+        let fc: Value = got.json().await.unwrap();
+        if fc["status"]["approved"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "beta's request was not approved: {fc}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(s.get("/function_calls/b1").await.0, StatusCode::NOT_FOUND, "alpha never sees beta's request");
+}
