@@ -449,6 +449,14 @@ async fn forged_stale_replayed_and_unsigned_requests_change_nothing() {
     assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
     let garbage = signed(&s, "/slack/interactions", "payload=%7Bnot json", form, SECRET, now_secs()).await;
     assert_eq!(garbage.0, StatusCode::UNAUTHORIZED);
+    // A payload nested deeper than max_json_depth is refused before any parser recurses into it.
+    let deep = format!("payload={}", form_value(&format!("{}{}", "[".repeat(100_000), "]".repeat(100_000))));
+    let (status, why) = signed(&s, "/slack/interactions", &deep, form, SECRET, now_secs()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{why}");
+    assert!(why.contains("max_json_depth"), "{why}");
+    let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+    let (status, _) = signed(&s, "/slack/events", &deep, "application/json", SECRET, now_secs()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     let huge = format!("payload={}", "x".repeat(2 << 20));
     let (status, _) = signed(&s, "/slack/interactions", &huge, form, SECRET, now_secs()).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "inbound Slack bodies are capped at 1 MiB");

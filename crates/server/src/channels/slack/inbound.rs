@@ -135,8 +135,14 @@ pub async fn interactions(State(state): State<AppState>, headers: HeaderMap, bod
     }
     let payload = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
         .ok()
-        .and_then(|fields| fields.into_iter().find(|(k, _)| k == "payload"))
-        .and_then(|(_, p)| serde_json::from_str::<Value>(&p).ok());
+        .and_then(|fields| fields.into_iter().find(|(k, _)| k == "payload"));
+    if let Some((_, p)) = &payload
+        && let Err(e) = countersign_core::json_depth::check(p.as_bytes(), state.settings.limits.max_json_depth)
+    {
+        return ApiError::invalid(countersign_core::Invalid::new("payload", format!("the payload {e}")))
+            .into_response();
+    }
+    let payload = payload.and_then(|(_, p)| serde_json::from_str::<Value>(&p).ok());
     let Some(payload) = payload else {
         return refused("not a Slack interaction: the body has no JSON `payload` field").into_response();
     };
@@ -399,6 +405,9 @@ async fn submit(
 pub async fn events(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(refusal) = fresh_timestamp(&headers) {
         return refusal.into_response();
+    }
+    if let Err(e) = countersign_core::json_depth::check(&body, state.settings.limits.max_json_depth) {
+        return ApiError::invalid(countersign_core::Invalid::new(".", format!("the body {e}"))).into_response();
     }
     let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
         return refused("not a Slack event: the body is not JSON").into_response();
