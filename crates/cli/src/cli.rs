@@ -266,14 +266,14 @@ pub enum SlackCommand {
         /// which stay out of shell history.
         #[arg(long, env = "COUNTERSIGN_SLACK_BOT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
         bot_token: Option<String>,
-        /// Read the bot token from the first line of standard input.
-        #[arg(long, conflicts_with = "bot_token")]
+        /// Read the bot token from the first line of standard input (wins over the variable).
+        #[arg(long)]
         bot_token_stdin: bool,
-        /// The app's signing secret (Basic Information → App Credentials) [env: COUNTERSIGN_SLACK_SIGNING_SECRET].
+        /// The app's signing secret (Basic Information → App Credentials).
         #[arg(long, env = "COUNTERSIGN_SLACK_SIGNING_SECRET", hide_env_values = true, value_name = "SECRET")]
         signing_secret: Option<String>,
         /// Read the signing secret from standard input (after the bot token, when both are read).
-        #[arg(long, conflicts_with = "signing_secret")]
+        #[arg(long)]
         signing_secret_stdin: bool,
         /// Where requests that name no channel are posted: a channel id (C...) or a user id (U...).
         #[arg(long, value_name = "CHANNEL")]
