@@ -15,8 +15,15 @@ impl Escalation {
     /// Validates an escalation body against the request it escalates.
     ///
     /// An escalation needs somebody to reach: the escalation's email or Slack channel, its
-    /// additional recipients, or the request's own email or Slack channel.
-    pub fn parse(body: Value, request: &RequestRecord, by: &str, at: Timestamp) -> Result<Self, Invalid> {
+    /// additional recipients, the request's own email channel, or the request's Slack message
+    /// (`in_slack`: the request is posted to Slack, so the escalation is answered in its thread).
+    pub fn parse(
+        body: Value,
+        request: &RequestRecord,
+        by: &str,
+        at: Timestamp,
+        in_slack: bool,
+    ) -> Result<Self, Invalid> {
         let parsed: EscalationBody = serde_path_to_error::deserialize(&body).map_err(Invalid::from_serde)?;
         if parsed.escalation_msg.trim().is_empty() {
             return Err(Invalid::new("escalation_msg", "must not be empty"));
@@ -31,12 +38,13 @@ impl Escalation {
             || has_slack(&parsed.channel)
             || has_recipients
             || has_email(&request_channel)
-            || has_slack(&request_channel);
+            || in_slack;
         if !reachable {
             return Err(Invalid::new(
                 "channel",
                 "nobody to escalate to: give channel.email.address, channel.slack.channel_or_user_id or \
-                 additional_recipients, or create the request with an email or Slack channel",
+                 additional_recipients, or create the request with an email channel (or a Slack channel, \
+                 in a project connected with `countersign slack connect`)",
             ));
         }
         let mut record = body;
@@ -45,5 +53,41 @@ impl Escalation {
             map.insert("escalated_by".into(), json!(by));
         }
         Ok(Self { record })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RequestKind;
+
+    fn request(channel: Value) -> RequestRecord {
+        let spec = json!({"fn": "f", "kwargs": {}, "channel": channel});
+        RequestRecord {
+            project_id: "p".into(),
+            kind: RequestKind::FunctionCall,
+            call_id: "c".into(),
+            run_id: "r".into(),
+            spec: serde_json::value::RawValue::from_string(spec.to_string()).unwrap(),
+            requested_at: Timestamp::from_micros(1),
+            outcome: None,
+            escalations: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_escalation_needs_an_email_or_a_slack_channel_that_can_be_posted_to() {
+        let at = Timestamp::from_micros(2);
+        let plain = json!({"escalation_msg": "anyone?"});
+        let slacked = request(json!({"slack": {"channel_or_user_id": "C1"}}));
+        assert!(Escalation::parse(plain.clone(), &slacked, "k", at, false).is_err(), "not posted anywhere");
+        assert!(Escalation::parse(plain.clone(), &slacked, "k", at, true).is_ok(), "answered in the thread");
+        let to_slack = json!({"escalation_msg": "!", "channel": {"slack": {"channel_or_user_id": "C2"}}});
+        assert!(Escalation::parse(to_slack, &request(Value::Null), "k", at, false).is_ok());
+        let emailed = request(json!({"email": {"address": "a@x"}}));
+        let recorded = Escalation::parse(plain.clone(), &emailed, "key k", at, false).unwrap();
+        assert_eq!(recorded.record["escalated_by"], "key k");
+        let err = Escalation::parse(plain, &request(Value::Null), "k", at, false).unwrap_err();
+        assert!(format!("{err:?}").contains("nobody to escalate to"), "{err:?}");
     }
 }

@@ -916,3 +916,27 @@ async fn each_project_verifies_clicks_on_its_requests_with_its_own_secret() {
     }
     assert_eq!(s.get("/function_calls/b1").await.0, StatusCode::NOT_FOUND, "alpha never sees beta's request");
 }
+
+/// An escalation without a channel of a request in Slack is answered in its thread; without a
+/// Slack connection there is nobody to reach and it is refused, as before Slack existed.
+#[tokio::test]
+async fn a_plain_escalation_of_a_slack_request_goes_to_its_thread_when_the_project_is_connected() {
+    let (s, fake) = slack_server(Some("C0DEF")).await;
+    s.post("/function_calls", approval("e1")).await; // no channel: the default channel
+    let posted = fake.wait_for("chat.postMessage", 1, WAIT).await.remove(0);
+    recorded(&s, &posted).await;
+    let (status, _) = s.post("/agent/function_calls/e1/escalate_email", json!({"escalation_msg": "ping"})).await;
+    assert_eq!(status, StatusCode::OK);
+    let calls = fake.wait_for("chat.postMessage", 2, WAIT).await;
+    assert_eq!(calls[1].body["thread_ts"], posted.answered["ts"]);
+    assert!(calls[1].body.to_string().contains("ping"));
+    let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
+    let emails = s.store.emails_of(&project.id, countersign_core::RequestKind::FunctionCall, "e1").await.unwrap();
+    assert!(emails.iter().all(|e| e.status != DeliveryStatus::Failed), "no failed email for it: {emails:?}");
+    // beta is not connected: its Slack request cannot be escalated without an address.
+    s.post_as(&s.other_key, "/function_calls", slacked("e2", json!({"channel_or_user_id": "C1"}))).await;
+    let (status, body) =
+        s.post_as(&s.other_key, "/agent/function_calls/e2/escalate_email", json!({"escalation_msg": "ping"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("countersign slack connect"), "{body}");
+}

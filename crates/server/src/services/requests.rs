@@ -342,7 +342,7 @@ impl Requests {
         if let Some(outcome) = &record.outcome {
             return Err(already_decided(&record, outcome));
         }
-        let escalation = Escalation::parse(body, &record, by, Timestamp::now())?;
+        let escalation = Escalation::parse(body, &record, by, Timestamp::now(), self.in_slack(&record).await?)?;
         match self.store.escalate(&key.project_id, key.kind, &key.call_id, &escalation).await? {
             Change::Done => {
                 // Read back rather than append locally: concurrent escalations all show up.
@@ -362,6 +362,29 @@ impl Requests {
             }
             Change::NotFound => Err(not_found(key)),
         }
+    }
+
+    /// True when the request is posted to Slack (an escalation is then answered in its thread):
+    /// addressed to Slack in a project connected to it (or with its own bot token), or naming no
+    /// channel in a project with a default Slack channel.
+    async fn in_slack(&self, record: &RequestRecord) -> ApiResult<bool> {
+        use countersign_core::route::{Addressing, SpecChannels};
+        let addressing = SpecChannels::of(record.spec.get()).slack;
+        if addressing == Addressing::Elsewhere {
+            return Ok(false);
+        }
+        let connection = self.store.slack_connection(&record.project_id).await?;
+        Ok(match addressing {
+            Addressing::Addressed => {
+                connection.is_some()
+                    || record
+                        .channel()
+                        .and_then(|c| c.slack)
+                        .and_then(|s| s.bot_token)
+                        .is_some_and(|t| !t.trim().is_empty())
+            }
+            _ => connection.is_some_and(|c| c.default_channel.is_some()),
+        })
     }
 
     /// A page of a project's pending requests, oldest first.

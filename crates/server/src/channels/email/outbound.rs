@@ -109,11 +109,6 @@ impl EmailChannel {
     /// Composes and sends one email; returns everyone it went to.
     async fn deliver(&self, claimed: &Claimed) -> Result<Vec<String>, Failure> {
         let m = &claimed.delivery;
-        let Some(transport) = &self.transport else {
-            return Err(Failure::permanent(
-                "no SMTP server is configured: set smtp_url (and email_from) in the configuration",
-            ));
-        };
         let record = self
             .store
             .request(&m.project_id, m.kind, &m.call_id)
@@ -145,6 +140,12 @@ impl EmailChannel {
                 return Ok(Vec::new());
             }
             Err(e) => return Err(Failure::permanent(e)),
+        };
+        // Composed first: an escalation with nobody to email is done, SMTP or not.
+        let Some(transport) = &self.transport else {
+            return Err(Failure::permanent(
+                "no SMTP server is configured: set smtp_url (and email_from) in the configuration",
+            ));
         };
         // Addresses first: a bad one fails the email before any template is rendered.
         let mut message = self.message(&m.id, &composed)?;
