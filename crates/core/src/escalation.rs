@@ -62,17 +62,10 @@ mod tests {
     use crate::RequestKind;
 
     fn request(channel: Value) -> RequestRecord {
-        let spec = json!({"fn": "f", "kwargs": {}, "channel": channel});
-        RequestRecord {
-            project_id: "p".into(),
-            kind: RequestKind::FunctionCall,
-            call_id: "c".into(),
-            run_id: "r".into(),
-            spec: serde_json::value::RawValue::from_string(spec.to_string()).unwrap(),
-            requested_at: Timestamp::from_micros(1),
-            outcome: None,
-            escalations: Vec::new(),
-        }
+        let spec = json!({"fn": "f", "kwargs": {}, "channel": channel}).to_string();
+        let spec = serde_json::value::RawValue::from_string(spec).unwrap();
+        let new = crate::NewRequest { kind: RequestKind::FunctionCall, call_id: "c".into(), run_id: "r".into(), spec };
+        RequestRecord::new("p", new, Timestamp::from_micros(1))
     }
 
     #[test]

@@ -86,65 +86,47 @@ impl SlackApi {
 
     /// Calls `method` with `args` as the JSON body; the answer when it says `ok: true`.
     pub async fn call(&self, method: &str, token: &str, args: &Value) -> Result<Value, SlackError> {
-        let url = format!("{}/{method}", self.base);
-        let answer = self
+        let request = self
             .http
-            .post(&url)
+            .post(format!("{}/{method}", self.base))
             .bearer_auth(token)
             .header(reqwest::header::CONTENT_TYPE, "application/json; charset=utf-8")
-            .body(args.to_string())
-            .send()
-            .await
-            .map_err(|e| SlackError::Transport(without_url(&e)))?;
-        let status = answer.status();
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            let retry_after = answer
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(1);
-            return Err(SlackError::RateLimited { retry_after: Duration::from_secs(retry_after.clamp(1, 3600)) });
-        }
-        if !status.is_success() {
-            return Err(SlackError::Status(status.as_u16()));
-        }
-        let body = read_capped(answer).await?;
-        let answer: Value = serde_json::from_slice(&body)
-            .map_err(|e| SlackError::Transport(format!("Slack's answer is not JSON: {e}")))?;
-        if answer.get("ok").and_then(Value::as_bool) == Some(true) {
-            Ok(answer)
-        } else {
-            let error = answer.get("error").and_then(Value::as_str).unwrap_or("an error without a code");
-            Err(SlackError::Api(error.chars().take(200).collect()))
-        }
+            .body(args.to_string());
+        send(request).await
     }
 
     /// `users.info` takes form fields, not JSON.
     pub async fn user_info(&self, token: &str, user: &str) -> Result<Value, SlackError> {
-        let url = format!("{}/users.info", self.base);
-        let answer = self
-            .http
-            .post(&url)
-            .bearer_auth(token)
-            .form(&[("user", user)])
-            .send()
-            .await
-            .map_err(|e| SlackError::Transport(without_url(&e)))?;
-        if answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-            return Err(SlackError::RateLimited { retry_after: Duration::from_secs(1) });
-        }
-        if !answer.status().is_success() {
-            return Err(SlackError::Status(answer.status().as_u16()));
-        }
-        let body = read_capped(answer).await?;
-        let answer: Value = serde_json::from_slice(&body)
-            .map_err(|e| SlackError::Transport(format!("Slack's answer is not JSON: {e}")))?;
-        if answer.get("ok").and_then(Value::as_bool) == Some(true) {
-            Ok(answer)
-        } else {
-            Err(SlackError::Api(answer.get("error").and_then(Value::as_str).unwrap_or("error").to_owned()))
-        }
+        let request = self.http.post(format!("{}/users.info", self.base)).bearer_auth(token).form(&[("user", user)]);
+        send(request).await
+    }
+}
+
+/// Sends a Web API call and reads Slack's answer: a 429 with its `Retry-After`, another non-2xx
+/// status, or the JSON answer, which is the result when it says `ok: true`.
+async fn send(request: reqwest::RequestBuilder) -> Result<Value, SlackError> {
+    let answer = request.send().await.map_err(|e| SlackError::Transport(without_url(&e)))?;
+    let status = answer.status();
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        let retry_after = answer
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1);
+        return Err(SlackError::RateLimited { retry_after: Duration::from_secs(retry_after.clamp(1, 3600)) });
+    }
+    if !status.is_success() {
+        return Err(SlackError::Status(status.as_u16()));
+    }
+    let body = read_capped(answer).await?;
+    let answer: Value =
+        serde_json::from_slice(&body).map_err(|e| SlackError::Transport(format!("Slack's answer is not JSON: {e}")))?;
+    if answer.get("ok").and_then(Value::as_bool) == Some(true) {
+        Ok(answer)
+    } else {
+        let error = answer.get("error").and_then(Value::as_str).unwrap_or("an error without a code");
+        Err(SlackError::Api(error.chars().take(200).collect()))
     }
 }
 

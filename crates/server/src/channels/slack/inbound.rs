@@ -269,12 +269,7 @@ async fn act(state: AppState, connection: SlackConnection, payload: Value, locat
     let channel = located.channel.clone().unwrap_or_default();
     let tell = |text: String| {
         let (api, token, channel, user) = (api.clone(), token.clone(), channel.clone(), who.user.clone());
-        async move {
-            let args = json!({"channel": channel, "user": user, "text": text});
-            if let Err(e) = api.call("chat.postEphemeral", &token, &args).await {
-                tracing::info!(error = %e, "cannot answer the Slack user");
-            }
-        }
+        async move { whisper(&api, &token, json!({"channel": channel, "user": user, "text": text})).await }
     };
     let Some(first) = payload.pointer("/actions/0") else { return };
     let action_id = first.get("action_id").and_then(Value::as_str).unwrap_or_default();
@@ -326,17 +321,8 @@ async fn act(state: AppState, connection: SlackConnection, payload: Value, locat
     };
     match intent {
         Some(intent) => {
-            let key = RequestKey::of(&record);
-            if let Err(e) = state.requests.decide(&key, intent, &Fields::PERSON, actor).await {
-                let text = if e.status() == StatusCode::CONFLICT {
-                    match state.store.request(&record.project_id, record.kind, &record.call_id).await {
-                        Ok(Some(fresh)) => already(&fresh),
-                        _ => e.message().to_owned(),
-                    }
-                } else {
-                    e.message().to_owned()
-                };
-                tell(text).await;
+            if let Err(why) = decide(&state, &record, intent, actor).await {
+                tell(why).await;
             }
         }
         None => {
@@ -388,15 +374,31 @@ async fn submit(
         }
         _ => return error("This form does not match its request.".into()),
     };
-    match state.requests.decide(&RequestKey::of(&record), intent, &Fields::PERSON, actor).await {
-        Ok(_) => StatusCode::OK.into_response(),
+    match decide(state, &record, intent, actor).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(why) => error(why),
+    }
+}
+
+/// Decides for a Slack user; when it does not go through, what to tell them (who decided first,
+/// when someone did).
+async fn decide(state: &AppState, record: &RequestRecord, intent: Intent, actor: Actor) -> Result<(), String> {
+    match state.requests.decide(&RequestKey::of(record), intent, &Fields::PERSON, actor).await {
+        Ok(_) => Ok(()),
         Err(e) if e.status() == StatusCode::CONFLICT => {
             match state.store.request(&record.project_id, record.kind, &record.call_id).await {
-                Ok(Some(fresh)) => error(already(&fresh)),
-                _ => error(e.message().to_owned()),
+                Ok(Some(fresh)) => Err(already(&fresh)),
+                _ => Err(e.message().to_owned()),
             }
         }
-        Err(e) => error(e.message().to_owned()),
+        Err(e) => Err(e.message().to_owned()),
+    }
+}
+
+/// A message only one user sees (`chat.postEphemeral` with `args`); a failure is only logged.
+async fn whisper(api: &SlackApi, token: &str, args: Value) {
+    if let Err(e) = api.call("chat.postEphemeral", token, &args).await {
+        tracing::info!(error = %e, "cannot answer the Slack user");
     }
 }
 
@@ -484,11 +486,7 @@ async fn thread_reply(
     let tell = |text: String| {
         let args = json!({"channel": message.channel_id, "user": who.user, "text": text, "thread_ts": message.ts});
         let (api, token) = (state.slack.clone(), token.clone());
-        async move {
-            if let Err(e) = api.call("chat.postEphemeral", &token, &args).await {
-                tracing::info!(error = %e, "cannot answer the Slack user");
-            }
-        }
+        async move { whisper(&api, &token, args).await }
     };
     if record.outcome.is_some() {
         return tell(already(&record)).await;
@@ -498,7 +496,7 @@ async fn thread_reply(
         Err(why) => return tell(why).await,
     };
     let intent = Intent::Answer { response: Some(text.to_owned()), option: None };
-    if let Err(e) = state.requests.decide(&RequestKey::of(&record), intent, &Fields::PERSON, actor).await {
-        tell(e.message().to_owned()).await;
+    if let Err(why) = decide(&state, &record, intent, actor).await {
+        tell(why).await;
     }
 }

@@ -80,23 +80,18 @@ impl Outbound for SlackChannel {
             recipients: Vec::new(),
             deferred,
         };
-        let failure = match result {
+        let retry = |wait: Duration| Some(Timestamp::now().plus(wait));
+        let (reason, retry_at) = match result {
             Ok(()) => {
                 tracing::info!(delivery = %d.id, call_id = %d.call_id, purpose, "slack message sent");
                 return outcome(true, None, None, false);
             }
-            Err(Failure::Paced(wait)) => return outcome(false, None, Some(Timestamp::now().plus(wait)), true),
-            Err(failure) => failure,
-        };
-        let (reason, retry_at) = match failure {
-            Failure::Slack(SlackError::RateLimited { retry_after }) => {
-                (SlackError::RateLimited { retry_after }.to_string(), Some(Timestamp::now().plus(retry_after)))
-            }
-            Failure::Slack(e) if e.is_permanent() => (e.to_string(), None),
-            Failure::Slack(e) => (e.to_string(), retry_delay(d.attempts + 1).map(|w| Timestamp::now().plus(w))),
-            Failure::Transient(reason) => (reason, retry_delay(d.attempts + 1).map(|w| Timestamp::now().plus(w))),
-            Failure::Permanent(reason) => (reason, None),
-            Failure::Paced(_) => unreachable!("handled above"),
+            Err(Failure::Paced(wait)) => return outcome(false, None, retry(wait), true),
+            Err(Failure::Slack(e @ SlackError::RateLimited { retry_after })) => (e.to_string(), retry(retry_after)),
+            Err(Failure::Slack(e)) if e.is_permanent() => (e.to_string(), None),
+            Err(Failure::Slack(e)) => (e.to_string(), retry_delay(d.attempts + 1).and_then(retry)),
+            Err(Failure::Transient(reason)) => (reason, retry_delay(d.attempts + 1).and_then(retry)),
+            Err(Failure::Permanent(reason)) => (reason, None),
         };
         if retry_at.is_some() {
             tracing::info!(delivery = %d.id, call_id = %d.call_id, purpose, error = %reason, "slack message not sent; will retry");
@@ -194,14 +189,7 @@ impl SlackChannel {
             && fresh.outcome.is_some()
             && record.outcome.is_none()
         {
-            let message = self.render(&fresh).await?;
-            self.api
-                .call(
-                    "chat.update",
-                    token,
-                    &json!({"channel": channel_id, "ts": ts, "text": message.text, "blocks": message.blocks}),
-                )
-                .await?;
+            show(&self.api, token, &[(channel_id, ts)], &self.render(&fresh).await?).await?;
         }
         Ok(())
     }
@@ -221,12 +209,8 @@ impl SlackChannel {
             return Ok(()); // never posted to Slack: nothing to update
         }
         let token = token(target, connection)?;
-        let message = self.render(record).await?;
-        for m in messages {
-            let args = json!({"channel": m.channel_id, "ts": m.ts, "text": message.text, "blocks": message.blocks});
-            self.api.call("chat.update", &token, &args).await?;
-        }
-        Ok(())
+        let places: Vec<(&str, &str)> = messages.iter().map(|m| (m.channel_id.as_str(), m.ts.as_str())).collect();
+        Ok(show(&self.api, &token, &places, &self.render(record).await?).await?)
     }
 
     /// Answers the escalation in the request's thread, and posts the request to the escalation's
@@ -321,6 +305,20 @@ fn token(target: &SlackTarget, connection: Option<&SlackConnection>) -> Result<S
     })
 }
 
+/// Replaces the messages at `places` (channel and ts) with `message` (`chat.update`).
+async fn show(
+    api: &SlackApi,
+    token: &str,
+    places: &[(&str, &str)],
+    message: &blocks::Message,
+) -> Result<(), SlackError> {
+    for (channel, ts) in places {
+        let args = json!({"channel": channel, "ts": ts, "text": message.text, "blocks": message.blocks});
+        api.call("chat.update", token, &args).await?;
+    }
+    Ok(())
+}
+
 /// The request's message as it stands: pending (with its claim) or decided.
 pub(super) async fn render(
     store: &Arc<dyn Store>,
@@ -352,10 +350,8 @@ pub(super) async fn refresh(
             .await
             .map_err(|e| e.to_string())?;
         let message = render(store, base, &record).await.map_err(|e| e.to_string())?;
-        for m in &messages {
-            let args = json!({"channel": m.channel_id, "ts": m.ts, "text": message.text, "blocks": message.blocks});
-            api.call("chat.update", token, &args).await.map_err(|e| e.to_string())?;
-        }
+        let places: Vec<(&str, &str)> = messages.iter().map(|m| (m.channel_id.as_str(), m.ts.as_str())).collect();
+        show(api, token, &places, &message).await.map_err(|e| e.to_string())?;
         match store.request(&record.project_id, record.kind, &record.call_id).await.map_err(|e| e.to_string())? {
             Some(fresh) if fresh.outcome.is_some() && record.outcome.is_none() => record = fresh,
             _ => break,

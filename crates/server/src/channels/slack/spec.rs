@@ -58,20 +58,13 @@ impl SlackTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use countersign_core::{RequestKind, Timestamp};
+    use countersign_core::{NewRequest, RequestKind, Timestamp};
     use serde_json::json;
 
     fn record(spec: serde_json::Value) -> RequestRecord {
-        RequestRecord {
-            project_id: "p".into(),
-            kind: RequestKind::FunctionCall,
-            call_id: "c".into(),
-            run_id: "r".into(),
-            spec: serde_json::value::RawValue::from_string(spec.to_string()).unwrap(),
-            requested_at: Timestamp::from_micros(1),
-            outcome: None,
-            escalations: Vec::new(),
-        }
+        let spec = serde_json::value::RawValue::from_string(spec.to_string()).unwrap();
+        let new = NewRequest { kind: RequestKind::FunctionCall, call_id: "c".into(), run_id: "r".into(), spec };
+        RequestRecord::new("p", new, Timestamp::from_micros(1))
     }
 
     #[test]
