@@ -54,6 +54,13 @@ pub enum Command {
     /// The tamper-evident audit log: verify the hash chains, export the events, print checkpoints.
     #[command(subcommand, after_help = AUDIT_HELP)]
     Audit(AuditCommand),
+    /// A project's policy: rules that approve or deny at once, ask for a quorum, bar the key's
+    /// owner, escalate and expire. set, show, test.
+    #[command(subcommand, after_help = POLICY_HELP)]
+    Policy(PolicyCommand),
+    /// Groups of approvers a policy's quorum can name: create, add, remove, list.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
     /// Sign in to a running server as a person, for inbox, approve, reject and answer.
     #[command(after_help = terminal_help(LOGIN_EXAMPLES))]
     Login(LoginArgs),
@@ -392,6 +399,10 @@ pub enum KeysCommand {
         /// (HumanLayer's API lets a key respond).
         #[arg(long = "scope", value_name = "SCOPE", value_parser = ["agent", "decide", "admin"])]
         scopes: Vec<String>,
+        /// The person the key acts for (their email). A policy rule with
+        /// `separation_of_duties = true` bars them from approving the key's requests.
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
     },
     /// List API keys (never the secrets).
     List {
@@ -408,6 +419,101 @@ pub enum KeysCommand {
         key: String,
     },
 }
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Set a project's policy from a TOML file (`-` reads standard input). The file is checked
+    /// first: a bad one is refused with its line and what is wrong, and the policy in force stays.
+    Set {
+        /// The project.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+    /// Print a project's policy file (to save, edit and set again); who set it and when go to
+    /// standard error.
+    Show {
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Print JSON: the text, version, rule names, who set it and when.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which rule decides a call and what would happen, without creating anything.
+    Test {
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// The function name (with --question: the question).
+        #[arg(value_name = "FN")]
+        function: String,
+        /// The call's arguments as a JSON object.
+        #[arg(value_name = "ARGS_JSON", default_value = "{}")]
+        args: String,
+        /// The run id the call would have.
+        #[arg(long)]
+        run_id: Option<String>,
+        /// Test a question instead of a function call (FN is the question).
+        #[arg(long)]
+        question: bool,
+        /// The requesting key's owner, for separation of duties.
+        #[arg(long, value_name = "EMAIL")]
+        owner: Option<String>,
+        /// Test this draft policy file instead of the one in force.
+        #[arg(long, value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Create a group of approvers with its first members (people of the project).
+    Create {
+        /// The group's name, as policies name it (`approvers = { group = "NAME", count = 2 }`).
+        name: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// A member's email; repeatable. Each must be a person of the project.
+        #[arg(long = "member", value_name = "EMAIL")]
+        members: Vec<String>,
+    },
+    /// Add members to a group.
+    Add {
+        name: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[arg(long = "member", value_name = "EMAIL", required = true)]
+        members: Vec<String>,
+    },
+    /// Remove members from a group.
+    Remove {
+        name: String,
+        #[arg(long, default_value = "default")]
+        project: String,
+        #[arg(long = "member", value_name = "EMAIL", required = true)]
+        members: Vec<String>,
+    },
+    /// List groups and their members.
+    List {
+        /// Only groups of this project.
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+const POLICY_HELP: &str = "\
+A policy is a TOML file of [[rule]] tables; the first rule that matches a request decides, and
+requests no rule matches are asked as without a policy. See the README's Policies section.
+
+Examples:
+  countersign policy set --project billing policy.toml
+  countersign policy show --project billing > policy.toml
+  countersign policy test --project billing refund '{\"amount\": 50, \"currency\": \"USD\"}'
+  countersign groups create finance --project billing --member ada@example.com --member bob@example.com";
 
 const WEBHOOKS_HELP: &str = "\
 Countersign POSTs an event to a project's endpoints when one of its requests is created,

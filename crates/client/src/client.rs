@@ -203,6 +203,15 @@ impl Client {
         Ok(self.operation(call_id).send(&request).await?.0)
     }
 
+    /// Cancels a pending approval request (the agent no longer needs it): it ends as
+    /// `cancelled`, with `reason` (if any) shown to people. A decided one is an error (409).
+    pub async fn cancel_function_call(&self, call_id: &str, reason: Option<&str>) -> Result<FunctionCall, Error> {
+        let body = serde_json::to_vec(&serde_json::json!({ "reason": reason }))
+            .map_err(|e| Error::Arguments(e.to_string()))?;
+        let request = Request::post(&[FUNCTION_CALLS, call_id, "cancel"], body);
+        Ok(self.operation(call_id).send(&request).await?.0)
+    }
+
     /// The approval request as it is now, without waiting.
     pub async fn get_function_call(&self, call_id: &str) -> Result<FunctionCall, Error> {
         Ok(self.operation(call_id).send(&Request::get(&[FUNCTION_CALLS, call_id])).await?.0)

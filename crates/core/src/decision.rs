@@ -13,6 +13,34 @@ pub enum Decision {
     Rejected { comment: String, option: Option<String> },
     /// The human answered a question; `response` is never empty.
     Answered { response: String, option: Option<String> },
+    /// Nobody decided: the request ended by itself (its deadline passed) or the agent withdrew it.
+    /// `comment` is what the agent is told (the SDKs see a rejection, or this as the answer).
+    Ended { ending: Ending, comment: String },
+}
+
+/// How a request ended without a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ending {
+    /// Its deadline passed (the policy's `expire_after`, or the agent's `expires_at`).
+    Expired,
+    /// The agent cancelled it.
+    Cancelled,
+}
+
+impl Ending {
+    /// The name stored and shown: `expired`, `cancelled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Expired, Self::Cancelled].into_iter().find(|e| e.as_str() == s)
+    }
 }
 
 /// Where a decision was made.
@@ -29,6 +57,8 @@ pub enum DecisionChannel {
     Email,
     /// A button, a modal or a thread reply in Slack.
     Slack,
+    /// The project's policy: a rule decided at creation, or a deadline passed.
+    Policy,
 }
 
 impl DecisionChannel {
@@ -40,6 +70,7 @@ impl DecisionChannel {
             Self::Cli => "cli",
             Self::Email => "email",
             Self::Slack => "slack",
+            Self::Policy => "policy",
         }
     }
 }
@@ -67,6 +98,12 @@ pub struct Actor {
     /// Their Slack workspace (team), for Slack decisions.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub slack_team_id: Option<String>,
+    /// The policy rule that decided, for policy decisions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub rule: Option<String>,
+    /// Why the policy decided when the rule alone does not say (an expiry that approves).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reason: Option<String>,
 }
 
 /// How a decision arrived within its channel.
@@ -82,17 +119,29 @@ pub enum Via {
 }
 
 impl Actor {
-    /// A decision made through the API with the key whose display prefix is given.
-    pub fn api_key(display_prefix: &str) -> Self {
+    /// Someone on `channel`, with nothing else known yet (fill in the rest with `..`).
+    pub fn new(channel: DecisionChannel) -> Self {
         Self {
-            channel: DecisionChannel::Api,
-            api_key: Some(display_prefix.to_owned()),
+            channel,
+            api_key: None,
             user_id: None,
             email: None,
             via: None,
             slack_user_id: None,
             slack_team_id: None,
+            rule: None,
+            reason: None,
         }
+    }
+
+    /// A decision made through the API with the key whose display prefix is given.
+    pub fn api_key(display_prefix: &str) -> Self {
+        Self { api_key: Some(display_prefix.to_owned()), ..Self::new(DecisionChannel::Api) }
+    }
+
+    /// A decision of the policy's rule `rule`.
+    pub fn policy(rule: &str, reason: Option<String>) -> Self {
+        Self { rule: Some(rule.to_owned()), reason, ..Self::new(DecisionChannel::Policy) }
     }
 }
 

@@ -4,6 +4,7 @@
 //! An event's JSON form is written once, when it happens, and never re-serialized: its hash covers
 //! the stored bytes, so anyone holding the export can re-verify a chain without this code.
 
+use crate::governance::Governance;
 use crate::webhook::EventType;
 use crate::{Actor, Decision, RequestKind, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -48,8 +49,9 @@ impl EventKind {
 /// What an event says, by kind.
 #[derive(Debug, Clone)]
 pub enum EventBody {
-    /// The request as the agent sent it.
-    Created { run_id: String, spec: Box<RawValue> },
+    /// The request as the agent sent it, and the terms of the policy rule that matched it (a
+    /// rule that decided at creation, or one that set a quorum, a deadline or a ladder).
+    Created { run_id: String, spec: Box<RawValue>, policy: Option<Governance> },
     /// The decision and who made it.
     Decided { decision: Decision, actor: Actor },
     /// The escalation as recorded on the request (with `escalated_at` and `escalated_by`).
@@ -69,8 +71,8 @@ impl EventBody {
 impl PartialEq for EventBody {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Created { run_id: a, spec: x }, Self::Created { run_id: b, spec: y }) => {
-                a == b && x.get() == y.get()
+            (Self::Created { run_id: a, spec: x, policy: p }, Self::Created { run_id: b, spec: y, policy: q }) => {
+                a == b && x.get() == y.get() && p == q
             }
             (Self::Decided { decision: a, actor: x }, Self::Decided { decision: b, actor: y }) => a == b && x == y,
             (Self::Escalated { escalation: a }, Self::Escalated { escalation: b }) => a == b,
@@ -122,6 +124,8 @@ struct EventJson<'a> {
     run_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     spec: Option<&'a RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    policy: Option<Governance>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     decision: Option<DecisionJson<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +147,11 @@ impl RequestEvent {
             request_kind: request.kind,
             call_id: request.call_id.clone(),
             at: request.requested_at,
-            body: EventBody::Created { run_id: request.run_id.clone(), spec: request.spec.clone() },
+            body: EventBody::Created {
+                run_id: request.run_id.clone(),
+                spec: request.spec.clone(),
+                policy: request.policy.clone(),
+            },
         }
     }
 
@@ -201,14 +209,16 @@ impl RequestEvent {
             at_us: self.at.as_micros(),
             run_id: None,
             spec: None,
+            policy: None,
             decision: None,
             actor: None,
             escalation: None,
         };
         match &self.body {
-            EventBody::Created { run_id, spec } => {
+            EventBody::Created { run_id, spec, policy } => {
                 json.run_id = Some(run_id.as_str().into());
                 json.spec = Some(spec);
+                json.policy = policy.clone();
             }
             EventBody::Decided { decision, actor } => {
                 json.actor = Some(actor.clone());
@@ -243,6 +253,13 @@ impl RequestEvent {
                         option: option.as_ref().and_then(text),
                         updated_kwargs: None,
                     },
+                    Decision::Ended { ending, comment } => DecisionJson {
+                        outcome: ending.as_str().into(),
+                        comment: text(comment),
+                        response: None,
+                        option: None,
+                        updated_kwargs: None,
+                    },
                 });
             }
             EventBody::Escalated { escalation } => json.escalation = Some(escalation.clone()),
@@ -262,6 +279,7 @@ impl RequestEvent {
             EventKind::Created => EventBody::Created {
                 run_id: json.run_id.ok_or_else(|| missing("run_id"))?.into_owned(),
                 spec: json.spec.ok_or_else(|| missing("spec"))?.to_owned(),
+                policy: json.policy,
             },
             EventKind::Decided => {
                 let d = json.decision.ok_or_else(|| missing("decision"))?;
@@ -279,7 +297,13 @@ impl RequestEvent {
                         response: owned(d.response).ok_or_else(|| missing("decision.response"))?,
                         option: owned(d.option),
                     },
-                    other => return Err(bad(format!("unknown decision outcome {other:?}"))),
+                    other => match crate::Ending::parse(other) {
+                        Some(ending) => Decision::Ended {
+                            ending,
+                            comment: owned(d.comment).ok_or_else(|| missing("decision.comment"))?,
+                        },
+                        None => return Err(bad(format!("unknown decision outcome {other:?}"))),
+                    },
                 };
                 EventBody::Decided { decision, actor: json.actor.ok_or_else(|| missing("actor"))? }
             }
@@ -475,6 +499,85 @@ pub fn verify_chain<'a>(
     verifier.finish(None)
 }
 
+/// Something that happened to a project rather than to one of its requests (its policy or a
+/// group of approvers changed), logged in the same chain as the request events. Stored with
+/// `request_kind` [`ProjectEvent::REQUEST_KIND`] and an empty `call_id`; it routes nowhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectEvent {
+    pub project_id: String,
+    pub at: Timestamp,
+    /// Who made the change, as shown (a person's email, an API key's prefix, `cli`).
+    pub by: String,
+    pub body: ProjectEventBody,
+}
+
+/// What changed in a project.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ProjectEventBody {
+    /// The policy file was set: its text, its SHA-256, and its rules' names in order.
+    PolicySet { text: String, sha256: String, rules: Vec<String> },
+    /// A group of approvers was created or its members changed: who is in it now.
+    GroupChanged { group: String, members: Vec<String>, added: Vec<String>, removed: Vec<String> },
+}
+
+impl ProjectEvent {
+    /// The `request_kind` column of project events.
+    pub const REQUEST_KIND: &'static str = "project";
+
+    /// The event's type, as stored (`policy_set`, `group_changed`).
+    pub fn kind_str(&self) -> &'static str {
+        match self.body {
+            ProjectEventBody::PolicySet { .. } => "policy_set",
+            ProjectEventBody::GroupChanged { .. } => "group_changed",
+        }
+    }
+
+    /// A policy change: `text` is the file as set.
+    pub fn policy_set(project_id: &str, by: &str, at: Timestamp, text: &str, rules: Vec<String>) -> Self {
+        let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
+        Self {
+            project_id: project_id.to_owned(),
+            at,
+            by: by.to_owned(),
+            body: ProjectEventBody::PolicySet { text: text.to_owned(), sha256, rules },
+        }
+    }
+
+    /// The bytes stored for this event (and hashed into its chain).
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Json<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            project_id: &'a str,
+            at_us: i64,
+            by: &'a str,
+            #[serde(flatten)]
+            body: Wrapped<'a>,
+        }
+        #[derive(Serialize)]
+        enum Wrapped<'a> {
+            #[serde(rename = "policy")]
+            Policy(&'a ProjectEventBody),
+            #[serde(rename = "group")]
+            Group(&'a ProjectEventBody),
+        }
+        let body = match &self.body {
+            b @ ProjectEventBody::PolicySet { .. } => Wrapped::Policy(b),
+            b @ ProjectEventBody::GroupChanged { .. } => Wrapped::Group(b),
+        };
+        let json = Json {
+            kind: self.kind_str(),
+            project_id: &self.project_id,
+            at_us: self.at.as_micros(),
+            by: &self.by,
+            body,
+        };
+        serde_json::to_string(&json).expect("an event serializes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,21 +595,13 @@ mod tests {
     }
 
     fn person() -> Actor {
-        Actor {
-            channel: DecisionChannel::Web,
-            api_key: None,
-            user_id: Some("u1".into()),
-            email: Some("ada@example.com".into()),
-            via: None,
-            slack_user_id: None,
-            slack_team_id: None,
-        }
+        Actor { user_id: Some("u1".into()), email: Some("ada@example.com".into()), ..Actor::new(DecisionChannel::Web) }
     }
 
     fn every_kind() -> Vec<RequestEvent> {
         let spec = RawValue::from_string(r#"{"fn":"send","kwargs":{"n":1.50,"to":"x"}}"#.into()).unwrap();
         vec![
-            event("c1", EventBody::Created { run_id: "r1".into(), spec }),
+            event("c1", EventBody::Created { run_id: "r1".into(), spec, policy: None }),
             event("c1", EventBody::Escalated { escalation: json!({"escalation_msg": "louder", "escalated_by": "k"}) }),
             event(
                 "c1",

@@ -178,6 +178,8 @@ pub struct RequestRecord {
     pub outcome: Option<Outcome>,
     /// Recorded escalations, oldest first.
     pub escalations: Vec<Value>,
+    /// The terms of the policy rule that governs it, if one set any.
+    pub policy: Option<crate::governance::Governance>,
 }
 
 impl RequestRecord {
@@ -192,6 +194,7 @@ impl RequestRecord {
             requested_at,
             outcome: None,
             escalations: Vec::new(),
+            policy: None,
         }
     }
 
@@ -343,6 +346,12 @@ impl RequestRecord {
             Some(Decision::Approved { comment, .. }) => (Some(true), comment.clone(), None, None),
             Some(Decision::Rejected { comment, option }) => (Some(false), Some(comment.clone()), option.clone(), None),
             Some(Decision::Answered { response, option }) => (None, None, option.clone(), Some(response.clone())),
+            // The released SDKs wait until `approved` or `response` is set: an ended request
+            // reads as a rejection, or as this answer, with the reason as its text.
+            Some(Decision::Ended { comment, .. }) => match self.kind {
+                RequestKind::FunctionCall => (Some(false), Some(comment.clone()), None, None),
+                RequestKind::HumanContact => (None, None, None, Some(comment.clone())),
+            },
         };
         let out = match self.kind {
             RequestKind::FunctionCall => serde_json::to_vec(&View {

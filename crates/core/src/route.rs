@@ -237,10 +237,15 @@ impl SpecChannels {
     /// What an event's spec says (only a creation carries one).
     pub fn of_event(event: &RequestEvent) -> Self {
         match &event.body {
+            // A request a policy rule decided at creation asks no person.
+            EventBody::Created { policy: Some(policy), .. } if policy.decided_at_creation() => Self::NOBODY,
             EventBody::Created { spec, .. } => Self::of(spec.get()),
-            _ => Self { email: Addressing::Elsewhere, slack: Addressing::Elsewhere },
+            _ => Self::NOBODY,
         }
     }
+
+    /// Addresses no channel.
+    pub const NOBODY: Self = Self { email: Addressing::Elsewhere, slack: Addressing::Elsewhere };
 
     /// Reads a spec's `channel`.
     pub fn of(spec: &str) -> Self {
@@ -317,7 +322,11 @@ mod tests {
             request_kind: kind,
             call_id: "c".into(),
             at: Timestamp::from_micros(1),
-            body: EventBody::Created { run_id: "r".into(), spec: RawValue::from_string(spec.to_string()).unwrap() },
+            body: EventBody::Created {
+                run_id: "r".into(),
+                spec: RawValue::from_string(spec.to_string()).unwrap(),
+                policy: None,
+            },
         }
     }
 

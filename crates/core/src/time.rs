@@ -28,6 +28,11 @@ impl Timestamp {
         self.0
     }
 
+    /// Reads an RFC 3339 time with any offset (`2026-12-31T17:00:00Z`, `...+01:00`).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(text.trim()).ok().map(|t| Self(t.timestamp_micros()))
+    }
+
     /// RFC 3339 in UTC with microseconds, e.g. `2025-06-01T12:00:00.123456Z`.
     pub fn to_rfc3339(self) -> String {
         DateTime::<Utc>::from_timestamp_micros(self.0).unwrap_or_default().to_rfc3339_opts(SecondsFormat::Micros, true)

@@ -56,7 +56,11 @@ async fn create_and_wait<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, String> {
     let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let new = NewRequest::parse(key.kind, &bytes).map_err(|e| e.to_string())?;
-    let mut json = state.requests.create(&caller.project.id, new).await.map_err(|e| e.message().to_owned())?;
+    let mut json = state
+        .requests
+        .create(&caller.project.id, new, caller.owner.as_deref())
+        .await
+        .map_err(|e| e.message().to_owned())?;
     let mut closing = state.requests.closing();
     loop {
         let current: Value = serde_json::from_slice(&json).map_err(|e| e.to_string())?;

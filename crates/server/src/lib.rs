@@ -94,7 +94,8 @@ impl Server {
         let workers = [
             tokio::spawn(webhooks.run(closing.clone())),
             tokio::spawn(email.run(closing.clone())),
-            tokio::spawn(slack.run(closing)),
+            tokio::spawn(slack.run(closing.clone())),
+            tokio::spawn(workers::timers::run(self.state.clone(), closing)),
         ];
         let routes = app::router(self.state.clone(), self.mounted);
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(routes);

@@ -97,3 +97,67 @@ impl TryFrom<AuditRow> for AuditEvent {
         })
     }
 }
+
+/// Appends a project event on SQLite, sealed at once (in the caller's write transaction, which
+/// holds SQLite's write lock, so it cannot interleave with the writer's batches).
+pub(crate) async fn log_project_event_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    event: &countersign_core::event::ProjectEvent,
+) -> crate::StoreResult<()> {
+    let body = event.to_json();
+    let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM chain_heads WHERE project_id = $1")
+        .bind(&event.project_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let mut heads = Heads::default();
+    if let Some((seq, hash)) = head {
+        heads.insert(event.project_id.clone(), seq, &hash)?;
+    }
+    let (seq, prev, hash) = heads.seal(&event.project_id, &body);
+    let now = Timestamp::now().as_micros();
+    sqlx::query(
+        "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body, seq, prev_hash, hash, \
+         sealed_at, routed_at) VALUES ($1, $2, '', $3, $4, 0, $5, $6, $7, $8, $9, $9)",
+    )
+    .bind(&event.project_id)
+    .bind(countersign_core::event::ProjectEvent::REQUEST_KIND)
+    .bind(event.kind_str())
+    .bind(event.at.as_micros())
+    .bind(&body)
+    .bind(seq)
+    .bind(prev)
+    .bind(&hash)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO chain_heads (project_id, seq, hash) VALUES ($1, $2, $3) \
+         ON CONFLICT (project_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(&event.project_id)
+    .bind(seq)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends a project event on PostgreSQL, unsealed: the leader's sealer seals it shortly after
+/// commit, in order with the request events (it routes nowhere).
+pub(crate) async fn log_project_event_postgres(
+    conn: &mut sqlx::PgConnection,
+    event: &countersign_core::event::ProjectEvent,
+) -> crate::StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body) \
+         VALUES ($1, $2, '', $3, $4, 0, $5)",
+    )
+    .bind(&event.project_id)
+    .bind(countersign_core::event::ProjectEvent::REQUEST_KIND)
+    .bind(event.kind_str())
+    .bind(event.at.as_micros())
+    .bind(event.to_json())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

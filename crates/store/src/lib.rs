@@ -1,5 +1,6 @@
 //! Countersign's storage: the [`Store`] interface the server and CLI are written against, split by
-//! concern ([`Projects`], [`People`], [`Requests`], [`Listings`], [`Deliveries`], [`Slack`]), and one
+//! concern ([`Projects`], [`People`], [`Requests`], [`Listings`], [`Deliveries`], [`Slack`],
+//! [`Policies`]), and one
 //! implementation per database backend, each owning its migrations.
 //!
 //! Each trait is implemented once. Where the SQL is the same on both backends (projects, people,
@@ -16,6 +17,7 @@ mod error;
 mod events;
 mod listing;
 mod people;
+mod policies;
 pub mod postgres;
 mod projects;
 mod queue;
@@ -23,6 +25,7 @@ mod requests;
 mod row;
 mod slack;
 pub mod sqlite;
+mod timers;
 mod webhooks;
 
 use std::sync::Arc;
@@ -32,22 +35,24 @@ pub use error::{StoreError, StoreResult};
 pub use events::{AuditEvent, ChainState};
 pub use listing::{DecidedStatus, Listings, RequestFilter};
 pub use people::{Credentials, NewSession, People, Session};
+pub use policies::{Group, GroupChange, Policies, StoredPolicy};
 pub use projects::{ApiKeyRecord, NewApiKey, Projects};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
+pub use timers::Fired;
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Deliveries, Listings, People, Projects, Requests, Slack, Store};
+    pub use crate::{Deliveries, Listings, People, Policies, Projects, Requests, Slack, Store};
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
-pub trait Store: Projects + People + Requests + Listings + Deliveries + Slack + 'static {}
+pub trait Store: Projects + People + Requests + Listings + Deliveries + Slack + Policies + 'static {}
 
-impl<T: Projects + People + Requests + Listings + Deliveries + Slack + 'static> Store for T {}
+impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Policies + 'static> Store for T {}
 
 /// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
 /// `sqlite://PATH` (or a plain file path).

@@ -19,6 +19,8 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<Timestamp>,
     /// What the key may do.
     pub scopes: Scopes,
+    /// The person the key acts for (lower-cased email), if it names one.
+    pub owner: Option<String>,
 }
 
 /// What to store for a new key.
@@ -30,6 +32,8 @@ pub struct NewApiKey {
     pub hash: KeyHash,
     /// What the key may do.
     pub scopes: Scopes,
+    /// The person the key acts for (separation of duties bars them from approving its requests).
+    pub owner: Option<String>,
 }
 
 /// Projects, the API keys that act for them, and server-wide secrets.
@@ -124,8 +128,8 @@ macro_rules! impl_projects {
                 async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
                     let id = uuid::Uuid::now_v7().to_string();
                     sqlx::query(
-                        "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at, scopes) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at, scopes, \
+                         owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
                     .bind(&id)
                     .bind(&key.project_id)
@@ -134,6 +138,7 @@ macro_rules! impl_projects {
                     .bind(&key.hash.0[..])
                     .bind(Timestamp::now().as_micros())
                     .bind(key.scopes.to_text())
+                    .bind(key.owner.as_deref())
                     .execute(&self.pool)
                     .await?;
                     let row: KeyRow = sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1"))

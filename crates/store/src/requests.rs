@@ -3,8 +3,9 @@
 //! instances), and the types of the request interface. Reading them is [`crate::Listings`].
 
 use crate::StoreResult;
+use crate::timers::Fired;
 use async_trait::async_trait;
-use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord};
+use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use tokio::sync::broadcast;
 
 /// Result of creating a request.
@@ -82,6 +83,11 @@ pub trait Requests: Send + Sync {
         call_id: &str,
         escalation: &Escalation,
     ) -> StoreResult<Change>;
+
+    /// Fires the timers due at `now` (at most `limit`, oldest first): each escalates or ends its
+    /// request as its stored terms say, if it is still pending, with its event, and is marked
+    /// fired in the same transaction. A timer fires once, also with several instances.
+    async fn fire_timers(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Fired>>;
 
     /// Creates, decisions and escalations committed by any process on this database, for backends
     /// that several processes share; `None` when this process is the only one deciding (SQLite).

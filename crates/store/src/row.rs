@@ -1,7 +1,8 @@
 //! Rows as every backend stores them, and their conversion to domain records.
 
 use crate::{ApiKeyRecord, StoreError, StoreResult};
-use countersign_core::{Actor, Decision, Outcome, Project, RequestKind, RequestRecord, Timestamp};
+use countersign_core::governance::Governance;
+use countersign_core::{Actor, Decision, Ending, Outcome, Project, RequestKind, RequestRecord, Timestamp};
 use serde_json::Value;
 
 /// Columns of `requests`, in the order of [`REQUEST_COLUMNS`].
@@ -21,13 +22,15 @@ pub(crate) struct RequestRow {
     decided_by: Option<String>,
     escalations: String,
     updated_kwargs: Option<String>,
+    policy: Option<String>,
+    ended: Option<String>,
 }
 
 /// The column list matching [`RequestRow`], as a literal for `concat!`.
 macro_rules! request_columns {
     () => {
         "project_id, kind, call_id, run_id, spec, requested_at, responded_at, \
-         approved, comment, response, option_name, decided_by, escalations, updated_kwargs"
+         approved, comment, response, option_name, decided_by, escalations, updated_kwargs, policy, ended"
     };
 }
 pub(crate) use request_columns;
@@ -76,17 +79,23 @@ impl TryFrom<RequestRow> for RequestRecord {
         let kind = RequestKind::parse(&row.kind).ok_or_else(|| corrupt("kind", &row.kind))?;
         let spec = serde_json::value::RawValue::from_string(row.spec).map_err(|e| corrupt("spec", e))?;
         let escalations: Vec<Value> = stored_json(&row.escalations).map_err(|e| corrupt("escalations", e))?;
+        let policy: Option<Governance> =
+            row.policy.as_deref().map(stored_json).transpose().map_err(|e| corrupt("policy", e))?;
         let outcome = match row.responded_at {
             None => None,
             Some(at) => {
-                let decision = match (kind, row.approved) {
-                    (RequestKind::FunctionCall, Some(true)) => {
+                let ending = row.ended.as_deref().and_then(Ending::parse);
+                let decision = match (kind, row.approved, ending) {
+                    (_, _, Some(ending)) => {
+                        Decision::Ended { ending, comment: row.comment.or(row.response).unwrap_or_default() }
+                    }
+                    (RequestKind::FunctionCall, Some(true), None) => {
                         Decision::Approved { comment: row.comment, updated_kwargs: row.updated_kwargs }
                     }
-                    (RequestKind::FunctionCall, _) => {
+                    (RequestKind::FunctionCall, _, None) => {
                         Decision::Rejected { comment: row.comment.unwrap_or_default(), option: row.option_name }
                     }
-                    (RequestKind::HumanContact, _) => {
+                    (RequestKind::HumanContact, _, None) => {
                         Decision::Answered { response: row.response.unwrap_or_default(), option: row.option_name }
                     }
                 };
@@ -104,6 +113,7 @@ impl TryFrom<RequestRow> for RequestRecord {
             requested_at: Timestamp::from_micros(row.requested_at),
             outcome,
             escalations,
+            policy,
         })
     }
 }
@@ -116,9 +126,11 @@ pub(crate) struct OutcomeColumns {
     pub option: Option<String>,
     pub decided_by: String,
     pub updated_kwargs: Option<String>,
+    /// `expired` or `cancelled` for a request that ended without a decision.
+    pub ended: Option<&'static str>,
 }
 
-pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns {
+pub(crate) fn outcome_columns(kind: RequestKind, outcome: &Outcome) -> OutcomeColumns {
     let decided_by = serde_json::to_string(&outcome.decided_by).expect("actors always serialize");
     let none = OutcomeColumns {
         approved: None,
@@ -127,6 +139,7 @@ pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns {
         option: None,
         decided_by,
         updated_kwargs: None,
+        ended: None,
     };
     match &outcome.decision {
         Decision::Approved { comment, updated_kwargs } => OutcomeColumns {
@@ -141,6 +154,12 @@ pub(crate) fn outcome_columns(outcome: &Outcome) -> OutcomeColumns {
         Decision::Answered { response, option } => {
             OutcomeColumns { response: Some(response.clone()), option: option.clone(), ..none }
         }
+        Decision::Ended { ending, comment } => OutcomeColumns {
+            approved: Some(false).filter(|_| kind == RequestKind::FunctionCall),
+            comment: Some(comment.clone()),
+            ended: Some(ending.as_str()),
+            ..none
+        },
     }
 }
 
@@ -169,12 +188,13 @@ pub(crate) struct KeyRow {
     created_at: i64,
     revoked_at: Option<i64>,
     scopes: String,
+    owner: Option<String>,
 }
 
 /// Select list and join for [`KeyRow`], as a literal for `concat!`.
 macro_rules! select_keys {
     () => {
-        "SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at, k.revoked_at, k.scopes \
+        "SELECT k.id, k.project_id, p.name AS project_name, k.name, k.display_prefix, k.created_at, k.revoked_at, k.scopes, k.owner \
          FROM api_keys k JOIN projects p ON p.id = k.project_id"
     };
 }
@@ -191,6 +211,7 @@ impl From<KeyRow> for ApiKeyRecord {
             created_at: Timestamp::from_micros(row.created_at),
             revoked_at: row.revoked_at.map(Timestamp::from_micros),
             scopes: countersign_core::api_key::Scopes::from_text(&row.scopes),
+            owner: row.owner,
         }
     }
 }

@@ -9,15 +9,17 @@ use serde_json::json;
 
 pub async fn run(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create { project, name, scopes } => {
+        KeysCommand::Create { project, name, scopes, owner } => {
             let scopes = if scopes.is_empty() {
                 Scopes::all()
             } else {
                 Scopes::of(&scopes.iter().filter_map(|s| Scope::parse(s)).collect::<Vec<_>>())
             };
-            let key = create_scoped(store, &project, name, scopes).await?;
+            let owner = owner.map(|o| countersign_core::Email::parse(&o)).transpose()?;
+            let key = create_scoped(store, &project, name, scopes, owner.as_ref().map(|o| o.as_str())).await?;
+            let owned = owner.map(|o| format!(", acting for {o}")).unwrap_or_default();
             println!(
-                "Created API key {} for project {project:?} with scopes {}. It is shown only this once:",
+                "Created API key {} for project {project:?} with scopes {}{owned}. It is shown only this once:",
                 key.display_prefix,
                 scopes.to_text()
             );
@@ -50,7 +52,7 @@ pub async fn run(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
 
 /// Creates a key with every scope (and its project if needed); returns the secret to show once.
 pub async fn create(store: &dyn Store, project: &str, name: Option<String>) -> anyhow::Result<api_key::GeneratedKey> {
-    create_scoped(store, project, name, Scopes::all()).await
+    create_scoped(store, project, name, Scopes::all(), None).await
 }
 
 /// Creates a key with these scopes (and its project if needed); returns the secret to show once.
@@ -59,6 +61,7 @@ pub async fn create_scoped(
     project: &str,
     name: Option<String>,
     scopes: Scopes,
+    owner: Option<&str>,
 ) -> anyhow::Result<api_key::GeneratedKey> {
     let project_name = ProjectName::parse(project)?;
     let project = store.ensure_project(&project_name).await.context("cannot create the project")?;
@@ -70,6 +73,7 @@ pub async fn create_scoped(
             display_prefix: key.display_prefix.clone(),
             hash: key.hash,
             scopes,
+            owner: owner.map(str::to_lowercase),
         })
         .await
         .context("cannot store the key")?;
@@ -85,6 +89,7 @@ fn key_json(k: &ApiKeyRecord) -> serde_json::Value {
         "created_at": k.created_at.to_rfc3339(),
         "revoked_at": k.revoked_at.map(|t| t.to_rfc3339()),
         "scopes": k.scopes.list().iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+        "owner": k.owner,
     })
 }
 

@@ -2,8 +2,10 @@
 
 mod audit;
 mod gate;
+mod groups;
 mod keys;
 mod mcp;
+mod policy;
 mod projects;
 mod serve;
 mod slack;
@@ -68,6 +70,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("warn");
             let store = open_store(&config).await?;
             let result = audit::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Policy(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = policy::run(store.as_ref(), cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Groups(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = groups::run(store.as_ref(), cmd).await;
             store.close().await;
             result
         }

@@ -44,7 +44,7 @@ async fn sql(s: &TestServer, statement: &str) {
 }
 
 /// The key's audit log once every event is sealed (PostgreSQL seals shortly after commit).
-async fn sealed_log(s: &TestServer, key: &str, count: usize) -> Value {
+pub(crate) async fn sealed_log(s: &TestServer, key: &str, count: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, log) = json(s.http.get(s.api("/audit?limit=1000")).bearer_auth(key).send().await.unwrap()).await;

@@ -16,6 +16,7 @@ mod human_contacts;
 mod instances;
 mod long_poll;
 mod mcp;
+mod policies;
 mod restart;
 mod slack;
 mod support;

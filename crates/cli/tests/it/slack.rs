@@ -3,7 +3,7 @@
 //! interactions and events signed as Slack signs them, read what Countersign posted, and run
 //! agents on the released Python SDK.
 
-use crate::support::{TestServer, approval, loopback_webhooks};
+use crate::support::{TestServer, agent_output, approval, loopback_webhooks, python_agent, run_cli};
 use countersign_core::Timestamp;
 use countersign_core::route::DeliveryStatus;
 use countersign_fakes::slack::{Call, Failure, FakeSlack, sign};
@@ -615,38 +615,6 @@ def refund(customer: str, amount: int) -> str:
 print(refund(customer=sys.argv[1], amount=120), flush=True)
 "#;
 
-fn python_agent(s: &TestServer, script: &str, arg: &str) -> std::process::Child {
-    let python = std::env::var_os("COUNTERSIGN_TEST_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/python/.venv/bin/python")
-    });
-    assert!(python.exists(), "no Python with humanlayer at {}: run scripts/compat-venv", python.display());
-    std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .arg(arg)
-        .env("HUMANLAYER_API_KEY", &s.key)
-        .env("HUMANLAYER_API_BASE", s.api(""))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-async fn agent_output(mut agent: std::process::Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while agent.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            agent.kill().unwrap();
-            let out = agent.wait_with_output().unwrap();
-            panic!("the agent did not finish within 60 s: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let out = agent.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_on_the_python_sdk_run_when_approved_in_slack_and_hear_the_rejection() {
     let (s, fake) = slack_server(None).await;
@@ -717,26 +685,6 @@ async fn with_two_instances_a_click_on_either_decides_and_the_post_goes_out_once
 }
 
 /// Runs the binary on the data directory `dir` with these environment variables and standard input.
-fn run_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--database-url", &crate::binary::database(dir)])
-        .env_remove("COUNTERSIGN_DATABASE_URL")
-        .env_remove("COUNTERSIGN_SLACK_BOT_TOKEN")
-        .env_remove("COUNTERSIGN_SLACK_SIGNING_SECRET")
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_connect_status_disconnect_and_manifest_from_the_cli() {
     let fake = FakeSlack::start().await;

@@ -9,6 +9,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -34,6 +35,16 @@ pub async fn create_key(store: &dyn Store, project: &str) -> String {
 
 /// A key of `project` (created if needed) with these scopes.
 pub async fn create_scoped_key(store: &dyn Store, project: &str, scopes: countersign_core::api_key::Scopes) -> String {
+    create_owned_key(store, project, scopes, None).await
+}
+
+/// A key of `project` with these scopes, acting for `owner` (separation of duties).
+pub async fn create_owned_key(
+    store: &dyn Store,
+    project: &str,
+    scopes: countersign_core::api_key::Scopes,
+    owner: Option<&str>,
+) -> String {
     let project = store.ensure_project(&ProjectName::parse(project).unwrap()).await.unwrap();
     let key = api_key::generate();
     store
@@ -43,6 +54,7 @@ pub async fn create_scoped_key(store: &dyn Store, project: &str, scopes: counter
             display_prefix: key.display_prefix,
             hash: key.hash,
             scopes,
+            owner: owner.map(str::to_owned),
         })
         .await
         .unwrap();
@@ -232,4 +244,59 @@ pub fn approval(call_id: &str) -> Value {
 /// A minimal question body.
 pub fn question(call_id: &str) -> Value {
     serde_json::json!({"run_id": "run-1", "call_id": call_id, "spec": {"msg": "which color?"}})
+}
+
+/// Runs `script` with the released Python SDK against `s` (key and base from the environment).
+pub fn python_agent(s: &TestServer, script: &str, arg: &str) -> std::process::Child {
+    let python = std::env::var_os("COUNTERSIGN_TEST_PYTHON").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../compat/python/.venv/bin/python")
+    });
+    assert!(python.exists(), "no Python with humanlayer at {}: run scripts/compat-venv", python.display());
+    std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(arg)
+        .env("HUMANLAYER_API_KEY", &s.key)
+        .env("HUMANLAYER_API_BASE", s.api(""))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// What the agent printed, once it exits successfully (within 60 s).
+pub async fn agent_output(mut agent: std::process::Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            agent.kill().unwrap();
+            let out = agent.wait_with_output().unwrap();
+            panic!("the agent did not finish within 60 s: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = agent.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Runs the `countersign` binary on `dir`'s database with `args`, `env` and `stdin`.
+pub fn run_cli(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)], stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_countersign"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--database-url", &crate::binary::database(dir)])
+        .env_remove("COUNTERSIGN_DATABASE_URL")
+        .env_remove("COUNTERSIGN_SLACK_BOT_TOKEN")
+        .env_remove("COUNTERSIGN_SLACK_SIGNING_SECRET")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
 }

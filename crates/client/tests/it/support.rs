@@ -46,6 +46,7 @@ impl TestServer {
             display_prefix: key.display_prefix,
             hash: key.hash,
             scopes: countersign_core::api_key::Scopes::all(),
+            owner: None,
         };
         store.insert_api_key(new_key).await.unwrap();
         let mut server =

@@ -7,8 +7,8 @@
 //! Countersign and waits for the human (sending progress notifications meanwhile), then forwards
 //! the call with the arguments the human approved, or returns a tool error with the human's words;
 //! `allow` forwards at once; `deny` refuses ([`proxy`]). Prompts and resources of the downstream
-//! server pass through untouched. A call the client cancels is never forwarded, even if a human
-//! approves it later.
+//! server pass through untouched. A call the client cancels is never forwarded, and its pending
+//! approval is cancelled in Countersign (it ends as `cancelled`).
 
 pub mod downstream;
 pub mod proxy;

@@ -61,6 +61,9 @@ impl Gate {
         progress: &mut Progress,
     ) -> Result<CallToolRequestParams, CallToolResult> {
         let call_id = crate::random_id("gate");
+        // If the client cancels the call while a human is asked, this future is dropped: the
+        // approval is then cancelled in Countersign too, so nobody decides a call that is gone.
+        let mut pending = CancelOnDrop { countersign: Some(self.countersign.clone()), call_id: call_id.clone() };
         let tool = request.name.to_string();
         let spec = FunctionCallSpec::new(tool.clone(), request.arguments.clone().unwrap_or_default());
         let creating = self.countersign.with_deadline(Some(CREATE_DEADLINE));
@@ -74,6 +77,7 @@ impl Gate {
             }
             Err(e) => Err(e),
         };
+        pending.countersign = None;
         match decided {
             Ok(approval) if approval.approved => {
                 tracing::info!(call_id, tool, "approved; forwarding");
@@ -121,6 +125,27 @@ impl Gate {
             Ok(response) => Ok(response),
             Err(ServiceError::McpError(error)) => Err(error),
             Err(e) => Ok(tool_error(format!("the downstream MCP server failed: {e}")).into()),
+        }
+    }
+}
+
+/// Cancels an approval whose wait was abandoned (the client cancelled its call).
+struct CancelOnDrop {
+    countersign: Option<Client>,
+    call_id: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(countersign) = self.countersign.take() else { return };
+        let call_id = std::mem::take(&mut self.call_id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match countersign.cancel_function_call(&call_id, Some("the MCP client cancelled the tool call")).await {
+                    Ok(_) => tracing::info!(call_id, "approval cancelled: the client cancelled the call"),
+                    Err(e) => tracing::warn!(call_id, error = %e, "cannot cancel the abandoned approval"),
+                }
+            });
         }
     }
 }
@@ -222,8 +247,8 @@ impl ServerHandler for Gate {
         tokio::select! {
             response = self.handle(request, &context) => response,
             () = context.ct.cancelled() => {
-                // Dropping `handle` stops the wait (an approval stays pending in Countersign, and
-                // a later decision runs nothing) or cancels the forwarded call downstream.
+                // Dropping `handle` stops the wait (and cancels the approval in Countersign) or
+                // cancels the forwarded call downstream.
                 tracing::info!(%tool, "the client cancelled the call; nothing is forwarded");
                 Ok(tool_error(format!("{tool} was cancelled by the client")).into())
             }

@@ -62,6 +62,7 @@ impl OutcomeView {
             Decision::Approved { comment, .. } => (comment.clone().unwrap_or_default(), None),
             Decision::Rejected { comment, option } => (comment.clone(), option.clone()),
             Decision::Answered { response, option } => (response.clone(), option.clone()),
+            Decision::Ended { comment, .. } => (comment.clone(), None),
         };
         Some(Self {
             status: describe(record),

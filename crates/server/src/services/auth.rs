@@ -27,6 +27,8 @@ pub struct Caller {
     pub key_prefix: Arc<str>,
     /// What the key may do.
     pub scopes: Scopes,
+    /// The person the key acts for, if it names one (separation of duties).
+    pub owner: Option<Arc<str>>,
 }
 
 impl Caller {
@@ -75,8 +77,12 @@ impl KeyCache {
         let mut verified = self.verified.write().expect("key cache lock");
         match found {
             Some((key, project)) if key.project_id == project.id => {
-                let caller =
-                    Caller { project: Arc::new(project), key_prefix: key.display_prefix.into(), scopes: key.scopes };
+                let caller = Caller {
+                    project: Arc::new(project),
+                    key_prefix: key.display_prefix.into(),
+                    scopes: key.scopes,
+                    owner: key.owner.map(Into::into),
+                };
                 verified.insert(hash, Verified { caller: caller.clone(), at: Instant::now() });
                 Ok(Some(caller))
             }

@@ -522,13 +522,9 @@ impl Person<'_> {
     /// sees (an action, an option, an answer), never the API's fields.
     pub async fn decide(&self, requests: &Requests, record: &RequestRecord, intent: Intent) -> ApiResult<Bytes> {
         let actor = Actor {
-            channel: self.channel,
-            api_key: None,
             user_id: Some(self.session.user.id.clone()),
             email: Some(self.session.user.email.clone()),
-            via: None,
-            slack_user_id: None,
-            slack_team_id: None,
+            ..Actor::new(self.channel)
         };
         requests.decide(&RequestKey::of(record), intent.trimmed(), &Fields::PERSON, actor).await
     }

@@ -4,6 +4,7 @@
 use crate::error::{ApiError, ApiResult};
 use crate::limits::Limits;
 use crate::services::live::{LiveEntry, LiveRequests, RequestKey, Reservation};
+use crate::services::policies;
 use axum::http::StatusCode;
 use bytes::Bytes;
 use countersign_core::{
@@ -31,6 +32,8 @@ pub struct Requests {
     /// worker, so that each gets the permit.
     written: std::sync::Mutex<Vec<Arc<tokio::sync::Notify>>>,
     limits: Limits,
+    /// The projects' policies, applied to every create.
+    pub policies: crate::services::policies::Policies,
 }
 
 /// The answer to a create whose `call_id` already exists: the stored request when the create
@@ -61,7 +64,16 @@ impl Requests {
         let feed = std::sync::Mutex::new(store.changes());
         let inbox = tokio::sync::broadcast::channel(1024).0;
         let written = std::sync::Mutex::new(Vec::new());
-        Self { store, live: LiveRequests::default(), closing: watch::channel(false).0, feed, inbox, written, limits }
+        Self {
+            store,
+            live: LiveRequests::default(),
+            closing: watch::channel(false).0,
+            feed,
+            inbox,
+            written,
+            limits,
+            policies: Default::default(),
+        }
     }
 
     /// Changes to pending requests, as they happen.
@@ -154,15 +166,28 @@ impl Requests {
         }
     }
 
+    /// Brings the in-memory view up to date after timers fired: expired requests leave it and
+    /// wake their waiters, escalated ones are updated; the inboxes and delivery workers hear of it.
+    pub async fn timers_fired(&self, fired: &[countersign_store::Fired]) {
+        for f in fired.iter().filter(|f| f.applied) {
+            let key = RequestKey { project_id: f.project_id.clone(), kind: f.kind, call_id: f.call_id.clone() };
+            self.refresh(&key).await;
+            self.inbox_changed(&f.project_id);
+            tracing::info!(kind = f.kind.noun(), call_id = %f.call_id, action = ?f.action, late_ms = (Timestamp::now().as_micros() - f.due.as_micros()) / 1000, "timer fired");
+        }
+    }
+
     /// Ends every long-poll now (they answer with the current state); used at shutdown.
     pub fn close_waiters(&self) {
         self.closing.send_replace(true);
     }
 
-    /// Creates a request. Repeating an identical create returns the stored request (also when
-    /// the project is at its pending limit); a different body under an existing `call_id` is a
-    /// conflict and changes nothing.
-    pub async fn create(&self, project_id: &str, new: NewRequest) -> ApiResult<Bytes> {
+    /// Creates a request, as the project's policy says: decided at once by a rule that approves
+    /// or denies, or pending with the terms of the rule that asks (`owner`: the requesting key's
+    /// owner, for separation of duties). Repeating an identical create returns the stored request
+    /// (also when the project is at its pending limit); a different body under an existing
+    /// `call_id` is a conflict and changes nothing.
+    pub async fn create(&self, project_id: &str, new: NewRequest, owner: Option<&str>) -> ApiResult<Bytes> {
         let _room = match self.check_limits(project_id, &new) {
             Ok(room) => room,
             Err(refused) if refused.status() == StatusCode::TOO_MANY_REQUESTS => {
@@ -173,8 +198,28 @@ impl Requests {
             }
             Err(refused) => return Err(refused),
         };
-        let record = RequestRecord::new(project_id, new, Timestamp::now());
+        let mut record = RequestRecord::new(project_id, new, Timestamp::now());
+        policies::agent_deadline(&record)?;
+        let policy = self.policies.of(self.store.as_ref(), project_id).await?;
+        let governed = policies::govern(policy.as_deref(), &record, owner);
+        for (rule, error) in &governed.errors {
+            tracing::debug!(rule, error, call_id = %record.call_id, "a policy condition could not be evaluated (fail-safe)");
+        }
+        record.outcome = governed.outcome;
+        record.policy = governed.terms;
         match self.store.create_request(&record).await? {
+            Created::New if record.outcome.is_some() => {
+                let json = Bytes::from(record.to_json());
+                tracing::info!(
+                    kind = record.kind.noun(),
+                    call_id = %record.call_id,
+                    decision = describe(&record),
+                    rule = governed.rule.as_deref().unwrap_or_default(),
+                    "request decided by policy at creation"
+                );
+                self.wake_workers();
+                Ok(json)
+            }
             Created::New => {
                 let id = record.call_id.clone();
                 let entry = self.live.insert(record);
@@ -304,6 +349,22 @@ impl Requests {
         self.record_decision(key, &record, decision, actor).await
     }
 
+    /// Cancels a pending request for the agent: it ends as `cancelled` with `reason` (or
+    /// "cancelled by the agent") as what the SDKs see; a decided one is a 409.
+    pub async fn cancel(&self, key: &RequestKey, reason: Option<String>, actor: Actor) -> ApiResult<Bytes> {
+        let record = self.current(key).await?;
+        if let Some(outcome) = &record.outcome {
+            return Err(already_decided(&record, outcome));
+        }
+        let reason = reason.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+        if reason.as_ref().is_some_and(|r| r.chars().count() > 2000) {
+            return Err(Invalid::new("reason", "is longer than 2000 characters").into());
+        }
+        let comment = reason.unwrap_or_else(|| "cancelled by the agent".to_owned());
+        let decision = Decision::Ended { ending: countersign_core::Ending::Cancelled, comment };
+        self.record_decision(key, &record, decision, actor).await
+    }
+
     /// Records a validated decision on a pending record.
     pub async fn record_decision(
         &self,
@@ -424,9 +485,11 @@ pub fn actor_name(actor: &Actor) -> String {
     match (&actor.email, &actor.api_key) {
         (Some(email), _) => email.clone(),
         (None, Some(key)) => format!("API key {key}"),
-        (None, None) => match &actor.slack_user_id {
-            Some(user) => format!("Slack user {user}"),
-            None => "someone".to_owned(),
+        (None, None) => match (&actor.slack_user_id, &actor.rule) {
+            (Some(user), _) => format!("Slack user {user}"),
+            (None, Some(rule)) => format!("policy rule \"{rule}\""),
+            (None, None) if actor.channel == countersign_core::DecisionChannel::Policy => "the policy".to_owned(),
+            (None, None) => "someone".to_owned(),
         },
     }
 }
@@ -451,5 +514,6 @@ pub fn describe(record: &RequestRecord) -> &'static str {
         Some(Decision::Approved { .. }) => "approved",
         Some(Decision::Rejected { .. }) => "rejected",
         Some(Decision::Answered { .. }) => "answered",
+        Some(Decision::Ended { ending, .. }) => ending.as_str(),
     }
 }

@@ -7,6 +7,7 @@ mod listen;
 mod sealer;
 
 use crate::row::outcome_columns;
+use crate::timers::{Change as TimerChange, DueRow, Fired, Planned, plan, select_due};
 use crate::{Change, Created, Feed, Listings, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
 use countersign_core::event::RequestEvent;
@@ -62,6 +63,7 @@ crate::deliveries::impl_deliveries!(
     skip_locked: "FOR UPDATE SKIP LOCKED",
     relaxed: "SET LOCAL synchronous_commit TO OFF"
 );
+crate::policies::impl_policies!(PostgresStore, sqlx::Postgres, begin: "BEGIN", log: crate::events::log_project_event_postgres);
 crate::slack::impl_slack!(PostgresStore, sqlx::Postgres);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -118,6 +120,13 @@ impl PostgresStore {
 impl Requests for PostgresStore {
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
         let event = RequestEvent::created(request).to_json();
+        let timers = match (&request.policy, &request.outcome) {
+            (Some(policy), None) => policy.timers(request.kind, request.requested_at),
+            _ => Vec::new(),
+        };
+        if request.outcome.is_some() || request.policy.is_some() {
+            return self.create_governed(request, event, timers).await;
+        }
         let inserted = sqlx::query(
             "WITH inserted AS (INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING 1) \
@@ -133,18 +142,7 @@ impl Requests for PostgresStore {
         .bind(event)
         .fetch_optional(&self.pool)
         .await?;
-        if inserted.is_some() {
-            self.seal.notify_one();
-            // Other instances' inboxes hear of it shortly (not in this transaction: a NOTIFY
-            // serializes commits, which cost half the create throughput).
-            let _ = self.created.send(request.project_id.clone());
-            return Ok(Created::New);
-        }
-        let existing = self
-            .request(&request.project_id, request.kind, &request.call_id)
-            .await?
-            .ok_or_else(|| StoreError::Internal(format!("request {} conflicted but is missing", request.call_id)))?;
-        Ok(Created::Existing(Box::new(existing)))
+        self.created_or_existing(request, inserted.is_some()).await
     }
 
     async fn decide(
@@ -154,11 +152,11 @@ impl Requests for PostgresStore {
         call_id: &str,
         outcome: &Outcome,
     ) -> StoreResult<Change> {
-        let c = outcome_columns(outcome);
+        let c = outcome_columns(kind, outcome);
         let event = RequestEvent::decided(project_id, kind, call_id, outcome).to_json();
         let done = sqlx::query(concat!(
             "WITH changed AS (UPDATE requests SET responded_at = $1, approved = $2, comment = $3, response = $4, \
-             option_name = $5, decided_by = $6, updated_kwargs = $10 WHERE project_id = $7 AND kind = $8 \
+             option_name = $5, decided_by = $6, updated_kwargs = $10, ended = $12 WHERE project_id = $7 AND kind = $8 \
              AND call_id = $9 AND coalesce(responded_at, -1) = -1 RETURNING project_id, kind, call_id, escalations), ",
             log_changed!("'decided'", "$1", "$11"),
             notify_changed!()
@@ -174,6 +172,7 @@ impl Requests for PostgresStore {
         .bind(call_id)
         .bind(c.updated_kwargs)
         .bind(event)
+        .bind(c.ended)
         .fetch_all(&self.pool)
         .await?;
         self.change(project_id, kind, call_id, done.len() as u64).await
@@ -208,6 +207,98 @@ impl Requests for PostgresStore {
         self.change(project_id, kind, call_id, done.len() as u64).await
     }
 
+    async fn fire_timers(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Fired>> {
+        let mut tx = self.pool.begin().await?;
+        // Locked until commit; other instances skip them and take the next ones.
+        let rows: Vec<DueRow> = sqlx::query_as(concat!(select_due!(), " FOR UPDATE OF t SKIP LOCKED"))
+            .bind(now.as_micros())
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let planned = plan(rows, now);
+        let mut applied = std::collections::HashSet::new();
+        let (mut decide, mut escalate) = (DecideColumns::default(), EscalateColumns::default());
+        for p in &planned {
+            match &p.change {
+                TimerChange::Decide(outcome) => decide.push(p, outcome),
+                TimerChange::Escalate(escalation) => escalate.push(p, escalation, now),
+                TimerChange::Nothing => {}
+            }
+        }
+        if !decide.keys.project_ids.is_empty() {
+            let rows = sqlx::query(concat!(
+                "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::BOOLEAN[], \
+                 $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::TEXT[]) AS u(project_id, kind, call_id, at, approved, \
+                 comment, response, decided_by, ended, body)), \
+                 changed AS (UPDATE requests r SET responded_at = i.at, approved = i.approved, comment = i.comment, \
+                 response = i.response, decided_by = i.decided_by, ended = i.ended FROM input i \
+                 WHERE r.project_id = i.project_id AND r.kind = i.kind AND r.call_id = i.call_id \
+                 AND coalesce(r.responded_at, -1) = -1 \
+                 RETURNING r.project_id, r.kind, r.call_id, r.escalations, i.at, i.body), ",
+                log_changed!("'decided'", "at", "body"),
+                "SELECT project_id || '|' || kind || '|' || call_id, \
+                 pg_notify('countersign_requests', project_id || '|' || kind || '|' || call_id) FROM changed"
+            ))
+            .bind(&decide.keys.project_ids)
+            .bind(&decide.keys.kinds)
+            .bind(&decide.keys.call_ids)
+            .bind(&decide.keys.at)
+            .bind(&decide.approved)
+            .bind(&decide.comment)
+            .bind(&decide.response)
+            .bind(&decide.decided_by)
+            .bind(&decide.ended)
+            .bind(&decide.keys.bodies)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                applied.insert(sqlx::Row::try_get::<String, _>(&row, 0)?);
+            }
+        }
+        if !escalate.keys.project_ids.is_empty() {
+            let rows = sqlx::query(concat!(
+                "WITH input AS (SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[], \
+                 $6::TEXT[]) AS u(project_id, kind, call_id, at, record, body)), \
+                 changed AS (UPDATE requests r SET escalations = CASE WHEN r.escalations = '[]' THEN '[' || i.record || ']' \
+                 ELSE substr(r.escalations, 1, length(r.escalations) - 1) || ',' || i.record || ']' END FROM input i \
+                 WHERE r.project_id = i.project_id AND r.kind = i.kind AND r.call_id = i.call_id \
+                 AND coalesce(r.responded_at, -1) = -1 \
+                 RETURNING r.project_id, r.kind, r.call_id, r.escalations, i.at, i.body), ",
+                log_changed!("'escalated'", "at", "body"),
+                "SELECT project_id || '|' || kind || '|' || call_id, \
+                 pg_notify('countersign_requests', project_id || '|' || kind || '|' || call_id) FROM changed"
+            ))
+            .bind(&escalate.keys.project_ids)
+            .bind(&escalate.keys.kinds)
+            .bind(&escalate.keys.call_ids)
+            .bind(&escalate.keys.at)
+            .bind(&escalate.records)
+            .bind(&escalate.keys.bodies)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                applied.insert(sqlx::Row::try_get::<String, _>(&row, 0)?);
+            }
+        }
+        let ids: Vec<i64> = planned.iter().map(|p| p.id).collect();
+        sqlx::query("UPDATE timers SET fired_at = $1 WHERE id = ANY($2)")
+            .bind(now.as_micros())
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        if !applied.is_empty() {
+            self.seal.notify_one();
+        }
+        Ok(planned
+            .iter()
+            .map(|p| p.fired(applied.contains(&format!("{}|{}|{}", p.project_id, p.kind.as_str(), p.call_id))))
+            .collect())
+    }
+
     fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Feed>> {
         Some(self.feed.subscribe())
     }
@@ -221,6 +312,75 @@ impl Requests for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Creates a request that a policy decided at creation (stored decided, with both events) or
+    /// whose terms schedule timers (stored with them), in one statement.
+    async fn create_governed(
+        &self,
+        request: &RequestRecord,
+        created: String,
+        timers: Vec<countersign_core::governance::Timer>,
+    ) -> StoreResult<Created> {
+        let c = request.outcome.as_ref().map(|o| outcome_columns(request.kind, o));
+        let decided = request
+            .outcome
+            .as_ref()
+            .map(|o| RequestEvent::decided(&request.project_id, request.kind, &request.call_id, o).to_json());
+        let (actions, dues): (Vec<String>, Vec<i64>) =
+            timers.iter().map(|t| (t.action.to_json(), t.due.as_micros())).unzip();
+        let inserted = sqlx::query(
+            "WITH inserted AS (INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at, policy, \
+             responded_at, approved, comment, response, option_name, decided_by, updated_kwargs, ended) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING 1), \
+             logged AS (INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body) \
+             SELECT $1, $2, $3, v.type, v.at, 0, v.body FROM inserted \
+             CROSS JOIN (VALUES (1, 'created', $6::BIGINT, $16::TEXT), (2, 'decided', $8::BIGINT, $17::TEXT)) \
+             AS v(o, type, at, body) WHERE v.body IS NOT NULL ORDER BY v.o RETURNING 1), \
+             timed AS (INSERT INTO timers (project_id, kind, call_id, action, due_at) \
+             SELECT $1, $2, $3, t.action, t.due FROM inserted \
+             CROSS JOIN unnest($18::TEXT[], $19::BIGINT[]) AS t(action, due) RETURNING 1) \
+             SELECT (SELECT count(*) FROM logged) + (SELECT count(*) FROM timed) FROM inserted",
+        )
+        .bind(&request.project_id)
+        .bind(request.kind.as_str())
+        .bind(&request.call_id)
+        .bind(&request.run_id)
+        .bind(request.spec.get())
+        .bind(request.requested_at.as_micros())
+        .bind(request.policy.as_ref().map(|p| serde_json::to_string(p).expect("governance serializes")))
+        .bind(request.outcome.as_ref().map(|o| o.responded_at.as_micros()))
+        .bind(c.as_ref().and_then(|c| c.approved))
+        .bind(c.as_ref().and_then(|c| c.comment.clone()))
+        .bind(c.as_ref().and_then(|c| c.response.clone()))
+        .bind(c.as_ref().and_then(|c| c.option.clone()))
+        .bind(c.as_ref().map(|c| c.decided_by.clone()))
+        .bind(c.as_ref().and_then(|c| c.updated_kwargs.clone()))
+        .bind(c.as_ref().and_then(|c| c.ended))
+        .bind(created)
+        .bind(decided)
+        .bind(actions)
+        .bind(dues)
+        .fetch_optional(&self.pool)
+        .await?;
+        self.created_or_existing(request, inserted.is_some()).await
+    }
+
+    /// Answers a create: new (and announced), or the request already stored under its `call_id`.
+    async fn created_or_existing(&self, request: &RequestRecord, inserted: bool) -> StoreResult<Created> {
+        if inserted {
+            self.seal.notify_one();
+            // Other instances' inboxes hear of it shortly (not in this transaction: a NOTIFY
+            // serializes commits, which cost half the create throughput).
+            let _ = self.created.send(request.project_id.clone());
+            return Ok(Created::New);
+        }
+        let existing = self
+            .request(&request.project_id, request.kind, &request.call_id)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("request {} conflicted but is missing", request.call_id)))?;
+        Ok(Created::Existing(Box::new(existing)))
+    }
+
     /// Tells a conditional update that changed nothing apart: already decided, or not there at all.
     async fn change(&self, project_id: &str, kind: RequestKind, call_id: &str, rows: u64) -> StoreResult<Change> {
         if rows > 0 {
@@ -234,5 +394,64 @@ impl PostgresStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(if exists.is_some() { Change::AlreadyDecided } else { Change::NotFound })
+    }
+}
+
+/// The request keys and event bodies of a set of timer changes, as arrays for `unnest`.
+#[derive(Default)]
+struct KeyColumns {
+    project_ids: Vec<String>,
+    kinds: Vec<&'static str>,
+    call_ids: Vec<String>,
+    at: Vec<i64>,
+    bodies: Vec<String>,
+}
+
+impl KeyColumns {
+    fn push(&mut self, p: &Planned, at: Timestamp, body: String) {
+        self.project_ids.push(p.project_id.clone());
+        self.kinds.push(p.kind.as_str());
+        self.call_ids.push(p.call_id.clone());
+        self.at.push(at.as_micros());
+        self.bodies.push(body);
+    }
+}
+
+/// Expiries fired together.
+#[derive(Default)]
+struct DecideColumns {
+    keys: KeyColumns,
+    approved: Vec<Option<bool>>,
+    comment: Vec<Option<String>>,
+    response: Vec<Option<String>>,
+    decided_by: Vec<String>,
+    ended: Vec<Option<&'static str>>,
+}
+
+impl DecideColumns {
+    fn push(&mut self, p: &Planned, outcome: &Outcome) {
+        let c = outcome_columns(p.kind, outcome);
+        let body = RequestEvent::decided(&p.project_id, p.kind, &p.call_id, outcome).to_json();
+        self.keys.push(p, outcome.responded_at, body);
+        self.approved.push(c.approved);
+        self.comment.push(c.comment);
+        self.response.push(c.response);
+        self.decided_by.push(c.decided_by);
+        self.ended.push(c.ended);
+    }
+}
+
+/// Escalation steps fired together.
+#[derive(Default)]
+struct EscalateColumns {
+    keys: KeyColumns,
+    records: Vec<String>,
+}
+
+impl EscalateColumns {
+    fn push(&mut self, p: &Planned, escalation: &Escalation, at: Timestamp) {
+        let body = RequestEvent::escalated(&p.project_id, p.kind, &p.call_id, escalation, at).to_json();
+        self.keys.push(p, at, body);
+        self.records.push(escalation.record.to_string());
     }
 }

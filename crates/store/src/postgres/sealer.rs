@@ -84,7 +84,7 @@ async fn lead(
 async fn seal(conn: &mut PgConnection, salt: &str) -> sqlx::Result<(usize, bool)> {
     let mut tx = conn.begin().await?;
     let rows = sqlx::query(
-        "SELECT id, project_id, escalations, body FROM events WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
+        "SELECT id, project_id, request_kind, escalations, body FROM events WHERE seq IS NULL ORDER BY id LIMIT $1 FOR UPDATE",
     )
     .bind(BATCH)
     .fetch_all(&mut *tx)
@@ -190,6 +190,9 @@ async fn route(
     for row in rows {
         let body: &str = row.try_get("body")?;
         let escalations: i64 = row.try_get("escalations")?;
+        if row.try_get::<&str, _>("request_kind")? == countersign_core::event::ProjectEvent::REQUEST_KIND {
+            continue; // a policy or group change: in the chain, delivered nowhere
+        }
         let event = match RequestEvent::from_json(body) {
             Ok(event) => event,
             Err(err) => {

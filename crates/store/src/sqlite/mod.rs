@@ -5,10 +5,11 @@
 mod checkpoint;
 mod writer;
 
+use crate::timers::{Change as TimerChange, DueRow, Fired, plan, select_due};
 use crate::{Change, Created, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
-use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord};
+use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
 use std::str::FromStr;
@@ -27,6 +28,7 @@ crate::listing::impl_listings!(
 // The claims run on the bookkeeping connection; SQLite's writes are serialized, so there is no
 // row to skip.
 crate::deliveries::impl_deliveries!(SqliteStore, sqlx::Sqlite, claims: bookkeeping, skip_locked: "", relaxed: "");
+crate::policies::impl_policies!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", log: crate::events::log_project_event_sqlite);
 crate::slack::impl_slack!(SqliteStore, sqlx::Sqlite);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -94,7 +96,7 @@ impl Requests for SqliteStore {
         call_id: &str,
         outcome: &Outcome,
     ) -> StoreResult<Change> {
-        self.writer.decide(project_id, kind, call_id, outcome).await
+        self.writer.decide(project_id, kind, call_id, outcome, None).await
     }
 
     async fn escalate(
@@ -104,7 +106,28 @@ impl Requests for SqliteStore {
         call_id: &str,
         escalation: &Escalation,
     ) -> StoreResult<Change> {
-        self.writer.escalate(project_id, kind, call_id, escalation).await
+        self.writer.escalate(project_id, kind, call_id, escalation, None).await
+    }
+
+    async fn fire_timers(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Fired>> {
+        let rows: Vec<DueRow> =
+            sqlx::query_as(select_due!()).bind(now.as_micros()).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let planned = plan(rows, now);
+        let spent: Vec<i64> =
+            planned.iter().filter(|p| matches!(p.change, TimerChange::Nothing)).map(|p| p.id).collect();
+        for id in spent {
+            sqlx::query("UPDATE timers SET fired_at = $1 WHERE id = $2")
+                .bind(now.as_micros())
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        let answers = self.writer.fire(&planned, now).await;
+        let mut fired = Vec::with_capacity(planned.len());
+        for (p, answer) in planned.iter().zip(answers) {
+            fired.push(p.fired(answer? == Change::Done));
+        }
+        Ok(fired)
     }
 
     async fn close(&self) {

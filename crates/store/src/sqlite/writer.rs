@@ -6,7 +6,8 @@
 //! acknowledging a write that is not on disk.
 
 use crate::events::Heads;
-use crate::row::{RequestRow, outcome_columns, request_columns};
+use crate::row::{OutcomeColumns, RequestRow, outcome_columns, request_columns};
+use crate::timers::{Change as TimerChange, Planned};
 use crate::{Change, Created, StoreError, StoreResult};
 use countersign_core::event::RequestEvent;
 use countersign_core::route::{ProjectChannels, Route, SpecChannels, routes};
@@ -29,9 +30,25 @@ const STATEMENT_CACHE: usize = 2 * MAX_BATCH;
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 enum Op {
-    Create { row: NewRow, reply: Reply<Created> },
-    Decide { key: Key, outcome: Outcome, event: Event, reply: Reply<Change> },
-    Escalate { key: Key, record: String, event: Event, reply: Reply<Change> },
+    Create {
+        row: NewRow,
+        reply: Reply<Created>,
+    },
+    /// `timer`: the timer whose firing this is, marked fired in the same transaction.
+    Decide {
+        key: Key,
+        outcome: Outcome,
+        event: Event,
+        timer: Option<(i64, i64)>,
+        reply: Reply<Change>,
+    },
+    Escalate {
+        key: Key,
+        record: String,
+        event: Event,
+        timer: Option<(i64, i64)>,
+        reply: Reply<Change>,
+    },
     Stop(oneshot::Sender<()>),
 }
 
@@ -41,7 +58,13 @@ struct NewRow {
     run_id: String,
     spec: String,
     requested_at: i64,
+    /// The governing rule's terms (JSON), if any.
+    policy: Option<String>,
     event: Event,
+    /// A request a policy rule decided at creation: stored decided, with its decision's event.
+    decided: Option<Box<(OutcomeColumns, Event)>>,
+    /// Timers its terms schedule: (due, action JSON).
+    timers: Vec<(i64, String)>,
 }
 
 /// The event an operation records if it changes something, serialized (and, for a creation, its
@@ -89,12 +112,27 @@ impl Writer {
     }
 
     pub(super) async fn create(&self, request: &RequestRecord) -> StoreResult<Created> {
+        let decided = request.outcome.as_ref().map(|outcome| {
+            let event = RequestEvent::decided(&request.project_id, request.kind, &request.call_id, outcome);
+            Box::new((outcome_columns(request.kind, outcome), Event::of(event)))
+        });
+        let timers = match (&request.policy, &request.outcome) {
+            (Some(policy), None) => policy
+                .timers(request.kind, request.requested_at)
+                .into_iter()
+                .map(|t| (t.due.as_micros(), t.action.to_json()))
+                .collect(),
+            _ => Vec::new(),
+        };
         let row = NewRow {
             key: Key { project_id: request.project_id.clone(), kind: request.kind, call_id: request.call_id.clone() },
             run_id: request.run_id.clone(),
             spec: request.spec.get().to_owned(),
             requested_at: request.requested_at.as_micros(),
+            policy: request.policy.as_ref().map(|p| serde_json::to_string(p).expect("governance serializes")),
             event: Event::of(RequestEvent::created(request)),
+            decided,
+            timers,
         };
         self.submit(|reply| Op::Create { row, reply }).await
     }
@@ -105,10 +143,11 @@ impl Writer {
         kind: RequestKind,
         call_id: &str,
         outcome: &Outcome,
+        timer: Option<(i64, i64)>,
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
         let event = Event::of(RequestEvent::decided(project_id, kind, call_id, outcome));
-        self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), event, reply }).await
+        self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), event, timer, reply }).await
     }
 
     pub(super) async fn escalate(
@@ -117,11 +156,48 @@ impl Writer {
         kind: RequestKind,
         call_id: &str,
         escalation: &Escalation,
+        timer: Option<(i64, i64)>,
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
         let record = escalation.record.to_string();
         let event = Event::of(RequestEvent::escalated(project_id, kind, call_id, escalation, Timestamp::now()));
-        self.submit(|reply| Op::Escalate { key, record, event, reply }).await
+        self.submit(|reply| Op::Escalate { key, record, event, timer, reply }).await
+    }
+
+    /// Fires planned timers: all queued at once (so they share commits), each marked fired in
+    /// its change's transaction; answers in order.
+    pub(super) async fn fire(&self, planned: &[Planned], now: Timestamp) -> Vec<StoreResult<Change>> {
+        let closed = || StoreError::Unavailable("the database writer has stopped (shutting down)".into());
+        let mut waiting = Vec::with_capacity(planned.len());
+        for p in planned {
+            let key = Key { project_id: p.project_id.clone(), kind: p.kind, call_id: p.call_id.clone() };
+            let timer = Some((p.id, now.as_micros()));
+            let (reply, answer) = oneshot::channel();
+            let op = match &p.change {
+                TimerChange::Decide(outcome) => {
+                    let event = Event::of(RequestEvent::decided(&p.project_id, p.kind, &p.call_id, outcome));
+                    Op::Decide { key, outcome: outcome.clone(), event, timer, reply }
+                }
+                TimerChange::Escalate(escalation) => {
+                    let event = Event::of(RequestEvent::escalated(&p.project_id, p.kind, &p.call_id, escalation, now));
+                    Op::Escalate { key, record: escalation.record.to_string(), event, timer, reply }
+                }
+                TimerChange::Nothing => {
+                    waiting.push(None);
+                    continue;
+                }
+            };
+            waiting.push(if self.ops.send(op).await.is_ok() { Some(answer) } else { None });
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for (p, answer) in planned.iter().zip(waiting) {
+            out.push(match (answer, &p.change) {
+                (_, TimerChange::Nothing) => Ok(Change::AlreadyDecided),
+                (Some(answer), _) => answer.await.map_err(|_| closed()).and_then(|r| r),
+                (None, _) => Err(closed()),
+            });
+        }
+        out
     }
 
     /// Applies everything queued so far, then stops; later writes fail as unavailable.
@@ -241,18 +317,34 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
     let creates: Vec<&NewRow> = batch
         .iter()
         .filter_map(|op| match op {
-            Op::Create { row, .. } => Some(row),
+            Op::Create { row, .. } if row.decided.is_none() => Some(row),
+            _ => None,
+        })
+        .collect();
+    // Requests a policy decided at creation are inserted decided (rare: a statement each).
+    let decided: Vec<&NewRow> = batch
+        .iter()
+        .filter_map(|op| match op {
+            Op::Create { row, .. } if row.decided.is_some() => Some(row),
             _ => None,
         })
         .collect();
     let mut sql = String::from("BEGIN IMMEDIATE;");
     for chunk in creates.chunks(INSERT_CHUNK) {
-        sql.push_str("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) VALUES ");
+        sql.push_str("INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at, policy) VALUES ");
         for i in 0..chunk.len() {
-            sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?)" });
+            sql.push_str(if i == 0 { "(?, ?, ?, ?, ?, ?, ?)" } else { ", (?, ?, ?, ?, ?, ?, ?)" });
         }
         sql.push_str(
             " ON CONFLICT (project_id, kind, call_id) DO NOTHING \
+             RETURNING -1 AS op, project_id, kind, call_id, 0 AS n, NULL AS hash;",
+        );
+    }
+    for _ in &decided {
+        sql.push_str(
+            "INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at, policy, responded_at, \
+             approved, comment, response, option_name, decided_by, updated_kwargs, ended) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (project_id, kind, call_id) DO NOTHING \
              RETURNING -1 AS op, project_id, kind, call_id, 0 AS n, NULL AS hash;",
         );
     }
@@ -260,7 +352,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
         let set = match op {
             Op::Decide { .. } => {
                 "responded_at = ?, approved = ?, comment = ?, response = ?, option_name = ?, decided_by = ?, \
-                 updated_kwargs = ?"
+                 updated_kwargs = ?, ended = ?"
             }
             Op::Escalate { .. } => "escalations = json_insert(escalations, '$[#]', json(?))",
             Op::Create { .. } | Op::Stop(_) => continue,
@@ -269,6 +361,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             "UPDATE requests SET {set} WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL \
              RETURNING {i} AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
         ));
+        if let Op::Decide { timer: Some(_), .. } | Op::Escalate { timer: Some(_), .. } = op {
+            sql.push_str("UPDATE timers SET fired_at = ? WHERE id = ?;");
+        }
     }
     let mut projects: Vec<&str> = batch
         .iter()
@@ -301,12 +396,32 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(&row.key.call_id)
             .bind(&row.run_id)
             .bind(row.spec.as_str())
-            .bind(row.requested_at);
+            .bind(row.requested_at)
+            .bind(row.policy.as_deref());
+    }
+    for row in &decided {
+        let (c, event) = row.decided.as_deref().expect("only decided rows");
+        query = query
+            .bind(&row.key.project_id)
+            .bind(row.key.kind.as_str())
+            .bind(&row.key.call_id)
+            .bind(&row.run_id)
+            .bind(row.spec.as_str())
+            .bind(row.requested_at)
+            .bind(row.policy.as_deref())
+            .bind(event.event.at.as_micros())
+            .bind(c.approved)
+            .bind(c.comment.as_deref())
+            .bind(c.response.as_deref())
+            .bind(c.option.as_deref())
+            .bind(c.decided_by.as_str())
+            .bind(c.updated_kwargs.as_deref())
+            .bind(c.ended);
     }
     for op in batch {
         let key = match op {
             Op::Decide { key, outcome, .. } => {
-                let c = outcome_columns(outcome);
+                let c = outcome_columns(key.kind, outcome);
                 query = query
                     .bind(outcome.responded_at.as_micros())
                     .bind(c.approved)
@@ -314,7 +429,8 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
                     .bind(c.response)
                     .bind(c.option)
                     .bind(c.decided_by)
-                    .bind(c.updated_kwargs);
+                    .bind(c.updated_kwargs)
+                    .bind(c.ended);
                 key
             }
             Op::Escalate { key, record, .. } => {
@@ -324,6 +440,9 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             Op::Create { .. } | Op::Stop(_) => continue,
         };
         query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id);
+        if let Op::Decide { timer: Some((id, fired_at)), .. } | Op::Escalate { timer: Some((id, fired_at)), .. } = op {
+            query = query.bind(*fired_at).bind(*id);
+        }
     }
     for _ in 0..3 {
         for project in &projects {
@@ -362,9 +481,14 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
     // The events of what applied, in the order SQLite applied it: the inserts, then the updates.
     let mut first = HashSet::new();
     let mut events: Vec<(&Key, &Event, i64)> = Vec::new();
-    for row in &creates {
+    let mut timers: Vec<(&Key, i64, &str)> = Vec::new();
+    for row in creates.iter().chain(&decided) {
         if applied.inserted.contains(&row.key) && first.insert(&row.key) {
             events.push((&row.key, &row.event, 0));
+            if let Some((_, event)) = row.decided.as_deref() {
+                events.push((&row.key, event, 0));
+            }
+            timers.extend(row.timers.iter().map(|(due, action)| (&row.key, *due, action.as_str())));
         }
     }
     for (i, op) in batch.iter().enumerate() {
@@ -411,6 +535,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
         sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?)"; chunk.len()].join(", "));
         sql.push_str(" ON CONFLICT (id) DO NOTHING;");
     }
+    for chunk in timers.chunks(DELIVERY_CHUNK) {
+        sql.push_str("INSERT INTO timers (project_id, kind, call_id, action, due_at) VALUES ");
+        sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push(';');
+    }
     let moved: Vec<(&str, i64, String)> = if events.is_empty() { Vec::new() } else { heads.rows().collect() };
     if !moved.is_empty() {
         sql.push_str("INSERT INTO chain_heads (project_id, seq, hash) VALUES ");
@@ -449,7 +578,10 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(*at)
             .bind(*at);
     }
-    // In the order of the statements: events, deliveries, heads.
+    for (key, due, action) in &timers {
+        query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id).bind(*action).bind(*due);
+    }
+    // In the order of the statements: events, deliveries, timers, heads.
     for (project, seq, hash) in moved {
         query = query.bind(project).bind(seq).bind(hash);
     }

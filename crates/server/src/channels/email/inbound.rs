@@ -138,15 +138,7 @@ pub async fn receive(State(state): State<AppState>, headers: HeaderMap, body: By
     let text = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
     let intent = reply::intent(sent.kind, &text)?;
     let key = RequestKey { project_id: sent.project_id.clone(), kind: sent.kind, call_id: sent.call_id.clone() };
-    let actor = Actor {
-        channel: DecisionChannel::Email,
-        api_key: None,
-        user_id: None,
-        email: Some(from.clone()),
-        via: Some(Via::InboundEmail),
-        slack_user_id: None,
-        slack_team_id: None,
-    };
+    let actor = Actor { email: Some(from.clone()), via: Some(Via::InboundEmail), ..Actor::new(DecisionChannel::Email) };
     let json = state.requests.decide(&key, intent, &Fields::PERSON, actor).await?;
     tracing::info!(%from, call_id = %sent.call_id, "decided by an emailed reply");
     Ok(JsonBytes(json))

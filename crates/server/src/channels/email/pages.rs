@@ -86,15 +86,7 @@ pub async fn decide(
     .trimmed();
     let fallback = state.store.default_email(&record.project_id).await.map_err(crate::error::ApiError::from)?;
     let sent_to = super::compose::channel_of(&record, fallback.as_deref()).map(|e| e.address.to_lowercase());
-    let actor = Actor {
-        channel: DecisionChannel::Email,
-        api_key: None,
-        user_id: None,
-        email: sent_to,
-        via: None,
-        slack_user_id: None,
-        slack_team_id: None,
-    };
+    let actor = Actor { email: sent_to, ..Actor::new(DecisionChannel::Email) };
     let (status, notice, error) =
         match state.requests.decide(&RequestKey::of(&record), intent, &Fields::PERSON, actor).await {
             Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),

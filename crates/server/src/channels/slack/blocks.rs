@@ -8,7 +8,7 @@
 
 use countersign_core::decision::Via;
 use countersign_core::wire::ResponseOption;
-use countersign_core::{Actor, Decision, DecisionChannel, Outcome, RequestKind, RequestRecord, Timestamp};
+use countersign_core::{Actor, Decision, DecisionChannel, Ending, Outcome, RequestKind, RequestRecord, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -437,6 +437,10 @@ fn outcome_blocks(outcome: &Outcome, options: &[ResponseOption], inbox_url: &str
         Decision::Answered { response, option } => {
             (":speech_balloon: *Answered*", option.as_deref(), Some(response.as_str()))
         }
+        Decision::Ended { ending: Ending::Expired, comment } => (":hourglass: *Expired*", None, Some(comment.as_str())),
+        Decision::Ended { ending: Ending::Cancelled, comment } => {
+            (":no_entry_sign: *Cancelled*", None, Some(comment.as_str()))
+        }
     };
     let option = match option {
         Some(name) => {
@@ -475,6 +479,7 @@ fn who(actor: &Actor) -> String {
         DecisionChannel::Email => "via email",
         DecisionChannel::Api => "via the API",
         DecisionChannel::Cli => "via the terminal",
+        DecisionChannel::Policy => "(policy)",
     };
     format!("{} {via}", person(actor))
 }
@@ -488,6 +493,10 @@ fn person(actor: &Actor) -> String {
         escaped(email, 200)
     } else if let Some(key) = actor.api_key.as_deref().filter(|k| !k.is_empty()) {
         format!("API key {}", code(key, 100))
+    } else if let Some(rule) = actor.rule.as_deref() {
+        format!("policy rule “{}”", escaped(rule, 200))
+    } else if actor.channel == DecisionChannel::Policy {
+        "the policy".to_owned()
     } else {
         "someone".to_owned()
     }
@@ -585,6 +594,8 @@ fn fallback(record: &RequestRecord, spec: &Shown) -> String {
                 Decision::Approved { .. } => "Approved",
                 Decision::Rejected { .. } => "Rejected",
                 Decision::Answered { .. } => "Answered",
+                Decision::Ended { ending: Ending::Expired, .. } => "Expired",
+                Decision::Ended { ending: Ending::Cancelled, .. } => "Cancelled",
             };
             format!("{what}: {summary} — by {}", person(&outcome.decided_by))
         }
@@ -712,6 +723,7 @@ mod tests {
             requested_at: Timestamp::from_micros(1_748_779_200_000_000),
             outcome: None,
             escalations: Vec::new(),
+            policy: None,
         }
     }
 
@@ -745,25 +757,17 @@ mod tests {
 
     fn slack_actor() -> Actor {
         Actor {
-            channel: DecisionChannel::Slack,
-            api_key: None,
-            user_id: None,
-            email: None,
-            via: None,
             slack_user_id: Some("U123ABC".to_owned()),
             slack_team_id: Some("T1".to_owned()),
+            ..Actor::new(DecisionChannel::Slack)
         }
     }
 
     fn email_actor() -> Actor {
         Actor {
-            channel: DecisionChannel::Web,
-            api_key: None,
             user_id: Some("u1".to_owned()),
             email: Some("ana@example.com".to_owned()),
-            via: None,
-            slack_user_id: None,
-            slack_team_id: None,
+            ..Actor::new(DecisionChannel::Web)
         }
     }
 

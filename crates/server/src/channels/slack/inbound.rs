@@ -225,13 +225,11 @@ async fn actor(
         ));
     }
     Ok(Actor {
-        channel: DecisionChannel::Slack,
-        api_key: None,
         user_id: person,
         email,
-        via: None,
         slack_user_id: Some(who.user.clone()),
         slack_team_id: who.team.clone(),
+        ..Actor::new(DecisionChannel::Slack)
     })
 }
 

@@ -64,6 +64,21 @@ pub async fn escalate_email(
     super::escalate(&state, &caller, KIND, call_id, body).await
 }
 
+/// Cancel a pending approval (the agent no longer needs it): it ends as `cancelled`, with
+/// `approved: false` and the reason as the comment; channels update their messages.
+#[utoipa::path(post, path = "/function_calls/{call_id}/cancel", tag = "function_calls",
+    params(("call_id" = String, Path)), request_body(content = super::CancelBody, description = "optional"),
+    responses((status = 200, body = FunctionCall), (status = 404, body = ErrorBody),
+              (status = 409, description = "already decided", body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+    body: bytes::Bytes,
+) -> ApiResult<JsonBytes> {
+    super::cancel(&state, &caller, KIND, call_id, &body).await
+}
+
 /// Pending approvals of the key's project, oldest first.
 #[utoipa::path(get, path = "/agent/function_calls/pending", tag = "function_calls", params(PendingParams),
     responses((status = 200, description = "`{items, total, limit, offset, has_more}`"), (status = 401, body = ErrorBody)))]

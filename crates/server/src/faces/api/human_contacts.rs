@@ -64,6 +64,22 @@ pub async fn escalate_email(
     super::escalate(&state, &caller, KIND, call_id, body).await
 }
 
+/// Cancel a pending question (the agent no longer needs the answer): it ends as `cancelled`,
+/// with the reason as its `response` (the released SDKs wait for one); channels update their
+/// messages.
+#[utoipa::path(post, path = "/contact_requests/{call_id}/cancel", tag = "human_contacts",
+    params(("call_id" = String, Path)), request_body(content = super::CancelBody, description = "optional"),
+    responses((status = 200, body = HumanContact), (status = 404, body = ErrorBody),
+              (status = 409, description = "already decided", body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+    body: bytes::Bytes,
+) -> ApiResult<JsonBytes> {
+    super::cancel(&state, &caller, KIND, call_id, &body).await
+}
+
 /// Pending questions of the key's project, oldest first.
 #[utoipa::path(get, path = "/agent/human_contacts/pending", tag = "human_contacts", params(PendingParams),
     responses((status = 200, description = "`{items, total, limit, offset, has_more}`"), (status = 401, body = ErrorBody)))]

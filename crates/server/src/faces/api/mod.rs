@@ -6,6 +6,7 @@ pub mod extract;
 pub mod function_calls;
 pub mod health;
 pub mod human_contacts;
+pub mod policy;
 pub mod project;
 pub mod webhooks;
 
@@ -33,6 +34,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fc::get))
         .routes(routes!(fc::respond))
         .routes(routes!(fc::escalate_email))
+        .routes(routes!(fc::cancel))
         .routes(routes!(fc::pending))
         .routes(routes!(hc::create))
         .routes(routes!(hc::create_alias))
@@ -40,6 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(hc::get_alias))
         .routes(routes!(hc::respond))
         .routes(routes!(hc::escalate_email))
+        .routes(routes!(hc::cancel))
         .routes(routes!(hc::pending))
         .routes(routes!(project::get))
         .routes(routes!(webhooks::add, webhooks::list))
@@ -48,6 +51,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::delivery))
         .routes(routes!(webhooks::redeliver))
         .routes(routes!(audit::list))
+        .routes(routes!(policy::show, policy::set))
+        .routes(routes!(policy::test))
 }
 
 /// The liveness route, `/healthz`, outside the HumanLayer prefix.
@@ -81,7 +86,7 @@ fn key(caller: &Caller, kind: RequestKind, call_id: String) -> RequestKey {
 async fn create(state: &AppState, caller: &Caller, kind: RequestKind, body: &[u8]) -> ApiResult<JsonBytes> {
     caller.require(Scope::Agent)?;
     let new = NewRequest::parse(kind, body)?;
-    Ok(JsonBytes(state.requests.create(&caller.project.id, new).await?))
+    Ok(JsonBytes(state.requests.create(&caller.project.id, new, caller.owner.as_deref()).await?))
 }
 
 async fn get(
@@ -126,6 +131,33 @@ async fn escalate(
     let key = key(caller, kind, call_id);
     let by = format!("api key {}", caller.key_prefix);
     Ok(JsonBytes(state.requests.escalate(&key, body, &by).await?))
+}
+
+/// Body of a cancel: why, optionally (an empty body is fine).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Why the agent withdrew the request; what people and channels are shown.
+    pub reason: Option<String>,
+}
+
+async fn cancel(
+    state: &AppState,
+    caller: &Caller,
+    kind: RequestKind,
+    call_id: String,
+    body: &[u8],
+) -> ApiResult<JsonBytes> {
+    caller.require(Scope::Agent)?;
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(&mut de)
+            .map_err(|e| crate::error::ApiError::invalid(Invalid::from_serde(e)))?
+    };
+    let key = key(caller, kind, call_id);
+    Ok(JsonBytes(state.requests.cancel(&key, body.reason, Actor::api_key(&caller.key_prefix)).await?))
 }
 
 async fn pending(state: &AppState, caller: &Caller, kind: RequestKind, params: PendingParams) -> ApiResult<JsonBytes> {

@@ -1,0 +1,470 @@
+//! Policies: rules that approve or deny at once, tested end to end with the released Python SDK;
+//! policy files validated with their line, set over the API and the CLI, logged in the audit
+//! chain, and tested without creating anything; groups of approvers.
+
+use crate::audit::sealed_log;
+use crate::support::{TestServer, agent_output, approval, assert_error, json, python_agent, run_cli};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+[[rule]]
+name  = "small refunds"
+match = { fn = "refund*" }
+when  = "args.amount < 100 && args.currency == 'USD'"
+action = "approve"
+
+[[rule]]
+name = "never"
+match = { fn = "drop_*" }
+action = "deny"
+message = "dropping tables is never allowed from an agent"
+"#;
+
+/// Sets the key's project's policy over the API.
+async fn put_policy(s: &TestServer, key: &str, text: &str) -> (StatusCode, Value) {
+    json(s.http.put(s.api("/policy")).bearer_auth(key).body(text.to_owned()).send().await.unwrap()).await
+}
+
+const AGENT: &str = r#"
+import sys, json
+from humanlayer import HumanLayer
+hl = HumanLayer(verbose=False)
+@hl.require_approval()
+def refund(amount: int, currency: str) -> str:
+    return f"refunded {amount} {currency}"
+@hl.require_approval()
+def drop_table(name: str) -> str:
+    return f"dropped {name}"
+args = json.loads(sys.argv[1])
+print(refund(**args) if "amount" in args else drop_table(**args), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_approve_and_deny_at_once_and_the_released_sdk_sees_it() {
+    let s = TestServer::start().await;
+    let (status, set) = put_policy(&s, &s.key, POLICY).await;
+    assert_eq!(status, StatusCode::OK, "{set}");
+    assert_eq!(set["version"], 1);
+    assert_eq!(set["rules"], json!(["small refunds", "never"]));
+
+    // Approved by the rule: the function runs, nobody was asked.
+    let agent = python_agent(&s, AGENT, r#"{"amount": 50, "currency": "USD"}"#);
+    assert_eq!(agent_output(agent).await, "refunded 50 USD");
+    // Denied by the rule: the agent hears the rule's message.
+    let agent = python_agent(&s, AGENT, r#"{"name": "users"}"#);
+    assert_eq!(
+        agent_output(agent).await,
+        "User denied drop_table with message: dropping tables is never allowed from an agent"
+    );
+    // Not matched (the condition is false): asked as today.
+    let (status, big) = s
+        .post("/function_calls", json!({"run_id": "r", "call_id": "big", "spec": {"fn": "refund", "kwargs": {"amount": 500, "currency": "USD"}}}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(big["status"]["approved"], Value::Null);
+    // A condition that cannot be evaluated never approves (fail-safe): asked.
+    let (_, odd) = s
+        .post(
+            "/function_calls",
+            json!({"run_id": "r", "call_id": "odd", "spec": {"fn": "refund", "kwargs": {"amount": "lots"}}}),
+        )
+        .await;
+    assert_eq!(odd["status"]["approved"], Value::Null);
+
+    let (_, pending) = s.get("/agent/function_calls/pending").await;
+    let ids: Vec<&str> = pending["items"].as_array().unwrap().iter().map(|i| i["call_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["big", "odd"], "decided-by-policy requests are never pending");
+
+    // Who decided: the policy, naming the rule.
+    let (_, log) = s.get("/audit?limit=1000").await;
+    let decided: Vec<Value> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["event"].as_str().unwrap()).unwrap())
+        .filter(|e| e["type"] == "decided")
+        .collect();
+    assert_eq!(decided.len(), 2);
+    assert_eq!(decided[0]["actor"], json!({"channel": "policy", "rule": "small refunds"}));
+    assert_eq!(decided[1]["actor"], json!({"channel": "policy", "rule": "never"}));
+    assert_eq!(decided[1]["decision"]["comment"], "dropping tables is never allowed from an agent");
+    let call_id = decided[0]["call_id"].as_str().unwrap();
+    let (_, fc) = s.get(&format!("/function_calls/{call_id}")).await;
+    assert_eq!(fc["status"]["approved"], true);
+    assert_eq!(fc["status"]["user_info"], json!({"channel": "policy", "rule": "small refunds"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_policy_is_refused_with_its_line_and_the_one_in_force_stays() {
+    let s = TestServer::start().await;
+    assert_eq!(put_policy(&s, &s.key, POLICY).await.0, StatusCode::OK);
+    let typo = "[[rule]]\nname = \"x\"\nmatch = { fn = \"a*\" }\nactoin = \"approve\"\n";
+    let refused = put_policy(&s, &s.key, typo).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_policy", "policy.toml:4:");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("actoin"), "{}", refused.1);
+    let bad_cel = "[[rule]]\nname = \"x\"\nwhen = \"args.amount <\"\naction = \"approve\"\n";
+    assert_error(&put_policy(&s, &s.key, bad_cel).await, StatusCode::BAD_REQUEST, "invalid_policy", "policy.toml:3:");
+    let no_group = "[[rule]]\nname = \"big\"\naction = \"ask\"\napprovers = { group = \"finance\", count = 2 }\n";
+    assert_error(&put_policy(&s, &s.key, no_group).await, StatusCode::BAD_REQUEST, "invalid_policy", "groups create");
+
+    let (_, shown) = s.get("/policy").await;
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["policy"], POLICY);
+    // And it still decides.
+    let (_, fc) = s
+        .post("/function_calls", json!({"run_id": "r", "call_id": "d", "spec": {"fn": "drop_users", "kwargs": {}}}))
+        .await;
+    assert_eq!(fc["status"]["approved"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_changes_are_audit_events_saying_who_and_only_admin_keys_may_make_them() {
+    let s = TestServer::start().await;
+    let agent_key = crate::support::create_scoped_key(
+        s.store.as_ref(),
+        "alpha",
+        countersign_core::api_key::Scopes::of(&[countersign_core::api_key::Scope::Agent]),
+    )
+    .await;
+    assert_error(&put_policy(&s, &agent_key, POLICY).await, StatusCode::FORBIDDEN, "forbidden", "admin");
+    assert_eq!(put_policy(&s, &s.key, POLICY).await.0, StatusCode::OK);
+    assert_eq!(s.post("/function_calls", approval("a1")).await.0, StatusCode::OK);
+    let log = sealed_log(&s, &s.key, 2).await;
+    let events: Vec<Value> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str(e["event"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "policy_set");
+    let prefix = &s.key[..9];
+    assert_eq!(events[0]["by"], format!("API key {prefix}"));
+    assert_eq!(events[0]["policy"]["text"], POLICY);
+    assert_eq!(events[0]["policy"]["rules"], json!(["small refunds", "never"]));
+    assert_eq!(events[1]["type"], "created", "request events follow in the same chain");
+    // Another project's policy is its own.
+    let (_, beta) = json(s.http.get(s.api("/policy")).bearer_auth(&s.other_key).send().await.unwrap()).await;
+    assert_eq!(beta["policy"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_test_says_which_rule_decides_and_creates_nothing() {
+    let s = TestServer::start().await;
+    assert_eq!(put_policy(&s, &s.key, POLICY).await.0, StatusCode::OK);
+    let test = |spec: Value| {
+        let s = &s;
+        async move {
+            json(
+                s.http
+                    .post(s.api("/policy/test"))
+                    .bearer_auth(&s.key)
+                    .json(&json!({"spec": spec}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, small) = test(json!({"fn": "refund", "kwargs": {"amount": 5, "currency": "USD"}})).await;
+    assert_eq!(status, StatusCode::OK, "{small}");
+    assert_eq!((small["rule"].as_str(), small["action"].as_str()), (Some("small refunds"), Some("approve")));
+    let (_, never) = test(json!({"fn": "drop_x", "kwargs": {}})).await;
+    assert_eq!(never["action"], "deny");
+    assert!(never["outcome"].as_str().unwrap().contains("User denied drop_x with message: dropping tables"));
+    let (_, odd) = test(json!({"fn": "refund", "kwargs": {"amount": "lots", "currency": "USD"}})).await;
+    assert_eq!((odd["rule"].clone(), odd["action"].as_str()), (Value::Null, Some("ask")));
+    assert_eq!(odd["errors"][0]["rule"], "small refunds", "the failed condition is reported: {odd}");
+    let (_, pending) = s.get("/agent/function_calls/pending").await;
+    assert_eq!(pending["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_shows_and_tests_policies_and_manages_groups() {
+    let dir = crate::binary::fresh_dir().await;
+    let path = dir.path();
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ok(&run_cli(path, &["keys", "create", "--project", "billing"], &[], ""));
+    ok(&run_cli(
+        path,
+        &[
+            "users",
+            "create",
+            "--email",
+            "Ada@example.com",
+            "--role",
+            "approver",
+            "--project",
+            "billing",
+            "--password-stdin",
+        ],
+        &[],
+        "a long passphrase\n",
+    ));
+    // A group of strangers is refused, with how to fix it.
+    let out =
+        run_cli(path, &["groups", "create", "finance", "--project", "billing", "--member", "eve@example.com"], &[], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("users create --email eve@example.com"));
+    let created = ok(&run_cli(
+        path,
+        &["groups", "create", "finance", "--project", "billing", "--member", "ada@example.com"],
+        &[],
+        "",
+    ));
+    assert!(created.contains("1 member (ada@example.com)"), "{created}");
+    let listed: Value =
+        serde_json::from_str(&ok(&run_cli(path, &["groups", "list", "--project", "billing", "--json"], &[], "")))
+            .unwrap();
+    assert_eq!(
+        listed,
+        json!([{"project": "billing", "name": "finance", "members": ["ada@example.com"], "created_at": listed[0]["created_at"]}])
+    );
+
+    let file = path.join("policy.toml");
+    let policy = format!(
+        "{POLICY}\n[[rule]]\nname = \"large\"\nmatch = {{ fn = \"refund*\" }}\naction = \"ask\"\napprovers = {{ group = \"finance\", count = 1 }}\n"
+    );
+    std::fs::write(&file, &policy).unwrap();
+    let set = ok(&run_cli(path, &["policy", "set", "--project", "billing", file.to_str().unwrap()], &[], ""));
+    assert!(set.contains("version 1): 3 rules: small refunds, never, large"), "{set}");
+    let shown = run_cli(path, &["policy", "show", "--project", "billing"], &[], "");
+    assert_eq!(ok(&shown), policy);
+    assert!(String::from_utf8_lossy(&shown.stderr).contains("set by cli"));
+
+    let tested = ok(&run_cli(
+        path,
+        &["policy", "test", "--project", "billing", "refund", r#"{"amount": 50, "currency": "USD"}"#],
+        &[],
+        "",
+    ));
+    assert!(tested.starts_with("Rule \"small refunds\" decides: approved at once"), "{tested}");
+    let tested = ok(&run_cli(
+        path,
+        &["policy", "test", "--project", "billing", "refund", r#"{"amount": 500}"#, "--json"],
+        &[],
+        "",
+    ));
+    let tested: Value = serde_json::from_str(&tested).unwrap();
+    assert_eq!((tested["rule"].as_str(), tested["action"].as_str()), (Some("large"), Some("ask")));
+    assert!(tested["outcome"].as_str().unwrap().contains("from group \"finance\""), "{tested}");
+
+    // A broken file: refused with the file, the line and what is wrong; version 1 stays.
+    std::fs::write(&file, "[[rule]]\nname = \"x\"\naction = \"maybe\"\n").unwrap();
+    let out = run_cli(path, &["policy", "set", "--project", "billing", file.to_str().unwrap()], &[], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", file.display())) && err.contains("maybe"), "{err}");
+    let shown: Value =
+        serde_json::from_str(&ok(&run_cli(path, &["policy", "show", "--project", "billing", "--json"], &[], "")))
+            .unwrap();
+    assert_eq!(shown["version"], 1);
+    // The group change and the policy are in the audit chain, and it verifies.
+    ok(&run_cli(
+        path,
+        &["groups", "remove", "finance", "--project", "billing", "--member", "ada@example.com"],
+        &[],
+        "",
+    ));
+    // (On PostgreSQL a running server's sealer seals them; with none running, some wait unsealed.)
+    let verified = ok(&run_cli(path, &["audit", "verify", "--project", "billing", "--json"], &[], ""));
+    let verified: Value = serde_json::from_str(&verified).unwrap();
+    let chain = &verified.as_array().unwrap()[0];
+    assert_eq!(chain["ok"], true, "{verified}");
+    let count = |v: &Value| v.as_u64().unwrap_or(0);
+    assert_eq!(count(&chain["count"]) + count(&chain["unsealed"]), 3, "{verified}");
+}
+
+/// Polls a request until `done` holds (within 10 s).
+async fn until(s: &TestServer, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = s.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        if done(&body) {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "not reached within 10 s: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+const LADDER: &str = r#"
+[[rule]]
+name = "refunds"
+match = { fn = "refund*" }
+action = "ask"
+expire_after = "3s"
+on_expire = "deny"
+escalate = [ { after = "1s", to = { email = "lead@example.com" } },
+             { after = "2s", to = { email = "cfo@example.com" } } ]
+
+[[rule]]
+name = "payouts"
+match = { fn = "payout" }
+action = "ask"
+expire_after = "1s"
+on_expire = "approve"
+"#;
+
+const REFUND_AGENT: &str = r#"
+import sys
+from humanlayer import HumanLayer
+hl = HumanLayer(verbose=False)
+@hl.require_approval()
+def refund(amount: int) -> str:
+    return f"refunded {amount}"
+@hl.require_approval()
+def payout(amount: int) -> str:
+    return f"paid {amount}"
+print((refund if sys.argv[1] == "refund" else payout)(amount=7), flush=True)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_escalates_in_order_then_the_request_expires_as_the_rule_says() {
+    let s = TestServer::start().await;
+    assert_eq!(put_policy(&s, &s.key, LADDER).await.0, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let agent = python_agent(&s, REFUND_AGENT, "refund");
+    assert_eq!(agent_output(agent).await, "User denied refund with message: expired after 3s without a decision");
+    let waited = started.elapsed();
+    assert!(waited >= std::time::Duration::from_secs(3), "expired early: {waited:?}");
+
+    let (_, log) = s.get("/audit?limit=1000").await;
+    let events: Vec<Value> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["event"].as_str().unwrap()).unwrap())
+        .filter(|e| e["type"] != "policy_set")
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["created", "escalated", "escalated", "decided"], "each timer fired once, in order");
+    let call_id = events[0]["call_id"].as_str().unwrap();
+    assert_eq!(events[0]["policy"]["rule"], "refunds", "the terms are logged with the creation");
+    let (_, fc) = s.get(&format!("/function_calls/{call_id}")).await;
+    let steps: Vec<&Value> = fc["escalations"].as_array().unwrap().iter().collect();
+    assert_eq!(steps[0]["channel"]["email"]["address"], "lead@example.com");
+    assert_eq!(steps[1]["channel"]["email"]["address"], "cfo@example.com");
+    assert_eq!((steps[0]["escalated_by"].as_str(), steps[1]["policy_step"].as_u64()), (Some("policy"), Some(2)));
+    assert_eq!(fc["status"]["approved"], false);
+    assert_eq!(fc["status"]["user_info"]["channel"], "policy");
+    assert_eq!(fc["status"]["user_info"]["rule"], "refunds");
+    assert_eq!(events[3]["decision"]["outcome"], "expired", "stored as expired, not as a rejection");
+    // Timer lateness: each step fired within a second of its due time.
+    let created = events[0]["at_us"].as_i64().unwrap();
+    for (event, after_s) in events[1..].iter().zip([1, 2, 3]) {
+        let late = event["at_us"].as_i64().unwrap() - created - after_s * 1_000_000;
+        assert!((0..1_000_000).contains(&late), "{} fired {late} µs after its due time", event["type"]);
+    }
+    // A decision after expiry is refused, naming the expiry.
+    let late = s.post(&format!("/agent/function_calls/{call_id}/respond"), json!({"approved": true})).await;
+    assert_error(&late, StatusCode::CONFLICT, "conflict", "expired by policy rule \"refunds\"");
+
+    // on_expire = "approve": the agent's function runs, and the reason is recorded.
+    let agent = python_agent(&s, REFUND_AGENT, "payout");
+    assert_eq!(agent_output(agent).await, "paid 7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_survives_a_restart_midway_and_fires_each_step_once() {
+    let s = TestServer::start().await;
+    let policy = "[[rule]]\nname = \"slow\"\naction = \"ask\"\nescalate = [ { after = \"1s\", to = { email = \"a@example.com\" } }, { after = \"3s\", to = { email = \"b@example.com\" } } ]\n";
+    assert_eq!(put_policy(&s, &s.key, policy).await.0, StatusCode::OK);
+    assert_eq!(s.post("/function_calls", approval("r1")).await.0, StatusCode::OK);
+    until(&s, "/function_calls/r1", |fc| fc["escalations"].as_array().is_some_and(|e| e.len() == 1)).await;
+    let s = s.restart().await;
+    let fc = until(&s, "/function_calls/r1", |fc| fc["escalations"].as_array().is_some_and(|e| e.len() == 2)).await;
+    assert_eq!(fc["escalations"][1]["channel"]["email"]["address"], "b@example.com");
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (_, fc) = s.get("/function_calls/r1").await;
+    assert_eq!(fc["escalations"].as_array().unwrap().len(), 2, "no step fires twice");
+    assert_eq!(fc["status"]["approved"], Value::Null, "no deadline: still pending");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_may_set_its_own_deadline_within_the_policys() {
+    let s = TestServer::start().await;
+    let soon = countersign_core::Timestamp::now().plus(std::time::Duration::from_secs(1)).to_rfc3339();
+    let body = json!({"run_id": "r", "call_id": "own", "spec": {"fn": "f", "kwargs": {}, "expires_at": soon}});
+    assert_eq!(s.post("/function_calls", body).await.0, StatusCode::OK);
+    let fc = until(&s, "/function_calls/own", |fc| !fc["status"]["approved"].is_null()).await;
+    assert_eq!(fc["status"]["approved"], false);
+    assert!(fc["status"]["comment"].as_str().unwrap().starts_with("expired after 1"), "{fc}");
+    // The policy's deadline bounds the agent's.
+    let policy = "[[rule]]\nname = \"short\"\naction = \"ask\"\nexpire_after = \"1s\"\n";
+    assert_eq!(put_policy(&s, &s.key, policy).await.0, StatusCode::OK);
+    let later = countersign_core::Timestamp::now().plus(std::time::Duration::from_secs(3600)).to_rfc3339();
+    let body = json!({"run_id": "r", "call_id": "bounded", "spec": {"fn": "f", "kwargs": {}, "expires_at": later}});
+    assert_eq!(s.post("/function_calls", body).await.0, StatusCode::OK);
+    let fc = until(&s, "/function_calls/bounded", |fc| !fc["status"]["approved"].is_null()).await;
+    assert_eq!(fc["status"]["comment"], "expired after 1s without a decision");
+    // A deadline in the past or not a time is a 400 naming the field.
+    let past =
+        json!({"run_id": "r", "call_id": "p", "spec": {"fn": "f", "kwargs": {}, "expires_at": "2020-01-01T00:00:00Z"}});
+    assert_error(&s.post("/function_calls", past).await, StatusCode::BAD_REQUEST, "invalid_request", "spec.expires_at");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_cancel_what_they_no_longer_need() {
+    let s = TestServer::start().await;
+    assert_eq!(s.post("/function_calls", approval("c1")).await.0, StatusCode::OK);
+    let (status, cancelled) =
+        s.post("/function_calls/c1/cancel", json!({"reason": "the user closed the ticket"})).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"]["approved"], false);
+    assert_eq!(cancelled["status"]["comment"], "the user closed the ticket");
+    assert_error(&s.post("/function_calls/c1/cancel", json!({})).await, StatusCode::CONFLICT, "conflict", "cancelled");
+    let respond = s.post("/agent/function_calls/c1/respond", json!({"approved": true})).await;
+    assert_error(&respond, StatusCode::CONFLICT, "conflict", "cancelled");
+    let (_, pending) = s.get("/agent/function_calls/pending").await;
+    assert_eq!(pending["total"], 0);
+    // A question: the SDKs wait for a response, so the reason is given as one.
+    assert_eq!(s.post("/contact_requests", crate::support::question("q1")).await.0, StatusCode::OK);
+    let (status, q) =
+        json(s.http.post(s.api("/contact_requests/q1/cancel")).bearer_auth(&s.key).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{q}");
+    assert_eq!(q["status"]["response"], "cancelled by the agent");
+    // Another project's request is not found; a stranger cannot cancel it.
+    assert_eq!(s.post("/function_calls", approval("c2")).await.0, StatusCode::OK);
+    let other = s.post_as(&s.other_key, "/function_calls/c2/cancel", json!({})).await;
+    assert_eq!(other.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_fire_each_timer_exactly_once() {
+    if !crate::support::on_postgres() {
+        return; // several instances share one database only on PostgreSQL
+    }
+    let a = TestServer::start().await;
+    let policy = "[[rule]]\nname = \"t\"\naction = \"ask\"\nexpire_after = \"2s\"\nescalate = [ { after = \"1s\", to = { email = \"a@example.com\" } } ]\n";
+    assert_eq!(put_policy(&a, &a.key, policy).await.0, StatusCode::OK);
+    let (b, c) = (a.another_instance().await, a.another_instance().await);
+    for i in 0..40 {
+        let target = [&a, &b, &c][i % 3];
+        assert_eq!(target.post("/function_calls", approval(&format!("t{i}"))).await.0, StatusCode::OK);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let log = sealed_log(&a, &a.key, 1 + 40 * 3).await;
+    let mut per_call: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for e in log["events"].as_array().unwrap() {
+        let e: Value = serde_json::from_str(e["event"].as_str().unwrap()).unwrap();
+        if let Some(call_id) = e["call_id"].as_str().filter(|c| !c.is_empty()) {
+            per_call.entry(call_id.to_owned()).or_default().push(e["type"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(per_call.len(), 40);
+    for (call_id, kinds) in per_call {
+        assert_eq!(kinds, ["created", "escalated", "decided"], "{call_id}");
+    }
+    drop((b, c));
+}

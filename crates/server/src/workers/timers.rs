@@ -1,0 +1,43 @@
+//! The timer worker: fires the durable timers policies set (escalation steps, deadlines) when they
+//! fall due. It asks the store for due timers every [`TICK`] (so a timer fires within about that
+//! of its due time, whoever created it); the store fires each once, also across instances.
+
+use crate::state::AppState;
+use countersign_core::Timestamp;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often due timers are looked for.
+pub const TICK: Duration = Duration::from_millis(200);
+/// Most timers fired in one transaction.
+pub const BATCH: u32 = 1024;
+
+/// Fires due timers until `closing` turns true.
+pub async fn run(state: AppState, mut closing: watch::Receiver<bool>) {
+    let mut failing = false;
+    loop {
+        match state.store.fire_timers(Timestamp::now(), BATCH).await {
+            Ok(fired) => {
+                if failing {
+                    tracing::info!("timers fire again");
+                    failing = false;
+                }
+                let full = fired.len() == BATCH as usize;
+                state.requests.timers_fired(&fired).await;
+                if full {
+                    continue;
+                }
+            }
+            Err(err) => {
+                if !failing {
+                    tracing::warn!(%err, "cannot fire due timers; retrying");
+                }
+                failing = true;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(TICK) => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+    }
+}
