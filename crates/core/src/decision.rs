@@ -104,6 +104,23 @@ pub struct Actor {
     /// Why the policy decided when the rule alone does not say (an expiry that approves).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub reason: Option<String>,
+    /// Every vote cast toward the request's quorum, when its rule asked for one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub votes: Option<Vec<Vote>>,
+}
+
+/// One person's vote toward a quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    /// The person's email, lower-cased.
+    pub voter: String,
+    pub approved: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub comment: Option<String>,
+    /// Where they voted.
+    pub channel: DecisionChannel,
+    /// When, RFC 3339.
+    pub at: String,
 }
 
 /// How a decision arrived within its channel.
@@ -131,6 +148,7 @@ impl Actor {
             slack_team_id: None,
             rule: None,
             reason: None,
+            votes: None,
         }
     }
 

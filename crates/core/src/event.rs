@@ -25,11 +25,13 @@ pub enum EventKind {
     Decided,
     /// Someone asked again, louder, while it was pending.
     Escalated,
+    /// A person voted toward the request's quorum (it stays pending until enough approve).
+    Voted,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 3] = [Self::Created, Self::Decided, Self::Escalated];
+    pub const ALL: [EventKind; 4] = [Self::Created, Self::Decided, Self::Escalated, Self::Voted];
 
     /// The kind's name, as stored (`created`, `decided`, `escalated`).
     pub fn as_str(self) -> &'static str {
@@ -37,6 +39,7 @@ impl EventKind {
             Self::Created => "created",
             Self::Decided => "decided",
             Self::Escalated => "escalated",
+            Self::Voted => "voted",
         }
     }
 
@@ -56,6 +59,8 @@ pub enum EventBody {
     Decided { decision: Decision, actor: Actor },
     /// The escalation as recorded on the request (with `escalated_at` and `escalated_by`).
     Escalated { escalation: Value },
+    /// A vote toward the quorum.
+    Voted { vote: crate::Vote },
 }
 
 impl EventBody {
@@ -64,6 +69,7 @@ impl EventBody {
             Self::Created { .. } => EventKind::Created,
             Self::Decided { .. } => EventKind::Decided,
             Self::Escalated { .. } => EventKind::Escalated,
+            Self::Voted { .. } => EventKind::Voted,
         }
     }
 }
@@ -76,6 +82,7 @@ impl PartialEq for EventBody {
             }
             (Self::Decided { decision: a, actor: x }, Self::Decided { decision: b, actor: y }) => a == b && x == y,
             (Self::Escalated { escalation: a }, Self::Escalated { escalation: b }) => a == b,
+            (Self::Voted { vote: a }, Self::Voted { vote: b }) => a == b,
             _ => false,
         }
     }
@@ -132,6 +139,8 @@ struct EventJson<'a> {
     actor: Option<Actor>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     escalation: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    vote: Option<crate::Vote>,
 }
 
 /// Why stored event bytes are not an event this version can read.
@@ -189,13 +198,32 @@ impl RequestEvent {
     }
 
     /// The webhook event it is delivered as.
-    pub fn webhook_event(&self) -> EventType {
+    /// (A vote has none: it is delivered nowhere, see [`crate::route::routes`].)
+    pub fn webhook_event(&self) -> Option<EventType> {
         let what = match self.kind() {
             EventKind::Created => "created",
             EventKind::Decided => "completed",
             EventKind::Escalated => "escalated",
+            EventKind::Voted => return None,
         };
-        EventType::of(self.request_kind, what).expect("every request kind has created, completed and escalated")
+        EventType::of(self.request_kind, what)
+    }
+
+    /// A vote toward a quorum.
+    pub fn voted(
+        project_id: &str,
+        request_kind: RequestKind,
+        call_id: &str,
+        vote: &crate::Vote,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            project_id: project_id.to_owned(),
+            request_kind,
+            call_id: call_id.to_owned(),
+            at,
+            body: EventBody::Voted { vote: vote.clone() },
+        }
     }
 
     /// The bytes stored for this event (and hashed into its chain).
@@ -213,6 +241,7 @@ impl RequestEvent {
             decision: None,
             actor: None,
             escalation: None,
+            vote: None,
         };
         match &self.body {
             EventBody::Created { run_id, spec, policy } => {
@@ -263,6 +292,7 @@ impl RequestEvent {
                 });
             }
             EventBody::Escalated { escalation } => json.escalation = Some(escalation.clone()),
+            EventBody::Voted { vote } => json.vote = Some(vote.clone()),
         }
         serde_json::to_string(&json).expect("an event serializes")
     }
@@ -310,6 +340,7 @@ impl RequestEvent {
             EventKind::Escalated => {
                 EventBody::Escalated { escalation: json.escalation.ok_or_else(|| missing("escalation"))? }
             }
+            EventKind::Voted => EventBody::Voted { vote: json.vote.ok_or_else(|| missing("vote"))? },
         };
         Ok(Self {
             project_id: json.project_id.into_owned(),
@@ -648,9 +679,9 @@ mod tests {
         let approved = events[2].to_json();
         assert!(approved.contains(r#""decision":{"outcome":"approved","updated_kwargs":{"n": 2}}"#), "{approved}");
         assert!(approved.contains(r#""actor":{"channel":"web","user_id":"u1","email":"ada@example.com"}"#));
-        assert_eq!(events[2].webhook_event(), EventType::FunctionCallCompleted);
-        assert_eq!(events[1].webhook_event(), EventType::FunctionCallEscalated);
-        assert_eq!(events[0].webhook_event(), EventType::FunctionCallCreated);
+        assert_eq!(events[2].webhook_event(), Some(EventType::FunctionCallCompleted));
+        assert_eq!(events[1].webhook_event(), Some(EventType::FunctionCallEscalated));
+        assert_eq!(events[0].webhook_event(), Some(EventType::FunctionCallCreated));
     }
 
     #[test]

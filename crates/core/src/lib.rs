@@ -21,7 +21,7 @@ pub mod user;
 pub mod webhook;
 pub mod wire;
 
-pub use decision::{Actor, Decision, DecisionChannel, Ending, Outcome};
+pub use decision::{Actor, Decision, DecisionChannel, Ending, Outcome, Vote};
 pub use escalation::Escalation;
 pub use invalid::Invalid;
 pub use project::{Project, ProjectName};

@@ -93,6 +93,9 @@ pub fn routes<'a>(
     endpoints: &'a [(String, Vec<String>)],
     project: ProjectChannels,
 ) -> Vec<Route<'a>> {
+    if event.webhook_event().is_none() {
+        return Vec::new(); // a vote: recorded in the log, delivered nowhere
+    }
     let mut out: Vec<Route<'a>> = endpoints
         .iter()
         .filter(|(_, events)| webhook_wants(events, event))
@@ -158,6 +161,7 @@ pub fn slack_for(event: &RequestEvent, spec: Addressing, project: ProjectChannel
             let own = escalation.pointer("/channel/slack").is_some_and(|s| s.is_object());
             (project.slack || own).then_some(SlackPurpose::Escalation)
         }
+        EventBody::Voted { .. } => None,
     }
 }
 
@@ -210,7 +214,7 @@ impl ProjectChannels {
 
 /// True when a webhook endpoint subscribed to `events` (webhook event names) gets this event.
 pub fn webhook_wants(events: &[String], event: &RequestEvent) -> bool {
-    let name = event.webhook_event().as_str();
+    let Some(name) = event.webhook_event().map(|e| e.as_str()) else { return false };
     events.iter().any(|e| e == name)
 }
 

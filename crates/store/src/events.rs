@@ -104,7 +104,62 @@ pub(crate) async fn log_project_event_sqlite(
     conn: &mut sqlx::SqliteConnection,
     event: &countersign_core::event::ProjectEvent,
 ) -> crate::StoreResult<()> {
-    let body = event.to_json();
+    let row = Logged::project(event);
+    log_sqlite(conn, &row).await
+}
+
+/// A request event appended outside the group-commit writer (a vote), sealed at once.
+pub(crate) async fn log_request_event_sqlite(
+    conn: &mut sqlx::SqliteConnection,
+    event: &countersign_core::event::RequestEvent,
+) -> crate::StoreResult<()> {
+    log_sqlite(conn, &Logged::request(event)).await
+}
+
+/// A request event appended outside the change statements (a vote); sealed by the leader.
+pub(crate) async fn log_request_event_postgres(
+    conn: &mut sqlx::PgConnection,
+    event: &countersign_core::event::RequestEvent,
+) -> crate::StoreResult<()> {
+    log_postgres(conn, &Logged::request(event)).await
+}
+
+/// The columns of an event logged outside the hot write paths.
+pub(crate) struct Logged {
+    project_id: String,
+    request_kind: &'static str,
+    call_id: String,
+    kind: &'static str,
+    at: i64,
+    body: String,
+}
+
+impl Logged {
+    fn project(event: &countersign_core::event::ProjectEvent) -> Self {
+        Self {
+            project_id: event.project_id.clone(),
+            request_kind: countersign_core::event::ProjectEvent::REQUEST_KIND,
+            call_id: String::new(),
+            kind: event.kind_str(),
+            at: event.at.as_micros(),
+            body: event.to_json(),
+        }
+    }
+
+    fn request(event: &countersign_core::event::RequestEvent) -> Self {
+        Self {
+            project_id: event.project_id.clone(),
+            request_kind: event.request_kind.as_str(),
+            call_id: event.call_id.clone(),
+            kind: event.kind().as_str(),
+            at: event.at.as_micros(),
+            body: event.to_json(),
+        }
+    }
+}
+
+async fn log_sqlite(conn: &mut sqlx::SqliteConnection, event: &Logged) -> crate::StoreResult<()> {
+    let body = &event.body;
     let head: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM chain_heads WHERE project_id = $1")
         .bind(&event.project_id)
         .fetch_optional(&mut *conn)
@@ -113,21 +168,22 @@ pub(crate) async fn log_project_event_sqlite(
     if let Some((seq, hash)) = head {
         heads.insert(event.project_id.clone(), seq, &hash)?;
     }
-    let (seq, prev, hash) = heads.seal(&event.project_id, &body);
+    let (seq, prev, hash) = heads.seal(&event.project_id, body);
     let now = Timestamp::now().as_micros();
     sqlx::query(
         "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body, seq, prev_hash, hash, \
-         sealed_at, routed_at) VALUES ($1, $2, '', $3, $4, 0, $5, $6, $7, $8, $9, $9)",
+         sealed_at, routed_at) VALUES ($1, $2, $10, $3, $4, 0, $5, $6, $7, $8, $9, $9)",
     )
     .bind(&event.project_id)
-    .bind(countersign_core::event::ProjectEvent::REQUEST_KIND)
-    .bind(event.kind_str())
-    .bind(event.at.as_micros())
-    .bind(&body)
+    .bind(event.request_kind)
+    .bind(event.kind)
+    .bind(event.at)
+    .bind(body)
     .bind(seq)
     .bind(prev)
     .bind(&hash)
     .bind(now)
+    .bind(&event.call_id)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
@@ -148,15 +204,20 @@ pub(crate) async fn log_project_event_postgres(
     conn: &mut sqlx::PgConnection,
     event: &countersign_core::event::ProjectEvent,
 ) -> crate::StoreResult<()> {
+    log_postgres(conn, &Logged::project(event)).await
+}
+
+async fn log_postgres(conn: &mut sqlx::PgConnection, event: &Logged) -> crate::StoreResult<()> {
     sqlx::query(
         "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body) \
-         VALUES ($1, $2, '', $3, $4, 0, $5)",
+         VALUES ($1, $2, $3, $4, $5, 0, $6)",
     )
     .bind(&event.project_id)
-    .bind(countersign_core::event::ProjectEvent::REQUEST_KIND)
-    .bind(event.kind_str())
-    .bind(event.at.as_micros())
-    .bind(event.to_json())
+    .bind(event.request_kind)
+    .bind(&event.call_id)
+    .bind(event.kind)
+    .bind(event.at)
+    .bind(&event.body)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -35,7 +35,7 @@ pub use error::{StoreError, StoreResult};
 pub use events::{AuditEvent, ChainState};
 pub use listing::{DecidedStatus, Listings, RequestFilter};
 pub use people::{Credentials, NewSession, People, Session};
-pub use policies::{Group, GroupChange, Policies, StoredPolicy};
+pub use policies::{Group, GroupChange, Policies, StoredPolicy, Voted};
 pub use projects::{ApiKeyRecord, NewApiKey, Projects};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};

@@ -5,8 +5,8 @@
 
 use crate::StoreResult;
 use async_trait::async_trait;
-use countersign_core::Timestamp;
-use countersign_core::event::ProjectEvent;
+use countersign_core::event::{ProjectEvent, RequestEvent};
+use countersign_core::{RequestKind, Timestamp, Vote};
 
 /// A project's policy file as set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,20 +64,70 @@ pub trait Policies: Send + Sync {
     async fn group(&self, project_id: &str, name: &str) -> StoreResult<Option<Group>>;
     /// The groups of one project (or of all), by project and name.
     async fn groups(&self, project_id: Option<&str>) -> StoreResult<Vec<Group>>;
+
+    /// Records a vote toward a pending request's quorum (once per person) and logs `event`, in
+    /// one transaction that also serializes the request's votes.
+    async fn vote(&self, event: &RequestEvent, vote: &Vote) -> StoreResult<Voted>;
+    /// The votes cast on a request, oldest first.
+    async fn votes(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<Vote>>;
+}
+
+/// What a vote did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Voted {
+    /// Recorded; every vote on the request now, oldest first.
+    Recorded(Vec<Vote>),
+    /// This person voted already: their vote.
+    Already(Vote),
+    /// The request is not pending (decided, or not there).
+    NotPending,
 }
 
 /// Implements [`Policies`] for a backend's store (a struct with a `pool: sqlx::Pool<$db>`), whose
 /// `$begin` starts a write transaction and whose `$log` (an `async fn(&mut $db::Connection,
 /// &ProjectEvent) -> StoreResult<()>`) appends a project event inside it.
 macro_rules! impl_policies {
-    ($store:ty, $db:ty, begin: $begin:literal, log: $log:path) => {
+    ($store:ty, $db:ty, begin: $begin:literal, lock: $lock:literal, log: $log:path, log_request: $log_request:path) => {
         const _: () = {
-            use $crate::policies::{Group, GroupChange, Policies, StoredPolicy};
+            use $crate::policies::{Group, GroupChange, Policies, StoredPolicy, Voted};
             use $crate::{StoreError, StoreResult};
             use async_trait::async_trait;
-            use countersign_core::Timestamp;
-            use countersign_core::event::ProjectEvent;
+            use countersign_core::event::{ProjectEvent, RequestEvent};
+            use countersign_core::{DecisionChannel, RequestKind, Timestamp, Vote};
             use sqlx::Row;
+
+            async fn read_votes(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                project_id: &str,
+                kind: &str,
+                call_id: &str,
+            ) -> StoreResult<Vec<Vote>> {
+                let rows = sqlx::query(
+                    "SELECT voter, approved, comment, actor, voted_at FROM votes \
+                     WHERE project_id = $1 AND kind = $2 AND call_id = $3 ORDER BY voted_at, voter",
+                )
+                .bind(project_id)
+                .bind(kind)
+                .bind(call_id)
+                .fetch_all(&mut *conn)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let actor: String = row.try_get("actor")?;
+                        let channel = serde_json::from_str::<serde_json::Value>(&actor)
+                            .ok()
+                            .and_then(|a| serde_json::from_value::<DecisionChannel>(a["channel"].clone()).ok())
+                            .unwrap_or(DecisionChannel::Web);
+                        Ok(Vote {
+                            voter: row.try_get("voter")?,
+                            approved: row.try_get::<i64, _>("approved")? != 0,
+                            comment: row.try_get("comment")?,
+                            channel,
+                            at: Timestamp::from_micros(row.try_get("voted_at")?).to_rfc3339(),
+                        })
+                    })
+                    .collect()
+            }
 
             async fn read_group(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -228,6 +278,55 @@ macro_rules! impl_policies {
                     let group = read_group(&mut tx, &event.project_id, name).await?;
                     tx.commit().await?;
                     group.map(GroupChange::Done).ok_or_else(|| StoreError::Internal("a changed group is missing".into()))
+                }
+
+                async fn vote(&self, event: &RequestEvent, vote: &Vote) -> StoreResult<Voted> {
+                    let (project_id, kind, call_id) = (&event.project_id, event.request_kind.as_str(), &event.call_id);
+                    let mut tx = self.pool.begin_with($begin).await?;
+                    let pending = sqlx::query(concat!(
+                        "SELECT 1 FROM requests WHERE project_id = $1 AND kind = $2 AND call_id = $3 \
+                         AND responded_at IS NULL ",
+                        $lock
+                    ))
+                    .bind(project_id)
+                    .bind(kind)
+                    .bind(call_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if pending.is_none() {
+                        return Ok(Voted::NotPending);
+                    }
+                    let votes = read_votes(&mut tx, project_id, kind, call_id).await?;
+                    if let Some(earlier) = votes.into_iter().find(|v| v.voter == vote.voter) {
+                        return Ok(Voted::Already(earlier));
+                    }
+                    let actor = match &event.body {
+                        countersign_core::event::EventBody::Voted { vote } => serde_json::json!({"channel": vote.channel}),
+                        _ => serde_json::json!({}),
+                    };
+                    sqlx::query(
+                        "INSERT INTO votes (project_id, kind, call_id, voter, approved, comment, actor, voted_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(project_id)
+                    .bind(kind)
+                    .bind(call_id)
+                    .bind(&vote.voter)
+                    .bind(i64::from(vote.approved))
+                    .bind(vote.comment.as_deref())
+                    .bind(actor.to_string())
+                    .bind(event.at.as_micros())
+                    .execute(&mut *tx)
+                    .await?;
+                    $log_request(&mut tx, event).await?;
+                    let votes = read_votes(&mut tx, project_id, kind, call_id).await?;
+                    tx.commit().await?;
+                    Ok(Voted::Recorded(votes))
+                }
+
+                async fn votes(&self, project_id: &str, kind: RequestKind, call_id: &str) -> StoreResult<Vec<Vote>> {
+                    let mut conn = self.pool.acquire().await?;
+                    read_votes(&mut conn, project_id, kind.as_str(), call_id).await
                 }
 
                 async fn group(&self, project_id: &str, name: &str) -> StoreResult<Option<Group>> {

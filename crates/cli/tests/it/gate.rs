@@ -229,7 +229,7 @@ async fn run_gate(args: &[&str]) -> std::process::Output {
 }
 
 #[tokio::test]
-async fn a_call_the_client_cancels_is_never_forwarded_even_if_approved_later() {
+async fn a_call_the_client_cancels_is_cancelled_in_countersign_and_never_forwarded() {
     let s = TestServer::start().await;
     let (_dir, dir) = files();
     let mcp = gate(&s, "ask write_file\n", &dir).await;
@@ -240,12 +240,23 @@ async fn a_call_the_client_cancels_is_never_forwarded_even_if_approved_later() {
     let approval = pending(&s, "function_calls").await;
     asked.abort(); // dropping the request sends notifications/cancelled
     let _ = asked.await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let call_id = approval["call_id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let cancelled = loop {
+        let (_, fc) = s.get(&format!("/function_calls/{call_id}")).await;
+        if !fc["status"]["approved"].is_null() {
+            break fc;
+        }
+        assert!(std::time::Instant::now() < deadline, "the approval was not cancelled: {fc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(cancelled["status"]["approved"], false);
+    assert_eq!(cancelled["status"]["comment"], "the MCP client cancelled the tool call");
+    // Nobody can approve it any more, and nothing ran.
     let (status, _) = s.post(&format!("/agent/function_calls/{call_id}/respond"), json!({"approved": true})).await;
-    assert_eq!(status, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!file.exists(), "the approval came after the client gave up: nothing may run");
+    assert_eq!(status, StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!file.exists(), "the client gave up: nothing may run");
 
     let again = dir.join("again.txt");
     let result = write_decided(&s, &mcp, &again, "still works", json!({"approved": true})).await;

@@ -373,6 +373,13 @@ impl Requests {
         decision: Decision,
         actor: Actor,
     ) -> ApiResult<Bytes> {
+        let (decision, actor) = match &record.policy {
+            Some(terms) => match self.apply_terms(key, record, terms, decision, actor).await? {
+                Terms::Final(decision, actor) => (decision, *actor),
+                Terms::Voted(json) => return Ok(json),
+            },
+            None => (decision, actor),
+        };
         let outcome = Outcome { responded_at: Timestamp::now(), decision, decided_by: actor };
         match self.store.decide(&key.project_id, key.kind, &key.call_id, &outcome).await? {
             Change::Done => {
@@ -394,6 +401,103 @@ impl Requests {
                 Err(ApiError::internal(format!("{} was reported decided but is pending", key.call_id)))
             }
             Change::NotFound => Err(not_found(key)),
+        }
+    }
+
+    /// Checks a decision against the terms of the rule that governs the request: separation of
+    /// duties (the key's owner may not approve), who may decide (the quorum's group), and the
+    /// quorum itself: an approval is a vote until `count` distinct people approved; any one
+    /// allowed rejection rejects at once.
+    async fn apply_terms(
+        &self,
+        key: &RequestKey,
+        record: &RequestRecord,
+        terms: &countersign_core::governance::Governance,
+        decision: Decision,
+        actor: Actor,
+    ) -> ApiResult<Terms> {
+        use countersign_core::DecisionChannel;
+        let judged = matches!(decision, Decision::Approved { .. } | Decision::Rejected { .. });
+        if !judged || actor.channel == DecisionChannel::Policy {
+            return Ok(Terms::Final(decision, Box::new(actor)));
+        }
+        let approving = matches!(decision, Decision::Approved { .. });
+        let voter = actor.email.as_deref().map(str::to_lowercase);
+        let rule = &terms.rule;
+        let refused = |message: String| ApiError::new(StatusCode::FORBIDDEN, "forbidden_by_policy", message);
+        if approving && terms.separation_of_duties && voter.is_some() && voter == terms.owner {
+            return Err(refused(format!(
+                "separation of duties (policy rule \"{rule}\"): {} owns the key that asked, so may not approve \
+                 it; another person must",
+                voter.unwrap_or_default()
+            )));
+        }
+        let Some(quorum) = &terms.approvers else { return Ok(Terms::Final(decision, Box::new(actor))) };
+        let Some(voter) = voter else {
+            return Err(refused(format!(
+                "policy rule \"{rule}\" needs {} from people{}: decide as a person (the inbox, the terminal, \
+                 email or Slack), or with a key created with --owner",
+                plural(quorum.count, "approval"),
+                quorum.group.as_ref().map(|g| format!(" of group \"{g}\"")).unwrap_or_default()
+            )));
+        };
+        if let Some(group) = &quorum.group {
+            let members = self.store.group(&key.project_id, group).await?.map(|g| g.members).unwrap_or_default();
+            if !members.contains(&voter) {
+                return Err(refused(format!(
+                    "policy rule \"{rule}\" lets only group \"{group}\" decide, and {voter} is not in it"
+                )));
+            }
+        }
+        if quorum.count <= 1 || !approving {
+            // A single approval completes it; any allowed rejection rejects, with the votes so far.
+            let votes = self.store.votes(&key.project_id, key.kind, &key.call_id).await?;
+            let votes = (!votes.is_empty()).then_some(votes);
+            return Ok(Terms::Final(decision, Box::new(Actor { votes, ..actor })));
+        }
+        if let Decision::Approved { updated_kwargs: Some(_), .. } = decision {
+            return Err(ApiError::invalid(Invalid::new(
+                "updated_kwargs",
+                format!(
+                    "policy rule \"{rule}\" needs several approvals, so the arguments cannot be edited; reject it with a comment instead"
+                ),
+            )));
+        }
+        let Decision::Approved { comment, .. } = &decision else { unreachable!("approving") };
+        let now = Timestamp::now();
+        let vote = countersign_core::Vote {
+            voter: voter.clone(),
+            approved: true,
+            comment: comment.clone(),
+            channel: actor.channel,
+            at: now.to_rfc3339(),
+        };
+        let event = countersign_core::event::RequestEvent::voted(&key.project_id, key.kind, &key.call_id, &vote, now);
+        match self.store.vote(&event, &vote).await? {
+            countersign_store::Voted::Already(earlier) => Err(ApiError::conflict(format!(
+                "{voter} already voted on {} {:?} ({} via {} at {}); each person votes once",
+                key.kind.noun(),
+                key.call_id,
+                if earlier.approved { "approved" } else { "rejected" },
+                earlier.channel.as_str(),
+                earlier.at
+            ))),
+            countersign_store::Voted::NotPending => {
+                let fresh = self.load(key).await?;
+                match &fresh.outcome {
+                    Some(outcome) => Err(already_decided(&fresh, outcome)),
+                    None => Err(ApiError::internal("a vote found its request neither pending nor decided")),
+                }
+            }
+            countersign_store::Voted::Recorded(votes) => {
+                let approvals = votes.iter().filter(|v| v.approved).count() as u32;
+                tracing::info!(call_id = %key.call_id, voter, approvals, needed = quorum.count, "vote recorded");
+                if approvals >= quorum.count {
+                    return Ok(Terms::Final(decision, Box::new(Actor { votes: Some(votes), ..actor })));
+                }
+                self.inbox_changed(&key.project_id);
+                Ok(Terms::Voted(Bytes::from(record.to_json())))
+            }
         }
     }
 
@@ -464,6 +568,18 @@ impl Requests {
     async fn load(&self, key: &RequestKey) -> ApiResult<RequestRecord> {
         self.store.request(&key.project_id, key.kind, &key.call_id).await?.ok_or_else(|| not_found(key))
     }
+}
+
+/// What the terms of a request's rule make of a decision.
+enum Terms {
+    /// Record it (with the votes, when a quorum completed).
+    Final(Decision, Box<Actor>),
+    /// A vote was recorded; the request stays pending (its JSON).
+    Voted(Bytes),
+}
+
+fn plural(n: u32, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
 /// A request as [`Requests::hold`] finds it.

@@ -117,7 +117,9 @@ async fn respond(
 ) -> ApiResult<JsonBytes> {
     caller.require(Scope::Decide)?;
     let key = key(caller, kind, call_id);
-    Ok(JsonBytes(state.requests.respond(&key, &body, Actor::api_key(&caller.key_prefix)).await?))
+    // A key that names its owner decides as that person (quorums and separation of duties count them).
+    let actor = Actor { email: caller.owner.as_deref().map(str::to_owned), ..Actor::api_key(&caller.key_prefix) };
+    Ok(JsonBytes(state.requests.respond(&key, &body, actor).await?))
 }
 
 async fn escalate(
