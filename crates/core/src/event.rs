@@ -198,15 +198,15 @@ impl RequestEvent {
     }
 
     /// The webhook event it is delivered as.
-    /// (A vote has none: it is delivered nowhere, see [`crate::route::routes`].)
-    pub fn webhook_event(&self) -> Option<EventType> {
+    /// (A vote's, `*.voted`, reaches no webhook endpoint: see [`crate::route::routes`].)
+    pub fn webhook_event(&self) -> EventType {
         let what = match self.kind() {
             EventKind::Created => "created",
             EventKind::Decided => "completed",
             EventKind::Escalated => "escalated",
-            EventKind::Voted => return None,
+            EventKind::Voted => "voted",
         };
-        EventType::of(self.request_kind, what)
+        EventType::of(self.request_kind, what).expect("every request kind has every event")
     }
 
     /// A vote toward a quorum.
@@ -679,9 +679,9 @@ mod tests {
         let approved = events[2].to_json();
         assert!(approved.contains(r#""decision":{"outcome":"approved","updated_kwargs":{"n": 2}}"#), "{approved}");
         assert!(approved.contains(r#""actor":{"channel":"web","user_id":"u1","email":"ada@example.com"}"#));
-        assert_eq!(events[2].webhook_event(), Some(EventType::FunctionCallCompleted));
-        assert_eq!(events[1].webhook_event(), Some(EventType::FunctionCallEscalated));
-        assert_eq!(events[0].webhook_event(), Some(EventType::FunctionCallCreated));
+        assert_eq!(events[2].webhook_event(), EventType::FunctionCallCompleted);
+        assert_eq!(events[1].webhook_event(), EventType::FunctionCallEscalated);
+        assert_eq!(events[0].webhook_event(), EventType::FunctionCallCreated);
     }
 
     #[test]

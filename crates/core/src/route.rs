@@ -93,8 +93,12 @@ pub fn routes<'a>(
     endpoints: &'a [(String, Vec<String>)],
     project: ProjectChannels,
 ) -> Vec<Route<'a>> {
-    if event.webhook_event().is_none() {
-        return Vec::new(); // a vote: recorded in the log, delivered nowhere
+    if event.kind() == EventKind::Voted {
+        // A vote reaches no webhook or email; it updates the request's Slack messages.
+        return slack_for(event, spec.slack, project)
+            .map(|_| Route { channel: Channel::Slack, target: None })
+            .into_iter()
+            .collect();
     }
     let mut out: Vec<Route<'a>> = endpoints
         .iter()
@@ -136,7 +140,7 @@ impl SlackPurpose {
         let name = event.as_str();
         if name.ends_with(".escalated") {
             Self::Escalation
-        } else if name.ends_with(".completed") {
+        } else if name.ends_with(".completed") || name.ends_with(".voted") {
             Self::Update
         } else {
             Self::Post
@@ -161,7 +165,7 @@ pub fn slack_for(event: &RequestEvent, spec: Addressing, project: ProjectChannel
             let own = escalation.pointer("/channel/slack").is_some_and(|s| s.is_object());
             (project.slack || own).then_some(SlackPurpose::Escalation)
         }
-        EventBody::Voted { .. } => None,
+        EventBody::Voted { .. } => project.slack.then_some(SlackPurpose::Update),
     }
 }
 
@@ -214,7 +218,7 @@ impl ProjectChannels {
 
 /// True when a webhook endpoint subscribed to `events` (webhook event names) gets this event.
 pub fn webhook_wants(events: &[String], event: &RequestEvent) -> bool {
-    let Some(name) = event.webhook_event().map(|e| e.as_str()) else { return false };
+    let name = event.webhook_event().as_str();
     events.iter().any(|e| e == name)
 }
 
@@ -310,6 +314,11 @@ pub fn delivery_key(salt: &str, event: &RequestEvent, escalations: i64, target: 
         hasher.update(part.as_bytes());
         hasher.update([0]);
     }
+    // Each person votes once: the voter tells a request's votes apart.
+    if let EventBody::Voted { vote } = &event.body {
+        hasher.update(vote.voter.as_bytes());
+        hasher.update([0]);
+    }
     hex::encode(&hasher.finalize()[..16])
 }
 
@@ -340,6 +349,32 @@ mod tests {
 
     fn with(event: &RequestEvent, body: EventBody) -> RequestEvent {
         RequestEvent { body, ..event.clone() }
+    }
+
+    #[test]
+    fn votes_reach_only_slack_and_each_voter_has_its_own_delivery() {
+        let fc = created(RequestKind::FunctionCall, json!({"fn": "f", "channel": {"email": {"address": "a@x"}}}));
+        let vote = |voter: &str| {
+            let vote = crate::Vote {
+                voter: voter.into(),
+                approved: true,
+                comment: None,
+                channel: crate::DecisionChannel::Web,
+                at: "2026-01-01T00:00:00Z".into(),
+            };
+            with(&fc, EventBody::Voted { vote })
+        };
+        let endpoints =
+            vec![("e1".to_owned(), vec!["function_call.voted".to_owned(), "function_call.completed".to_owned()])];
+        let all = ProjectChannels { default_email: true, slack: true, default_slack: true };
+        let routed = routes(&vote("ada@x"), SpecChannels::NOBODY, &endpoints, all);
+        assert_eq!(routed, vec![Route { channel: Channel::Slack, target: None }], "no webhook, no email");
+        assert!(routes(&vote("ada@x"), SpecChannels::NOBODY, &endpoints, ProjectChannels::default()).is_empty());
+        let slack = Route { channel: Channel::Slack, target: None };
+        assert_ne!(slack.delivery_id("s", &vote("ada@x"), 0), slack.delivery_id("s", &vote("bob@x"), 0));
+        assert_eq!(slack.delivery_id("s", &vote("ada@x"), 0), slack.delivery_id("s", &vote("ada@x"), 0));
+        assert_eq!(SlackPurpose::of(vote("ada@x").webhook_event()), SlackPurpose::Update);
+        assert!(crate::webhook::parse_events("function_call.voted").is_err(), "endpoints cannot subscribe to votes");
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub enum EventType {
     HumanContactCreated,
     HumanContactCompleted,
     HumanContactEscalated,
+    /// A vote toward a quorum: never sent to webhook endpoints (they cannot subscribe to it); it
+    /// only updates the request's Slack messages.
+    FunctionCallVoted,
+    HumanContactVoted,
 }
 
 impl EventType {
@@ -42,11 +46,18 @@ impl EventType {
             Self::HumanContactCreated => "human_contact.created",
             Self::HumanContactCompleted => "human_contact.completed",
             Self::HumanContactEscalated => "human_contact.escalated",
+            Self::FunctionCallVoted => "function_call.voted",
+            Self::HumanContactVoted => "human_contact.voted",
         }
     }
 
-    /// Parses a name.
+    /// Parses a name (of any event, votes included).
     pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().chain([Self::FunctionCallVoted, Self::HumanContactVoted]).find(|e| e.as_str() == s)
+    }
+
+    /// Parses the name of an event webhook endpoints may subscribe to.
+    pub fn parse_public(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|e| e.as_str() == s)
     }
 
@@ -68,7 +79,7 @@ pub fn parse_events(list: &str) -> Result<Vec<EventType>, Invalid> {
     }
     let mut events = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let event = EventType::parse(name).ok_or_else(|| {
+        let event = EventType::parse_public(name).ok_or_else(|| {
             let names: Vec<&str> = EventType::ALL.iter().map(|e| e.as_str()).collect();
             Invalid::new("events", format!("{name:?} is not an event; use some of {} (or all)", names.join(", ")))
         })?;

@@ -113,7 +113,41 @@ pub(crate) async fn log_request_event_sqlite(
     conn: &mut sqlx::SqliteConnection,
     event: &countersign_core::event::RequestEvent,
 ) -> crate::StoreResult<()> {
-    log_sqlite(conn, &Logged::request(event)).await
+    use countersign_core::route::{ProjectChannels, SpecChannels, routes};
+    log_sqlite(conn, &Logged::request(event)).await?;
+    // Routed in the same transaction, as the writer routes its events (a vote updates Slack).
+    let slack = sqlx::query("SELECT 1 FROM slack_connections WHERE project_id = $1")
+        .bind(&event.project_id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    let project = ProjectChannels { slack, ..ProjectChannels::default() };
+    let routed = routes(event, SpecChannels::NOBODY, &[], project);
+    if routed.is_empty() {
+        return Ok(());
+    }
+    let salt: String = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
+        .bind(ROUTE_SALT)
+        .fetch_one(&mut *conn)
+        .await?;
+    for route in routed {
+        sqlx::query(
+            "INSERT INTO deliveries (id, channel, target, project_id, kind, call_id, event_type, event_seq, \
+             created_at, status, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, 'pending', $8) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(route.delivery_id(&salt, event, 0))
+        .bind(route.channel.as_str())
+        .bind(route.target)
+        .bind(&event.project_id)
+        .bind(event.request_kind.as_str())
+        .bind(&event.call_id)
+        .bind(event.webhook_event().as_str())
+        .bind(event.at.as_micros())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// A request event appended outside the change statements (a vote); sealed by the leader.

@@ -524,14 +524,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
         let project = channels.get(&key.project_id).copied().unwrap_or_default();
         for route in routes(e, event.spec_channels, subscribed, project) {
             let id = route.delivery_id(salt, e, *n);
-            routed.push((
-                id,
-                route,
-                key,
-                e.webhook_event().expect("only events with a webhook event are routed").as_str(),
-                *n,
-                e.at.as_micros(),
-            ));
+            routed.push((id, route, key, e.webhook_event().as_str(), *n, e.at.as_micros()));
         }
     }
     for chunk in routed.chunks(DELIVERY_CHUNK) {
