@@ -55,7 +55,7 @@ pub enum Command {
     #[command(subcommand, after_help = AUDIT_HELP)]
     Audit(AuditCommand),
     /// A project's policy: rules that approve or deny at once, ask for a quorum, bar the key's
-    /// owner, escalate and expire. set, show, test.
+    /// owner, escalate and expire. set, show, test, suggest.
     #[command(subcommand, after_help = POLICY_HELP)]
     Policy(PolicyCommand),
     /// Groups of approvers a policy's quorum can name: create, add, remove, list.
@@ -465,6 +465,21 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List functions people approved at least --min times and nobody rejected in the last
+    /// --days days, as `approve` rules ready to paste (with what their arguments had in common).
+    /// Nothing is applied.
+    Suggest {
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Fewest approvals by people for a suggestion.
+        #[arg(long, default_value_t = 10)]
+        min: u64,
+        /// How many days back to look.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -513,6 +528,7 @@ Examples:
   countersign policy set --project billing policy.toml
   countersign policy show --project billing > policy.toml
   countersign policy test --project billing refund '{\"amount\": 50, \"currency\": \"USD\"}'
+  countersign policy suggest --project billing --min 20
   countersign groups create finance --project billing --member ada@example.com --member bob@example.com";
 
 const WEBHOOKS_HELP: &str = "\

@@ -1,12 +1,12 @@
-//! `countersign policy set|show|test`, on the database directly; a running server applies a new
+//! `countersign policy set|show|test|suggest`, on the database directly; a running server applies a new
 //! policy within a second, and every change is logged in the project's audit chain.
 
 use super::groups::{CLI_ACTOR, project_id};
 use crate::cli::PolicyCommand;
 use anyhow::{Context, bail};
-use countersign_core::RequestKind;
+use countersign_core::{RequestKind, Timestamp};
 use countersign_server::services::policies::{self as service, Refused};
-use countersign_store::Store;
+use countersign_store::{RequestFilter, Store};
 use serde_json::{Value, json};
 use std::io::Read;
 use std::path::Path;
@@ -90,6 +90,48 @@ pub async fn run(store: &dyn Store, cmd: PolicyCommand) -> anyhow::Result<()> {
                     error["rule"],
                     error["error"].as_str().unwrap_or_default()
                 );
+            }
+        }
+        PolicyCommand::Suggest { project, min, days, json } => {
+            let project_id = project_id(store, &project).await?;
+            let since = Timestamp::now().as_micros() - i64::from(days) * 86_400_000_000;
+            let filter = RequestFilter { pending: false, ..RequestFilter::default() };
+            let mut decided = Vec::new();
+            'pages: for page in 0.. {
+                let found = store.list_requests(std::slice::from_ref(&project_id), &filter, 1000, page * 1000).await?;
+                for record in found.items.iter() {
+                    let recent = record.outcome.as_ref().is_some_and(|o| o.responded_at.as_micros() >= since);
+                    if !recent || decided.len() >= service::SUGGEST_SCAN_LIMIT {
+                        break 'pages;
+                    }
+                    decided.push(record.clone());
+                }
+                if found.items.len() < 1000 {
+                    break;
+                }
+            }
+            let suggestions = service::suggest(&decided, min);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&suggestions)?);
+                return Ok(());
+            }
+            if suggestions.is_empty() {
+                eprintln!(
+                    "No suggestions: no function was approved {min} times or more and never rejected in the last \
+                     {days} days ({} decided requests read).",
+                    decided.len()
+                );
+                return Ok(());
+            }
+            eprintln!(
+                "# {} suggestion{} from {} decided requests of the last {days} days; review before adding any \
+                 (`policy set` applies nothing you do not give it).",
+                suggestions.len(),
+                if suggestions.len() == 1 { "" } else { "s" },
+                decided.len()
+            );
+            for s in &suggestions {
+                println!("{}", s.rule);
             }
         }
     }

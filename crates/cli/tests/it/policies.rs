@@ -621,3 +621,32 @@ async fn a_two_of_three_quorum_is_decided_from_two_channels_and_each_person_vote
     assert_eq!(status, StatusCode::OK, "{rejected}");
     assert_eq!(rejected["status"]["approved"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_suggest_lists_what_people_always_approved_as_rules_ready_to_paste() {
+    let s = TestServer::start().await;
+    for (i, amount) in [40, 90, 75].into_iter().enumerate() {
+        let body = json!({"run_id": "r", "call_id": format!("a{i}"), "spec": {"fn": "refund", "kwargs": {"amount": amount, "currency": "EUR"}}});
+        assert_eq!(s.post("/function_calls", body).await.0, StatusCode::OK);
+        let (status, _) = s.post(&format!("/agent/function_calls/a{i}/respond"), json!({"approved": true})).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    for i in 0..3 {
+        let body = json!({"run_id": "r", "call_id": format!("d{i}"), "spec": {"fn": "drop_table", "kwargs": {}}});
+        s.post("/function_calls", body).await;
+        let approved = i != 2;
+        s.post(&format!("/agent/function_calls/d{i}/respond"), json!({"approved": approved})).await;
+    }
+    let out = run_cli(s.dir.path(), &["policy", "suggest", "--project", "alpha", "--min", "3"], &[], "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(rules.contains("name = \"suggested: refund\"") && !rules.contains("drop_table"), "{rules}");
+    assert!(rules.contains(r#"when = "args.amount <= 90 && args.currency == 'EUR'""#), "{rules}");
+    // Pasted as it is, it is a valid policy that approves the same calls at once.
+    assert_eq!(put_policy(&s, &s.key, &rules).await.0, StatusCode::OK);
+    let body =
+        json!({"run_id": "r", "call_id": "n1", "spec": {"fn": "refund", "kwargs": {"amount": 60, "currency": "EUR"}}});
+    assert_eq!(s.post("/function_calls", body).await.1["status"]["approved"], true);
+    let json_out = run_cli(s.dir.path(), &["policy", "suggest", "--project", "alpha", "--min", "4", "--json"], &[], "");
+    assert_eq!(String::from_utf8_lossy(&json_out.stdout).trim(), "[]", "three approvals are fewer than --min 4");
+}

@@ -306,3 +306,192 @@ pub fn policy_json(stored: Option<&StoredPolicy>) -> Value {
         }
     }
 }
+
+/// A rule people could add: a function approved at least `min` times by people and never
+/// rejected, with what its approved arguments had in common.
+#[derive(Debug, Clone, Serialize)]
+pub struct Suggestion {
+    #[serde(rename = "fn")]
+    pub fn_name: String,
+    /// Approvals by people (policy decisions do not count).
+    pub approvals: u64,
+    /// The condition its approved calls all met (`null` when they share nothing usable).
+    pub when: Option<String>,
+    /// The rule, ready to paste into the policy file.
+    pub rule: String,
+}
+
+/// Most decided requests `suggest` reads.
+pub const SUGGEST_SCAN_LIMIT: usize = 100_000;
+
+/// Suggested `approve` rules from decided requests: per function, the ones people approved at
+/// least `min` times and nobody (person or policy) rejected; the condition keeps each argument
+/// whose value was the same in every approval (`args.currency == 'USD'`) and, for numbers, the
+/// largest approved (`args.amount <= 120`). Nothing is applied.
+pub fn suggest(decided: &[RequestRecord], min: u64) -> Vec<Suggestion> {
+    use std::collections::BTreeMap;
+    #[derive(Default)]
+    struct Seen {
+        approvals: u64,
+        rejected: bool,
+        args: Vec<serde_json::Map<String, Value>>,
+    }
+    let mut by_fn: BTreeMap<String, Seen> = BTreeMap::new();
+    for record in decided.iter().filter(|r| r.kind == RequestKind::FunctionCall) {
+        let Some(outcome) = &record.outcome else { continue };
+        let data = CallData::of(record);
+        let seen = by_fn.entry(data.fn_name.clone()).or_default();
+        match &outcome.decision {
+            Decision::Approved { .. } if outcome.decided_by.channel != countersign_core::DecisionChannel::Policy => {
+                seen.approvals += 1;
+                seen.args.push(data.args.as_object().cloned().unwrap_or_default());
+            }
+            Decision::Rejected { .. } => seen.rejected = true,
+            _ => {}
+        }
+    }
+    by_fn
+        .into_iter()
+        .filter(|(name, seen)| !name.is_empty() && !seen.rejected && seen.approvals >= min.max(1))
+        .map(|(fn_name, seen)| {
+            let when = common_condition(&seen.args);
+            let mut rule = format!(
+                "# approved {} times by people, never rejected\n[[rule]]\nname = {}\nmatch = {{ fn = {} }}\n",
+                seen.approvals,
+                toml_string(&format!("suggested: {fn_name}")),
+                toml_string(&glob_literal(&fn_name)),
+            );
+            if let Some(when) = &when {
+                rule.push_str(&format!("when = {}\n", toml_string(when)));
+            }
+            rule.push_str("action = \"approve\"\n");
+            Suggestion { fn_name, approvals: seen.approvals, when, rule }
+        })
+        .collect()
+}
+
+/// What every approved call's arguments had in common, as CEL.
+fn common_condition(calls: &[serde_json::Map<String, Value>]) -> Option<String> {
+    let first = calls.first()?;
+    let mut parts = Vec::new();
+    for (key, value) in first {
+        if !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || key.starts_with(|c: char| c.is_ascii_digit())
+        {
+            continue; // not a CEL field name
+        }
+        let values: Vec<&Value> = calls.iter().filter_map(|args| args.get(key)).collect();
+        if values.len() != calls.len() {
+            continue;
+        }
+        if values.iter().all(|v| v.is_i64() || v.is_u64()) {
+            let max = values.iter().filter_map(|v| v.as_i64()).max();
+            if let Some(max) = max {
+                parts.push(format!("args.{key} <= {max}"));
+            }
+        } else if values.iter().all(|v| *v == value) {
+            match value {
+                Value::String(text) if text.len() <= 200 => parts.push(format!("args.{key} == {}", cel_string(text))),
+                Value::Bool(b) => parts.push(format!("args.{key} == {b}")),
+                _ => {}
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join(" && "))
+}
+
+fn cel_string(text: &str) -> String {
+    let mut out = String::from("'");
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A TOML basic string (JSON's escapes are TOML's).
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+/// A glob that matches exactly `name`.
+fn glob_literal(name: &str) -> String {
+    name.chars().map(|c| if matches!(c, '*' | '?' | '[' | ']') { format!("[{c}]") } else { c.to_string() }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use countersign_core::{DecisionChannel, NewRequest};
+
+    fn decided(
+        call_id: &str,
+        fn_name: &str,
+        args: Value,
+        decision: Decision,
+        channel: DecisionChannel,
+    ) -> RequestRecord {
+        let body = json!({"run_id": "r", "call_id": call_id, "spec": {"fn": fn_name, "kwargs": args}});
+        let new = NewRequest::parse(RequestKind::FunctionCall, body.to_string().as_bytes()).unwrap();
+        let mut record = RequestRecord::new("p", new, Timestamp::now());
+        record.outcome = Some(Outcome {
+            responded_at: Timestamp::now(),
+            decision,
+            decided_by: Actor { email: Some("ada@x".into()), ..Actor::new(channel) },
+        });
+        record
+    }
+
+    fn approved() -> Decision {
+        Decision::Approved { comment: None, updated_kwargs: None }
+    }
+
+    #[test]
+    fn suggestions_are_functions_people_always_approved_with_what_they_had_in_common() {
+        let mut records = Vec::new();
+        for (i, amount) in [50, 120, 80].into_iter().enumerate() {
+            let args = json!({"amount": amount, "currency": "USD", "note": format!("n{i}"), "it's": "x"});
+            records.push(decided(&format!("r{i}"), "refund", args, approved(), DecisionChannel::Web));
+        }
+        for i in 0..3 {
+            records.push(decided(&format!("d{i}"), "drop_table", json!({}), approved(), DecisionChannel::Web));
+        }
+        let rejected = Decision::Rejected { comment: "no".into(), option: None };
+        records.push(decided("d9", "drop_table", json!({}), rejected, DecisionChannel::Api));
+        for i in 0..5 {
+            records.push(decided(&format!("p{i}"), "ping", json!({}), approved(), DecisionChannel::Policy));
+        }
+        records.push(decided("s1", "send*", json!({"to": "o'brien"}), approved(), DecisionChannel::Slack));
+        let suggestions = suggest(&records, 3);
+        let names: Vec<&str> = suggestions.iter().map(|s| s.fn_name.as_str()).collect();
+        assert_eq!(names, ["refund"], "drop_table was rejected once; ping only by policy");
+        let refund = &suggestions[0];
+        assert_eq!(refund.approvals, 3);
+        assert_eq!(refund.when.as_deref(), Some("args.amount <= 120 && args.currency == 'USD'"));
+        // The suggested rule is a valid policy that approves what people approved.
+        let policy = Policy::parse("suggested", &refund.rule).unwrap();
+        let record =
+            decided("new", "refund", json!({"amount": 100, "currency": "USD"}), approved(), DecisionChannel::Web);
+        assert_eq!(
+            policy.evaluate(&CallData::of(&record).call()).rule.map(|r| r.name.as_str()),
+            Some("suggested: refund")
+        );
+        let over =
+            decided("over", "refund", json!({"amount": 121, "currency": "USD"}), approved(), DecisionChannel::Web);
+        assert!(policy.evaluate(&CallData::of(&over).call()).rule.is_none());
+        // Odd names and texts stay valid TOML, CEL and globs.
+        let odd = suggest(&records, 1).into_iter().find(|s| s.fn_name == "send*").unwrap();
+        let policy = Policy::parse("odd", &odd.rule).unwrap();
+        let same = decided("s2", "send*", json!({"to": "o'brien"}), approved(), DecisionChannel::Web);
+        assert!(policy.evaluate(&CallData::of(&same).call()).rule.is_some(), "{}", odd.rule);
+        let other = decided("s3", "sendX", json!({"to": "o'brien"}), approved(), DecisionChannel::Web);
+        assert!(policy.evaluate(&CallData::of(&other).call()).rule.is_none(), "the glob is literal: {}", odd.rule);
+    }
+}
