@@ -43,8 +43,8 @@
 //! through; the error is reported in [`Evaluation::errors`].
 //!
 //! Only an `ask` rule waits for people, so only it takes `approvers`, `separation_of_duties`,
-//! `expire_after`, `on_expire` and `escalate`. `message` is what the agent is told on `deny`, what
-//! approvers are shown on `ask`, and a comment recorded with the decision on `approve`.
+//! `expire_after`, `on_expire` and `escalate`. `message` is what the agent is told on `deny` and a
+//! comment recorded with the decision on `approve`; on `ask` it documents the rule for its readers.
 
 mod condition;
 mod eval;
