@@ -650,3 +650,22 @@ async fn policy_suggest_lists_what_people_always_approved_as_rules_ready_to_past
     let json_out = run_cli(s.dir.path(), &["policy", "suggest", "--project", "alpha", "--min", "4", "--json"], &[], "");
     assert_eq!(String::from_utf8_lossy(&json_out.stdout).trim(), "[]", "three approvals are fewer than --min 4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ladder_step_to_slack_posts_to_its_channel_and_an_expiry_updates_the_message() {
+    let (s, fake) = crate::slack::slack_server(Some("C0OPS")).await;
+    let policy = "[[rule]]\nname = \"ops\"\naction = \"ask\"\nexpire_after = \"2s\"\nescalate = [ { after = \"1s\", to = { slack = \"C0FINANCE\" } } ]\n";
+    assert_eq!(put_policy(&s, &s.key, policy).await.0, StatusCode::OK);
+    assert_eq!(s.post("/function_calls", approval("l1")).await.0, StatusCode::OK);
+    let wait = std::time::Duration::from_secs(15);
+    // The request, to the default channel; the step, in its thread and to its own channel.
+    let posts = fake.wait_for("chat.postMessage", 3, wait).await;
+    assert_eq!(posts[0].body["channel"], "C0OPS");
+    let thread = posts.iter().find(|p| p.body["channel"] == "C0OPS" && p.body.get("thread_ts").is_some());
+    assert!(thread.unwrap().body.to_string().contains("No decision after 1s"), "{posts:?}");
+    let finance = posts.iter().find(|p| p.body["channel"] == "C0FINANCE").expect("the step posts to its channel");
+    assert!(finance.body.to_string().contains("cs_approve"), "people there can decide: {}", finance.body);
+    let updates = fake.wait_for("chat.update", 1, wait).await;
+    let text = updates.last().unwrap().body.to_string();
+    assert!(text.contains("Expired") && text.contains("expired after 2s without a decision"), "{text}");
+}
