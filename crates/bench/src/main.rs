@@ -19,18 +19,24 @@
 //!   signed interaction) → long-poll wake p50/p99 vs. the API respond → wake of the same kind of
 //!   Slack-posted call, interleaved in the same run; and posts/s with 50 channels × 5 requests
 //!   created at once vs. the pacing ideal of one post per second per channel, with the shortest
-//!   gap between two posts to one channel.
+//!   gap between two posts to one channel;
+//! - policies (a server of its own, two projects): creates/s and latency p50/p99 with a 50-rule
+//!   policy (42 CEL conditions run, all false) vs. no policy, alternated, medians of the rounds;
+//! - durable timers (a server of its own): `--timers N` requests created with the same
+//!   `spec.expires_at`; lateness p50/p99/max of their expiry (decision stamp − due instant, read
+//!   back from the audit log) and timers fired/s vs. the creates/s of the same requests.
 //!
 //! With `--postgres ADMIN_URL` each selected part runs again on a server using a fresh database
 //! on that PostgreSQL cluster (rows marked `[pg]`): creates vs. direct 1-row transactions over 8
 //! connections (sqlx), GETs vs. the same bare handler, the wake on one instance, and the
 //! cross-instance wake (long-poll held on instance B, respond sent to instance A, same database)
-//! vs. a LISTEN/NOTIFY round trip measured directly; the webhooks and slack parts run on databases
-//! of their own.
+//! vs. a LISTEN/NOTIFY round trip measured directly; the webhooks, slack, policy and timers parts
+//! run on databases of their own.
 //!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
-//! `target/release/countersign-bench [--seconds 5] [--only creates,gets,wake,webhooks,gate,memory,slack]
-//! [--json] [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
+//! `target/release/countersign-bench [--seconds 5]
+//! [--only creates,gets,wake,webhooks,gate,memory,slack,policy,timers] [--json]
+//! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
 //! unless `--keep`; its stderr goes to `server.log` there (the gate's to `gate.log`, that of a
 //! part's own server to `server-PART.log`, e.g. `server-slack.log`).
@@ -40,11 +46,13 @@ mod client;
 mod gate;
 mod memory;
 mod pg;
+mod policy;
 mod process;
 mod report;
 mod sealing;
 mod slack;
 mod stats;
+mod timers;
 mod wake;
 mod webhooks;
 
@@ -118,6 +126,17 @@ struct Opts {
     /// one decided through the API), after 10 discarded ones.
     #[arg(long, default_value_t = 200, value_name = "N")]
     slack_rounds: usize,
+    /// Rounds of the policy part, each one load phase without a policy then one with it (the
+    /// medians are reported).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    policy_rounds: usize,
+    /// Timers scheduled at once (requests created with the same deadline) in the timers part.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    timers: u64,
+    /// `COUNTERSIGN_LOG` of the policy and timers parts' servers (e.g. `info,sqlx=debug` to see
+    /// each statement's time in their logs) [default: the server's own, `info`].
+    #[arg(long, value_name = "FILTER")]
+    server_log: Option<String>,
     /// Run only these parts (repeatable or comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
@@ -152,13 +171,17 @@ enum Part {
     /// The Slack channel against a fake Slack: click → wake latency and posts/s at the
     /// per-channel limit.
     Slack,
+    /// Creates/s with a 50-rule policy against none, alternated on one server.
+    Policy,
+    /// N durable timers due at one instant: lateness of each and fired/s.
+    Timers,
 }
 
 impl Part {
     /// Whether the part runs on the shared server (the webhooks, memory and slack parts start
     /// their own).
     fn on_shared_server(self) -> bool {
-        !matches!(self, Part::Webhooks | Part::Memory | Part::Slack)
+        !matches!(self, Part::Webhooks | Part::Memory | Part::Slack | Part::Policy | Part::Timers)
     }
 
     /// Whether the part runs again in the PostgreSQL pass (the gate part does not: the calls it
@@ -181,6 +204,8 @@ fn main() -> Result<()> {
             anyhow::ensure!(opts.webhook_decisions != Some(0), "--webhook-decisions must be at least 1");
             anyhow::ensure!(opts.gate_calls >= 1, "--gate-calls must be at least 1");
             anyhow::ensure!(opts.slack_rounds >= 1, "--slack-rounds must be at least 1");
+            anyhow::ensure!(opts.policy_rounds >= 1, "--policy-rounds must be at least 1");
+            anyhow::ensure!(opts.timers >= 1, "--timers must be at least 1");
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(opts.client_threads).enable_all().build()?;
             runtime.block_on(bench(opts))
@@ -251,6 +276,14 @@ impl Launch<'_> {
 
     async fn serve(&self, name: &str, log: &Path) -> Result<Server> {
         self.serve_with_env(name, log, &[]).await
+    }
+
+    /// [`Launch::serve`] with `COUNTERSIGN_LOG` set to `filter` when one is given.
+    async fn serve_logging(&self, name: &str, log: &Path, filter: Option<&str>) -> Result<Server> {
+        match filter {
+            Some(filter) => self.serve_with_env(name, log, &[("COUNTERSIGN_LOG", filter)]).await,
+            None => self.serve(name, log).await,
+        }
     }
 
     /// [`Launch::serve`] with these variables set too (after the isolation removed the caller's).
@@ -405,6 +438,42 @@ async fn run_sqlite(
             config_home: launch.config_home.clone(),
         };
         run_slack(opts, &launch, Backend::Sqlite, tag, &tmp.join("server-slack.log"), report).await?;
+    }
+    for (part, dir) in [(Part::Policy, "policy-data"), (Part::Timers, "timers-data")] {
+        if parts.contains(&part) {
+            let launch = Launch {
+                bin: launch.bin,
+                store: vec!["--data-dir".into(), tmp.join(dir).into()],
+                config_home: launch.config_home.clone(),
+            };
+            run_own(opts, part, &launch, Backend::Sqlite, tag, tmp, report).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The policy or timers part on a server of its own (a fresh store); its log is
+/// `server-[pg-]policy.log` or `server-[pg-]timers.log`.
+async fn run_own(
+    opts: &Opts,
+    part: Part,
+    launch: &Launch<'_>,
+    backend: Backend,
+    tag: &str,
+    tmp: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let (marker, prefix) = if backend == Backend::Postgres { ("[pg] ", "server-pg-") } else { ("", "server-") };
+    match part {
+        Part::Policy => {
+            let result = policy::run(opts, launch, marker, tag, &tmp.join(format!("{prefix}policy.log"))).await?;
+            report.policy(backend, &result);
+        }
+        Part::Timers => {
+            let result = timers::run(opts, launch, marker, tag, &tmp.join(format!("{prefix}timers.log"))).await?;
+            report.timers(backend, &result);
+        }
+        _ => bail!("{part:?} does not run on a server of its own"),
     }
     Ok(())
 }
@@ -645,6 +714,15 @@ async fn run_postgres(
         let launch =
             Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
         run_slack(opts, &launch, Backend::Postgres, tag, &tmp.join("server-pg-slack.log"), report).await?;
+    }
+    for (part, suffix) in [(Part::Policy, "policy"), (Part::Timers, "timers")] {
+        if parts.contains(&part) {
+            eprintln!("[pg] creating the database {name}_{suffix} ({suffix} part) ...");
+            let url = cluster.create_database(&format!("{name}_{suffix}")).await?;
+            let launch =
+                Launch { bin, store: vec!["--database-url".into(), url.into()], config_home: config_home.to_owned() };
+            run_own(opts, part, &launch, Backend::Postgres, tag, tmp, report).await?;
+        }
     }
     Ok(())
 }

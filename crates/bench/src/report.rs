@@ -5,8 +5,10 @@ use crate::baseline::CommitResult;
 use crate::client::LoadResult;
 use crate::gate::{self, GateResult, Side};
 use crate::memory::MemoryResult;
+use crate::policy::{self, PolicyResult};
 use crate::slack::{self, Decided, SlackResult};
 use crate::stats::Samples;
+use crate::timers::{self, TimerResult};
 use crate::wake::WakeResult;
 use crate::webhooks::{self, Tally, WebhookResult};
 use serde_json::{Value, json};
@@ -215,6 +217,8 @@ impl Report {
             "wake_delay_ms": opts.wake_delay_ms,
             "gate_calls": opts.gate_calls,
             "slack_rounds": opts.slack_rounds,
+            "policy_rounds": opts.policy_rounds,
+            "timers": opts.timers,
         });
         Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new() }
     }
@@ -880,6 +884,192 @@ impl Report {
                 r.not_updated,
                 posts.uneven_channels,
                 posts.per_channel,
+                r.first_problem.as_deref().unwrap_or("-")
+            );
+        }
+        self.note(backend, text);
+    }
+
+    /// Creates/s and create latency with a policy against the same without one (one server, two
+    /// projects, rounds alternated, medians of the rounds).
+    pub fn policy(&mut self, backend: Backend, r: &PolicyResult) {
+        let rules = format!("{}-rule policy", policy::RULES);
+        self.push(
+            backend,
+            900,
+            "policy_creates_per_s",
+            &format!("durable creates/s, {rules} ({} conditions run)", policy::MATCHING),
+            PolicyResult::rate(&r.policy),
+            Unit::PerSec,
+            "same server, project without a policy",
+            PolicyResult::rate(&r.none),
+            Goal::None,
+            true,
+        );
+        for (order, p) in [(901, 50.0), (902, 99.0)] {
+            self.push(
+                backend,
+                order,
+                &format!("policy_create_p{p}_ms"),
+                &format!("create latency p{p}, {rules}"),
+                PolicyResult::latency_ms(&r.policy, p),
+                Unit::Ms,
+                &format!("create latency p{p}, no policy"),
+                PolicyResult::latency_ms(&r.none, p),
+                Goal::None,
+                false,
+            );
+        }
+        let side_json = |rounds: &[LoadResult]| {
+            json!({
+                "median_rate_per_s": PolicyResult::rate(rounds),
+                "median_p50_ms": PolicyResult::latency_ms(rounds, 50.0),
+                "median_p99_ms": PolicyResult::latency_ms(rounds, 99.0),
+                "rounds": rounds.iter().map(load_json).collect::<Vec<_>>(),
+            })
+        };
+        self.details.insert(
+            backend.key("policy"),
+            json!({
+                "rules": policy::RULES,
+                "rules_evaluated": policy::MATCHING,
+                "fn": policy::FN,
+                "policy_bytes": r.policy_bytes,
+                "order": "none, policy, none, policy, ...",
+                "none": side_json(&r.none),
+                "policy": side_json(&r.policy),
+            }),
+        );
+        let rates =
+            |rounds: &[LoadResult]| rounds.iter().map(|l| format!("{:.0}", l.rate())).collect::<Vec<_>>().join(", ");
+        let mut text = format!(
+            "policy: {} rounds alternated, medians reported; creates/s without a policy {}, with it {}; {}-byte \
+             policy, {} of its rules select `{}` (their `when` runs and is false), none decides",
+            r.none.len(),
+            rates(&r.none),
+            rates(&r.policy),
+            r.policy_bytes,
+            policy::MATCHING,
+            policy::FN,
+        );
+        for (name, rounds) in [("no policy", &r.none), ("policy", &r.policy)] {
+            for (i, load) in rounds.iter().enumerate().filter(|(_, l)| l.failures() > 0 || l.capped) {
+                let _ = write!(text, "\n  {}", load_text(&format!("{name} round {}", i + 1), load));
+            }
+        }
+        self.note(backend, text);
+    }
+
+    /// Lateness of N timers due at one instant (decision stamp − due), and how fast they fired
+    /// against how fast the same requests were created.
+    pub fn timers(&mut self, backend: Backend, r: &TimerResult) {
+        let n = thousands(r.timers);
+        let tick = timers::SERVER_TICK.as_secs_f64() * 1e3;
+        for (order, key, p, goal) in [
+            (950, "timer_lateness_p50_ms", 50.0, Goal::None),
+            (951, "timer_lateness_p99_ms", 99.0, Goal::AtMost(1_000.0)),
+            (952, "timer_lateness_max_ms", 100.0, Goal::None),
+        ] {
+            let which = if p == 100.0 { "max".to_owned() } else { format!("p{p}") };
+            self.push(
+                backend,
+                order,
+                key,
+                &format!("timer lateness {which} ({n} due at once)"),
+                r.lateness.percentile_ms(p),
+                Unit::Ms,
+                "the server's timer poll interval",
+                tick,
+                goal,
+                false,
+            );
+        }
+        self.push(
+            backend,
+            953,
+            "timers_fired_per_s",
+            "timers fired/s (due -> last fired)",
+            r.rate(),
+            Unit::PerSec,
+            "creates/s of the same requests",
+            r.creates.rate(),
+            Goal::None,
+            true,
+        );
+        self.push(
+            backend,
+            954,
+            "timers_fired",
+            "timers fired (distinct requests decided)",
+            r.fired as f64,
+            Unit::Count,
+            "timers scheduled",
+            r.timers as f64,
+            Goal::RatioAtLeast(1.0),
+            true,
+        );
+        self.details.insert(
+            backend.key("timers"),
+            json!({
+                "timers": r.timers,
+                "lead_s": r.lead.as_secs_f64(),
+                "creating_s": r.creating.as_secs_f64(),
+                "created_before_due": r.created_in_time(),
+                "margin_s": r.margin_s(),
+                "pilot": load_json(&r.pilot),
+                "creates": load_json(&r.creates),
+                "lateness": latency_json(&r.lateness),
+                "fired": r.fired,
+                "fired_per_s": r.rate(),
+                "batches": r.batches,
+                "first_fired_ms": r.first_us as f64 / 1e3,
+                "last_fired_ms": r.last_us as f64 / 1e3,
+                "batch_interval_ms": r.batch_interval_ms(),
+                "seen_done_s": r.seen_done.map(|d| d.as_secs_f64()),
+                "server_logged_lateness": r.logged.as_ref().map(latency_json),
+                "early": r.early,
+                "duplicates": r.duplicates,
+                "not_policy": r.not_policy,
+                "first_problem": r.first_problem,
+            }),
+        );
+        let mut text = format!(
+            "timers: {n} requests created in {:.2} s ({:.0}/s; pilot {:.0}/s), all due {:.1} s after the creates \
+             started: {} ({:.2} s margin); fired in {} batches (distinct stamps), first +{:.1} ms, last +{:.1} ms \
+             after due, one batch per {:.1} ms; the bench saw its {} sampled requests decided by +{}",
+            r.creating.as_secs_f64(),
+            r.creates.rate(),
+            r.pilot.rate(),
+            r.lead.as_secs_f64(),
+            if r.created_in_time() { "created before due" } else { "NOT created before due" },
+            r.margin_s(),
+            r.batches,
+            r.first_us as f64 / 1e3,
+            r.last_us as f64 / 1e3,
+            r.batch_interval_ms(),
+            timers::SAMPLED,
+            r.seen_done.map_or("- (not all)".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
+        );
+        if let Some(logged) = &r.logged {
+            let _ = write!(
+                text,
+                "; server-logged late_ms (in-memory view updated, {} lines) p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+                thousands(logged.len() as u64),
+                logged.percentile_ms(50.0),
+                logged.percentile_ms(99.0),
+                logged.max_ms()
+            );
+        }
+        if !r.created_in_time() || r.missing() + r.duplicates + r.not_policy + r.early > 0 {
+            let _ = write!(
+                text,
+                "\n  PROBLEMS: creates {} before due; {} not fired; {} fired twice; {} not by the policy; {} early; \
+                 first: {}",
+                if r.created_in_time() { "ended" } else { "did NOT end" },
+                r.missing(),
+                r.duplicates,
+                r.not_policy,
+                r.early,
                 r.first_problem.as_deref().unwrap_or("-")
             );
         }
