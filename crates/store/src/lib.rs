@@ -40,7 +40,7 @@ pub use projects::{ApiKeyRecord, NewApiKey, Projects};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
-pub use timers::Fired;
+pub use timers::{Fired, FiredChange};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.

@@ -15,6 +15,19 @@ pub struct Fired {
     pub due: Timestamp,
     /// False when the request had ended already (the timer is spent, nothing changed).
     pub applied: bool,
+    /// What it wrote (so the in-memory views need not read the request again).
+    pub change: FiredChange,
+}
+
+/// What a fired timer wrote to its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FiredChange {
+    /// The request ended (expired, or approved on expiry).
+    Decided(Outcome),
+    /// This escalation record was appended.
+    Escalated(serde_json::Value),
+    /// Nothing (the timer could not be read).
+    Nothing,
 }
 
 /// A due timer as read with its request: (id, project, kind, call id, action JSON, due,
@@ -99,6 +112,11 @@ impl Planned {
             action: self.action,
             due: self.due,
             applied,
+            change: match &self.change {
+                Change::Decide(outcome) => FiredChange::Decided(outcome.clone()),
+                Change::Escalate(escalation) => FiredChange::Escalated(escalation.record.clone()),
+                Change::Nothing => FiredChange::Nothing,
+            },
         }
     }
 }

@@ -166,14 +166,40 @@ impl Requests {
         }
     }
 
-    /// Brings the in-memory view up to date after timers fired: expired requests leave it and
-    /// wake their waiters, escalated ones are updated; the inboxes and delivery workers hear of it.
+    /// Brings the in-memory view up to date after timers fired, from what they wrote (no
+    /// read per request): expired requests leave it and wake their waiters, escalated ones are
+    /// updated; the inboxes and delivery workers hear of it once per project.
     pub async fn timers_fired(&self, fired: &[countersign_store::Fired]) {
+        use countersign_store::FiredChange;
+        let now = Timestamp::now().as_micros();
+        let mut projects = std::collections::HashSet::new();
+        let mut latest_ms = 0;
         for f in fired.iter().filter(|f| f.applied) {
             let key = RequestKey { project_id: f.project_id.clone(), kind: f.kind, call_id: f.call_id.clone() };
-            self.refresh(&key).await;
-            self.inbox_changed(&f.project_id);
-            tracing::info!(kind = f.kind.noun(), call_id = %f.call_id, action = ?f.action, late_ms = (Timestamp::now().as_micros() - f.due.as_micros()) / 1000, "timer fired");
+            if let Some(entry) = self.live.get(&key) {
+                let mut record = entry.record();
+                match &f.change {
+                    FiredChange::Decided(outcome) => {
+                        record.outcome = Some(outcome.clone());
+                        self.live.complete(&key, Bytes::from(record.to_json()));
+                    }
+                    FiredChange::Escalated(escalation) => {
+                        record.escalations.push(escalation.clone());
+                        self.live.update(record);
+                    }
+                    FiredChange::Nothing => {}
+                }
+            }
+            latest_ms = latest_ms.max((now - f.due.as_micros()) / 1000);
+            projects.insert(f.project_id.as_str());
+            tracing::debug!(kind = f.kind.noun(), call_id = %f.call_id, action = ?f.action, "timer fired");
+        }
+        for project_id in &projects {
+            self.inbox_changed(project_id);
+        }
+        if !projects.is_empty() {
+            let applied = fired.iter().filter(|f| f.applied).count();
+            tracing::info!(fired = fired.len(), applied, late_ms = latest_ms, "timers fired");
         }
     }
 
