@@ -177,10 +177,14 @@ impl Governance {
 
     /// The outcome of the expiry, at `at`: ended as expired, or approved by the policy.
     pub fn expiry_outcome(&self, kind: RequestKind, requested_at: Timestamp, at: Timestamp) -> Outcome {
+        // How long it was given (not when the timer happened to fire).
+        let deadline = self.expires_at_us.unwrap_or(at.as_micros());
         let waited = match &self.expire_after {
             Some(text) => text.clone(),
-            None => format_duration(Duration::from_micros(
-                u64::try_from(at.as_micros().saturating_sub(requested_at.as_micros())).unwrap_or(0),
+            // To the nearest second: an agent's deadline is a time, not a whole number of seconds.
+            None => format_duration(Duration::from_secs(
+                u64::try_from(deadline.saturating_sub(requested_at.as_micros()).saturating_add(500_000) / 1_000_000)
+                    .unwrap_or(0),
             )),
         };
         let without = match kind {

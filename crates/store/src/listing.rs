@@ -14,17 +14,19 @@ pub enum DecidedStatus {
     Approved,
     Rejected,
     Answered,
+    /// Its deadline passed with nobody deciding.
+    Expired,
+    /// The agent withdrew it.
+    Cancelled,
 }
 
 impl DecidedStatus {
-    /// Parses `approved`, `rejected` or `answered`.
+    /// Every status, in the order people are offered them.
+    pub const ALL: [Self; 5] = [Self::Approved, Self::Rejected, Self::Answered, Self::Expired, Self::Cancelled];
+
+    /// Parses `approved`, `rejected`, `answered`, `expired` or `cancelled`.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "approved" => Some(Self::Approved),
-            "rejected" => Some(Self::Rejected),
-            "answered" => Some(Self::Answered),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
     }
 
     /// The name, as in URLs.
@@ -33,6 +35,8 @@ impl DecidedStatus {
             Self::Approved => "approved",
             Self::Rejected => "rejected",
             Self::Answered => "answered",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -113,10 +117,19 @@ macro_rules! impl_listings {
                 }
                 q.push(")");
                 q.push(if filter.pending { " AND responded_at IS NULL" } else { " AND responded_at IS NOT NULL" });
+                // An ended request (expired, cancelled) is stored as a rejection or an answer for the
+                // SDKs, with `ended` saying how it ended: only its own filter finds it.
                 match filter.status {
-                    Some(DecidedStatus::Approved) => q.push(" AND kind = 'function_call' AND approved = ").push_bind(true),
-                    Some(DecidedStatus::Rejected) => q.push(" AND kind = 'function_call' AND approved = ").push_bind(false),
-                    Some(DecidedStatus::Answered) => q.push(" AND kind = 'human_contact'"),
+                    Some(DecidedStatus::Approved) => {
+                        q.push(" AND kind = 'function_call' AND ended IS NULL AND approved = ").push_bind(true)
+                    }
+                    Some(DecidedStatus::Rejected) => {
+                        q.push(" AND kind = 'function_call' AND ended IS NULL AND approved = ").push_bind(false)
+                    }
+                    Some(DecidedStatus::Answered) => q.push(" AND kind = 'human_contact' AND ended IS NULL"),
+                    Some(ended @ (DecidedStatus::Expired | DecidedStatus::Cancelled)) => {
+                        q.push(" AND ended = ").push_bind(ended.as_str())
+                    }
                     None => q,
                 };
                 if let Some(run_id) = &filter.run_id {
@@ -272,5 +285,13 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(super::contains_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+
+    #[test]
+    fn every_status_parses_from_its_name() {
+        for status in super::DecidedStatus::ALL {
+            assert_eq!(super::DecidedStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(super::DecidedStatus::parse("pending"), None);
     }
 }

@@ -17,6 +17,7 @@ mod instances;
 mod long_poll;
 mod mcp;
 mod policies;
+mod policy_views;
 mod restart;
 mod slack;
 mod support;

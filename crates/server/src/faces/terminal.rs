@@ -3,6 +3,7 @@
 //! everything after is scoped to their projects. Errors follow the API's JSON contract.
 
 use crate::error::{ApiError, ApiResult};
+use crate::html::detail::quorum_progress;
 use crate::services::people::{self, ClientAddr, Person, Refused};
 use crate::services::requests::describe;
 use crate::state::AppState;
@@ -16,7 +17,7 @@ use axum::routing::{get, post};
 use countersign_core::Intent;
 use countersign_core::session::SessionKind;
 use countersign_core::{DecisionChannel, RequestRecord};
-use countersign_store::Session;
+use countersign_store::{Session, Store};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -120,14 +121,18 @@ async fn inbox(
     let person = who.person();
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let page = person.inbox(state.store.as_ref(), limit).await?;
-    let items: Vec<Value> = page.items.iter().map(|r| item(&person, r)).collect();
+    let mut items = Vec::with_capacity(page.items.len());
+    for record in &page.items {
+        items.push(item(state.store.as_ref(), &person, record).await?);
+    }
     Ok(Json(json!({"items": items, "total": page.total})))
 }
 
-/// One request as the terminal lists it: where it is, what it asks, and the full object.
-fn item(person: &Person<'_>, record: &RequestRecord) -> Value {
+/// One request as the terminal lists it: where it is, what it asks, and the full object; while
+/// pending under a quorum, how many approvals it needs (`needed`) and the `votes` so far.
+async fn item(store: &dyn Store, person: &Person<'_>, record: &RequestRecord) -> ApiResult<Value> {
     let request: Value = serde_json::from_slice(&record.to_json()).unwrap_or_default();
-    json!({
+    let mut item = json!({
         "project": person.project_name(&record.project_id),
         "kind": record.kind.as_str(),
         "call_id": record.call_id,
@@ -136,7 +141,15 @@ fn item(person: &Person<'_>, record: &RequestRecord) -> Value {
         "requested_at": record.requested_at.to_rfc3339(),
         "status": describe(record),
         "request": request,
-    })
+    });
+    if record.outcome.is_none()
+        && let Some((_, needed)) = quorum_progress(record, &[])
+    {
+        let votes = store.votes(&record.project_id, record.kind, &record.call_id).await?;
+        item["needed"] = json!(needed);
+        item["votes"] = serde_json::to_value(&votes).map_err(|e| ApiError::internal(format!("votes: {e}")))?;
+    }
+    Ok(item)
 }
 
 #[derive(Deserialize)]
@@ -177,7 +190,7 @@ async fn decide(
         .request(&record.project_id, record.kind, &record.call_id)
         .await?
         .ok_or_else(|| ApiError::internal("a decided request vanished"))?;
-    let mut out = item(&person, &decided);
+    let mut out = item(state.store.as_ref(), &person, &decided).await?;
     out["request"] = serde_json::from_slice(&json).unwrap_or_default();
     Ok(Json(out))
 }

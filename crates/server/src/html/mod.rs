@@ -101,6 +101,17 @@ fn push_escaped(out: &mut String, text: &str, max_bytes: usize) {
     }
 }
 
+/// A message as a sentence: capital first letter, final period.
+pub fn sentence(message: &str) -> String {
+    let mut chars = message.chars();
+    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    out.push_str(chars.as_str());
+    if !out.ends_with('.') {
+        out.push('.');
+    }
+    out
+}
+
 /// Percent-encodes a path segment (call ids may hold any character).
 pub fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

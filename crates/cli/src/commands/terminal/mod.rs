@@ -121,6 +121,24 @@ struct Item {
     run_id: String,
     summary: String,
     requested_at: String,
+    /// How many distinct approvals complete it, when its policy rule asks several people.
+    #[serde(default)]
+    needed: Option<u32>,
+    /// The votes cast toward that quorum so far.
+    #[serde(default)]
+    votes: Vec<VoteSeen>,
+}
+
+/// One person's vote toward a quorum, as the inbox lists it.
+#[derive(Deserialize)]
+struct VoteSeen {
+    voter: String,
+    #[serde(default = "approved")]
+    approved: bool,
+}
+
+fn approved() -> bool {
+    true
 }
 
 impl Item {
@@ -129,6 +147,16 @@ impl Item {
             "function_call" => "approval",
             "human_contact" => "question",
             other => other,
+        }
+    }
+
+    /// `1/2 ada@example.com` under a quorum; empty otherwise.
+    fn progress(&self) -> String {
+        let Some(needed) = self.needed.filter(|n| *n > 1) else { return String::new() };
+        let voters: Vec<&str> = self.votes.iter().filter(|v| v.approved).map(|v| v.voter.as_str()).collect();
+        match voters.is_empty() {
+            true => format!("0/{needed}"),
+            false => format!("{}/{needed} {}", voters.len(), voters.join(", ")),
         }
     }
 }
@@ -147,11 +175,17 @@ pub async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
     }
     let items: Vec<Item> = values.into_iter().map(serde_json::from_value).collect::<Result<_, _>>()?;
     let now = Utc::now();
+    // The approvals column shows only when some request's rule asks several people.
+    let quorums = items.iter().any(|i| !i.progress().is_empty());
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|i| {
             let asked = asked(&i.requested_at, now);
-            let cells = [&i.call_id, &i.project, i.kind(), &i.summary, &i.run_id, &asked];
+            let progress = i.progress();
+            let mut cells: Vec<&str> = vec![&i.call_id, &i.project, i.kind(), &i.summary, &i.run_id, &asked];
+            if quorums {
+                cells.push(&progress);
+            }
             cells.into_iter().map(printable).collect()
         })
         .collect();
@@ -161,7 +195,11 @@ pub async fn inbox(args: InboxArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let style: Option<super::table::CellStyle<'_>> = colour().then_some(&kind_colour);
-    print!("{}", super::table::render(&["ID", "PROJECT", "KIND", "WHAT", "RUN", "ASKED"], &rows, style));
+    let mut header = vec!["ID", "PROJECT", "KIND", "WHAT", "RUN", "ASKED"];
+    if quorums {
+        header.push("APPROVALS");
+    }
+    print!("{}", super::table::render(&header, &rows, style));
     let total = page["total"].as_u64().unwrap_or(0);
     if total > items.len() as u64 {
         println!("Showing {} of {total}; pass --limit to see more.", items.len());
@@ -207,12 +245,19 @@ async fn decide(call_id: &str, options: DecisionOptions, mut body: Value) -> any
     let (verb, ansi) = match decided["status"].as_str() {
         Some("approved") => ("Approved", GREEN),
         Some("rejected") => ("Rejected", RED),
+        // An approval under a quorum is a vote: the request waits for more people.
+        Some("pending") => ("Counted your approval of", YELLOW),
         _ => ("Answered", GREEN),
     };
     let verb = if colour() { format!("{ansi}{verb}{RESET}") } else { verb.to_owned() };
     let what = printable(&item.summary);
     let what = if item.kind == "human_contact" { format!("\"{what}\"") } else { what };
-    println!("{verb} {what} (call {}) in project {}.", printable(&item.call_id), printable(&item.project));
+    let waiting = match (decided["status"].as_str(), item.progress()) {
+        (Some("pending"), progress) if progress.is_empty() => "; it waits for more approvals".to_owned(),
+        (Some("pending"), progress) => format!("; approvals so far: {}", printable(&progress)),
+        _ => String::new(),
+    };
+    println!("{verb} {what} (call {}) in project {}{waiting}.", printable(&item.call_id), printable(&item.project));
     Ok(())
 }
 
@@ -297,6 +342,20 @@ mod tests {
         assert_eq!(asked("2025-06-08T12:00:00Z", now), "2d ago");
         assert_eq!(asked("2025-05-01T08:30:00Z", now), "2025-05-01 08:30 UTC");
         assert_eq!(asked("not a time", now), "not a time");
+    }
+
+    #[test]
+    fn a_quorum_shows_its_approvals_so_far() {
+        let item = |extra: Value| {
+            let mut v = json!({"project": "p", "kind": "function_call", "call_id": "c", "run_id": "r",
+                "summary": "refund", "requested_at": "2025-06-10T12:00:00Z"});
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<Item>(v).unwrap()
+        };
+        assert_eq!(item(json!({})).progress(), "", "no quorum: nothing to show");
+        assert_eq!(item(json!({"needed": 2, "votes": []})).progress(), "0/2");
+        let votes = json!([{"voter": "ada@example.com", "approved": true, "channel": "web", "at": "x"}]);
+        assert_eq!(item(json!({"needed": 2, "votes": votes})).progress(), "1/2 ada@example.com");
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! the token, bound to one request and one action, is what authorizes the form.
 
 use super::links::{LinkAction, LinkError};
-use crate::html::detail::Detail;
+use crate::error::ApiError;
+use crate::html::detail::{Detail, quorum_progress};
 use crate::html::extract::{PageForm, PagePath};
-use crate::html::{PageError, render};
+use crate::html::{PageError, render, sentence};
 use crate::services::live::RequestKey;
 use crate::state::AppState;
 use askama::Template;
@@ -36,27 +37,45 @@ async fn load(state: &AppState, token: &str) -> Result<(LinkAction, RequestRecor
             "This link has expired. The request can still be decided in the inbox or from the terminal.",
         ),
     })?;
+    let gone = || PageError::new(StatusCode::NOT_FOUND, "Not found", "The request of this link no longer exists.");
     let record = state
         .store
         .request(&claims.project_id, claims.kind, &claims.call_id)
         .await
-        .map_err(crate::error::ApiError::from)?
-        .ok_or_else(|| {
-            PageError::new(StatusCode::NOT_FOUND, "Not found", "The request of this link no longer exists.")
-        })?;
-    let project = state.store.project_by_id(&claims.project_id).await.map_err(crate::error::ApiError::from)?;
+        .map_err(ApiError::from)?
+        .ok_or_else(gone)?;
+    let project = state.store.project_by_id(&claims.project_id).await.map_err(ApiError::from)?;
     Ok((claims.action, record, project.map(|p| p.name).unwrap_or_default()))
 }
 
-fn page(state: &AppState, action: LinkAction, record: &RequestRecord, project: &str, token: &str) -> LinkPage {
-    let d = Detail::new(project, record, "", state.settings.limits.max_page_render_bytes);
-    LinkPage { d, action: action.as_str(), post_url: format!("/email/{token}") }
+/// The address the request's email went to: the person a link decides as.
+async fn recipient(state: &AppState, record: &RequestRecord) -> Result<Option<String>, PageError> {
+    let fallback = state.store.default_email(&record.project_id).await.map_err(ApiError::from)?;
+    Ok(super::compose::channel_of(record, fallback.as_deref()).map(|e| e.address.to_lowercase()))
+}
+
+/// The link's page; under a quorum, with the votes so far, and without the form once the
+/// recipient has voted.
+async fn page(
+    state: &AppState,
+    action: LinkAction,
+    record: &RequestRecord,
+    project: &str,
+    token: &str,
+) -> Result<LinkPage, PageError> {
+    let mut d = Detail::new(project, record, "", state.settings.limits.max_page_render_bytes);
+    if record.outcome.is_none() && quorum_progress(record, &[]).is_some() {
+        let votes =
+            state.store.votes(&record.project_id, record.kind, &record.call_id).await.map_err(ApiError::from)?;
+        d.show_votes(record, &votes, recipient(state, record).await?.as_deref());
+    }
+    Ok(LinkPage { d, action: action.as_str(), post_url: format!("/email/{token}") })
 }
 
 /// Shows the request and the link's form (or what was decided).
 pub async fn show(State(state): State<AppState>, PagePath(token): PagePath<String>) -> Result<Response, PageError> {
     let (action, record, project) = load(&state, &token).await?;
-    Ok(render(&page(&state, action, &record, &project, &token)))
+    Ok(render(&page(&state, action, &record, &project, &token).await?))
 }
 
 #[derive(Deserialize)]
@@ -84,29 +103,29 @@ pub async fn decide(
         }
     }
     .trimmed();
-    let fallback = state.store.default_email(&record.project_id).await.map_err(crate::error::ApiError::from)?;
-    let sent_to = super::compose::channel_of(&record, fallback.as_deref()).map(|e| e.address.to_lowercase());
-    let actor = Actor { email: sent_to, ..Actor::new(DecisionChannel::Email) };
-    let (status, notice, error) =
-        match state.requests.decide(&RequestKey::of(&record), intent, &Fields::PERSON, actor).await {
-            Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),
-            Err(err) if err.status() == StatusCode::CONFLICT => (
-                StatusCode::CONFLICT,
-                "This request was already decided; nothing was changed.".to_owned(),
-                String::new(),
-            ),
-            Err(err) if err.status() == StatusCode::BAD_REQUEST => {
-                (StatusCode::BAD_REQUEST, String::new(), err.message().to_owned())
-            }
-            Err(err) => return Err(err.into()),
-        };
-    let fresh = state
-        .store
-        .request(&record.project_id, record.kind, &record.call_id)
-        .await
-        .map_err(crate::error::ApiError::from)?;
+    let actor = Actor { email: recipient(&state, &record).await?, ..Actor::new(DecisionChannel::Email) };
+    let decided = state.requests.decide(&RequestKey::of(&record), intent, &Fields::PERSON, actor).await;
+    let fresh = state.store.request(&record.project_id, record.kind, &record.call_id).await.map_err(ApiError::from)?;
     let fresh = fresh.unwrap_or(record);
-    let mut shown = page(&state, action, &fresh, &project, &token);
+    let (status, notice, error) = match decided {
+        Ok(_) if fresh.outcome.is_none() => {
+            (StatusCode::OK, "Done: your approval is counted; the request needs more.".to_owned(), String::new())
+        }
+        Ok(_) => (StatusCode::OK, "Done: the agent has your decision.".to_owned(), String::new()),
+        Err(err) if err.status() == StatusCode::CONFLICT && fresh.outcome.is_some() => {
+            (StatusCode::CONFLICT, "This request was already decided; nothing was changed.".to_owned(), String::new())
+        }
+        // Still pending: the 409 says this person voted already, and when.
+        Err(err) if err.status() == StatusCode::CONFLICT => {
+            (StatusCode::CONFLICT, format!("{}.", err.message().trim_end_matches('.')), String::new())
+        }
+        // A policy's refusal (not in the group, separation of duties) is said on the page.
+        Err(err) if err.status() == StatusCode::BAD_REQUEST || err.status() == StatusCode::FORBIDDEN => {
+            (err.status(), String::new(), sentence(err.message()))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let mut shown = page(&state, action, &fresh, &project, &token).await?;
     shown.d.notice = notice;
     shown.d.error = error;
     Ok((status, render(&shown)).into_response())

@@ -8,7 +8,9 @@
 
 use countersign_core::decision::Via;
 use countersign_core::wire::ResponseOption;
-use countersign_core::{Actor, Decision, DecisionChannel, Ending, Outcome, RequestKind, RequestRecord, Timestamp};
+use countersign_core::{
+    Actor, Decision, DecisionChannel, Ending, Outcome, RequestKind, RequestRecord, Timestamp, Vote,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
@@ -40,6 +42,8 @@ const MAX_PRIVATE_METADATA: usize = 3000;
 const MAX_INPUT: usize = 3000;
 /// How much of the question a modal recalls.
 const MAX_RECALL: usize = 500;
+/// Most voters a message names (more are counted: a quorum's line stays within a context's text).
+const MAX_VOTERS: usize = 10;
 /// The `block_id` of the actions block.
 const ACTIONS_BLOCK: &str = "cs_actions";
 
@@ -166,15 +170,16 @@ pub struct Message {
     pub blocks: Vec<Value>,
 }
 
-/// The message of a request as it stands: pending (its content, an optional claim line and the
-/// buttons) or decided (its content and the outcome, no buttons, no claim).
+/// The message of a request as it stands: pending (its content, the terms of the policy rule
+/// that governs it with its quorum's progress from `votes`, an optional claim line and the
+/// buttons) or decided (its content and the outcome with its votes, no buttons, no claim).
 ///
 /// Every button's `value` is [`ActionRef::of`] the request (and the option, for an option's
 /// button), encoded; the value is left out if it would pass [`MAX_BUTTON_VALUE`], which ids within
 /// the API's limits never do. The select offered for many options carries only the option's index
 /// (a select option's value holds 150 chars at most): the request is named by the values of the
 /// other buttons of the same actions block.
-pub fn request_message(record: &RequestRecord, inbox_url: &str, claim: Option<&Claim<'_>>) -> Message {
+pub fn request_message(record: &RequestRecord, inbox_url: &str, claim: Option<&Claim<'_>>, votes: &[Vote]) -> Message {
     let spec = Shown::of(record);
     let options = record.options();
     let mut blocks = vec![section(asker(record, &spec))];
@@ -189,6 +194,7 @@ pub fn request_message(record: &RequestRecord, inbox_url: &str, claim: Option<&C
         }
         None => {
             blocks.push(context(request_line(record, inbox_url)));
+            blocks.extend(terms_lines(record, votes).into_iter().map(context));
             if let Some(claim) = claim {
                 let by = truncate(claim.by, 500);
                 blocks.push(context(format!(":eyes: {by} is looking at this (since {})", date(claim.at))));
@@ -429,6 +435,45 @@ fn request_line(record: &RequestRecord, inbox_url: &str) -> String {
     )
 }
 
+/// The context lines of a pending request's policy terms: where its quorum stands (`1 of 2
+/// approvals: ada@example.com`), and the rule with its deadline.
+fn terms_lines(record: &RequestRecord, votes: &[Vote]) -> Vec<String> {
+    let Some(terms) = &record.policy else { return Vec::new() };
+    let mut lines = Vec::new();
+    let needed = terms.needed();
+    if terms.approvers.is_some() && needed > 1 {
+        let approvals: Vec<&Vote> = votes.iter().filter(|v| v.approved).collect();
+        let mut voters: Vec<String> = approvals.iter().take(MAX_VOTERS).map(|v| escaped(&v.voter, 200)).collect();
+        if approvals.len() > MAX_VOTERS {
+            voters.push(format!("and {} more", approvals.len() - MAX_VOTERS));
+        }
+        let mut line = format!(":ballot_box_with_check: {} of {needed} approvals", approvals.len());
+        if !voters.is_empty() {
+            line.push_str(&format!(": {}", voters.join(", ")));
+        }
+        if let Some(group) = terms.approvers.as_ref().and_then(|q| q.group.as_deref()) {
+            line.push_str(&format!(" · from group “{}”", escaped(group, 200)));
+        }
+        lines.push(truncate(&line, MAX_TEXT));
+    }
+    let mut rule = Vec::new();
+    if !terms.rule.is_empty() {
+        rule.push(format!("Policy rule “{}”", escaped(&terms.rule, 200)));
+    }
+    if let Some(at) = terms.expires_at_us.map(Timestamp::from_micros) {
+        let approves = terms.on_expire.as_deref() == Some("approve") && record.kind == RequestKind::FunctionCall;
+        rule.push(format!(
+            ":hourglass_flowing_sand: expires {}; then {}",
+            date(at),
+            if approves { "approved" } else { "denied" }
+        ));
+    }
+    if !rule.is_empty() {
+        lines.push(rule.join(" · "));
+    }
+    lines
+}
+
 /// The blocks of a decision: what it was, who made it, when, and their words.
 fn outcome_blocks(outcome: &Outcome, options: &[ResponseOption], inbox_url: &str) -> Vec<Value> {
     let (what, option, words) = match &outcome.decision {
@@ -453,7 +498,18 @@ fn outcome_blocks(outcome: &Outcome, options: &[ResponseOption], inbox_url: &str
         }
         None => String::new(),
     };
-    let head = format!("{what}{option} by {} at {}", who(&outcome.decided_by), date(outcome.responded_at));
+    let actor = &outcome.decided_by;
+    let by = match &outcome.decision {
+        Decision::Ended { ending: Ending::Expired, .. } => match actor.rule.as_deref() {
+            Some(rule) => format!(" under policy rule “{}”", escaped(rule, 200)),
+            None => String::new(),
+        },
+        Decision::Ended { ending: Ending::Cancelled, .. } if actor.channel == DecisionChannel::Api => {
+            format!(" by the agent ({})", person(actor))
+        }
+        _ => format!(" by {}", who(actor)),
+    };
+    let head = format!("{what}{option}{by} at {}", date(outcome.responded_at));
     let text = match words.map(str::trim_end).filter(|w| !w.trim().is_empty()) {
         Some(words) => fitted(&format!("{head}\n"), words, "", true, inbox_url),
         None => head,
@@ -467,6 +523,17 @@ fn outcome_blocks(outcome: &Outcome, options: &[ResponseOption], inbox_url: &str
         };
         blocks.push(section(text));
     }
+    if let Some(votes) = actor.votes.as_deref().filter(|v| !v.is_empty()) {
+        let mut voters: Vec<String> = votes
+            .iter()
+            .take(MAX_VOTERS)
+            .map(|v| format!("{} ({})", escaped(&v.voter, 200), v.channel.as_str()))
+            .collect();
+        if votes.len() > MAX_VOTERS {
+            voters.push(format!("and {} more", votes.len() - MAX_VOTERS));
+        }
+        blocks.push(context(truncate(&format!(":ballot_box_with_check: Approvals: {}", voters.join(", ")), MAX_TEXT)));
+    }
     blocks
 }
 
@@ -479,7 +546,8 @@ fn who(actor: &Actor) -> String {
         DecisionChannel::Email => "via email",
         DecisionChannel::Api => "via the API",
         DecisionChannel::Cli => "via the terminal",
-        DecisionChannel::Policy => "(policy)",
+        // "policy rule “X”" says it already.
+        DecisionChannel::Policy => return person(actor),
     };
     format!("{} {via}", person(actor))
 }
@@ -594,8 +662,9 @@ fn fallback(record: &RequestRecord, spec: &Shown) -> String {
                 Decision::Approved { .. } => "Approved",
                 Decision::Rejected { .. } => "Rejected",
                 Decision::Answered { .. } => "Answered",
-                Decision::Ended { ending: Ending::Expired, .. } => "Expired",
-                Decision::Ended { ending: Ending::Cancelled, .. } => "Cancelled",
+                // Nobody decided: nobody to name.
+                Decision::Ended { ending: Ending::Expired, .. } => return format!("Expired: {summary}"),
+                Decision::Ended { ending: Ending::Cancelled, .. } => return format!("Cancelled: {summary}"),
             };
             format!("{what}: {summary} — by {}", person(&outcome.decided_by))
         }
@@ -901,7 +970,7 @@ mod tests {
             "kwargs": {"order": "A-1", "amount": 30},
             "reject_options": [{"name": "too_much", "title": "Too much"}, {"name": "wrong_order"}],
         });
-        let message = request_message(&approval(spec), INBOX, None);
+        let message = request_message(&approval(spec), INBOX, None, &[]);
         check_message(&message);
         let elements = actions(&message.blocks);
         let ids: Vec<&str> = elements.iter().map(|e| e["action_id"].as_str().unwrap()).collect();
@@ -927,7 +996,7 @@ mod tests {
     #[test]
     fn more_than_five_options_are_offered_in_one_select() {
         let spec = json!({"fn": "f", "kwargs": {}, "reject_options": options(6, 3)});
-        let message = request_message(&approval(spec), INBOX, None);
+        let message = request_message(&approval(spec), INBOX, None, &[]);
         check_message(&message);
         let elements = actions(&message.blocks);
         let ids: Vec<&str> = elements.iter().map(|e| e["action_id"].as_str().unwrap()).collect();
@@ -939,7 +1008,7 @@ mod tests {
         assert_eq!(values, ["0", "1", "2", "3", "4", "5"]);
 
         let spec = json!({"msg": "Which?", "response_options": options(150, 1)});
-        let message = request_message(&question(spec), INBOX, None);
+        let message = request_message(&question(spec), INBOX, None, &[]);
         check_message(&message);
         let elements = actions(&message.blocks);
         assert_eq!(elements[0]["options"].as_array().unwrap().len(), MAX_SELECT_OPTIONS);
@@ -953,7 +1022,7 @@ mod tests {
             "subject": "Release",
             "response_options": [{"name": "yes"}, {"name": "no", "title": "No, wait"}],
         });
-        let message = request_message(&question(spec), INBOX, None);
+        let message = request_message(&question(spec), INBOX, None, &[]);
         check_message(&message);
         let elements = actions(&message.blocks);
         let ids: Vec<&str> = elements.iter().map(|e| e["action_id"].as_str().unwrap()).collect();
@@ -968,7 +1037,7 @@ mod tests {
     #[test]
     fn a_huge_argument_is_cut_to_fit_with_a_link_to_the_inbox() {
         let spec = json!({"fn": "write", "kwargs": {"body": "<&>é".repeat(25_000)}});
-        let message = request_message(&approval(spec.clone()), INBOX, None);
+        let message = request_message(&approval(spec.clone()), INBOX, None, &[]);
         check_message(&message);
         let args = message.blocks[1]["text"]["text"].as_str().unwrap();
         assert!(args.starts_with("```\n{\n  \"body\": \"&lt;&amp;&gt;é"), "{args}");
@@ -986,7 +1055,7 @@ mod tests {
             },
             slack_actor(),
         );
-        check_message(&request_message(&done, INBOX, None));
+        check_message(&request_message(&done, INBOX, None, &[]));
     }
 
     #[test]
@@ -998,7 +1067,7 @@ mod tests {
         args.insert("long".into(), json!("z".repeat(5000)));
         let spec = json!({"fn": "f", "kwargs": {"to": "ana@example.com", "n": 3, "long": "z".repeat(5000)},
                           "channel": {"slack": {"channel_or_user_id": "C1", "experimental_slack_blocks": true}}});
-        let message = request_message(&approval(spec), INBOX, None);
+        let message = request_message(&approval(spec), INBOX, None, &[]);
         check_message(&message);
         let fields = message.blocks[1]["fields"].as_array().unwrap();
         assert_eq!(fields[0]["text"], "*to*\nana@example.com");
@@ -1006,13 +1075,13 @@ mod tests {
         assert_eq!(chars(&fields[2]["text"]), MAX_FIELD);
 
         let spec = json!({"fn": "f", "kwargs": args, "channel": {"slack": {"experimental_slack_blocks": true}}});
-        let message = request_message(&approval(spec), INBOX, None);
+        let message = request_message(&approval(spec), INBOX, None, &[]);
         check_message(&message);
         assert_eq!(message.blocks[1]["fields"].as_array().unwrap().len(), MAX_FIELDS);
         assert_eq!(message.blocks[2]["elements"][0]["text"], format!("…and 3 more: <{INBOX}|in the inbox>"));
 
         let spec = json!({"fn": "f", "kwargs": {"a": 1}, "channel": {"slack": {"channel_or_user_id": "C1"}}});
-        let message = request_message(&approval(spec), INBOX, None);
+        let message = request_message(&approval(spec), INBOX, None, &[]);
         assert!(message.blocks[1]["text"]["text"].as_str().unwrap().starts_with("```"), "a code block by default");
     }
 
@@ -1023,7 +1092,7 @@ mod tests {
         let approved =
             decided(approval(spec.clone()), Decision::Approved { comment: None, updated_kwargs: None }, slack_actor());
         let claim = Claim { by: "<@U9>", at: Timestamp::from_micros(0) };
-        let message = request_message(&approved, INBOX, Some(&claim));
+        let message = request_message(&approved, INBOX, Some(&claim), &[]);
         check_message(&message);
         assert!(actions(&message.blocks).is_empty());
         let text = all_text(&message.blocks);
@@ -1038,7 +1107,7 @@ mod tests {
             Decision::Rejected { comment: "Not <today> & not\nby me".into(), option: Some("risky".into()) },
             email_actor(),
         );
-        let message = request_message(&rejected, INBOX, None);
+        let message = request_message(&rejected, INBOX, None, &[]);
         check_message(&message);
         assert!(actions(&message.blocks).is_empty());
         let text = all_text(&message.blocks);
@@ -1050,7 +1119,7 @@ mod tests {
             Decision::Answered { response: "Friday".into(), option: None },
             Actor::api_key("cs_live_ab"),
         );
-        let message = request_message(&answered, INBOX, None);
+        let message = request_message(&answered, INBOX, None, &[]);
         check_message(&message);
         assert!(actions(&message.blocks).is_empty());
         let text = all_text(&message.blocks);
@@ -1063,9 +1132,110 @@ mod tests {
     fn the_claim_line_shows_only_while_pending() {
         let claim = Claim { by: "<@U9>", at: Timestamp::from_micros(1_748_779_260_000_000) };
         let pending = approval(json!({"fn": "f", "kwargs": {}}));
-        let text = all_text(&request_message(&pending, INBOX, Some(&claim)).blocks);
+        let text = all_text(&request_message(&pending, INBOX, Some(&claim), &[]).blocks);
         assert!(text.contains(":eyes: <@U9> is looking at this (since <!date^1748779260^"), "{text}");
-        assert!(!all_text(&request_message(&pending, INBOX, None).blocks).contains("looking at this"));
+        assert!(!all_text(&request_message(&pending, INBOX, None, &[]).blocks).contains("looking at this"));
+    }
+
+    fn governed(
+        mut record: RequestRecord,
+        count: u32,
+        group: Option<&str>,
+        expires_at_us: Option<i64>,
+    ) -> RequestRecord {
+        record.policy = Some(countersign_core::governance::Governance {
+            rule: "large refunds".into(),
+            action: "ask".into(),
+            approvers: Some(countersign_core::governance::Quorum { group: group.map(str::to_owned), count }),
+            separation_of_duties: false,
+            owner: None,
+            expires_at_us,
+            expire_after: None,
+            on_expire: expires_at_us.map(|_| "deny".to_owned()),
+            escalate: Vec::new(),
+        });
+        record
+    }
+
+    fn vote(voter: &str, channel: DecisionChannel) -> Vote {
+        Vote { voter: voter.into(), approved: true, comment: None, channel, at: "2025-06-01T12:30:00Z".into() }
+    }
+
+    #[test]
+    fn a_quorum_shows_its_progress_while_pending_and_its_votes_once_decided() {
+        let pending =
+            governed(approval(json!({"fn": "refund", "kwargs": {}})), 2, Some("finance"), Some(1_748_790_000_000_000));
+        let message = request_message(&pending, INBOX, None, &[]);
+        let text = all_text(&message.blocks);
+        assert!(text.contains(":ballot_box_with_check: 0 of 2 approvals · from group “finance”"), "{text}");
+        assert!(
+            text.contains("Policy rule “large refunds” · :hourglass_flowing_sand: expires <!date^1748790000^"),
+            "{text}"
+        );
+        assert!(text.contains("; then denied"), "{text}");
+        let votes = [vote("ada@example.com", DecisionChannel::Web)];
+        let message = request_message(&pending, INBOX, None, &votes);
+        check_message(&message);
+        let text = all_text(&message.blocks);
+        assert!(text.contains("1 of 2 approvals: ada@example.com · from group “finance”"), "{text}");
+        assert!(actions(&message.blocks).iter().any(|a| a["action_id"] == action::APPROVE), "still actionable");
+
+        // Many voters stay within Slack's limits; markup in an address is escaped.
+        let many: Vec<Vote> =
+            (0..500).map(|i| vote(&format!("<!here>{i}@example.com"), DecisionChannel::Slack)).collect();
+        let message = request_message(&governed(pending.clone(), 1000, None, None), INBOX, None, &many);
+        check_message(&message);
+        let text = all_text(&message.blocks);
+        assert!(
+            !text.contains("<!here>") && text.contains("500 of 1000 approvals: &lt;!here&gt;0@example.com"),
+            "{text}"
+        );
+        assert!(text.contains("and 490 more"), "{text}");
+
+        let votes =
+            vec![vote("ada@example.com", DecisionChannel::Web), vote("bob@example.com", DecisionChannel::Slack)];
+        let actor = Actor { votes: Some(votes), ..email_actor() };
+        let done = decided(pending, Decision::Approved { comment: None, updated_kwargs: None }, actor);
+        let message = request_message(&done, INBOX, None, &[]);
+        check_message(&message);
+        let text = all_text(&message.blocks);
+        assert!(text.contains("Approvals: ada@example.com (web), bob@example.com (slack)"), "{text}");
+        assert!(!text.contains("of 2 approvals"), "no progress line once decided: {text}");
+        assert!(actions(&message.blocks).is_empty());
+    }
+
+    #[test]
+    fn endings_and_policy_decisions_read_as_such() {
+        let spec = json!({"fn": "refund", "kwargs": {}});
+        let expired =
+            Decision::Ended { ending: Ending::Expired, comment: "expired after 4h without a decision".into() };
+        let message = request_message(
+            &decided(approval(spec.clone()), expired, Actor::policy("refunds", None)),
+            INBOX,
+            None,
+            &[],
+        );
+        let text = all_text(&message.blocks);
+        assert!(text.contains(":hourglass: *Expired* under policy rule “refunds” at <!date^"), "{text}");
+        assert!(text.contains("\n> expired after 4h without a decision"), "{text}");
+        assert_eq!(message.text, "Expired: refund");
+
+        let cancelled = Decision::Ended { ending: Ending::Cancelled, comment: "the user closed the ticket".into() };
+        let message = request_message(
+            &decided(approval(spec.clone()), cancelled, Actor::api_key("cs_live_ab")),
+            INBOX,
+            None,
+            &[],
+        );
+        let text = all_text(&message.blocks);
+        assert!(text.contains(":no_entry_sign: *Cancelled* by the agent (API key `cs_live_ab`) at "), "{text}");
+        assert_eq!(message.text, "Cancelled: refund");
+
+        let denied = Decision::Rejected { comment: "never from an agent".into(), option: None };
+        let message = request_message(&decided(approval(spec), denied, Actor::policy("never", None)), INBOX, None, &[]);
+        let text = all_text(&message.blocks);
+        assert!(text.contains(":x: *Rejected* by policy rule “never” at <!date^"), "{text}");
+        assert_eq!(message.text, "Rejected: refund — by policy rule “never”");
     }
 
     #[test]
@@ -1140,7 +1310,7 @@ mod tests {
         for blocks in [true, false] {
             let mut spec = spec.clone();
             spec["channel"] = json!({"slack": {"experimental_slack_blocks": blocks}});
-            let message = request_message(&approval(spec), "https://x/?a=1&b=2|3", None);
+            let message = request_message(&approval(spec), "https://x/?a=1&b=2|3", None, &[]);
             let texts = mrkdwn_texts(&message.blocks).join("\n");
             for raw in ["<!channel>", "<!here>", "<https://evil", "<!everyone>"] {
                 assert!(!texts.contains(raw) && !message.text.contains(raw), "{raw} got through: {texts}");
@@ -1220,7 +1390,7 @@ mod tests {
             }
         }
         for record in &records {
-            let message = request_message(record, INBOX, Some(&claim));
+            let message = request_message(record, INBOX, Some(&claim), &[]);
             check_message(&message);
             for (i, actor) in actors.iter().enumerate() {
                 let decision = match (record.kind, i % 2) {
@@ -1239,6 +1409,7 @@ mod tests {
                     &decided(record.clone(), decision, actor.clone()),
                     &"https://cs.example.com/".repeat(100),
                     None,
+                    &[],
                 ));
             }
             for option in [None, Some(0), Some(3), Some(999), Some(5000)] {
@@ -1268,13 +1439,13 @@ mod tests {
         ]);
         let pending =
             approval(json!({"fn": "refund", "kwargs": {"order": "A-1", "amount": 30}, "reject_options": three}));
-        write("a_pending_approval.json", json!({"blocks": request_message(&pending, INBOX, None).blocks}));
+        write("a_pending_approval.json", json!({"blocks": request_message(&pending, INBOX, None, &[]).blocks}));
 
         let claim = Claim { by: "<@U123ABC>", at: Timestamp::from_micros(1_748_779_260_000_000) };
         let ask = question(
             json!({"msg": "Which region should we deploy to?", "subject": "Deploy", "response_options": options(8, 2)}),
         );
-        write("b_pending_question.json", json!({"blocks": request_message(&ask, INBOX, Some(&claim)).blocks}));
+        write("b_pending_question.json", json!({"blocks": request_message(&ask, INBOX, Some(&claim), &[]).blocks}));
 
         let big = approval(json!({"fn": "write_file", "kwargs": {"path": "/tmp/x", "body": "<&>é".repeat(25_000)}}));
         let done = decided(
@@ -1282,7 +1453,7 @@ mod tests {
             Decision::Approved { comment: Some("Looks right".into()), updated_kwargs: None },
             slack_actor(),
         );
-        write("c_decided_approval.json", json!({"blocks": request_message(&done, INBOX, None).blocks}));
+        write("c_decided_approval.json", json!({"blocks": request_message(&done, INBOX, None, &[]).blocks}));
 
         let meta =
             ModalMeta { r: ActionRef::of(&pending, Some(0)), channel: Some("C1".into()), ts: Some("1.2".into()) };

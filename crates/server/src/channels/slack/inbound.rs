@@ -384,8 +384,9 @@ async fn decide(state: &AppState, record: &RequestRecord, intent: Intent, actor:
     match state.requests.decide(&RequestKey::of(record), intent, &Fields::PERSON, actor).await {
         Ok(_) => Ok(()),
         Err(e) if e.status() == StatusCode::CONFLICT => {
+            // Still pending: the conflict is this person's earlier vote, which the message names.
             match state.store.request(&record.project_id, record.kind, &record.call_id).await {
-                Ok(Some(fresh)) => Err(already(&fresh)),
+                Ok(Some(fresh)) if fresh.outcome.is_some() => Err(already(&fresh)),
                 _ => Err(e.message().to_owned()),
             }
         }

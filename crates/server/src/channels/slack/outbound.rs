@@ -194,7 +194,8 @@ impl SlackChannel {
         Ok(())
     }
 
-    /// Brings every message of the request up to date after its decision.
+    /// Brings every message of the request up to date after its decision, or after a vote
+    /// toward its quorum (still pending: the progress, and the buttons).
     async fn update(
         &self,
         record: &RequestRecord,
@@ -210,7 +211,16 @@ impl SlackChannel {
         }
         let token = token(target, connection)?;
         let places: Vec<(&str, &str)> = messages.iter().map(|m| (m.channel_id.as_str(), m.ts.as_str())).collect();
-        Ok(show(&self.api, &token, &places, &self.render(record).await?).await?)
+        show(&self.api, &token, &places, &self.render(record).await?).await?;
+        // Decided while a vote's update was on its way: this update may have landed after the
+        // decision's, so the decision is shown again (a pending message never hides it).
+        if record.outcome.is_none()
+            && let Some(fresh) = self.store.request(&record.project_id, record.kind, &record.call_id).await?
+            && fresh.outcome.is_some()
+        {
+            show(&self.api, &token, &places, &self.render(&fresh).await?).await?;
+        }
+        Ok(())
     }
 
     /// Answers the escalation in the request's thread, and posts the request to the escalation's
@@ -319,19 +329,29 @@ async fn show(
     Ok(())
 }
 
-/// The request's message as it stands: pending (with its claim) or decided.
+/// The request's message as it stands: pending (with its claim and, under a quorum, its votes so
+/// far: a vote's update shows the progress and keeps the buttons) or decided.
 pub(super) async fn render(
     store: &Arc<dyn Store>,
     base: &str,
     record: &RequestRecord,
 ) -> Result<blocks::Message, countersign_store::StoreError> {
     let inbox = inbox_url(store, base, record).await?;
-    let claim = match record.outcome {
-        None => store.request_claim(&record.project_id, record.kind, &record.call_id).await?,
-        Some(_) => None,
+    let (claim, votes) = match record.outcome {
+        None => {
+            let claim = store.request_claim(&record.project_id, record.kind, &record.call_id).await?;
+            let quorum = record.policy.as_ref().is_some_and(|t| t.approvers.is_some() && t.needed() > 1);
+            let votes = match quorum {
+                true => store.votes(&record.project_id, record.kind, &record.call_id).await?,
+                false => Vec::new(),
+            };
+            (claim, votes)
+        }
+        // A decision carries its votes.
+        Some(_) => (None, Vec::new()),
     };
     let claim = claim.as_ref().map(|c| Claim { by: &c.by, at: c.at });
-    Ok(blocks::request_message(record, &inbox, claim.as_ref()))
+    Ok(blocks::request_message(record, &inbox, claim.as_ref(), &votes))
 }
 
 /// Shows the request as it stands on every message posted for it (after a claim), and again if

@@ -10,9 +10,9 @@ mod session;
 mod views;
 
 use crate::error::ApiError;
-use crate::html::detail::{Detail, OutcomeView, href, kind_label};
+use crate::html::detail::{Detail, OutcomeView, href, kind_label, quorum_progress};
 use crate::html::extract::{PageForm, PagePath, PageQuery};
-use crate::html::{PageError, render, segment};
+use crate::html::{PageError, render, segment, sentence};
 use crate::services::people::{self, ClientAddr, Person};
 use crate::state::AppState;
 use axum::Router;
@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 use axum_extra::extract::cookie::CookieJar;
 use countersign_core::Intent;
 use countersign_core::session::{SessionKind, random_text, same_secret};
-use countersign_core::{DecisionChannel, RequestKind};
+use countersign_core::{DecisionChannel, RequestKind, RequestRecord, Vote};
 use countersign_store::{DecidedStatus, RequestFilter};
 use serde::Deserialize;
 use session::{LOGIN_CSRF_COOKIE, WebSession};
@@ -87,8 +87,45 @@ fn chrome(who: &WebSession, nav: &'static str, search: &str) -> Chrome {
 
 async fn pending_items(state: &AppState, person: &Person<'_>) -> Result<(Vec<Item>, u64), PageError> {
     let page = person.inbox(state.store.as_ref(), INBOX_LIMIT).await?;
-    let items = page.items.iter().map(|r| Item::new(person.project_name(&r.project_id), r)).collect();
+    let mut items = Vec::with_capacity(page.items.len());
+    for record in &page.items {
+        let mut item = Item::new(person.project_name(&record.project_id), record);
+        // Only requests under a quorum have votes to read.
+        if quorum_progress(record, &[]).is_some() {
+            let votes = votes_of(state, record).await?;
+            item.show_votes(record, &votes, &person.session.user.email);
+        }
+        items.push(item);
+    }
     Ok((items, page.total))
+}
+
+async fn votes_of(state: &AppState, record: &RequestRecord) -> Result<Vec<Vote>, PageError> {
+    Ok(state.store.votes(&record.project_id, record.kind, &record.call_id).await.map_err(ApiError::from)?)
+}
+
+/// The detail view of `record` for the person signed in: its claim and, under a quorum, its
+/// votes while pending.
+async fn detail_of(
+    state: &AppState,
+    who: &WebSession,
+    project: &str,
+    record: &RequestRecord,
+) -> Result<Detail, PageError> {
+    let mut detail = Detail::new(project, record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
+    if record.outcome.is_some() {
+        return Ok(detail);
+    }
+    if let Some(claim) =
+        state.store.request_claim(&record.project_id, record.kind, &record.call_id).await.map_err(ApiError::from)?
+    {
+        detail.claimed = crate::html::detail::claim_text(&claim);
+    }
+    if quorum_progress(record, &[]).is_some() {
+        let votes = votes_of(state, record).await?;
+        detail.show_votes(record, &votes, Some(&who.session.user.email));
+    }
+    Ok(detail)
 }
 
 async fn inbox(State(state): State<AppState>, who: WebSession) -> PageResult {
@@ -117,17 +154,7 @@ async fn detail(
 ) -> PageResult {
     let person = person(&who);
     let record = person.request(state.store.as_ref(), &project, kind_of(&kind)?, &call_id).await?;
-    let mut detail =
-        Detail::new(&project, &record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
-    if record.outcome.is_none()
-        && let Some(claim) = state
-            .store
-            .request_claim(&record.project_id, record.kind, &record.call_id)
-            .await
-            .map_err(crate::error::ApiError::from)?
-    {
-        detail.claimed = crate::html::detail::claim_text(&claim);
-    }
+    let detail = detail_of(&state, &who, &project, &record).await?;
     if is_htmx(&headers) {
         return Ok(render(&DetailFragment { d: detail }));
     }
@@ -186,8 +213,7 @@ async fn decide(
     let updated_kwargs = match edited {
         Ok(edited) => edited,
         Err(message) => {
-            let mut detail =
-                Detail::new(&project, &record, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
+            let mut detail = detail_of(&state, &who, &project, &record).await?;
             detail.error = message;
             return Ok((StatusCode::BAD_REQUEST, render(&DetailFragment { d: detail })).into_response());
         }
@@ -201,10 +227,11 @@ async fn decide(
     let (status, notice, error) = match person.decide(&state.requests, &record, action).await {
         Ok(_) => (StatusCode::OK, String::new(), String::new()),
         Err(err) if err.status() == StatusCode::CONFLICT => {
-            (StatusCode::CONFLICT, "Someone else decided this first; nothing was changed.".to_owned(), String::new())
+            (StatusCode::CONFLICT, err.message().to_owned(), String::new())
         }
-        Err(err) if err.status() == StatusCode::BAD_REQUEST => {
-            (StatusCode::BAD_REQUEST, String::new(), err.message().to_owned())
+        // A policy's refusal (separation of duties, not in the group) is said where the form was.
+        Err(err) if err.status() == StatusCode::BAD_REQUEST || err.status() == StatusCode::FORBIDDEN => {
+            (err.status(), String::new(), err.message().to_owned())
         }
         Err(err) => return Err(err.into()),
     };
@@ -213,8 +240,13 @@ async fn decide(
         return Ok(Redirect::to(&href).into_response());
     }
     let fresh = person.request(store, &project, record.kind, &call_id).await?;
-    let mut detail =
-        Detail::new(&project, &fresh, &who.session.csrf_token, state.settings.limits.max_page_render_bytes);
+    let mut detail = detail_of(&state, &who, &project, &fresh).await?;
+    // Still pending after a 409: this person's vote was counted before (the message says when).
+    let notice = match (status, fresh.outcome.is_some()) {
+        (StatusCode::CONFLICT, true) => "Someone else decided this first; nothing was changed.".to_owned(),
+        (StatusCode::CONFLICT, false) => format!("{}.", notice.trim_end_matches('.')),
+        _ => notice,
+    };
     detail.notice = notice;
     detail.error = error;
     if is_htmx(&headers) {
@@ -440,7 +472,7 @@ async fn login(
             let err = &refused.error;
             let message = match err.status() {
                 StatusCode::UNAUTHORIZED => "Wrong email or password.".to_owned(),
-                _ => capitalized(err.message()),
+                _ => sentence(err.message()),
             };
             let page = LoginPage { csrf: expected, next, email: form.email, error: message };
             let mut response = (err.status(), render(&page)).into_response();
@@ -522,24 +554,13 @@ async fn set_password(State(state): State<AppState>, PageForm(form): PageForm<Se
         Err(refused) => {
             let wait = refused.retry_after_header();
             let err = refused.error;
-            let mut response = (err.status(), render(&page(capitalized(err.message()), false))).into_response();
+            let mut response = (err.status(), render(&page(sentence(err.message()), false))).into_response();
             if let Some(wait) = wait {
                 response.headers_mut().insert(header::RETRY_AFTER, wait);
             }
             response
         }
     }
-}
-
-/// A message as a sentence: capital first letter, final period.
-fn capitalized(message: &str) -> String {
-    let mut chars = message.chars();
-    let mut out: String = chars.next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
-    out.push_str(chars.as_str());
-    if !out.ends_with('.') {
-        out.push('.');
-    }
-    out
 }
 
 async fn asset(PagePath(file): PagePath<String>) -> Response {

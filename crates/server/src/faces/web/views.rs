@@ -3,9 +3,9 @@
 //! [`crate::html::detail`]). Templates escape every value; only the JSON highlighter's output
 //! (itself escaped) is inserted as markup.
 
-use crate::html::detail::{Detail, OutcomeView, href, kind_label, short_time};
+use crate::html::detail::{Detail, OutcomeView, href, kind_label, quorum_progress, short_time};
 use askama::Template;
-use countersign_core::RequestRecord;
+use countersign_core::{RequestRecord, Vote};
 use serde::Deserialize;
 
 /// A row of the pending list.
@@ -18,6 +18,10 @@ pub struct Item {
     pub call_id: String,
     pub asked: String,
     pub asked_iso: String,
+    /// `1/2` of a request whose rule asks several people; empty otherwise.
+    pub progress: String,
+    /// The person looking voted on it already.
+    pub voted: bool,
 }
 
 impl Item {
@@ -31,6 +35,16 @@ impl Item {
             call_id: record.call_id.clone(),
             asked: short_time(record.requested_at),
             asked_iso: record.requested_at.to_rfc3339(),
+            progress: String::new(),
+            voted: false,
+        }
+    }
+
+    /// Shows where the request's quorum stands, and whether `viewer` voted.
+    pub fn show_votes(&mut self, record: &RequestRecord, votes: &[Vote], viewer: &str) {
+        if let Some((approvals, needed)) = quorum_progress(record, votes) {
+            self.progress = format!("{approvals}/{needed}");
+            self.voted = votes.iter().any(|v| v.voter.eq_ignore_ascii_case(viewer));
         }
     }
 }
