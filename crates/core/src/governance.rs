@@ -139,7 +139,7 @@ impl Governance {
 
     /// The timers these terms schedule for a request created at `at`: each escalation step, then
     /// the expiry. Steps due after the deadline are left out (the request has ended by then).
-    pub fn timers(&self, kind: RequestKind, at: Timestamp) -> Vec<Timer> {
+    pub fn timers(&self, at: Timestamp) -> Vec<Timer> {
         let mut out = Vec::new();
         for (i, step) in self.escalate.iter().enumerate() {
             let due = at.as_micros().saturating_add(micros(Duration::from_secs(step.after_secs)));
@@ -149,7 +149,6 @@ impl Governance {
             out.push(Timer { due: Timestamp::from_micros(due), action: TimerAction::Escalate { step: i } });
         }
         if let Some(deadline) = self.expires_at_us {
-            let _ = kind;
             out.push(Timer { due: Timestamp::from_micros(deadline), action: TimerAction::Expire });
         }
         out

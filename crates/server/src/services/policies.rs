@@ -114,7 +114,7 @@ pub struct TestReport {
 
 /// What `policy` does with `record` (nothing is created or stored).
 pub fn test(policy: Option<&Policy>, record: &RequestRecord, owner: Option<&str>) -> TestReport {
-    let governed = govern(policy, record, owner);
+    let governed = govern(policy, record, owner, agent_deadline(record).ok().flatten());
     let errors = governed.errors.iter().map(|(rule, error)| json!({"rule": rule, "error": error})).collect();
     let (action, outcome) = match &governed.outcome {
         Some(o) => match &o.decision {
@@ -182,10 +182,15 @@ pub struct Governed {
     pub errors: Vec<(String, String)>,
 }
 
-/// Applies `policy` to a new request (`owner`: the requesting key's owner). Rules that approve or
-/// deny apply to function calls only; a question is only ever asked (their `ask` terms apply).
-pub fn govern(policy: Option<&Policy>, record: &RequestRecord, owner: Option<&str>) -> Governed {
-    let deadline = agent_deadline(record).ok().flatten();
+/// Applies `policy` to a new request (`owner`: the requesting key's owner; `deadline`: the
+/// agent's own, from [`agent_deadline`]). Rules that approve or deny apply to function calls only;
+/// a question is only ever asked (their `ask` terms apply).
+pub fn govern(
+    policy: Option<&Policy>,
+    record: &RequestRecord,
+    owner: Option<&str>,
+    deadline: Option<Timestamp>,
+) -> Governed {
     let mut governed = Governed::default();
     if let Some(policy) = policy {
         let data = CallData::of(record);

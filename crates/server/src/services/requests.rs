@@ -225,9 +225,9 @@ impl Requests {
             Err(refused) => return Err(refused),
         };
         let mut record = RequestRecord::new(project_id, new, Timestamp::now());
-        policies::agent_deadline(&record)?;
+        let deadline = policies::agent_deadline(&record)?;
         let policy = self.policies.of(self.store.as_ref(), project_id).await?;
-        let governed = policies::govern(policy.as_deref(), &record, owner);
+        let governed = policies::govern(policy.as_deref(), &record, owner, deadline);
         for (rule, error) in &governed.errors {
             tracing::debug!(rule, error, call_id = %record.call_id, "a policy condition could not be evaluated (fail-safe)");
         }

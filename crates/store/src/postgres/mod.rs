@@ -121,7 +121,7 @@ impl Requests for PostgresStore {
     async fn create_request(&self, request: &RequestRecord) -> StoreResult<Created> {
         let event = RequestEvent::created(request).to_json();
         let timers = match (&request.policy, &request.outcome) {
-            (Some(policy), None) => policy.timers(request.kind, request.requested_at),
+            (Some(policy), None) => policy.timers(request.requested_at),
             _ => Vec::new(),
         };
         if request.outcome.is_some() || request.policy.is_some() {

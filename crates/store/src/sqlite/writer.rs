@@ -118,7 +118,7 @@ impl Writer {
         });
         let timers = match (&request.policy, &request.outcome) {
             (Some(policy), None) => policy
-                .timers(request.kind, request.requested_at)
+                .timers(request.requested_at)
                 .into_iter()
                 .map(|t| (t.due.as_micros(), t.action.to_json()))
                 .collect(),
