@@ -471,7 +471,8 @@ async fn run_own(
         }
         Part::Timers => {
             let result = timers::run(opts, launch, marker, tag, &tmp.join(format!("{prefix}timers.log"))).await?;
-            report.timers(backend, &result);
+            report.timers_scheduled(backend, &result.scheduled);
+            report.timers(backend, &result.burst);
         }
         _ => bail!("{part:?} does not run on a server of its own"),
     }

@@ -960,6 +960,76 @@ impl Report {
         self.note(backend, text);
     }
 
+    /// Lateness of N timers scheduled at once (created in one burst, each due a fixed time after
+    /// its create): decision stamp − its own deadline.
+    pub fn timers_scheduled(&mut self, backend: Backend, r: &TimerResult) {
+        let n = thousands(r.timers);
+        let tick = timers::SERVER_TICK.as_secs_f64() * 1e3;
+        for (order, key, p, goal) in [
+            (945, "timer_scheduled_lateness_p50_ms", 50.0, Goal::None),
+            (946, "timer_scheduled_lateness_p99_ms", 99.0, Goal::AtMost(1_000.0)),
+            (947, "timer_scheduled_lateness_max_ms", 100.0, Goal::None),
+        ] {
+            let which = if p == 100.0 { "max".to_owned() } else { format!("p{p}") };
+            self.push(
+                backend,
+                order,
+                key,
+                &format!("timer lateness {which} ({n} scheduled at once)"),
+                r.lateness.percentile_ms(p),
+                Unit::Ms,
+                "the server's timer poll interval",
+                tick,
+                goal,
+                false,
+            );
+        }
+        self.push(
+            backend,
+            948,
+            "timers_scheduled_fired",
+            "timers fired (scheduled at once)",
+            r.fired as f64,
+            Unit::Count,
+            "timers scheduled",
+            r.timers as f64,
+            Goal::RatioAtLeast(1.0),
+            true,
+        );
+        self.details.insert(
+            backend.key("timers_scheduled"),
+            json!({
+                "timers": r.timers,
+                "due_after_create_s": r.lead.as_secs_f64(),
+                "creating_s": r.creating.as_secs_f64(),
+                "creates": load_json(&r.creates),
+                "lateness": latency_json(&r.lateness),
+                "fired": r.fired,
+                "batches": r.batches,
+                "seen_done_s": r.seen_done.map(|d| d.as_secs_f64()),
+                "early": r.early,
+                "duplicates": r.duplicates,
+                "not_policy": r.not_policy,
+                "first_problem": r.first_problem,
+            }),
+        );
+        let mut text = format!(
+            "timers scheduled at once: {n} requests created in one burst in {:.2} s ({:.0}/s), each due {:.0} s after \
+             its create, so they fell due at that pace while the creates still ran; fired in {} batches (distinct \
+             stamps); the bench saw its {} sampled requests decided {} after the last fell due",
+            r.creating.as_secs_f64(),
+            r.creates.rate(),
+            r.lead.as_secs_f64(),
+            r.batches,
+            timers::SAMPLED,
+            r.seen_done.map_or("- (not all)".to_owned(), |d| format!("{:.2} s", d.as_secs_f64())),
+        );
+        if let Some(problem) = &r.first_problem {
+            let _ = write!(text, "\n  PROBLEM: {problem}");
+        }
+        self.note(backend, text);
+    }
+
     /// Lateness of N timers due at one instant (decision stamp − due), and how fast they fired
     /// against how fast the same requests were created.
     pub fn timers(&mut self, backend: Backend, r: &TimerResult) {
@@ -967,7 +1037,7 @@ impl Report {
         let tick = timers::SERVER_TICK.as_secs_f64() * 1e3;
         for (order, key, p, goal) in [
             (950, "timer_lateness_p50_ms", 50.0, Goal::None),
-            (951, "timer_lateness_p99_ms", 99.0, Goal::AtMost(1_000.0)),
+            (951, "timer_lateness_p99_ms", 99.0, Goal::None),
             (952, "timer_lateness_max_ms", 100.0, Goal::None),
         ] {
             let which = if p == 100.0 { "max".to_owned() } else { format!("p{p}") };
@@ -975,7 +1045,7 @@ impl Report {
                 backend,
                 order,
                 key,
-                &format!("timer lateness {which} ({n} due at once)"),
+                &format!("timer lateness {which} ({n} due at one instant)"),
                 r.lateness.percentile_ms(p),
                 Unit::Ms,
                 "the server's timer poll interval",

@@ -1,7 +1,14 @@
-//! Durable timers at scale, on a server of its own: N function calls created at once, each with
-//! the agent's own deadline `spec.expires_at` set to the same instant, so that N expiry timers
-//! fall due together; then how late each fired and how fast the server drained them.
+//! Durable timers at scale, on a server of its own, in two scenarios of N timers each:
 //!
+//! - **Scheduled at once**: N function calls created in one burst, each with the agent's own
+//!   deadline `spec.expires_at` [`SPREAD`] after the bench sends it, so the timers fall due at the
+//!   pace they were scheduled (and fire while the burst of creates still runs); lateness of each
+//!   against its own deadline. This is the issue's figure: 100k scheduled at once, p99 ≤ 1 s.
+//! - **Due at one instant** (the stress case): N function calls whose deadlines are all the same
+//!   instant, so N expiry timers fall due together; how late each fired and how fast the server
+//!   drained them. Bound by how fast the store can write N expiries, not by the timer loop.
+//!
+//! For the second:
 //! - The due instant is [`LEAD`] after the creates start, or later if a pilot of creates (before
 //!   them, same server, no deadline) says creating N would not take less than half of it (the
 //!   lead is then twice the estimate plus 2 s, as the machine's pace moves); whether the
@@ -30,6 +37,8 @@ use std::time::{Duration, Instant};
 
 /// Creates start → due instant, unless the pilot says creating takes longer.
 pub const LEAD: Duration = Duration::from_secs(10);
+/// Scheduled at once: each request's deadline is this long after the bench sends it.
+pub const SPREAD: Duration = Duration::from_secs(5);
 /// The server's timer worker looks for due timers this often (its `TICK`).
 pub const SERVER_TICK: Duration = Duration::from_millis(200);
 /// Requests polled while the timers fire (to know when to read the results back).
@@ -41,7 +50,16 @@ const STALL: Duration = Duration::from_secs(60);
 /// Longest a create phase may run (it ends when its count is reached).
 const PHASE_LIMIT: Duration = Duration::from_secs(1800);
 
-/// What the timers part measured on one server.
+/// What the timers part measured on one server: both scenarios.
+#[derive(Debug, Default)]
+pub struct Timers {
+    /// Scheduled at once (each due [`SPREAD`] after its create).
+    pub scheduled: TimerResult,
+    /// All due at one instant.
+    pub burst: TimerResult,
+}
+
+/// What one scenario measured.
 #[derive(Debug, Default)]
 pub struct TimerResult {
     /// Timers scheduled (requests created with the deadline).
@@ -50,7 +68,7 @@ pub struct TimerResult {
     pub pilot: LoadResult,
     /// The creates of the timed requests.
     pub creates: LoadResult,
-    /// Creates start → due instant.
+    /// Creates start → due instant (scheduled at once: create → its deadline).
     pub lead: Duration,
     /// Creates start → last create answered.
     pub creating: Duration,
@@ -66,7 +84,7 @@ pub struct TimerResult {
     pub not_policy: u64,
     /// Distinct decision stamps: the batches the worker fired them in.
     pub batches: u64,
-    /// Due → the first and the last decision stamp, in µs.
+    /// Due (scheduled at once: the first deadline) → the first and the last decision stamp, in µs.
     pub first_us: i64,
     pub last_us: i64,
     /// The server's own `late_ms` of each timer it logged (after its in-memory view had it).
@@ -116,18 +134,33 @@ fn create_body(call_id: &str, expires_at: Option<&str>) -> String {
     format!(r#"{{"run_id":"timers","call_id":"{call_id}","spec":{{"fn":"f","kwargs":{{"x":1}}{deadline}}}}}"#)
 }
 
+/// The deadlines of created requests.
+#[derive(Clone)]
+enum Deadline {
+    None,
+    /// All the same instant (RFC 3339).
+    At(String),
+    /// This long after each is sent; each one's, in µs, kept by its number.
+    After(Duration, Arc<Vec<std::sync::atomic::AtomicI64>>),
+}
+
 /// Creates `count` requests numbered from a shared counter (so they cover `0..count` exactly).
-async fn create_all(
-    opts: &Opts,
-    target: &Target,
-    prefix: &str,
-    count: u64,
-    expires_at: Option<&str>,
-) -> Result<LoadResult> {
+async fn create_all(opts: &Opts, target: &Target, prefix: &str, count: u64, deadline: Deadline) -> Result<LoadResult> {
     let next = Arc::new(AtomicU64::new(0));
-    let (prefix, expires_at) = (prefix.to_owned(), expires_at.map(str::to_owned));
+    let prefix = prefix.to_owned();
     let make: MakeRequest = Arc::new(move |t: &Target, _, _| {
         let k = next.fetch_add(1, Ordering::Relaxed);
+        let expires_at = match &deadline {
+            Deadline::None => None,
+            Deadline::At(at) => Some(at.clone()),
+            Deadline::After(after, dues) => {
+                let due = Utc::now() + *after;
+                if let Some(slot) = dues.get(k as usize) {
+                    slot.store(due.timestamp_micros(), Ordering::Relaxed);
+                }
+                Some(due.to_rfc3339_opts(SecondsFormat::Micros, true))
+            }
+        };
         t.request(
             "POST",
             "/humanlayer/v1/function_calls",
@@ -158,7 +191,7 @@ async fn get_json(conn: &mut Conn, target: &Target, path: &str) -> Result<Value>
 }
 
 /// Runs the part on a server of its own, on the store of `launch`.
-pub async fn run(opts: &Opts, launch: &Launch<'_>, marker: &str, tag: &str, log: &Path) -> Result<TimerResult> {
+pub async fn run(opts: &Opts, launch: &Launch<'_>, marker: &str, tag: &str, log: &Path) -> Result<Timers> {
     eprintln!("{marker}creating an API key and starting a server for the timers part ...");
     let key = process::create_key(launch.bin, "timers", &launch.store, &launch.config_home).await?;
     let mut server =
@@ -166,10 +199,12 @@ pub async fn run(opts: &Opts, launch: &Launch<'_>, marker: &str, tag: &str, log:
     eprintln!("{marker}countersign listening on {} (timers)", server.addr);
     let outcome = async {
         let target = Target::new(server.addr, Some(&key))?;
-        let mut r = measure(opts, &target, marker, tag).await?;
+        let scheduled = scheduled(opts, &target, marker, tag).await?;
         server.check_alive()?;
-        r.logged = logged_lateness(log);
-        Ok::<_, anyhow::Error>(r)
+        let mut burst = measure(opts, &target, marker, tag).await?;
+        server.check_alive()?;
+        burst.logged = logged_lateness(log);
+        Ok::<_, anyhow::Error>(Timers { scheduled, burst })
     }
     .await;
     let stopped = server.stop().await;
@@ -182,9 +217,10 @@ async fn measure(opts: &Opts, target: &Target, marker: &str, tag: &str) -> Resul
     let n = opts.timers;
     let mut r = TimerResult { timers: n, ..TimerResult::default() };
 
+    let chain_before = chain_length(target).await?;
     let pilot = (n / 20).clamp(500, 5_000);
     eprintln!("{marker}countersign: pilot of {pilot} creates (no deadline) to size the lead ...");
-    r.pilot = create_all(opts, target, &format!("tp-{tag}-"), pilot, None).await?;
+    r.pilot = create_all(opts, target, &format!("tp-{tag}-"), pilot, Deadline::None).await?;
     let estimate = Duration::from_secs_f64(n as f64 / r.pilot.rate().max(1.0));
     r.lead = LEAD.max(estimate * 2 + Duration::from_secs(2));
     eprintln!("  {:.0} creates/s: creating {n} should take {:.1} s", r.pilot.rate(), estimate.as_secs_f64());
@@ -199,7 +235,7 @@ async fn measure(opts: &Opts, target: &Target, marker: &str, tag: &str) -> Resul
         opts.connections
     );
     let prefix = format!("t-{tag}-");
-    r.creates = create_all(opts, target, &prefix, n, Some(&expires_at)).await?;
+    r.creates = create_all(opts, target, &prefix, n, Deadline::At(expires_at)).await?;
     r.creating = start.elapsed();
     if r.created_in_time() {
         eprintln!("  created in {:.2} s, {:.2} s before they fall due", r.creating.as_secs_f64(), r.margin_s());
@@ -214,31 +250,15 @@ async fn measure(opts: &Opts, target: &Target, marker: &str, tag: &str) -> Resul
     // Wait for the due instant, then poll a few requests until all of them are decided.
     tokio::time::sleep(r.lead.saturating_sub(start.elapsed())).await;
     let mut conn = Conn::connect(target.addr).await?;
-    let mut pending: BTreeSet<u64> = (0..SAMPLED.min(n)).map(|i| i * n / SAMPLED.min(n)).collect();
-    let mut progress = Instant::now();
     eprintln!("{marker}countersign: timers due; waiting for them to fire ...");
-    while !pending.is_empty() && progress.elapsed() < STALL {
-        tokio::time::sleep(POLL).await;
-        let before = pending.len();
-        for k in pending.clone() {
-            let path = format!("/humanlayer/v1/function_calls/{}", call_id(&prefix, k));
-            let call = get_json(&mut conn, target, &path).await?;
-            if call["status"]["responded_at"].is_string() {
-                pending.remove(&k);
-            }
-        }
-        if pending.len() < before {
-            progress = Instant::now();
-        }
-    }
-    if pending.is_empty() {
+    if wait_decided(&mut conn, target, &prefix, n).await? {
         r.seen_done = Some(start.elapsed().saturating_sub(r.lead));
     }
 
     // The decisions, from the audit log: after the creates' events when they all came first.
-    let after = if r.created_in_time() { pilot + n } else { 0 };
+    let after = if r.created_in_time() { chain_before + pilot + n } else { 0 };
     eprintln!("{marker}countersign: reading the decisions back from the audit log ...");
-    read_back(&mut conn, target, &prefix, after, due_us, &mut r).await?;
+    read_back(&mut conn, target, &prefix, after, &|_| due_us, &mut r).await?;
     eprintln!(
         "  {} fired: lateness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {:.0} timers/s",
         r.fired,
@@ -250,6 +270,72 @@ async fn measure(opts: &Opts, target: &Target, marker: &str, tag: &str) -> Resul
     Ok(r)
 }
 
+/// Scheduled at once: `n` requests created in one burst, each due [`SPREAD`] after it is sent.
+async fn scheduled(opts: &Opts, target: &Target, marker: &str, tag: &str) -> Result<TimerResult> {
+    let n = opts.timers;
+    let mut r = TimerResult { timers: n, lead: SPREAD, ..TimerResult::default() };
+    let chain_before = chain_length(target).await?;
+    let dues: Arc<Vec<std::sync::atomic::AtomicI64>> = Arc::new((0..n).map(|_| Default::default()).collect());
+    eprintln!(
+        "{marker}countersign: creating {n} requests at once, each expiring {:.0} s after it is sent, {} connections ...",
+        SPREAD.as_secs_f64(),
+        opts.connections
+    );
+    let prefix = format!("ts-{tag}-");
+    let start = Instant::now();
+    r.creates = create_all(opts, target, &prefix, n, Deadline::After(SPREAD, dues.clone())).await?;
+    r.creating = start.elapsed();
+    eprintln!(
+        "  created in {:.2} s; the first fall due {:.0} s after the burst began",
+        r.creating.as_secs_f64(),
+        SPREAD.as_secs_f64()
+    );
+    tokio::time::sleep((r.creating + SPREAD).saturating_sub(start.elapsed())).await;
+    let mut conn = Conn::connect(target.addr).await?;
+    if wait_decided(&mut conn, target, &prefix, n).await? {
+        r.seen_done = Some(start.elapsed().saturating_sub(r.creating + SPREAD));
+    }
+    eprintln!("{marker}countersign: reading the decisions back from the audit log ...");
+    let due_of = |k: u64| dues.get(k as usize).map_or(0, |d| d.load(Ordering::Relaxed));
+    read_back(&mut conn, target, &prefix, chain_before, &due_of, &mut r).await?;
+    eprintln!(
+        "  {} fired: lateness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        r.fired,
+        r.lateness.percentile_ms(50.0),
+        r.lateness.percentile_ms(99.0),
+        r.lateness.max_ms(),
+    );
+    Ok(r)
+}
+
+/// How many events the project's audit chain has sealed now (the bench's come after them).
+async fn chain_length(target: &Target) -> Result<u64> {
+    let mut conn = Conn::connect(target.addr).await?;
+    let page = get_json(&mut conn, target, "/humanlayer/v1/audit?limit=1").await?;
+    Ok(page["head"]["count"].as_u64().unwrap_or(0))
+}
+
+/// Polls [`SAMPLED`] of the `n` requests until all are decided (true) or none is for [`STALL`].
+async fn wait_decided(conn: &mut Conn, target: &Target, prefix: &str, n: u64) -> Result<bool> {
+    let mut pending: BTreeSet<u64> = (0..SAMPLED.min(n)).map(|i| i * n / SAMPLED.min(n)).collect();
+    let mut progress = Instant::now();
+    while !pending.is_empty() && progress.elapsed() < STALL {
+        tokio::time::sleep(POLL).await;
+        let before = pending.len();
+        for k in pending.clone() {
+            let path = format!("/humanlayer/v1/function_calls/{}", call_id(prefix, k));
+            let call = get_json(conn, target, &path).await?;
+            if call["status"]["responded_at"].is_string() {
+                pending.remove(&k);
+            }
+        }
+        if pending.len() < before {
+            progress = Instant::now();
+        }
+    }
+    Ok(pending.is_empty())
+}
+
 /// Reads the `decided` events of the timed requests from chain position `after` on, until all
 /// `r.timers` are read or none has been sealed for [`STALL`].
 async fn read_back(
@@ -257,9 +343,10 @@ async fn read_back(
     target: &Target,
     prefix: &str,
     mut after: u64,
-    due_us: i64,
+    due_of: &dyn Fn(u64) -> i64,
     r: &mut TimerResult,
 ) -> Result<()> {
+    let mut first_due = i64::MAX;
     let mut seen = HashSet::new();
     let mut stamps = BTreeSet::new();
     let mut late_us = Vec::new();
@@ -288,6 +375,9 @@ async fn read_back(
                 r.first_problem.get_or_insert_with(|| format!("{id} decided by {}", body["actor"]));
             }
             let at = body["at_us"].as_i64().context("an event without at_us")?;
+            let number: u64 = id[prefix.len()..].parse().context("a call id without its number")?;
+            let due_us = due_of(number);
+            first_due = first_due.min(due_us);
             stamps.insert(at);
             let late = at - due_us;
             if late < 0 {
@@ -299,8 +389,8 @@ async fn read_back(
     }
     r.fired = seen.len() as u64;
     r.batches = stamps.len() as u64;
-    r.first_us = stamps.first().map_or(0, |at| at - due_us);
-    r.last_us = stamps.last().map_or(0, |at| at - due_us);
+    r.first_us = stamps.first().map_or(0, |at| at - first_due);
+    r.last_us = stamps.last().map_or(0, |at| at - first_due);
     r.lateness = Samples::from_micros(late_us);
     let missing = r.missing();
     if missing > 0 {

@@ -13,9 +13,11 @@ pub const TICK: Duration = Duration::from_millis(200);
 /// writer's group commits).
 pub const BATCH: u32 = 4096;
 
-/// Fires due timers until `closing` turns true.
+/// Fires due timers until `closing` turns true. While a burst drains, each round's in-memory
+/// side (views, wake-ups) is applied while the next round is fired, in round order.
 pub async fn run(state: AppState, mut closing: watch::Receiver<bool>) {
     let mut failing = false;
+    let mut applying: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         match state.store.fire_timers(Timestamp::now(), BATCH).await {
             Ok(fired) => {
@@ -24,7 +26,13 @@ pub async fn run(state: AppState, mut closing: watch::Receiver<bool>) {
                     failing = false;
                 }
                 let full = fired.len() == BATCH as usize;
-                state.requests.timers_fired(&fired).await;
+                let (previous, state) = (applying.take(), state.clone());
+                applying = Some(tokio::spawn(async move {
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
+                    }
+                    state.requests.timers_fired(&fired).await;
+                }));
                 if full {
                     continue;
                 }
@@ -35,6 +43,9 @@ pub async fn run(state: AppState, mut closing: watch::Receiver<bool>) {
                 }
                 failing = true;
             }
+        }
+        if let Some(last) = applying.take() {
+            let _ = last.await;
         }
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}

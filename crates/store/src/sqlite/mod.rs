@@ -5,7 +5,7 @@
 mod checkpoint;
 mod writer;
 
-use crate::timers::{Change as TimerChange, DueRow, Fired, plan, select_due};
+use crate::timers::{DueRow, Fired, plan, select_due};
 use crate::{Change, Created, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
 use checkpoint::Checkpointer;
@@ -96,7 +96,7 @@ impl Requests for SqliteStore {
         call_id: &str,
         outcome: &Outcome,
     ) -> StoreResult<Change> {
-        self.writer.decide(project_id, kind, call_id, outcome, None).await
+        self.writer.decide(project_id, kind, call_id, outcome).await
     }
 
     async fn escalate(
@@ -106,28 +106,18 @@ impl Requests for SqliteStore {
         call_id: &str,
         escalation: &Escalation,
     ) -> StoreResult<Change> {
-        self.writer.escalate(project_id, kind, call_id, escalation, None).await
+        self.writer.escalate(project_id, kind, call_id, escalation).await
     }
 
     async fn fire_timers(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Fired>> {
         let rows: Vec<DueRow> =
             sqlx::query_as(select_due!()).bind(now.as_micros()).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         let planned = plan(rows, now);
-        let spent: Vec<i64> =
-            planned.iter().filter(|p| matches!(p.change, TimerChange::Nothing)).map(|p| p.id).collect();
-        for id in spent {
-            sqlx::query("UPDATE timers SET fired_at = $1 WHERE id = $2")
-                .bind(now.as_micros())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
+        if planned.is_empty() {
+            return Ok(Vec::new());
         }
-        let answers = self.writer.fire(&planned, now).await;
-        let mut fired = Vec::with_capacity(planned.len());
-        for (p, answer) in planned.iter().zip(answers) {
-            fired.push(p.fired(answer? == Change::Done));
-        }
-        Ok(fired)
+        let applied = self.writer.fire(&planned, now).await?;
+        Ok(planned.iter().zip(applied).map(|(p, applied)| p.fired(applied)).collect())
     }
 
     async fn close(&self) {

@@ -6,6 +6,7 @@
 //! acknowledging a write that is not on disk.
 
 use crate::events::Heads;
+use crate::row::OutcomeColumns as Columns;
 use crate::row::{OutcomeColumns, RequestRow, outcome_columns, request_columns};
 use crate::timers::{Change as TimerChange, Planned};
 use crate::{Change, Created, StoreError, StoreResult};
@@ -34,20 +35,23 @@ enum Op {
         row: NewRow,
         reply: Reply<Created>,
     },
-    /// `timer`: the timer whose firing this is, marked fired in the same transaction.
     Decide {
         key: Key,
         outcome: Outcome,
         event: Event,
-        timer: Option<(i64, i64)>,
         reply: Reply<Change>,
     },
     Escalate {
         key: Key,
         record: String,
         event: Event,
-        timer: Option<(i64, i64)>,
         reply: Reply<Change>,
+    },
+    /// Due timers fired together, in a transaction of their own: a few set-based statements
+    /// instead of one operation each. Answers whether each planned timer changed its request.
+    Fire {
+        fire: Fire,
+        reply: Reply<Vec<bool>>,
     },
     Stop(oneshot::Sender<()>),
 }
@@ -143,11 +147,10 @@ impl Writer {
         kind: RequestKind,
         call_id: &str,
         outcome: &Outcome,
-        timer: Option<(i64, i64)>,
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
         let event = Event::of(RequestEvent::decided(project_id, kind, call_id, outcome));
-        self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), event, timer, reply }).await
+        self.submit(|reply| Op::Decide { key, outcome: outcome.clone(), event, reply }).await
     }
 
     pub(super) async fn escalate(
@@ -156,48 +159,18 @@ impl Writer {
         kind: RequestKind,
         call_id: &str,
         escalation: &Escalation,
-        timer: Option<(i64, i64)>,
     ) -> StoreResult<Change> {
         let key = Key { project_id: project_id.to_owned(), kind, call_id: call_id.to_owned() };
         let record = escalation.record.to_string();
         let event = Event::of(RequestEvent::escalated(project_id, kind, call_id, escalation, Timestamp::now()));
-        self.submit(|reply| Op::Escalate { key, record, event, timer, reply }).await
+        self.submit(|reply| Op::Escalate { key, record, event, reply }).await
     }
 
-    /// Fires planned timers: all queued at once (so they share commits), each marked fired in
-    /// its change's transaction; answers in order.
-    pub(super) async fn fire(&self, planned: &[Planned], now: Timestamp) -> Vec<StoreResult<Change>> {
-        let closed = || StoreError::Unavailable("the database writer has stopped (shutting down)".into());
-        let mut waiting = Vec::with_capacity(planned.len());
-        for p in planned {
-            let key = Key { project_id: p.project_id.clone(), kind: p.kind, call_id: p.call_id.clone() };
-            let timer = Some((p.id, now.as_micros()));
-            let (reply, answer) = oneshot::channel();
-            let op = match &p.change {
-                TimerChange::Decide(outcome) => {
-                    let event = Event::of(RequestEvent::decided(&p.project_id, p.kind, &p.call_id, outcome));
-                    Op::Decide { key, outcome: outcome.clone(), event, timer, reply }
-                }
-                TimerChange::Escalate(escalation) => {
-                    let event = Event::of(RequestEvent::escalated(&p.project_id, p.kind, &p.call_id, escalation, now));
-                    Op::Escalate { key, record: escalation.record.to_string(), event, timer, reply }
-                }
-                TimerChange::Nothing => {
-                    waiting.push(None);
-                    continue;
-                }
-            };
-            waiting.push(if self.ops.send(op).await.is_ok() { Some(answer) } else { None });
-        }
-        let mut out = Vec::with_capacity(waiting.len());
-        for (p, answer) in planned.iter().zip(waiting) {
-            out.push(match (answer, &p.change) {
-                (_, TimerChange::Nothing) => Ok(Change::AlreadyDecided),
-                (Some(answer), _) => answer.await.map_err(|_| closed()).and_then(|r| r),
-                (None, _) => Err(closed()),
-            });
-        }
-        out
+    /// Fires planned timers in one transaction of their own (each marked fired in it); answers,
+    /// in order, whether each changed its request (false: it had ended, or nothing to do).
+    pub(super) async fn fire(&self, planned: &[Planned], now: Timestamp) -> StoreResult<Vec<bool>> {
+        let fire = Fire::of(planned, now);
+        self.submit(|reply| Op::Fire { fire, reply }).await
     }
 
     /// Applies everything queued so far, then stops; later writes fail as unavailable.
@@ -228,8 +201,18 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: Strin
         {
             stop = Some(done);
         }
+        let (fires, batch): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(|op| matches!(op, Op::Fire { .. }));
         if !batch.is_empty() {
             apply_and_answer(&mut conn, batch, &salt).await;
+        }
+        for op in fires {
+            if let Op::Fire { fire, reply } = op {
+                let answer = commit_fire(&mut conn, &fire, &salt).await;
+                if answer.is_err() {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                }
+                let _ = reply.send(answer);
+            }
         }
     }
     if let Err(err) = conn.close().await {
@@ -282,7 +265,7 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &st
             (Op::Create { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Decide { reply, .. } | Op::Escalate { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (_, Ok(_)) => unreachable!("answers are produced in operation order and kind"),
-            (Op::Stop(_), Err(_)) => {}
+            (Op::Stop(_) | Op::Fire { .. }, Err(_)) => {}
         }
     }
 }
@@ -355,38 +338,24 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
                  updated_kwargs = ?, ended = ?"
             }
             Op::Escalate { .. } => "escalations = json_insert(escalations, '$[#]', json(?))",
-            Op::Create { .. } | Op::Stop(_) => continue,
+            Op::Create { .. } | Op::Stop(_) | Op::Fire { .. } => continue,
         };
         sql.push_str(&format!(
             "UPDATE requests SET {set} WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL \
              RETURNING {i} AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
         ));
-        if let Op::Decide { timer: Some(_), .. } | Op::Escalate { timer: Some(_), .. } = op {
-            sql.push_str("UPDATE timers SET fired_at = ? WHERE id = ?;");
-        }
     }
     let mut projects: Vec<&str> = batch
         .iter()
         .filter_map(|op| match op {
             Op::Create { row, .. } => Some(row.key.project_id.as_str()),
             Op::Decide { key, .. } | Op::Escalate { key, .. } => Some(key.project_id.as_str()),
-            Op::Stop(_) => None,
+            Op::Stop(_) | Op::Fire { .. } => None,
         })
         .collect();
     projects.sort_unstable();
     projects.dedup();
-    let in_projects = format!("({})", vec!["?"; projects.len()].join(", "));
-    sql.push_str(&format!(
-        "SELECT -2 AS op, project_id, '' AS kind, '' AS call_id, seq AS n, hash FROM chain_heads \
-         WHERE project_id IN {in_projects};\
-         SELECT -3 AS op, project_id, id AS kind, events AS call_id, 0 AS n, NULL AS hash FROM webhook_endpoints \
-         WHERE disabled_at IS NULL AND project_id IN {in_projects};\
-         SELECT -4 AS op, p.id AS project_id, '' AS kind, '' AS call_id, \
-         (CASE WHEN p.default_email IS NOT NULL THEN 1 ELSE 0 END) + (CASE WHEN s.project_id IS NOT NULL THEN 2 ELSE 0 END) \
-         + (CASE WHEN s.default_channel IS NOT NULL THEN 4 ELSE 0 END) AS n, NULL AS hash \
-         FROM projects p LEFT JOIN slack_connections s ON s.project_id = p.id \
-         WHERE (p.default_email IS NOT NULL OR s.project_id IS NOT NULL) AND p.id IN {in_projects};"
-    ));
+    sql.push_str(&Context::sql(projects.len()));
 
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for row in &creates {
@@ -437,34 +406,17 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
                 query = query.bind(record.as_str());
                 key
             }
-            Op::Create { .. } | Op::Stop(_) => continue,
+            Op::Create { .. } | Op::Stop(_) | Op::Fire { .. } => continue,
         };
         query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id);
-        if let Op::Decide { timer: Some((id, fired_at)), .. } | Op::Escalate { timer: Some((id, fired_at)), .. } = op {
-            query = query.bind(*fired_at).bind(*id);
-        }
     }
-    for _ in 0..3 {
-        for project in &projects {
-            query = query.bind(*project);
-        }
-    }
+    query = Context::bind(query, &projects);
 
     let mut applied = Applied::default();
-    let mut heads = Heads::default();
-    let mut endpoints: HashMap<String, Vec<(String, Vec<String>)>> = HashMap::new();
-    let mut channels: HashMap<String, ProjectChannels> = HashMap::new();
+    let mut context = Context::default();
     for row in query.fetch_all(&mut *conn).await? {
         let op: i64 = row.try_get("op")?;
-        if op == ENDPOINT {
-            let events: String = row.try_get("call_id")?;
-            let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
-            endpoints.entry(row.try_get("project_id")?).or_default().push((row.try_get("kind")?, events));
-        } else if op == PROJECT_CHANNELS {
-            channels.insert(row.try_get("project_id")?, ProjectChannels::from_bits(row.try_get("n")?));
-        } else if op == HEAD {
-            let hash: String = row.try_get("hash")?;
-            heads.insert(row.try_get("project_id")?, row.try_get("n")?, &hash)?;
+        if context.take(op, &row)? {
         } else if op == INSERTED {
             let kind: String = row.try_get("kind")?;
             applied.inserted.insert(Key {
@@ -498,6 +450,225 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             events.push((key, event, *n));
         }
     }
+    append(conn, &events, &timers, context, salt).await?;
+    Ok(applied)
+}
+
+/// Rows per multi-row UPDATE of fired timers (11 bound parameters each).
+const FIRE_CHUNK: usize = 500;
+/// Marks the requests a fired expiry decided, and those a fired step escalated.
+const FIRED_DECIDE: i64 = -5;
+const FIRED_ESCALATE: i64 = -6;
+
+/// Planned timers, prepared outside the writer task: the columns each writes and its event.
+pub(super) struct Fire {
+    /// Every planned timer's id (all are marked fired, also those with nothing to do).
+    ids: String,
+    now: i64,
+    /// Per planned timer, in order: its request and what it writes (`None`: nothing).
+    rows: Vec<(Key, Option<(FireChange, Event)>)>,
+}
+
+enum FireChange {
+    Decide { at: i64, columns: Columns },
+    Escalate { record: String },
+}
+
+impl Fire {
+    fn of(planned: &[Planned], now: Timestamp) -> Self {
+        let ids: Vec<i64> = planned.iter().map(|p| p.id).collect();
+        let rows = planned
+            .iter()
+            .map(|p| {
+                let key = Key { project_id: p.project_id.clone(), kind: p.kind, call_id: p.call_id.clone() };
+                let change = match &p.change {
+                    TimerChange::Decide(outcome) => Some((
+                        FireChange::Decide {
+                            at: outcome.responded_at.as_micros(),
+                            columns: outcome_columns(p.kind, outcome),
+                        },
+                        Event::of(RequestEvent::decided(&p.project_id, p.kind, &p.call_id, outcome)),
+                    )),
+                    TimerChange::Escalate(escalation) => Some((
+                        FireChange::Escalate { record: escalation.record.to_string() },
+                        Event::of(RequestEvent::escalated(&p.project_id, p.kind, &p.call_id, escalation, now)),
+                    )),
+                    TimerChange::Nothing => None,
+                };
+                (key, change)
+            })
+            .collect();
+        Self { ids: serde_json::to_string(&ids).expect("ids serialize"), now: now.as_micros(), rows }
+    }
+}
+
+/// Fires planned timers in one transaction, set-based: the expiries in multi-row UPDATEs of their
+/// requests (each only if still pending), the ladder steps likewise, every timer marked fired in
+/// one statement, then the events of what changed sealed and routed as a batch's are.
+async fn commit_fire(conn: &mut SqliteConnection, fire: &Fire, salt: &str) -> StoreResult<Vec<bool>> {
+    let decides: Vec<_> = fire
+        .rows
+        .iter()
+        .filter_map(|(key, change)| match change {
+            Some((FireChange::Decide { at, columns }, _)) => Some((key, *at, columns)),
+            _ => None,
+        })
+        .collect();
+    let escalates: Vec<_> = fire
+        .rows
+        .iter()
+        .filter_map(|(key, change)| match change {
+            Some((FireChange::Escalate { record }, _)) => Some((key, record.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for chunk in decides.chunks(FIRE_CHUNK) {
+        sql.push_str(
+            "WITH j (project_id, kind, call_id, at, approved, comment, response, option_name, decided_by, \
+             updated_kwargs, ended) AS (VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push_str(&format!(
+            ") UPDATE requests SET responded_at = j.at, approved = j.approved, comment = j.comment, \
+             response = j.response, option_name = j.option_name, decided_by = j.decided_by, \
+             updated_kwargs = j.updated_kwargs, ended = j.ended FROM j \
+             WHERE requests.project_id = j.project_id AND requests.kind = j.kind AND requests.call_id = j.call_id \
+             AND requests.responded_at IS NULL \
+             RETURNING {FIRED_DECIDE} AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
+        ));
+    }
+    for chunk in escalates.chunks(FIRE_CHUNK) {
+        sql.push_str("WITH j (project_id, kind, call_id, record) AS (VALUES ");
+        sql.push_str(&vec!["(?, ?, ?, ?)"; chunk.len()].join(", "));
+        sql.push_str(&format!(
+            ") UPDATE requests SET escalations = json_insert(escalations, '$[#]', json(j.record)) FROM j \
+             WHERE requests.project_id = j.project_id AND requests.kind = j.kind AND requests.call_id = j.call_id \
+             AND requests.responded_at IS NULL \
+             RETURNING {FIRED_ESCALATE} AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
+        ));
+    }
+    sql.push_str("UPDATE timers SET fired_at = ? WHERE id IN (SELECT value FROM json_each(?)) AND fired_at IS NULL;");
+    let mut projects: Vec<&str> = fire.rows.iter().map(|(key, _)| key.project_id.as_str()).collect();
+    projects.sort_unstable();
+    projects.dedup();
+    sql.push_str(&Context::sql(projects.len()));
+
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (key, at, c) in &decides {
+        query = query
+            .bind(&key.project_id)
+            .bind(key.kind.as_str())
+            .bind(&key.call_id)
+            .bind(*at)
+            .bind(c.approved)
+            .bind(c.comment.as_deref())
+            .bind(c.response.as_deref())
+            .bind(c.option.as_deref())
+            .bind(c.decided_by.as_str())
+            .bind(c.updated_kwargs.as_deref())
+            .bind(c.ended);
+    }
+    for (key, record) in &escalates {
+        query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id).bind(*record);
+    }
+    query = query.bind(fire.now).bind(fire.ids.as_str());
+    query = Context::bind(query, &projects);
+
+    let mut context = Context::default();
+    let mut changed: HashMap<Key, i64> = HashMap::new();
+    for row in query.fetch_all(&mut *conn).await? {
+        let op: i64 = row.try_get("op")?;
+        if !context.take(op, &row)? {
+            let kind: String = row.try_get("kind")?;
+            let key = Key {
+                project_id: row.try_get("project_id")?,
+                kind: RequestKind::parse(&kind).ok_or_else(|| StoreError::Internal(format!("bad kind {kind}")))?,
+                call_id: row.try_get("call_id")?,
+            };
+            changed.insert(key, row.try_get("n")?);
+        }
+    }
+    let mut events = Vec::with_capacity(changed.len());
+    let mut answers = Vec::with_capacity(fire.rows.len());
+    for (key, change) in &fire.rows {
+        let n = change.as_ref().and_then(|_| changed.get(key));
+        if let (Some((_, event)), Some(n)) = (change, n) {
+            events.push((key, event, *n));
+        }
+        answers.push(n.is_some());
+    }
+    append(conn, &events, &[], context, salt).await?;
+    Ok(answers)
+}
+
+/// What a batch's events are sealed and routed with, read in its transaction: the chain heads of
+/// its projects, their webhook endpoints and their channel settings.
+#[derive(Default)]
+struct Context {
+    heads: Heads,
+    endpoints: HashMap<String, Vec<(String, Vec<String>)>>,
+    channels: HashMap<String, ProjectChannels>,
+}
+
+impl Context {
+    /// The SELECTs of the context of `projects` projects (each bound three times, see [`Self::bind`]),
+    /// as rows shaped like the batch's (`op`, `project_id`, `kind`, `call_id`, `n`, `hash`).
+    fn sql(projects: usize) -> String {
+        let in_projects = format!("({})", vec!["?"; projects].join(", "));
+        format!(
+            "SELECT -2 AS op, project_id, '' AS kind, '' AS call_id, seq AS n, hash FROM chain_heads \
+             WHERE project_id IN {in_projects};\
+             SELECT -3 AS op, project_id, id AS kind, events AS call_id, 0 AS n, NULL AS hash FROM webhook_endpoints \
+             WHERE disabled_at IS NULL AND project_id IN {in_projects};\
+             SELECT -4 AS op, p.id AS project_id, '' AS kind, '' AS call_id, \
+             (CASE WHEN p.default_email IS NOT NULL THEN 1 ELSE 0 END) + (CASE WHEN s.project_id IS NOT NULL THEN 2 ELSE 0 END) \
+             + (CASE WHEN s.default_channel IS NOT NULL THEN 4 ELSE 0 END) AS n, NULL AS hash \
+             FROM projects p LEFT JOIN slack_connections s ON s.project_id = p.id \
+             WHERE (p.default_email IS NOT NULL OR s.project_id IS NOT NULL) AND p.id IN {in_projects};"
+        )
+    }
+
+    fn bind<'q>(
+        mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+        projects: &[&'q str],
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+        for _ in 0..3 {
+            for project in projects {
+                query = query.bind(*project);
+            }
+        }
+        query
+    }
+
+    /// Takes a row of [`Self::sql`]; false for the batch's own rows.
+    fn take(&mut self, op: i64, row: &sqlx::sqlite::SqliteRow) -> StoreResult<bool> {
+        if op == ENDPOINT {
+            let events: String = row.try_get("call_id")?;
+            let events: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
+            self.endpoints.entry(row.try_get("project_id")?).or_default().push((row.try_get("kind")?, events));
+        } else if op == PROJECT_CHANNELS {
+            self.channels.insert(row.try_get("project_id")?, ProjectChannels::from_bits(row.try_get("n")?));
+        } else if op == HEAD {
+            let hash: String = row.try_get("hash")?;
+            self.heads.insert(row.try_get("project_id")?, row.try_get("n")?, &hash)?;
+        } else {
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
+
+/// The second round trip of a transaction: `events` (with the escalations their request had)
+/// sealed in their projects' chains and routed to each channel's deliveries, the new `timers`,
+/// the chain heads, and `COMMIT`.
+async fn append(
+    conn: &mut SqliteConnection,
+    events: &[(&Key, &Event, i64)],
+    timers: &[(&Key, i64, &str)],
+    mut context: Context,
+    salt: &str,
+) -> StoreResult<()> {
     let sealed_at = Timestamp::now().as_micros();
     let mut sql = String::new();
     let mut seals = Vec::with_capacity(events.len());
@@ -512,16 +683,16 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             } else {
                 ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             });
-            seals.push(heads.seal(&key.project_id, &event.body));
+            seals.push(context.heads.seal(&key.project_id, &event.body));
         }
         sql.push(';');
     }
     // Routed in this same transaction: each channel's deliveries of each event.
     let mut routed: Vec<(String, Route<'_>, &Key, &'static str, i64, i64)> = Vec::new();
-    for (key, event, n) in &events {
+    for (key, event, n) in events {
         let e = &event.event;
-        let subscribed = endpoints.get(&key.project_id).map_or(&[][..], Vec::as_slice);
-        let project = channels.get(&key.project_id).copied().unwrap_or_default();
+        let subscribed = context.endpoints.get(&key.project_id).map_or(&[][..], Vec::as_slice);
+        let project = context.channels.get(&key.project_id).copied().unwrap_or_default();
         for route in routes(e, event.spec_channels, subscribed, project) {
             let id = route.delivery_id(salt, e, *n);
             routed.push((id, route, key, e.webhook_event().as_str(), *n, e.at.as_micros()));
@@ -540,7 +711,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
         sql.push_str(&vec!["(?, ?, ?, ?, ?)"; chunk.len()].join(", "));
         sql.push(';');
     }
-    let moved: Vec<(&str, i64, String)> = if events.is_empty() { Vec::new() } else { heads.rows().collect() };
+    let moved: Vec<(&str, i64, String)> = if events.is_empty() { Vec::new() } else { context.heads.rows().collect() };
     if !moved.is_empty() {
         sql.push_str("INSERT INTO chain_heads (project_id, seq, hash) VALUES ");
         for i in 0..moved.len() {
@@ -578,7 +749,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(*at)
             .bind(*at);
     }
-    for (key, due, action) in &timers {
+    for (key, due, action) in timers {
         query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id).bind(*action).bind(*due);
     }
     // In the order of the statements: events, deliveries, timers, heads.
@@ -586,7 +757,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
         query = query.bind(project).bind(seq).bind(hash);
     }
     query.execute(&mut *conn).await?;
-    Ok(applied)
+    Ok(())
 }
 
 /// One answer per operation of a committed batch. Operations that changed nothing (a create whose
@@ -609,7 +780,7 @@ async fn settle(conn: &mut SqliteConnection, batch: &[Op], applied: &Applied) ->
                 Ok(Answer::Change(Change::Done))
             }
             Op::Decide { key, .. } | Op::Escalate { key, .. } => unchanged(conn, key).await.map(Answer::Change),
-            Op::Stop(_) => unreachable!("stop is taken out of the batch"),
+            Op::Stop(_) | Op::Fire { .. } => unreachable!("stop and fire are taken out of the batch"),
         });
     }
     answers
