@@ -107,6 +107,11 @@ async fn a_bad_policy_is_refused_with_its_line_and_the_one_in_force_stays() {
     assert_error(&put_policy(&s, &s.key, bad_cel).await, StatusCode::BAD_REQUEST, "invalid_policy", "policy.toml:3:");
     let no_group = "[[rule]]\nname = \"big\"\naction = \"ask\"\napprovers = { group = \"finance\", count = 2 }\n";
     assert_error(&put_policy(&s, &s.key, no_group).await, StatusCode::BAD_REQUEST, "invalid_policy", "groups create");
+    let no_slack =
+        "[[rule]]\nname = \"ops\"\naction = \"ask\"\nescalate = [ { after = \"1m\", to = { slack = \"C0OPS\" } } ]\n";
+    let refused = put_policy(&s, &s.key, no_slack).await;
+    assert_error(&refused, StatusCode::BAD_REQUEST, "invalid_policy", "policy.toml:1:");
+    assert!(refused.1["error"]["message"].as_str().unwrap().contains("slack connect"), "{}", refused.1);
 
     let (_, shown) = s.get("/policy").await;
     assert_eq!(shown["version"], 1);
@@ -668,4 +673,51 @@ async fn a_ladder_step_to_slack_posts_to_its_channel_and_an_expiry_updates_the_m
     let updates = fake.wait_for("chat.update", 1, wait).await;
     let text = updates.last().unwrap().body.to_string();
     assert!(text.contains("Expired") && text.contains("expired after 2s without a decision"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_that_is_not_met_in_time_expires_with_its_votes_on_record() {
+    let s = TestServer::start().await;
+    s.person("ada@example.com", "a long passphrase", &["alpha"]).await;
+    let policy = "[[rule]]\nname = \"two people\"\naction = \"ask\"\napprovers = { count = 2 }\nexpire_after = \"2s\"\non_expire = \"deny\"\n";
+    assert_eq!(put_policy(&s, &s.key, policy).await.0, StatusCode::OK);
+    assert_eq!(s.post("/function_calls", approval("q1")).await.0, StatusCode::OK);
+    let ada = owned_key(&s, "ada@example.com").await;
+    let respond = "/agent/function_calls/q1/respond";
+    let (status, voted) = s.post_as(&ada, respond, json!({"approved": true, "comment": "fine by me"})).await;
+    assert_eq!(status, StatusCode::OK, "{voted}");
+    assert_eq!(voted["status"]["responded_at"], Value::Null, "one approval of two leaves it pending: {voted}");
+
+    // Nobody else approves: the deadline ends it, as the rule says, not as a rejection.
+    let started = std::time::Instant::now();
+    let done = loop {
+        let (_, fc) = s.get("/function_calls/q1").await;
+        if fc["status"]["responded_at"].is_string() {
+            break fc;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "never expired: {fc}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"]["approved"], false, "{done}");
+    assert_eq!(done["status"]["comment"], "expired after 2s without a decision", "{done}");
+    assert_eq!(done["status"]["user_info"]["channel"], "policy", "{done}");
+    assert_eq!(done["status"]["user_info"]["rule"], "two people", "{done}");
+
+    // A vote after the deadline is refused and changes nothing.
+    let bob = owned_key(&s, "bob@example.com").await;
+    let (late, body) = s.post_as(&bob, respond, json!({"approved": true})).await;
+    assert_eq!(late, StatusCode::CONFLICT, "{body}");
+    assert_eq!(s.get("/function_calls/q1").await.1["status"], done["status"]);
+
+    // The log keeps the vote between the creation and the expiry.
+    let log = sealed_log(&s, &s.key, 4).await;
+    let types: Vec<Value> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["event"].as_str().unwrap()).unwrap())
+        .filter(|e| e["call_id"] == "q1")
+        .map(|e| if e["type"] == "voted" { json!(["voted", e["vote"]["voter"]]) } else { e["type"].clone() })
+        .collect();
+    assert_eq!(types, vec![json!("created"), json!(["voted", "ada@example.com"]), json!("decided")]);
 }

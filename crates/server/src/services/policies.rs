@@ -55,26 +55,44 @@ impl From<Refused> for ApiError {
     }
 }
 
-/// Parses and checks a policy for a project: valid, and every group it names exists there. A
-/// missing group is reported at the line of the rule that names it.
+/// Parses and checks a policy for a project: valid, every group it names exists there, and a
+/// ladder step to Slack has a Slack connection to post with. What is missing is reported at the
+/// line of the rule that needs it.
 pub async fn validate(store: &dyn Store, project_id: &str, source: &str, text: &str) -> Result<Policy, Refused> {
     let policy = Policy::parse(source, text).map_err(Refused::Invalid)?;
+    let refuse = |rule: &countersign_core::policy::PolicyRule, message: String| {
+        let line = text.lines().nth(rule.line.saturating_sub(1)).unwrap_or_default().to_owned();
+        Refused::Invalid(PolicyError { source: source.to_owned(), line: rule.line, column: 1, message, text: line })
+    };
+    let mut slack = None;
     for rule in policy.rules() {
-        let Some(group) = rule.approvers.as_ref().and_then(|a| a.group.as_deref()) else { continue };
-        let found = store.group(project_id, group).await.map_err(|e| Refused::Store(e.into()))?;
-        if found.is_none() {
-            let line = text.lines().nth(rule.line.saturating_sub(1)).unwrap_or_default().to_owned();
-            return Err(Refused::Invalid(PolicyError {
-                source: source.to_owned(),
-                line: rule.line,
-                column: 1,
-                message: format!(
-                    "rule \"{}\" asks group \"{group}\", which this project does not have; create it first with \
-                     `countersign groups create {group} --project PROJECT --member EMAIL`",
-                    rule.name
-                ),
-                text: line,
-            }));
+        if let Some(group) = rule.approvers.as_ref().and_then(|a| a.group.as_deref()) {
+            let found = store.group(project_id, group).await.map_err(|e| Refused::Store(e.into()))?;
+            if found.is_none() {
+                return Err(refuse(
+                    rule,
+                    format!(
+                        "rule \"{}\" asks group \"{group}\", which this project does not have; create it first with \
+                         `countersign groups create {group} --project PROJECT --member EMAIL`",
+                        rule.name
+                    ),
+                ));
+            }
+        }
+        if let Some(channel) = rule.escalate.iter().find_map(|step| step.to.slack.as_deref()) {
+            if slack.is_none() {
+                slack = Some(store.slack_connection(project_id).await.map_err(|e| Refused::Store(e.into()))?.is_some());
+            }
+            if slack == Some(false) {
+                return Err(refuse(
+                    rule,
+                    format!(
+                        "rule \"{}\" escalates to Slack ({channel}), but this project is not connected to Slack; \
+                         connect it first with `countersign slack connect --project PROJECT`",
+                        rule.name
+                    ),
+                ));
+            }
         }
     }
     Ok(policy)
