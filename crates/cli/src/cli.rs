@@ -51,6 +51,9 @@ pub enum Command {
     /// Connect a project to a Slack app: connect, status, disconnect, manifest.
     #[command(subcommand, after_help = SLACK_HELP)]
     Slack(SlackCommand),
+    /// Connect a project to a Twilio account for SMS and WhatsApp: connect, status, disconnect.
+    #[command(subcommand, after_help = TWILIO_HELP)]
+    Twilio(TwilioCommand),
     /// The tamper-evident audit log: verify the hash chains, export the events, print checkpoints.
     #[command(subcommand, after_help = AUDIT_HELP)]
     Audit(AuditCommand),
@@ -260,6 +263,65 @@ Examples:
   COUNTERSIGN_SLACK_BOT_TOKEN=xoxb-... COUNTERSIGN_SLACK_SIGNING_SECRET=... countersign slack connect --project billing
   countersign slack status --project billing --json";
 
+const TWILIO_HELP: &str = "Set up: buy a number in the Twilio console and set its \"A message comes in\" webhook \
+(HTTP POST) to PUBLIC_URL/twilio/inbound, PUBLIC_URL being this server's public_url exactly as Twilio reaches it \
+(the signature covers that URL; behind a proxy, public_url is the proxy's https address). For WhatsApp, set the \
+same URL on the WhatsApp sender. Requests then reach a phone with `\"channel\": {\"sms\": {\"phone_number\": \
+\"+15551234567\"}}` (or `whatsapp`), and a reply such as `YES 4821` decides them.
+
+Examples:
+  countersign twilio connect --project billing --account-sid AC... --auth-token-stdin --from +15550001111
+  countersign twilio connect --project billing --account-sid AC... --from +15550001111 --whatsapp-from whatsapp:+15550002222
+  countersign twilio status --project billing --json
+  countersign users phone ada@example.com +15551234567";
+
+#[derive(Debug, Subcommand)]
+pub enum TwilioCommand {
+    /// Connect a project to a Twilio account (checks the credentials with Twilio first). Requests
+    /// of the project addressed to a phone number are texted from --from (SMS) or --whatsapp-from
+    /// (WhatsApp); replies are verified with the auth token. Connecting again replaces it.
+    Connect {
+        /// The project (created by `countersign keys create --project NAME`).
+        #[arg(long)]
+        project: String,
+        /// The account SID (AC followed by 32 hexadecimal digits).
+        #[arg(long, value_name = "SID")]
+        account_sid: String,
+        /// The auth token. Prefer --auth-token-stdin or COUNTERSIGN_TWILIO_AUTH_TOKEN, which stay
+        /// out of shell history.
+        #[arg(long, env = "COUNTERSIGN_TWILIO_AUTH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+        auth_token: Option<String>,
+        /// Read the auth token from the first line of standard input (wins over the variable).
+        #[arg(long)]
+        auth_token_stdin: bool,
+        /// The number SMS are sent from, in international form (+15550001111).
+        #[arg(long, value_name = "NUMBER")]
+        from: String,
+        /// The WhatsApp sender (whatsapp:+15550002222); without it nothing is sent by WhatsApp.
+        #[arg(long, value_name = "NUMBER")]
+        whatsapp_from: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a project's Twilio connection: the account, the senders, the inbound URL to give
+    /// Twilio, whether Twilio accepts the credentials. Never shows the auth token. Exits 1 when
+    /// the project is not connected or Twilio refuses the credentials.
+    Status {
+        #[arg(long)]
+        project: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disconnect a project from Twilio: its auth token is deleted; nothing more is texted and
+    /// replies are refused.
+    Disconnect {
+        #[arg(long)]
+        project: String,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SlackCommand {
     /// Connect a project to a Slack app (checks the token with auth.test first). Requests of the
@@ -373,6 +435,17 @@ pub enum UsersCommand {
     ResetPassword {
         /// Their email address.
         email: String,
+    },
+    /// Set a person's phone number (or show it, or clear it): their SMS and WhatsApp replies then
+    /// decide as them (their email in the decision), and a policy's groups count them.
+    Phone {
+        /// Their email address.
+        email: String,
+        /// The number, in international form (+15551234567); without it, the number is shown.
+        number: Option<String>,
+        /// Remove the number.
+        #[arg(long, conflicts_with = "number")]
+        clear: bool,
     },
 }
 

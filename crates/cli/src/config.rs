@@ -32,6 +32,8 @@ pub struct Config {
     pub email_from: Option<String>,
     /// The Slack Web API's base URL (`https://slack.com/api`; a local fake in tests).
     pub slack_api_base: String,
+    /// The Twilio REST API's base URL (`https://api.twilio.com`; a local fake in tests).
+    pub twilio_api_base: String,
     /// Bounds on what clients can send and make the server hold (`[limits]` in the file; each
     /// also as `COUNTERSIGN_<KEY>`, e.g. `COUNTERSIGN_MAX_JSON_DEPTH`).
     pub limits: countersign_server::Limits,
@@ -49,6 +51,7 @@ impl Default for Config {
             smtp_url: None,
             email_from: None,
             slack_api_base: countersign_server::channels::slack::DEFAULT_API_BASE.to_owned(),
+            twilio_api_base: countersign_server::channels::sms::DEFAULT_API_BASE.to_owned(),
             limits: countersign_server::Limits::default(),
         }
     }
@@ -56,7 +59,7 @@ impl Default for Config {
 
 /// The keys `COUNTERSIGN_<KEY>` environment variables may set; other `COUNTERSIGN_` variables
 /// (`COUNTERSIGN_LOG`, `COUNTERSIGN_CONFIG`, ...) are not configuration keys.
-const ENV_KEYS: [&str; 9] = [
+const ENV_KEYS: [&str; 10] = [
     "listen",
     "data_dir",
     "database_url",
@@ -66,6 +69,7 @@ const ENV_KEYS: [&str; 9] = [
     "smtp_url",
     "email_from",
     "slack_api_base",
+    "twilio_api_base",
 ];
 
 /// The names of the limits (each a `[limits]` key and a `COUNTERSIGN_<KEY>` variable).

@@ -59,6 +59,10 @@ pub enum DecisionChannel {
     Slack,
     /// The project's policy: a rule decided at creation, or a deadline passed.
     Policy,
+    /// A reply to a text message.
+    Sms,
+    /// A reply on WhatsApp.
+    Whatsapp,
 }
 
 impl DecisionChannel {
@@ -71,6 +75,8 @@ impl DecisionChannel {
             Self::Email => "email",
             Self::Slack => "slack",
             Self::Policy => "policy",
+            Self::Sms => "sms",
+            Self::Whatsapp => "whatsapp",
         }
     }
 }
@@ -98,6 +104,9 @@ pub struct Actor {
     /// Their Slack workspace (team), for Slack decisions.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub slack_team_id: Option<String>,
+    /// The number that replied (E.164), for SMS and WhatsApp decisions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub phone_number: Option<String>,
     /// The policy rule that decided, for policy decisions.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub rule: Option<String>,
@@ -146,6 +155,7 @@ impl Actor {
             via: None,
             slack_user_id: None,
             slack_team_id: None,
+            phone_number: None,
             rule: None,
             reason: None,
             votes: None,

@@ -16,6 +16,7 @@ pub mod route;
 pub mod rules;
 pub mod session;
 pub mod slack;
+pub mod sms;
 pub mod time;
 pub mod user;
 pub mod webhook;

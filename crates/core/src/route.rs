@@ -14,11 +14,13 @@ pub enum Channel {
     Email,
     /// A Slack message: posted, updated after the decision, answered in its thread on escalation.
     Slack,
+    /// A text message through Twilio, by SMS or WhatsApp: the new request, with its reply code.
+    Sms,
 }
 
 impl Channel {
     /// Every channel.
-    pub const ALL: [Channel; 3] = [Self::Webhook, Self::Email, Self::Slack];
+    pub const ALL: [Channel; 4] = [Self::Webhook, Self::Email, Self::Slack, Self::Sms];
 
     /// The name stored with a delivery.
     pub fn as_str(self) -> &'static str {
@@ -26,6 +28,7 @@ impl Channel {
             Self::Webhook => "webhook",
             Self::Email => "email",
             Self::Slack => "slack",
+            Self::Sms => "sms",
         }
     }
 
@@ -78,6 +81,7 @@ impl Route<'_> {
         match (self.channel, self.target) {
             (_, Some(endpoint)) => format!("msg_{}", delivery_key(salt, event, escalations, endpoint)),
             (Channel::Slack, None) => format!("slk_{}", delivery_key(salt, event, escalations, "slack")),
+            (Channel::Sms, None) => format!("sms_{}", delivery_key(salt, event, escalations, "sms")),
             (_, None) => format!("<{}@countersign>", delivery_key(salt, event, escalations, self.channel.as_str())),
         }
     }
@@ -111,7 +115,17 @@ pub fn routes<'a>(
     if slack_for(event, spec.slack, project).is_some() {
         out.push(Route { channel: Channel::Slack, target: None });
     }
+    if sms_for(event, spec.sms) {
+        out.push(Route { channel: Channel::Sms, target: None });
+    }
     out
+}
+
+/// Whether an event sends a text message: a new request addressed to a phone number by SMS or
+/// WhatsApp (the project's Twilio connection is looked up when it is sent; a project without one
+/// fails the delivery, with the reason in its log).
+pub fn sms_for(event: &RequestEvent, spec: Addressing) -> bool {
+    matches!(event.body, EventBody::Created { .. }) && spec == Addressing::Addressed
 }
 
 /// What a Slack delivery does.
@@ -239,6 +253,8 @@ pub enum Addressing {
 pub struct SpecChannels {
     pub email: Addressing,
     pub slack: Addressing,
+    /// A phone number by SMS or by WhatsApp.
+    pub sms: Addressing,
 }
 
 impl SpecChannels {
@@ -253,7 +269,8 @@ impl SpecChannels {
     }
 
     /// Addresses no channel.
-    pub const NOBODY: Self = Self { email: Addressing::Elsewhere, slack: Addressing::Elsewhere };
+    pub const NOBODY: Self =
+        Self { email: Addressing::Elsewhere, slack: Addressing::Elsewhere, sms: Addressing::Elsewhere };
 
     /// Reads a spec's `channel`.
     pub fn of(spec: &str) -> Self {
@@ -270,7 +287,14 @@ impl SpecChannels {
                 Addressing::Elsewhere
             }
         };
-        Self { email: addressing("/email/address"), slack: addressing("/slack/channel_or_user_id") }
+        let sms = match addressing("/sms/phone_number") {
+            Addressing::Addressed => Addressing::Addressed,
+            other => match addressing("/whatsapp/phone_number") {
+                Addressing::Addressed => Addressing::Addressed,
+                _ => other,
+            },
+        };
+        Self { email: addressing("/email/address"), slack: addressing("/slack/channel_or_user_id"), sms }
     }
 }
 

@@ -65,6 +65,7 @@ pub fn router(state: AppState, mounted: Router) -> Router {
         .merge(web::routes())
         .merge(email::routes())
         .merge(crate::channels::slack::routes())
+        .merge(crate::channels::sms::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))

@@ -91,10 +91,13 @@ impl Server {
         let email = DeliveryWorker::new(s.store.clone(), email, s.requests.written());
         let slack = channels::slack::SlackChannel::new(s.store.clone(), s.slack.clone(), s.public_base.clone());
         let slack = DeliveryWorker::new(s.store.clone(), slack, s.requests.written());
+        let sms = channels::sms::SmsChannel::new(s.store.clone(), s.twilio.clone(), s.public_base.clone());
+        let sms = DeliveryWorker::new(s.store.clone(), sms, s.requests.written());
         let workers = [
             tokio::spawn(webhooks.run(closing.clone())),
             tokio::spawn(email.run(closing.clone())),
             tokio::spawn(slack.run(closing.clone())),
+            tokio::spawn(sms.run(closing.clone())),
             tokio::spawn(workers::timers::run(self.state.clone(), closing)),
         ];
         let routes = app::router(self.state.clone(), self.mounted);

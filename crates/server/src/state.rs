@@ -22,6 +22,8 @@ pub struct Settings {
     pub email: crate::channels::email::EmailSettings,
     /// How to reach Slack.
     pub slack: crate::channels::slack::SlackSettings,
+    /// How to reach Twilio (SMS and WhatsApp).
+    pub twilio: crate::channels::sms::TwilioSettings,
     /// Bounds on what clients can send and make the server hold.
     pub limits: crate::limits::Limits,
 }
@@ -34,6 +36,7 @@ impl Default for Settings {
             public_url: None,
             email: crate::channels::email::EmailSettings::default(),
             slack: crate::channels::slack::SlackSettings::default(),
+            twilio: crate::channels::sms::TwilioSettings::default(),
             limits: crate::limits::Limits::default(),
         }
     }
@@ -51,6 +54,8 @@ pub struct Inner {
     pub public_base: String,
     /// The Slack Web API client (`settings.slack.api_base`).
     pub slack: crate::channels::slack::SlackApi,
+    /// The Twilio REST API client (`settings.twilio.api_base`).
+    pub twilio: crate::channels::sms::TwilioApi,
     /// Guards passwords: the argon2 cap and the login throttles of this server.
     pub people: crate::services::people::Gate,
 }
@@ -72,6 +77,7 @@ impl AppState {
             keys: KeyCache::default(),
             people: crate::services::people::Gate::new(&settings.limits),
             slack: crate::channels::slack::SlackApi::new(&settings.slack.api_base),
+            twilio: crate::channels::sms::TwilioApi::new(&settings.twilio.api_base),
             store,
             settings,
             links,

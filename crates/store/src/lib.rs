@@ -24,6 +24,7 @@ mod queue;
 mod requests;
 mod row;
 mod slack;
+mod sms;
 pub mod sqlite;
 mod timers;
 mod webhooks;
@@ -40,19 +41,20 @@ pub use projects::{ApiKeyRecord, NewApiKey, Projects};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
+pub use sms::{Medium, PhoneSet, Sms, SmsCode, TwilioConnection};
 pub use timers::{Fired, FiredChange};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Deliveries, Listings, People, Policies, Projects, Requests, Slack, Store};
+    pub use crate::{Deliveries, Listings, People, Policies, Projects, Requests, Slack, Sms, Store};
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
-pub trait Store: Projects + People + Requests + Listings + Deliveries + Slack + Policies + 'static {}
+pub trait Store: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + 'static {}
 
-impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Policies + 'static> Store for T {}
+impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + 'static> Store for T {}
 
 /// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
 /// `sqlite://PATH` (or a plain file path).

@@ -23,7 +23,7 @@ pub struct Fired {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FiredChange {
     /// The request ended (expired, or approved on expiry).
-    Decided(Outcome),
+    Decided(Box<Outcome>),
     /// This escalation record was appended.
     Escalated(serde_json::Value),
     /// Nothing (the timer could not be read).
@@ -47,7 +47,7 @@ pub(crate) use select_due;
 
 /// What firing one timer writes.
 pub(crate) enum Change {
-    Decide(Outcome),
+    Decide(Box<Outcome>),
     Escalate(Escalation),
     /// Nothing to do (unreadable terms or action, a step past the ladder): only marked fired.
     Nothing,
@@ -78,7 +78,7 @@ pub(crate) fn plan(rows: Vec<DueRow>, now: Timestamp) -> Vec<Planned> {
         let action_parsed = TimerAction::from_json(&action);
         let change = match (terms, action_parsed) {
             (Some(terms), Some(TimerAction::Expire)) => {
-                Change::Decide(terms.expiry_outcome(kind, Timestamp::from_micros(requested_at), now))
+                Change::Decide(Box::new(terms.expiry_outcome(kind, Timestamp::from_micros(requested_at), now)))
             }
             (Some(terms), Some(TimerAction::Escalate { step })) => match terms.escalation_record(step, now) {
                 Some(record) => Change::Escalate(Escalation { record }),

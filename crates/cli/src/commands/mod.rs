@@ -11,6 +11,7 @@ mod serve;
 mod slack;
 mod table;
 mod terminal;
+mod twilio;
 mod users;
 mod webhooks;
 
@@ -63,6 +64,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let store = open_store(&config).await?;
             let result = slack::run(store.as_ref(), &config, cmd).await;
+            store.close().await;
+            result
+        }
+        Command::Twilio(cmd) => {
+            init_logging("warn");
+            let store = open_store(&config).await?;
+            let result = twilio::run(store.as_ref(), &config, cmd).await;
             store.close().await;
             result
         }

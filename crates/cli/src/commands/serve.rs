@@ -27,6 +27,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             template_renderer: std::env::current_exe().ok(),
         },
         slack: countersign_server::channels::slack::SlackSettings { api_base: config.slack_api_base.clone() },
+        twilio: countersign_server::channels::sms::TwilioSettings { api_base: config.twilio_api_base.clone() },
         limits: config.limits.clone(),
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;

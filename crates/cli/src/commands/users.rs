@@ -69,6 +69,42 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyho
                 None => bail!("no user with email {email}; see `countersign users list`"),
             }
         }
+        UsersCommand::Phone { email, number, clear } => {
+            let email = Email::parse(&email)?;
+            let number = match (number, clear) {
+                (Some(number), _) => Some(countersign_server::channels::sms::e164(&number).with_context(|| {
+                    format!("{number:?} is not a phone number in international form: + and the country code, e.g. +15551234567")
+                })?),
+                (None, true) => None,
+                (None, false) => {
+                    if store.users(None).await?.iter().all(|u| u.email != email.as_str()) {
+                        bail!("no user with email {email}; see `countersign users list`");
+                    }
+                    match store.user_phone(email.as_str()).await? {
+                        Some(phone) => println!("{phone}"),
+                        None => println!("{email} has no phone number; set one with `countersign users phone {email} +1...`"),
+                    }
+                    return Ok(());
+                }
+            };
+            match store.set_user_phone(email.as_str(), number.as_deref()).await? {
+                countersign_store::PhoneSet::Done => match &number {
+                    Some(number) => {
+                        println!("{email}'s phone number is {number}: their SMS and WhatsApp replies decide as them.")
+                    }
+                    None => println!("{email} has no phone number now."),
+                },
+                countersign_store::PhoneSet::NoSuchPerson => {
+                    bail!("no user with email {email}; see `countersign users list`")
+                }
+                countersign_store::PhoneSet::Taken(other) => {
+                    bail!(
+                        "{} is {other}'s phone number already; clear it first with `countersign users phone {other} --clear`",
+                        number.unwrap_or_default()
+                    )
+                }
+            }
+        }
         UsersCommand::AddProject { email, projects } => {
             let email = Email::parse(&email)?;
             let mut ids = Vec::new();

@@ -7,6 +7,7 @@
 
 pub mod email;
 pub mod slack;
+pub mod sms;
 pub mod webhook;
 
 use countersign_core::route::Channel;

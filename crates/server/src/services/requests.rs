@@ -180,7 +180,7 @@ impl Requests {
                 let mut record = entry.record();
                 match &f.change {
                     FiredChange::Decided(outcome) => {
-                        record.outcome = Some(outcome.clone());
+                        record.outcome = Some(outcome.as_ref().clone());
                         self.live.complete(&key, Bytes::from(record.to_json()));
                     }
                     FiredChange::Escalated(escalation) => {
@@ -629,6 +629,7 @@ pub fn actor_name(actor: &Actor) -> String {
         (None, Some(key)) => format!("API key {key}"),
         (None, None) => match (&actor.slack_user_id, &actor.rule) {
             (Some(user), _) => format!("Slack user {user}"),
+            (None, _) if actor.phone_number.is_some() => actor.phone_number.clone().unwrap_or_default(),
             (None, Some(rule)) => format!("policy rule \"{rule}\""),
             (None, None) if actor.channel == countersign_core::DecisionChannel::Policy => "the policy".to_owned(),
             (None, None) => "someone".to_owned(),

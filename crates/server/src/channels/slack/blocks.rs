@@ -546,6 +546,8 @@ fn who(actor: &Actor) -> String {
         DecisionChannel::Email => "via email",
         DecisionChannel::Api => "via the API",
         DecisionChannel::Cli => "via the terminal",
+        DecisionChannel::Sms => "via SMS",
+        DecisionChannel::Whatsapp => "via WhatsApp",
         // "policy rule “X”" says it already.
         DecisionChannel::Policy => return person(actor),
     };
