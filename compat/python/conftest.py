@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cs_helpers import Server
+from cs_helpers import FakeTwilio, Server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -78,8 +78,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
     stderr_path = data_dir.parent / "countersign-serve.stderr.log"
     stderr_file = open(stderr_path, "w")
+    twilio = FakeTwilio()
     proc = subprocess.Popen(
         [str(BIN), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        env={**os.environ, "COUNTERSIGN_TWILIO_API_BASE": twilio.base},
         stdout=subprocess.PIPE,
         stderr=stderr_file,
         stdin=subprocess.DEVNULL,
@@ -123,7 +125,9 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         stderr_file.close()
         raise
 
-    srv = Server(base_url=base_url, key=key, other_key=other_key, data_dir=data_dir, proc=proc, stdout_lines=lines)
+    srv = Server(
+        base_url=base_url, key=key, other_key=other_key, data_dir=data_dir, proc=proc, stdout_lines=lines, twilio=twilio
+    )
 
     saved = {k: os.environ.get(k) for k in ("HUMANLAYER_API_BASE", "HUMANLAYER_API_KEY", "HUMANLAYER_RUN_ID")}
     os.environ["HUMANLAYER_API_BASE"] = srv.api_base

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ class Server:
     data_dir: Path = field(repr=False)
     proc: subprocess.Popen = field(repr=False)
     stdout_lines: list[str] = field(default_factory=list, repr=False)
+    twilio: Any = field(default=None, repr=False)  # the FakeTwilio the server texts through
 
     @property
     def api_base(self) -> str:
@@ -156,3 +160,39 @@ def assert_timestamp(value: Any) -> None:
 
     assert isinstance(value, str) and value, f"not a timestamp: {value!r}"
     datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+
+
+class FakeTwilio:
+    """A loopback fake of Twilio's REST API: answers the account check and records Messages.json
+    posts (the session's server sends its texts here: COUNTERSIGN_TWILIO_API_BASE)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, str]] = []
+        sent = self.sent
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self._answer(200, {"sid": TWILIO_SID, "status": "active"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("content-length", "0"))).decode()
+                sent.append({k: v[0] for k, v in urllib.parse.parse_qs(body).items()})
+                self._answer(201, {"sid": f"SM{len(sent):032x}", "status": "queued"})
+
+            def _answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"

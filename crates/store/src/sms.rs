@@ -258,16 +258,16 @@ macro_rules! impl_sms {
                         .fetch_one(&self.pool)
                         .await?;
                         let candidate = format!("{next:04}");
-                        let taken: Option<i64> = sqlx::query_scalar(
-                            "SELECT 1 FROM sms_codes c JOIN requests r ON r.project_id = c.project_id \
+                        let taken: i64 = sqlx::query_scalar(
+                            "SELECT count(*) FROM sms_codes c JOIN requests r ON r.project_id = c.project_id \
                              AND r.kind = c.kind AND r.call_id = c.call_id \
-                             WHERE c.phone = $1 AND c.code = $2 AND r.responded_at IS NULL LIMIT 1",
+                             WHERE c.phone = $1 AND c.code = $2 AND r.responded_at IS NULL",
                         )
                         .bind(phone)
                         .bind(&candidate)
-                        .fetch_optional(&self.pool)
+                        .fetch_one(&self.pool)
                         .await?;
-                        if taken.is_some() {
+                        if taken > 0 {
                             continue;
                         }
                         sqlx::query(
@@ -362,13 +362,13 @@ macro_rules! impl_sms {
                 }
 
                 async fn sms_opted_out(&self, phone: &str, medium: Medium) -> StoreResult<bool> {
-                    let found: Option<i64> =
-                        sqlx::query_scalar("SELECT 1 FROM sms_opt_outs WHERE phone = $1 AND medium = $2")
+                    let found: i64 =
+                        sqlx::query_scalar("SELECT count(*) FROM sms_opt_outs WHERE phone = $1 AND medium = $2")
                             .bind(phone)
                             .bind(medium.as_str())
-                            .fetch_optional(&self.pool)
+                            .fetch_one(&self.pool)
                             .await?;
-                    Ok(found.is_some())
+                    Ok(found > 0)
                 }
 
                 async fn first_twilio_message(

@@ -20,6 +20,7 @@ mod policies;
 mod policy_views;
 mod restart;
 mod slack;
+mod sms;
 mod support;
 mod terminal;
 mod upgrade;

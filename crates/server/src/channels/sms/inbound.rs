@@ -185,11 +185,12 @@ async fn reply(
             }
         },
         None => match open.as_slice() {
-            [] if decided.is_none() && store.sms_code_lookup(phone, medium, "", projects).await?.is_none() => {
+            [] if decided.is_none() => {
+                // A stranger, or a number whose requests are all decided: nothing to answer.
                 tracing::warn!(
                     phone,
                     medium = medium.as_str(),
-                    "a message from a number no request was sent to; refused"
+                    "a message from a number nothing is pending for; ignored"
                 );
                 return Ok(None);
             }
@@ -239,19 +240,30 @@ async fn reply(
 /// The decision a reply asks for, or `None` when it asks nothing this request can take.
 fn intent(record: &RequestRecord, parsed: &countersign_core::sms::Reply, text: &str, code: &str) -> Option<Intent> {
     let choices = options(record);
-    let option = |n: usize| choices.get(n.checked_sub(1)?).map(|(name, _)| name.clone());
+    let choice = |n: usize| choices.get(n.checked_sub(1)?);
     let comment = (!parsed.text.is_empty()).then(|| parsed.text.clone());
     match record.kind {
         RequestKind::FunctionCall => match parsed.verb {
             Some(Verb::Yes) => Some(Intent::Approve { comment, updated_kwargs: None }),
             Some(Verb::No) => Some(Intent::Reject { comment, option: None }),
-            Some(Verb::Option(n)) => Some(Intent::Reject { comment, option: Some(option(n)?) }),
+            Some(Verb::Option(n)) => {
+                // A bare option number says what the option says (the agent hears it as the comment).
+                let choice = choice(n)?;
+                Some(Intent::Reject {
+                    comment: comment.or_else(|| Some(choice.says.clone())),
+                    option: Some(choice.name.clone()),
+                })
+            }
             None => None,
         },
-        RequestKind::HumanContact => match parsed.verb {
-            Some(Verb::Option(n)) if option(n).is_some() => {
-                Some(Intent::Answer { response: comment, option: option(n) })
-            }
+        RequestKind::HumanContact => match parsed.verb.and_then(|v| match v {
+            Verb::Option(n) => choice(n),
+            _ => None,
+        }) {
+            Some(choice) => Some(Intent::Answer {
+                response: comment.or_else(|| Some(choice.says.clone())),
+                option: Some(choice.name.clone()),
+            }),
             _ => {
                 // The whole reply but its code is the answer ("yes" answers a question with "yes").
                 let answer = without_code(text, code);
@@ -273,7 +285,7 @@ fn without_code(text: &str, code: &str) -> String {
 /// How to answer a request, when a reply did not say.
 fn instructions(record: &RequestRecord, code: &str) -> String {
     let numbered: Vec<String> =
-        options(record).iter().enumerate().map(|(i, (_, title))| format!("{} {code} for {title}", i + 1)).collect();
+        options(record).iter().enumerate().map(|(i, c)| format!("{} {code} for {}", i + 1, c.title)).collect();
     let more = if numbered.is_empty() { String::new() } else { format!(" Or reply {}.", numbered.join(", ")) };
     match record.kind {
         RequestKind::FunctionCall => format!("Reply YES {code} or NO {code} <reason>.{more}"),

@@ -110,8 +110,16 @@ pub fn address(record: &RequestRecord) -> Result<(Medium, String), String> {
     Ok((medium, phone))
 }
 
-/// The options a reply may pick by number, in order: (name, title).
-pub fn options(record: &RequestRecord) -> Vec<(String, String)> {
+/// An option a reply may pick by its number.
+pub struct Choice {
+    pub name: String,
+    pub title: String,
+    /// What a choice without words says: its `prompt_fill`, else its description, else its title.
+    pub says: String,
+}
+
+/// The options a reply may pick by number, in order.
+pub fn options(record: &RequestRecord) -> Vec<Choice> {
     let field = match record.kind {
         RequestKind::FunctionCall => "reject_options",
         RequestKind::HumanContact => "response_options",
@@ -123,9 +131,11 @@ pub fn options(record: &RequestRecord) -> Vec<(String, String)> {
             options
                 .iter()
                 .filter_map(|o| {
+                    let text = |key: &str| o.get(key).and_then(Value::as_str).filter(|t| !t.trim().is_empty());
                     let name = o.get("name").and_then(Value::as_str)?;
-                    let title = o.get("title").and_then(Value::as_str).filter(|t| !t.is_empty()).unwrap_or(name);
-                    Some((name.to_owned(), title.to_owned()))
+                    let title = text("title").unwrap_or(name);
+                    let says = text("prompt_fill").or_else(|| text("description")).unwrap_or(title);
+                    Some(Choice { name: name.to_owned(), title: title.to_owned(), says: says.to_owned() })
                 })
                 .collect()
         })
@@ -135,7 +145,7 @@ pub fn options(record: &RequestRecord) -> Vec<(String, String)> {
 /// What a request asks, for its text: the function (with its arguments) or the question.
 pub fn prompt_text(record: &RequestRecord, code: &str, link: Option<&str>) -> String {
     let spec: Value = serde_json::from_str(record.spec.get()).unwrap_or(Value::Null);
-    let titles: Vec<String> = options(record).into_iter().map(|(_, title)| title).collect();
+    let titles: Vec<String> = options(record).into_iter().map(|c| c.title).collect();
     let subject = match record.kind {
         RequestKind::FunctionCall => spec.get("fn").and_then(Value::as_str).unwrap_or("a function").to_owned(),
         RequestKind::HumanContact => spec.get("msg").and_then(Value::as_str).unwrap_or("a question").to_owned(),
