@@ -21,6 +21,17 @@ use anyhow::Context;
 use countersign_store::Store;
 use std::sync::Arc;
 
+/// The project with this name, or an error saying how projects are made (exit code 1).
+pub(crate) async fn project_named(store: &dyn Store, name: &str) -> anyhow::Result<countersign_core::Project> {
+    match store.project_by_name(name).await? {
+        Some(found) => Ok(found),
+        None => anyhow::bail!(crate::exit::Failure::new(
+            crate::exit::Exit::Other,
+            format!("no project named {name:?}; projects are created by `countersign keys create --project NAME`")
+        )),
+    }
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(&cli.global)?;

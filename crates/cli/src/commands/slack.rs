@@ -10,6 +10,8 @@ use countersign_store::{SlackConnection, Store};
 use serde_json::{Value, json};
 use std::io::BufRead;
 
+use super::project_named;
+
 pub async fn run(store: &dyn Store, config: &Config, cmd: SlackCommand) -> anyhow::Result<()> {
     let api = SlackApi::new(&config.slack_api_base);
     match cmd {
@@ -221,14 +223,4 @@ pub fn manifest(public_url: Option<&str>, compact: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-async fn project_named(store: &dyn Store, name: &str) -> anyhow::Result<Project> {
-    match store.project_by_name(name).await? {
-        Some(found) => Ok(found),
-        None => bail!(Failure::new(
-            Exit::Other,
-            format!("no project named {name:?}; projects are created by `countersign keys create --project NAME`")
-        )),
-    }
 }

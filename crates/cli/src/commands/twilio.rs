@@ -10,6 +10,8 @@ use countersign_store::{Store, TwilioConnection};
 use serde_json::{Value, json};
 use std::io::BufRead;
 
+use super::project_named;
+
 pub async fn run(store: &dyn Store, config: &Config, cmd: TwilioCommand) -> anyhow::Result<()> {
     let api = TwilioApi::new(&config.twilio_api_base);
     let inbound =
@@ -142,14 +144,4 @@ fn print_details(c: &TwilioConnection, inbound: &str) {
         None => println!("  WhatsApp from: - (none: --whatsapp-from whatsapp:+1...)"),
     }
     println!("  inbound URL:   {inbound} (Twilio's \"A message comes in\" webhook, HTTP POST)");
-}
-
-async fn project_named(store: &dyn Store, name: &str) -> anyhow::Result<Project> {
-    match store.project_by_name(name).await? {
-        Some(found) => Ok(found),
-        None => bail!(Failure::new(
-            Exit::Other,
-            format!("no project named {name:?}; projects are created by `countersign keys create --project NAME`")
-        )),
-    }
 }

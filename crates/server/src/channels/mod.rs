@@ -6,6 +6,7 @@
 //! the transaction that writes (SQLite) or seals (PostgreSQL) it.
 
 pub mod email;
+pub mod http;
 pub mod slack;
 pub mod sms;
 pub mod webhook;

@@ -378,18 +378,13 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(row.spec.as_str())
             .bind(row.requested_at)
             .bind(row.policy.as_deref())
-            .bind(event.event.at.as_micros())
-            .bind(c.approved)
-            .bind(c.comment.as_deref())
-            .bind(c.response.as_deref())
-            .bind(c.option.as_deref())
-            .bind(c.decided_by.as_str())
-            .bind(c.updated_kwargs.as_deref())
-            .bind(c.ended);
+            .bind(event.event.at.as_micros());
+        query = bind_outcome(query, c);
     }
     for op in batch {
         let key = match op {
             Op::Decide { key, outcome, .. } => {
+                // Owned columns (made here): bound by value, not through `bind_outcome`.
                 let c = outcome_columns(key.kind, outcome);
                 query = query
                     .bind(outcome.responded_at.as_micros())
@@ -556,18 +551,8 @@ async fn commit_fire(conn: &mut SqliteConnection, fire: &Fire, salt: &str) -> St
 
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (key, at, c) in &decides {
-        query = query
-            .bind(&key.project_id)
-            .bind(key.kind.as_str())
-            .bind(&key.call_id)
-            .bind(*at)
-            .bind(c.approved)
-            .bind(c.comment.as_deref())
-            .bind(c.response.as_deref())
-            .bind(c.option.as_deref())
-            .bind(c.decided_by.as_str())
-            .bind(c.updated_kwargs.as_deref())
-            .bind(c.ended);
+        query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id).bind(*at);
+        query = bind_outcome(query, c);
     }
     for (key, record) in &escalates {
         query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id).bind(*record);
@@ -629,10 +614,7 @@ impl Context {
         )
     }
 
-    fn bind<'q>(
-        mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-        projects: &[&'q str],
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    fn bind<'q>(mut query: Query<'q>, projects: &[&'q str]) -> Query<'q> {
         for _ in 0..3 {
             for project in projects {
                 query = query.bind(*project);
@@ -758,6 +740,21 @@ async fn append(
     }
     query.execute(&mut *conn).await?;
     Ok(())
+}
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Binds an outcome's columns in their order: approved, comment, response, option_name,
+/// decided_by, updated_kwargs, ended.
+fn bind_outcome<'q>(query: Query<'q>, c: &'q OutcomeColumns) -> Query<'q> {
+    query
+        .bind(c.approved)
+        .bind(c.comment.as_deref())
+        .bind(c.response.as_deref())
+        .bind(c.option.as_deref())
+        .bind(c.decided_by.as_str())
+        .bind(c.updated_kwargs.as_deref())
+        .bind(c.ended)
 }
 
 /// One answer per operation of a committed batch. Operations that changed nothing (a create whose

@@ -68,14 +68,7 @@ impl std::fmt::Debug for SlackApi {
 impl SlackApi {
     /// A client of the Web API at `base` (e.g. `https://slack.com/api`; a test's fake).
     pub fn new(base: &str) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CALL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Countersign/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client with rustls");
+        let http = crate::channels::http::client(CALL_TIMEOUT);
         Self { http, base: base.trim_end_matches('/').to_owned() }
     }
 
@@ -105,7 +98,7 @@ impl SlackApi {
 /// Sends a Web API call and reads Slack's answer: a 429 with its `Retry-After`, another non-2xx
 /// status, or the JSON answer, which is the result when it says `ok: true`.
 async fn send(request: reqwest::RequestBuilder) -> Result<Value, SlackError> {
-    let answer = request.send().await.map_err(|e| SlackError::Transport(without_url(&e)))?;
+    let answer = request.send().await.map_err(|e| SlackError::Transport(crate::channels::http::without_url(&e)))?;
     let status = answer.status();
     if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
         let retry_after = answer
@@ -119,7 +112,7 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Value, SlackError> {
     if !status.is_success() {
         return Err(SlackError::Status(status.as_u16()));
     }
-    let body = read_capped(answer).await?;
+    let body = crate::channels::http::read_capped(answer, MAX_ANSWER_BYTES).await.map_err(SlackError::Transport)?;
     let answer: Value =
         serde_json::from_slice(&body).map_err(|e| SlackError::Transport(format!("Slack's answer is not JSON: {e}")))?;
     if answer.get("ok").and_then(Value::as_bool) == Some(true) {
@@ -128,33 +121,6 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Value, SlackError> {
         let error = answer.get("error").and_then(Value::as_str).unwrap_or("an error without a code");
         Err(SlackError::Api(error.chars().take(200).collect()))
     }
-}
-
-/// Reads an answer's body, at most [`MAX_ANSWER_BYTES`].
-async fn read_capped(mut answer: reqwest::Response) -> Result<Vec<u8>, SlackError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| SlackError::Transport(without_url(&e)))? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(SlackError::Transport("Slack's answer is too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A reqwest error without its URL (the URL has no secret, but the message reads better).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

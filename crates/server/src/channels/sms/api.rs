@@ -72,14 +72,7 @@ impl std::fmt::Debug for TwilioApi {
 impl TwilioApi {
     /// A client of the REST API at `base` (e.g. `https://api.twilio.com`; a test's fake).
     pub fn new(base: &str) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .timeout(CALL_TIMEOUT)
-            .connect_timeout(CALL_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Countersign/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client with rustls");
+        let http = crate::channels::http::client(CALL_TIMEOUT);
         Self { http, base: base.trim_end_matches('/').to_owned() }
     }
 
@@ -104,7 +97,7 @@ impl TwilioApi {
             .form(&[("To", to), ("From", from), ("Body", body)])
             .send()
             .await
-            .map_err(|e| TwilioError::Transport(without_url(&e)))?;
+            .map_err(|e| TwilioError::Transport(crate::channels::http::without_url(&e)))?;
         let status = answer.status();
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
             let retry_after = answer
@@ -115,14 +108,11 @@ impl TwilioApi {
                 .unwrap_or(1);
             return Err(TwilioError::RateLimited { retry_after: Duration::from_secs(retry_after.clamp(1, 3600)) });
         }
-        let body = read_capped(answer).await?;
+        let body =
+            crate::channels::http::read_capped(answer, MAX_ANSWER_BYTES).await.map_err(TwilioError::Transport)?;
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(TwilioError::Api {
-                status: status.as_u16(),
-                code: json.get("code").and_then(Value::as_i64),
-                message: json.get("message").and_then(Value::as_str).unwrap_or_default().chars().take(300).collect(),
-            });
+            return Err(refusal(status, &json));
         }
         Ok(json.get("sid").and_then(Value::as_str).unwrap_or_default().to_owned())
     }
@@ -135,18 +125,23 @@ impl TwilioApi {
             .basic_auth(account_sid, Some(auth_token))
             .send()
             .await
-            .map_err(|e| TwilioError::Transport(without_url(&e)))?;
+            .map_err(|e| TwilioError::Transport(crate::channels::http::without_url(&e)))?;
         let status = answer.status();
         if status.is_success() {
             return Ok(());
         }
-        let body = read_capped(answer).await?;
-        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        Err(TwilioError::Api {
-            status: status.as_u16(),
-            code: json.get("code").and_then(Value::as_i64),
-            message: json.get("message").and_then(Value::as_str).unwrap_or_default().chars().take(300).collect(),
-        })
+        let body =
+            crate::channels::http::read_capped(answer, MAX_ANSWER_BYTES).await.map_err(TwilioError::Transport)?;
+        Err(refusal(status, &serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+}
+
+/// An error answer: its status, and Twilio's `code` and `message` when the body has them.
+fn refusal(status: reqwest::StatusCode, json: &Value) -> TwilioError {
+    TwilioError::Api {
+        status: status.as_u16(),
+        code: json.get("code").and_then(Value::as_i64),
+        message: json.get("message").and_then(Value::as_str).unwrap_or_default().chars().take(300).collect(),
     }
 }
 
@@ -172,33 +167,6 @@ fn signing(auth_token: &str, url: &str, params: &[(String, String)]) -> Hmac<sha
         mac.update(value.as_bytes());
     }
     mac
-}
-
-/// Reads an answer's body, at most [`MAX_ANSWER_BYTES`].
-async fn read_capped(mut answer: reqwest::Response) -> Result<Vec<u8>, TwilioError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = answer.chunk().await.map_err(|e| TwilioError::Transport(without_url(&e)))? {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-            return Err(TwilioError::Transport("Twilio's answer is too large".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// A reqwest error without its URL (the URL names the account).
-fn without_url(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "");
-    }
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
