@@ -51,6 +51,9 @@ pub enum Command {
     /// Connect a project to a Slack app: connect, status, disconnect, manifest.
     #[command(subcommand, after_help = SLACK_HELP)]
     Slack(SlackCommand),
+    /// Approval receipts: verify one, list the signing keys, rotate the signing key.
+    #[command(subcommand, alias = "receipt", after_help = RECEIPTS_HELP)]
+    Receipts(ReceiptsCommand),
     /// Connect a project to a Twilio account for SMS and WhatsApp: connect, status, disconnect.
     #[command(subcommand, after_help = TWILIO_HELP)]
     Twilio(TwilioCommand),
@@ -262,6 +265,52 @@ Examples:
   countersign slack connect --project billing --bot-token-stdin --signing-secret-stdin --default-channel C0123456
   COUNTERSIGN_SLACK_BOT_TOKEN=xoxb-... COUNTERSIGN_SLACK_SIGNING_SECRET=... countersign slack connect --project billing
   countersign slack status --project billing --json";
+
+const RECEIPTS_HELP: &str =
+    "Every decision's receipt (status.receipt) is a JWS (EdDSA, Ed25519) over what was decided \
+about which exact call, with the SHA-256 of its arguments in RFC 8785 canonical JSON. The public keys are served at \
+/.well-known/countersign/keys.json.
+
+Examples:
+  countersign receipt verify \"$RECEIPT\" --args '{\"amount\": 50}'              # keys from the local database
+  countersign receipt verify - --keys https://cs.example.com/.well-known/countersign/keys.json < receipt.jws
+  countersign receipts keys --json
+  countersign receipts rotate-key
+
+Exit codes of verify: 0 the receipt verifies (and the arguments match), 1 it does not, 2 usage error.";
+
+#[derive(Debug, Subcommand)]
+pub enum ReceiptsCommand {
+    /// Verify a receipt: its signature with the published key it names, and with --args that
+    /// these are the arguments it approved. Prints what it states. Exit 0 valid, 1 invalid.
+    Verify {
+        /// The receipt (the JWS text), or - to read it from standard input.
+        receipt: String,
+        /// The arguments about to run, as JSON: they must hash to the receipt's args_sha256.
+        #[arg(long, value_name = "JSON")]
+        args: Option<String>,
+        /// Where the public keys are: a keys.json file or URL [default: this installation's
+        /// database].
+        #[arg(long, value_name = "FILE|URL")]
+        keys: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the signing keys: id, from when, until when (rotated out). Never the secrets.
+    Keys {
+        /// Print JSON (the JWK set served at /.well-known/countersign/keys.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new signing key current; the old one stops signing and stays published, so the
+    /// receipts it signed stay verifiable. Running servers switch within 5 seconds.
+    RotateKey {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 const TWILIO_HELP: &str = "Set up: buy a number in the Twilio console and set its \"A message comes in\" webhook \
 (HTTP POST) to PUBLIC_URL/twilio/inbound, PUBLIC_URL being this server's public_url exactly as Twilio reaches it \

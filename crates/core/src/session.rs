@@ -71,6 +71,11 @@ impl Secret {
     }
 }
 
+/// 32 random bytes from the OS-seeded thread generator (a signing key's secret).
+pub fn random_bytes32() -> [u8; 32] {
+    rand::rng().random()
+}
+
 /// Random alphanumeric text (for CSRF tokens and secrets).
 pub fn random_text(len: usize) -> String {
     rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()

@@ -53,6 +53,19 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(api::health_routes())
 }
 
+/// `GET /.well-known/countersign/keys.json`: the public keys receipts are signed with (a JWK set,
+/// each key with `valid_from` and, once rotated out, `valid_until`), for anyone to verify them.
+async fn receipt_keys(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<axum::response::Response, ApiError> {
+    let keys = state.store.signing_keys().await?;
+    let body = crate::services::receipts::jwks(&keys);
+    Ok(axum::response::IntoResponse::into_response((
+        [(axum::http::header::CACHE_CONTROL, "public, max-age=60")],
+        axum::Json(body),
+    )))
+}
+
 /// The whole application and its OpenAPI document, with the routes the binary `mounted` (e.g. `/mcp`).
 pub fn router(state: AppState, mounted: Router) -> Router {
     let (router, openapi) = documented_routes().split_for_parts();
@@ -60,6 +73,7 @@ pub fn router(state: AppState, mounted: Router) -> Router {
     let max_body = state.settings.max_body_bytes;
     router
         .route("/openapi.json", get(move || std::future::ready(JsonBytes(openapi_json.clone()))))
+        .route("/.well-known/countersign/keys.json", get(receipt_keys))
         .nest("/api/v1", terminal::routes())
         .merge(mounted.with_state::<AppState>(()))
         .merge(web::routes())

@@ -48,7 +48,9 @@ impl Server {
         let fresh = countersign_core::session::random_text(43);
         let link_key = store.server_key("email_links", &fresh).await.map_err(|e| StartError::Store(e.to_string()))?;
         let links = Arc::new(channels::email::links::LinkSigner::new(link_key.as_bytes()));
-        let state = AppState::new(store, settings, links, public_base);
+        let signer =
+            services::receipts::Signer::start(store.clone()).await.map_err(|e| StartError::Store(e.to_string()))?;
+        let state = AppState::new(store, settings, links, public_base, signer);
         let pending = state.requests.warm().await.map_err(|e| StartError::Store(format!("{e:?}")))?;
         tracing::info!(pending, "pending requests loaded");
         Ok(Self { listener, state, mounted: Router::new() })

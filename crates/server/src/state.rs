@@ -58,6 +58,8 @@ pub struct Inner {
     pub twilio: crate::channels::sms::TwilioApi,
     /// Guards passwords: the argon2 cap and the login throttles of this server.
     pub people: crate::services::people::Gate,
+    /// Signs approval receipts with the installation's current key.
+    pub signer: crate::services::receipts::Signer,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -71,6 +73,7 @@ impl AppState {
         settings: Settings,
         links: Arc<crate::channels::email::links::LinkSigner>,
         public_base: String,
+        signer: crate::services::receipts::Signer,
     ) -> Self {
         Self(Arc::new(Inner {
             requests: Requests::new(store.clone(), settings.limits.clone()),
@@ -82,6 +85,7 @@ impl AppState {
             settings,
             links,
             public_base,
+            signer,
         }))
     }
 }

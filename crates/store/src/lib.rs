@@ -21,6 +21,7 @@ mod policies;
 pub mod postgres;
 mod projects;
 mod queue;
+mod receipts;
 mod requests;
 mod row;
 mod slack;
@@ -39,6 +40,7 @@ pub use people::{Credentials, NewSession, People, Session};
 pub use policies::{Group, GroupChange, Policies, StoredPolicy, Voted};
 pub use projects::{ApiKeyRecord, NewApiKey, Projects};
 pub use queue::{Attempt, AttemptOutcome, Claimed, Delivery};
+pub use receipts::{Receipts, SigningKey};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
 pub use sms::{Medium, PhoneSet, Sms, SmsCode, TwilioConnection};
@@ -47,14 +49,20 @@ pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Deliveries, Listings, People, Policies, Projects, Requests, Slack, Sms, Store};
+    pub use crate::{Deliveries, Listings, People, Policies, Projects, Receipts, Requests, Slack, Sms, Store};
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
-pub trait Store: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + 'static {}
+pub trait Store:
+    Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + 'static
+{
+}
 
-impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + 'static> Store for T {}
+impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + 'static> Store
+    for T
+{
+}
 
 /// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
 /// `sqlite://PATH` (or a plain file path).

@@ -7,6 +7,7 @@ mod keys;
 mod mcp;
 mod policy;
 mod projects;
+mod receipts;
 mod serve;
 mod slack;
 mod table;
@@ -77,6 +78,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = slack::run(store.as_ref(), &config, cmd).await;
             store.close().await;
             result
+        }
+        Command::Receipts(cmd) => {
+            init_logging("warn");
+            receipts::run(&config, cmd).await
         }
         Command::Twilio(cmd) => {
             init_logging("warn");

@@ -18,6 +18,7 @@ mod long_poll;
 mod mcp;
 mod policies;
 mod policy_views;
+mod receipts;
 mod restart;
 mod slack;
 mod sms;

@@ -7,5 +7,6 @@ pub mod auth;
 pub mod live;
 pub mod people;
 pub mod policies;
+pub mod receipts;
 pub mod requests;
 pub mod webhooks;

@@ -66,6 +66,7 @@ crate::deliveries::impl_deliveries!(
 crate::policies::impl_policies!(PostgresStore, sqlx::Postgres, begin: "BEGIN", lock: "FOR UPDATE", log: crate::events::log_project_event_postgres, log_request: crate::events::log_request_event_postgres);
 crate::slack::impl_slack!(PostgresStore, sqlx::Postgres);
 crate::sms::impl_sms!(PostgresStore, sqlx::Postgres);
+crate::receipts::impl_receipts!(PostgresStore, sqlx::Postgres, begin: "BEGIN");
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

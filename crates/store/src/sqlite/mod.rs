@@ -31,6 +31,7 @@ crate::deliveries::impl_deliveries!(SqliteStore, sqlx::Sqlite, claims: bookkeepi
 crate::policies::impl_policies!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "", log: crate::events::log_project_event_sqlite, log_request: crate::events::log_request_event_sqlite);
 crate::slack::impl_slack!(SqliteStore, sqlx::Sqlite);
 crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite);
+crate::receipts::impl_receipts!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE");
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -1,0 +1,119 @@
+//! Receipt signing keys: made on first start (one per installation, shared by instances on one
+//! PostgreSQL), published as a JWK set, rotated by the CLI with the old key still published; and
+//! `countersign receipt verify` accepting a valid receipt and refusing altered ones.
+
+use crate::support::{TestServer, run_cli};
+use countersign_receipt::{Claims, KeyPair, VERSION, args_sha256};
+use serde_json::{Value, json};
+
+async fn keys_json(s: &TestServer) -> Value {
+    let answer = s.http.get(format!("http://{}/.well-known/countersign/keys.json", s.addr)).send().await.unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    assert!(answer.headers()["cache-control"].to_str().unwrap().contains("max-age"));
+    answer.json().await.unwrap()
+}
+
+fn claims(args: &Value) -> Claims {
+    Claims {
+        v: VERSION,
+        project: "alpha".into(),
+        kind: "function_call".into(),
+        call_id: "r1".into(),
+        run_id: "run".into(),
+        function: Some("refund".into()),
+        args_sha256: Some(args_sha256(args)),
+        decision: "approved".into(),
+        comment_sha256: None,
+        decided_by: json!({"channel": "web", "email": "ada@example.com"}),
+        decided_at: "2026-12-07T03:00:00.000000Z".into(),
+        rule: None,
+        kid: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signing_key_is_made_once_published_rotated_and_receipts_verify_from_the_cli() {
+    let s = TestServer::start().await;
+    let published = keys_json(&s).await;
+    let keys = published["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1, "{published}");
+    let first = keys[0]["kid"].as_str().unwrap().to_owned();
+    assert!(first.starts_with("cs-"));
+    assert_eq!(
+        (keys[0]["kty"].as_str(), keys[0]["crv"].as_str(), keys[0]["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+    assert_eq!(keys[0]["valid_until"], Value::Null);
+    assert!(keys[0].get("d").is_none() && !published.to_string().contains("secret"), "no secret is published");
+
+    // A receipt signed with the installation's key (as a decision's will be).
+    let stored = s.store.current_signing_key().await.unwrap().unwrap();
+    let pair = KeyPair::from_secret(&stored.secret);
+    let args = json!({"amount": 50, "currency": "USD"});
+    let receipt = pair.sign(&claims(&args));
+    let dir = s.dir.path();
+    let verify = |extra: &[&str], stdin: &str| {
+        let mut argv = vec!["receipt", "verify"];
+        argv.extend_from_slice(extra);
+        run_cli(dir, &argv, &[], stdin)
+    };
+    let ok = verify(&[receipt.as_str(), "--args", r#"{"currency": "USD", "amount": 50}"#], "");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("arguments are the approved ones"));
+    let other_args = verify(&[receipt.as_str(), "--args", r#"{"currency": "USD", "amount": 5000}"#], "");
+    assert_eq!(other_args.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&other_args.stderr).contains("arguments differ"),
+        "{}",
+        String::from_utf8_lossy(&other_args.stderr)
+    );
+    let mut tampered = receipt.clone();
+    tampered.replace_range(tampered.len() - 3.., "AAA");
+    assert_eq!(verify(&[tampered.as_str()], "").status.code(), Some(1));
+    let stranger = KeyPair::from_secret(&[3; 32]).sign(&claims(&args));
+    let unknown = verify(&[stranger.as_str()], "");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("not among the published keys"));
+    // From standard input, with the keys from the server's URL, as JSON.
+    let url = format!("http://{}/.well-known/countersign/keys.json", s.addr);
+    let by_url = verify(&["-", "--keys", url.as_str(), "--json"], &receipt);
+    assert!(by_url.status.success(), "{}", String::from_utf8_lossy(&by_url.stderr));
+    let said: Value = serde_json::from_slice(&by_url.stdout).unwrap();
+    assert_eq!(said["valid"], true);
+    assert_eq!(said["receipt"]["call_id"], "r1");
+    assert_eq!(verify(&[receipt.as_str(), "--args", "{not json"], "").status.code(), Some(2));
+
+    // Rotation: a new current key; the old one stays published with valid_until, and its
+    // receipts still verify.
+    let rotated = run_cli(dir, &["receipts", "rotate-key", "--json"], &[], "");
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let rotated: Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    assert_eq!(rotated["rotated_out"], first);
+    let published = keys_json(&s).await;
+    let keys = published["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "{published}");
+    assert_eq!(keys[0]["kid"], first.as_str());
+    assert!(keys[0]["valid_until"].is_string());
+    assert_eq!(keys[1]["kid"], rotated["current"]);
+    assert_eq!(keys[1]["valid_until"], Value::Null);
+    assert!(verify(&[receipt.as_str()], "").status.success(), "an old receipt still verifies");
+    let listed = run_cli(dir, &["receipts", "keys"], &[], "");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.contains("rotated out") && listed.contains("current"), "{listed}");
+}
+
+/// Instances on one database agree on one key, whoever starts first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_on_one_database_share_one_signing_key() {
+    let s = TestServer::start().await;
+    if std::env::var_os("COUNTERSIGN_TEST_DATABASE_URL").is_none() {
+        // One SQLite file is one installation: a restart keeps the key.
+        let before = keys_json(&s).await;
+        let again = s.restart().await;
+        assert_eq!(keys_json(&again).await, before);
+        return;
+    }
+    let other = s.another_instance().await;
+    assert_eq!(keys_json(&s).await, keys_json(&other).await);
+    assert_eq!(keys_json(&s).await["keys"].as_array().unwrap().len(), 1);
+}
