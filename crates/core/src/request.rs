@@ -180,9 +180,51 @@ pub struct RequestRecord {
     pub escalations: Vec<Value>,
     /// The terms of the policy rule that governs it, if one set any.
     pub policy: Option<crate::governance::Governance>,
+    /// The decision's signed receipt, shown as `status.receipt`: not stored, signed by the
+    /// server when it shows a decided request (Ed25519 is deterministic: the same decision and
+    /// key give the same receipt).
+    pub receipt: Option<String>,
 }
 
 impl RequestRecord {
+    /// What this request's receipt states, once decided (its `kid` is set by the signer).
+    pub fn receipt_claims(&self) -> Option<countersign_receipt::Claims> {
+        let outcome = self.outcome.as_ref()?;
+        let spec: Value = serde_json::from_str(self.spec.get()).unwrap_or(Value::Null);
+        let (decision, comment, args) = match &outcome.decision {
+            Decision::Approved { comment, updated_kwargs } => {
+                let edited = updated_kwargs.as_deref().and_then(|k| serde_json::from_str::<Value>(k).ok());
+                ("approved", comment.clone(), edited.or_else(|| spec.get("kwargs").cloned()))
+            }
+            Decision::Rejected { comment, .. } => ("rejected", Some(comment.clone()), spec.get("kwargs").cloned()),
+            Decision::Answered { response, .. } => ("answered", Some(response.clone()), None),
+            Decision::Ended { ending, comment } => {
+                (ending.as_str(), Some(comment.clone()), spec.get("kwargs").cloned())
+            }
+        };
+        let function_call = self.kind == RequestKind::FunctionCall;
+        Some(countersign_receipt::Claims {
+            v: countersign_receipt::VERSION,
+            project: self.project_id.clone(),
+            kind: self.kind.as_str().to_owned(),
+            call_id: self.call_id.clone(),
+            run_id: self.run_id.clone(),
+            function: spec.get("fn").and_then(Value::as_str).filter(|_| function_call).map(str::to_owned),
+            args_sha256: args.filter(|_| function_call).map(|a| countersign_receipt::args_sha256(&a)),
+            decision: decision.to_owned(),
+            comment_sha256: comment.map(|c| countersign_receipt::text_sha256(&c)),
+            decided_by: serde_json::to_value(&outcome.decided_by).unwrap_or_default(),
+            decided_at: outcome.responded_at.to_rfc3339(),
+            rule: outcome
+                .decided_by
+                .rule
+                .clone()
+                .or_else(|| self.policy.as_ref().map(|p| p.rule.clone()))
+                .filter(|r| !r.is_empty()),
+            kid: String::new(),
+        })
+    }
+
     /// A pending record for a new request.
     pub fn new(project_id: &str, new: NewRequest, requested_at: Timestamp) -> Self {
         Self {
@@ -195,6 +237,7 @@ impl RequestRecord {
             outcome: None,
             escalations: Vec::new(),
             policy: None,
+            receipt: None,
         }
     }
 
@@ -367,6 +410,7 @@ impl RequestRecord {
                     slack_message_ts: None,
                     user_info,
                     updated_kwargs,
+                    receipt: self.receipt.clone(),
                 },
                 escalations,
             }),
@@ -380,6 +424,7 @@ impl RequestRecord {
                     response,
                     response_option_name: option,
                     user_info,
+                    receipt: self.receipt.clone(),
                 },
                 escalations,
             }),

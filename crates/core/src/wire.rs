@@ -189,6 +189,9 @@ pub struct FunctionCallStatus {
     #[schema(value_type = Option<Object>)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub updated_kwargs: Option<Box<serde_json::value::RawValue>>,
+    /// The decision's signed receipt (a JWS; see `GET /.well-known/countersign/keys.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// Status of a human contact; `response: null` means pending.
@@ -201,6 +204,9 @@ pub struct HumanContactStatus {
     /// Who answered, and through which channel.
     #[schema(value_type = Option<Object>)]
     pub user_info: Option<serde_json::Value>,
+    /// The answer's signed receipt (a JWS; see `GET /.well-known/countersign/keys.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// An approval request as returned by the API.

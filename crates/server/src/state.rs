@@ -59,7 +59,7 @@ pub struct Inner {
     /// Guards passwords: the argon2 cap and the login throttles of this server.
     pub people: crate::services::people::Gate,
     /// Signs approval receipts with the installation's current key.
-    pub signer: crate::services::receipts::Signer,
+    pub signer: Arc<crate::services::receipts::Signer>,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -75,8 +75,9 @@ impl AppState {
         public_base: String,
         signer: crate::services::receipts::Signer,
     ) -> Self {
+        let signer = Arc::new(signer);
         Self(Arc::new(Inner {
-            requests: Requests::new(store.clone(), settings.limits.clone()),
+            requests: Requests::new(store.clone(), settings.limits.clone(), signer.clone()),
             keys: KeyCache::default(),
             people: crate::services::people::Gate::new(&settings.limits),
             slack: crate::channels::slack::SlackApi::new(&settings.slack.api_base),

@@ -114,6 +114,7 @@ impl TryFrom<RequestRow> for RequestRecord {
             outcome,
             escalations,
             policy,
+            receipt: None,
         })
     }
 }

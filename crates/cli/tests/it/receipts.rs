@@ -117,3 +117,72 @@ async fn instances_on_one_database_share_one_signing_key() {
     assert_eq!(keys_json(&s).await, keys_json(&other).await);
     assert_eq!(keys_json(&s).await["keys"].as_array().unwrap().len(), 1);
 }
+
+/// Every decision shown carries a receipt that verifies with the published keys and states the
+/// exact call: the arguments approved (the edited ones when edited), a rejection, an expiry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_carry_receipts_over_the_exact_arguments() {
+    use countersign_receipt::{PublicKey, verify};
+    let s = TestServer::start().await;
+    let keys = PublicKey::from_jwks(&keys_json(&s).await);
+    let call = |id: &str| json!({"run_id": "run-r", "call_id": id, "spec": {"fn": "refund", "kwargs": {"amount": 50, "currency": "USD"}}});
+    for id in ["a1", "a2", "a3"] {
+        let (status, created) = s.post("/function_calls", call(id)).await;
+        assert_eq!(status, reqwest::StatusCode::OK);
+        assert!(created["status"].get("receipt").is_none(), "no receipt while pending: {created}");
+    }
+    s.post("/agent/function_calls/a1/respond", json!({"approved": true, "comment": "fine"})).await;
+    s.post(
+        "/agent/function_calls/a2/respond",
+        json!({"approved": true, "updated_kwargs": {"amount": 40, "currency": "USD"}}),
+    )
+    .await;
+    s.post("/agent/function_calls/a3/respond", json!({"approved": false, "comment": "no"})).await;
+
+    let receipt_of =
+        |fc: &Value| fc["status"]["receipt"].as_str().unwrap_or_else(|| panic!("no receipt: {fc}")).to_owned();
+    let (_, a1) = s.get("/function_calls/a1").await;
+    let stated = verify(&receipt_of(&a1), &keys).unwrap();
+    assert_eq!(
+        (stated.kind.as_str(), stated.call_id.as_str(), stated.run_id.as_str()),
+        ("function_call", "a1", "run-r")
+    );
+    assert_eq!(stated.function.as_deref(), Some("refund"));
+    assert_eq!(stated.decision, "approved");
+    assert_eq!(stated.comment_sha256, Some(countersign_receipt::text_sha256("fine")));
+    assert_eq!(stated.decided_by["channel"], "api");
+    assert_eq!(stated.decided_at, a1["status"]["responded_at"].as_str().unwrap());
+    assert!(stated.check_call("function_call", "a1", &json!({"currency": "USD", "amount": 50})).is_ok());
+    assert!(stated.check_args(&json!({"currency": "USD", "amount": 51})).is_err());
+    assert_eq!(receipt_of(&s.get("/function_calls/a1").await.1), receipt_of(&a1), "the same receipt every time");
+
+    let (_, a2) = s.get("/function_calls/a2").await;
+    let edited = verify(&receipt_of(&a2), &keys).unwrap();
+    assert!(
+        edited.check_args(&json!({"amount": 40, "currency": "USD"})).is_ok(),
+        "the edited arguments are the approved ones"
+    );
+    assert!(edited.check_args(&json!({"amount": 50, "currency": "USD"})).is_err());
+
+    let (_, a3) = s.get("/function_calls/a3").await;
+    let rejected = verify(&receipt_of(&a3), &keys).unwrap();
+    assert_eq!(rejected.decision, "rejected");
+    assert!(rejected.check_call("function_call", "a3", &json!({"amount": 50, "currency": "USD"})).is_err());
+
+    // A question's answer too.
+    s.post("/contact_requests", json!({"run_id": "run-r", "call_id": "q1", "spec": {"msg": "colour?"}})).await;
+    s.post("/agent/human_contacts/q1/respond", json!({"response": "blue"})).await;
+    let (_, q1) = s.get("/contact_requests/q1").await;
+    let answered = verify(&receipt_of(&q1), &keys).unwrap();
+    assert_eq!((answered.decision.as_str(), answered.args_sha256.as_deref()), ("answered", None));
+    assert_eq!(answered.comment_sha256, Some(countersign_receipt::text_sha256("blue")));
+
+    // The CLI verifies what the API returned.
+    let out = run_cli(
+        s.dir.path(),
+        &["receipt", "verify", &receipt_of(&a1), "--args", r#"{"amount": 50, "currency": "USD"}"#],
+        &[],
+        "",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -34,13 +34,15 @@ pub struct Requests {
     limits: Limits,
     /// The projects' policies, applied to every create.
     pub policies: crate::services::policies::Policies,
+    /// Signs the receipt of every decided request shown.
+    signer: Arc<crate::services::receipts::Signer>,
 }
 
-/// The answer to a create whose `call_id` already exists: the stored request when the create
-/// repeats it, a conflict otherwise.
-fn replayed(new: &NewRequest, existing: &RequestRecord) -> ApiResult<Bytes> {
+/// The answer to a create whose `call_id` already exists: the stored request (`json`) when the
+/// create repeats it, a conflict otherwise.
+fn replayed(new: &NewRequest, existing: &RequestRecord, json: Bytes) -> ApiResult<Bytes> {
     if new.same_as(existing) {
-        Ok(Bytes::from(existing.to_json()))
+        Ok(json)
     } else {
         Err(ApiError::conflict(format!(
             "a {} with call_id {:?} already exists with a different run_id or spec; use a new call_id",
@@ -60,7 +62,7 @@ pub struct InboxChange {
 
 impl Requests {
     /// A service over `store`; call [`Requests::warm`] before serving.
-    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+    pub fn new(store: Arc<dyn Store>, limits: Limits, signer: Arc<crate::services::receipts::Signer>) -> Self {
         let feed = std::sync::Mutex::new(store.changes());
         let inbox = tokio::sync::broadcast::channel(1024).0;
         let written = std::sync::Mutex::new(Vec::new());
@@ -73,6 +75,21 @@ impl Requests {
             written,
             limits,
             policies: Default::default(),
+            signer,
+        }
+    }
+
+    /// The HumanLayer JSON of a request; a decided one carries its signed receipt
+    /// (`status.receipt`).
+    pub async fn json(&self, record: &RequestRecord) -> Bytes {
+        match record.receipt_claims() {
+            Some(claims) => {
+                let receipt = self.signer.key().await.sign(&claims);
+                let mut signed = record.clone();
+                signed.receipt = Some(receipt);
+                Bytes::from(signed.to_json())
+            }
+            None => Bytes::from(record.to_json()),
         }
     }
 
@@ -159,7 +176,7 @@ impl Requests {
     async fn refresh(&self, key: &RequestKey) {
         let Some(held) = self.live.get(key) else { return };
         match self.store.request(&key.project_id, key.kind, &key.call_id).await {
-            Ok(Some(fresh)) if !fresh.is_pending() => self.live.complete(key, Bytes::from(fresh.to_json())),
+            Ok(Some(fresh)) if !fresh.is_pending() => self.live.complete(key, self.json(&fresh).await),
             Ok(Some(fresh)) if fresh.escalations.len() != held.meta().escalations.len() => self.live.update(fresh),
             Ok(_) => {}
             Err(err) => tracing::warn!(%err, call_id = %key.call_id, "cannot refresh a request changed elsewhere"),
@@ -181,7 +198,7 @@ impl Requests {
                 match &f.change {
                     FiredChange::Decided(outcome) => {
                         record.outcome = Some(outcome.as_ref().clone());
-                        self.live.complete(&key, Bytes::from(record.to_json()));
+                        self.live.complete(&key, self.json(&record).await);
                     }
                     FiredChange::Escalated(escalation) => {
                         record.escalations.push(escalation.clone());
@@ -218,7 +235,7 @@ impl Requests {
             Ok(room) => room,
             Err(refused) if refused.status() == StatusCode::TOO_MANY_REQUESTS => {
                 return match self.store.request(project_id, new.kind, &new.call_id).await? {
-                    Some(existing) => replayed(&new, &existing),
+                    Some(existing) => replayed(&new, &existing, self.json(&existing).await),
                     None => Err(refused),
                 };
             }
@@ -235,7 +252,7 @@ impl Requests {
         record.policy = governed.terms;
         match self.store.create_request(&record).await? {
             Created::New if record.outcome.is_some() => {
-                let json = Bytes::from(record.to_json());
+                let json = self.json(&record).await;
                 tracing::info!(
                     kind = record.kind.noun(),
                     call_id = %record.call_id,
@@ -256,7 +273,7 @@ impl Requests {
             Created::Existing(existing) => {
                 let retry =
                     NewRequest { kind: record.kind, call_id: record.call_id, run_id: record.run_id, spec: record.spec };
-                replayed(&retry, &existing)
+                replayed(&retry, &existing, self.json(&existing).await)
             }
         }
     }
@@ -318,14 +335,14 @@ impl Requests {
         }
         let record = self.load(key).await?;
         if !record.is_pending() {
-            return Ok(Held::Decided(Bytes::from(record.to_json())));
+            return Ok(Held::Decided(self.json(&record).await));
         }
         // Hold it, then read again: a decision committed in between is not missed, since any
         // decision after the insert finds the entry (here, or through the change feed).
         let entry = self.live.insert(record);
         let fresh = self.load(key).await?;
         if !fresh.is_pending() {
-            let json = Bytes::from(fresh.to_json());
+            let json = self.json(&fresh).await;
             self.live.complete(key, json.clone());
             return Ok(Held::Decided(json));
         }
@@ -411,7 +428,7 @@ impl Requests {
             Change::Done => {
                 let mut decided = record.clone();
                 decided.outcome = Some(outcome);
-                let json = Bytes::from(decided.to_json());
+                let json = self.json(&decided).await;
                 self.live.complete(key, json.clone());
                 self.inbox_changed(&key.project_id);
                 let by = actor_name(&outcome_actor(&decided));
@@ -421,7 +438,7 @@ impl Requests {
             Change::AlreadyDecided => {
                 let fresh = self.load(key).await?;
                 if let Some(outcome) = &fresh.outcome {
-                    self.live.complete(key, Bytes::from(fresh.to_json()));
+                    self.live.complete(key, self.json(&fresh).await);
                     return Err(already_decided(&fresh, outcome));
                 }
                 Err(ApiError::internal(format!("{} was reported decided but is pending", key.call_id)))

@@ -795,6 +795,7 @@ mod tests {
             outcome: None,
             escalations: Vec::new(),
             policy: None,
+            receipt: None,
         }
     }
 
