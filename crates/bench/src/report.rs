@@ -960,22 +960,17 @@ impl Report {
         self.note(backend, text);
     }
 
-    /// Lateness of N timers scheduled at once (created in one burst, each due a fixed time after
-    /// its create): decision stamp − its own deadline.
-    pub fn timers_scheduled(&mut self, backend: Backend, r: &TimerResult) {
-        let n = thousands(r.timers);
+    /// The p50, p99 (with `goal`) and max lateness rows of a timers scenario, from `order` on,
+    /// keyed `{key}_p50_ms` and so on, labelled "timer lateness p50 ({what})".
+    fn lateness(&mut self, backend: Backend, order: u32, key: &str, what: &str, r: &TimerResult, goal: Goal) {
         let tick = timers::SERVER_TICK.as_secs_f64() * 1e3;
-        for (order, key, p, goal) in [
-            (945, "timer_scheduled_lateness_p50_ms", 50.0, Goal::None),
-            (946, "timer_scheduled_lateness_p99_ms", 99.0, Goal::AtMost(1_000.0)),
-            (947, "timer_scheduled_lateness_max_ms", 100.0, Goal::None),
-        ] {
+        for (i, p, goal) in [(0, 50.0, Goal::None), (1, 99.0, goal), (2, 100.0, Goal::None)] {
             let which = if p == 100.0 { "max".to_owned() } else { format!("p{p}") };
             self.push(
                 backend,
-                order,
-                key,
-                &format!("timer lateness {which} ({n} scheduled at once)"),
+                order + i,
+                &format!("{key}_{which}_ms"),
+                &format!("timer lateness {which} ({what})"),
                 r.lateness.percentile_ms(p),
                 Unit::Ms,
                 "the server's timer poll interval",
@@ -984,6 +979,20 @@ impl Report {
                 false,
             );
         }
+    }
+
+    /// Lateness of N timers scheduled at once (created in one burst, each due a fixed time after
+    /// its create): decision stamp − its own deadline.
+    pub fn timers_scheduled(&mut self, backend: Backend, r: &TimerResult) {
+        let n = thousands(r.timers);
+        self.lateness(
+            backend,
+            945,
+            "timer_scheduled_lateness",
+            &format!("{n} scheduled at once"),
+            r,
+            Goal::AtMost(1_000.0),
+        );
         self.push(
             backend,
             948,
@@ -1034,26 +1043,7 @@ impl Report {
     /// against how fast the same requests were created.
     pub fn timers(&mut self, backend: Backend, r: &TimerResult) {
         let n = thousands(r.timers);
-        let tick = timers::SERVER_TICK.as_secs_f64() * 1e3;
-        for (order, key, p, goal) in [
-            (950, "timer_lateness_p50_ms", 50.0, Goal::None),
-            (951, "timer_lateness_p99_ms", 99.0, Goal::None),
-            (952, "timer_lateness_max_ms", 100.0, Goal::None),
-        ] {
-            let which = if p == 100.0 { "max".to_owned() } else { format!("p{p}") };
-            self.push(
-                backend,
-                order,
-                key,
-                &format!("timer lateness {which} ({n} due at one instant)"),
-                r.lateness.percentile_ms(p),
-                Unit::Ms,
-                "the server's timer poll interval",
-                tick,
-                goal,
-                false,
-            );
-        }
+        self.lateness(backend, 950, "timer_lateness", &format!("{n} due at one instant"), r, Goal::None);
         self.push(
             backend,
             953,

@@ -180,10 +180,6 @@ pub struct RequestRecord {
     pub escalations: Vec<Value>,
     /// The terms of the policy rule that governs it, if one set any.
     pub policy: Option<crate::governance::Governance>,
-    /// The decision's signed receipt, shown as `status.receipt`: not stored, signed by the
-    /// server when it shows a decided request (Ed25519 is deterministic: the same decision and
-    /// key give the same receipt).
-    pub receipt: Option<String>,
 }
 
 impl RequestRecord {
@@ -237,7 +233,6 @@ impl RequestRecord {
             outcome: None,
             escalations: Vec::new(),
             policy: None,
-            receipt: None,
         }
     }
 
@@ -376,6 +371,13 @@ impl RequestRecord {
 
     /// The HumanLayer JSON of this request (`FunctionCall` or `HumanContact`).
     pub fn to_json(&self) -> Vec<u8> {
+        self.to_json_with_receipt(None)
+    }
+
+    /// [`Self::to_json`] with the decision's signed receipt as `status.receipt` (not stored: the
+    /// server signs it when it shows a decided request; Ed25519 is deterministic, so the same
+    /// decision and key give the same receipt).
+    pub fn to_json_with_receipt(&self, receipt: Option<&str>) -> Vec<u8> {
         let requested_at = Some(self.requested_at.to_rfc3339());
         let responded_at = self.outcome.as_ref().map(|o| o.responded_at.to_rfc3339());
         let user_info = self.outcome.as_ref().map(|o| serde_json::to_value(&o.decided_by).unwrap_or_default());
@@ -410,7 +412,7 @@ impl RequestRecord {
                     slack_message_ts: None,
                     user_info,
                     updated_kwargs,
-                    receipt: self.receipt.clone(),
+                    receipt: receipt.map(str::to_owned),
                 },
                 escalations,
             }),
@@ -424,7 +426,7 @@ impl RequestRecord {
                     response,
                     response_option_name: option,
                     user_info,
-                    receipt: self.receipt.clone(),
+                    receipt: receipt.map(str::to_owned),
                 },
                 escalations,
             }),

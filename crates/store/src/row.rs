@@ -114,7 +114,6 @@ impl TryFrom<RequestRow> for RequestRecord {
             outcome,
             escalations,
             policy,
-            receipt: None,
         })
     }
 }

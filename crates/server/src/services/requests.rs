@@ -82,15 +82,11 @@ impl Requests {
     /// The HumanLayer JSON of a request; a decided one carries its signed receipt
     /// (`status.receipt`).
     pub async fn json(&self, record: &RequestRecord) -> Bytes {
-        match record.receipt_claims() {
-            Some(claims) => {
-                let receipt = self.signer.key().await.sign(&claims);
-                let mut signed = record.clone();
-                signed.receipt = Some(receipt);
-                Bytes::from(signed.to_json())
-            }
-            None => Bytes::from(record.to_json()),
-        }
+        let receipt = match record.receipt_claims() {
+            Some(claims) => Some(self.signer.key().await.sign(&claims)),
+            None => None,
+        };
+        Bytes::from(record.to_json_with_receipt(receipt.as_deref()))
     }
 
     /// Changes to pending requests, as they happen.

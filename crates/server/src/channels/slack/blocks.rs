@@ -795,7 +795,6 @@ mod tests {
             outcome: None,
             escalations: Vec::new(),
             policy: None,
-            receipt: None,
         }
     }
 
