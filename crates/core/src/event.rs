@@ -27,11 +27,13 @@ pub enum EventKind {
     Escalated,
     /// A person voted toward the request's quorum (it stays pending until enough approve).
     Voted,
+    /// The agent reported the approved call's execution: started, finished or failed.
+    Executed,
 }
 
 impl EventKind {
     /// Every kind.
-    pub const ALL: [EventKind; 4] = [Self::Created, Self::Decided, Self::Escalated, Self::Voted];
+    pub const ALL: [EventKind; 5] = [Self::Created, Self::Decided, Self::Escalated, Self::Voted, Self::Executed];
 
     /// The kind's name, as stored (`created`, `decided`, `escalated`).
     pub fn as_str(self) -> &'static str {
@@ -40,6 +42,7 @@ impl EventKind {
             Self::Decided => "decided",
             Self::Escalated => "escalated",
             Self::Voted => "voted",
+            Self::Executed => "executed",
         }
     }
 
@@ -61,6 +64,8 @@ pub enum EventBody {
     Escalated { escalation: Value },
     /// A vote toward the quorum.
     Voted { vote: crate::Vote },
+    /// The agent's report on running the approved call.
+    Executed { report: crate::execution::ExecutionReport },
 }
 
 impl EventBody {
@@ -70,6 +75,7 @@ impl EventBody {
             Self::Decided { .. } => EventKind::Decided,
             Self::Escalated { .. } => EventKind::Escalated,
             Self::Voted { .. } => EventKind::Voted,
+            Self::Executed { .. } => EventKind::Executed,
         }
     }
 }
@@ -83,6 +89,7 @@ impl PartialEq for EventBody {
             (Self::Decided { decision: a, actor: x }, Self::Decided { decision: b, actor: y }) => a == b && x == y,
             (Self::Escalated { escalation: a }, Self::Escalated { escalation: b }) => a == b,
             (Self::Voted { vote: a }, Self::Voted { vote: b }) => a == b,
+            (Self::Executed { report: a }, Self::Executed { report: b }) => a == b,
             _ => false,
         }
     }
@@ -141,6 +148,8 @@ struct EventJson<'a> {
     escalation: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     vote: Option<crate::Vote>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    execution: Option<crate::execution::ExecutionReport>,
 }
 
 /// Why stored event bytes are not an event this version can read.
@@ -205,6 +214,7 @@ impl RequestEvent {
             EventKind::Decided => "completed",
             EventKind::Escalated => "escalated",
             EventKind::Voted => "voted",
+            EventKind::Executed => "executed",
         };
         EventType::of(self.request_kind, what).expect("every request kind has every event")
     }
@@ -226,6 +236,23 @@ impl RequestEvent {
         }
     }
 
+    /// The agent's report on running an approved call, recorded at `at`.
+    pub fn executed(
+        project_id: &str,
+        request_kind: RequestKind,
+        call_id: &str,
+        report: &crate::execution::ExecutionReport,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            project_id: project_id.to_owned(),
+            request_kind,
+            call_id: call_id.to_owned(),
+            at,
+            body: EventBody::Executed { report: report.clone() },
+        }
+    }
+
     /// The bytes stored for this event (and hashed into its chain).
     pub fn to_json<'a>(&'a self) -> String {
         let kwargs: Option<Box<RawValue>>;
@@ -242,6 +269,7 @@ impl RequestEvent {
             actor: None,
             escalation: None,
             vote: None,
+            execution: None,
         };
         match &self.body {
             EventBody::Created { run_id, spec, policy } => {
@@ -293,6 +321,7 @@ impl RequestEvent {
             }
             EventBody::Escalated { escalation } => json.escalation = Some(escalation.clone()),
             EventBody::Voted { vote } => json.vote = Some(vote.clone()),
+            EventBody::Executed { report } => json.execution = Some(report.clone()),
         }
         serde_json::to_string(&json).expect("an event serializes")
     }
@@ -341,6 +370,7 @@ impl RequestEvent {
                 EventBody::Escalated { escalation: json.escalation.ok_or_else(|| missing("escalation"))? }
             }
             EventKind::Voted => EventBody::Voted { vote: json.vote.ok_or_else(|| missing("vote"))? },
+            EventKind::Executed => EventBody::Executed { report: json.execution.ok_or_else(|| missing("execution"))? },
         };
         Ok(Self {
             project_id: json.project_id.into_owned(),

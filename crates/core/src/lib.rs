@@ -5,6 +5,7 @@ pub mod api_key;
 pub mod decision;
 pub mod escalation;
 pub mod event;
+pub mod execution;
 pub mod governance;
 pub mod invalid;
 pub mod json_depth;

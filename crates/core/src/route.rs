@@ -97,6 +97,10 @@ pub fn routes<'a>(
     endpoints: &'a [(String, Vec<String>)],
     project: ProjectChannels,
 ) -> Vec<Route<'a>> {
+    if event.kind() == EventKind::Executed {
+        // An execution report is for the audit log only.
+        return Vec::new();
+    }
     if event.kind() == EventKind::Voted {
         // A vote reaches no webhook or email; it updates the request's Slack messages.
         return slack_for(event, spec.slack, project)
@@ -180,6 +184,7 @@ pub fn slack_for(event: &RequestEvent, spec: Addressing, project: ProjectChannel
             (project.slack || own).then_some(SlackPurpose::Escalation)
         }
         EventBody::Voted { .. } => project.slack.then_some(SlackPurpose::Update),
+        EventBody::Executed { .. } => None,
     }
 }
 

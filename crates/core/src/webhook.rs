@@ -24,6 +24,9 @@ pub enum EventType {
     /// only updates the request's Slack messages.
     FunctionCallVoted,
     HumanContactVoted,
+    /// The agent's report on running an approved call: only in the audit log, never delivered.
+    FunctionCallExecuted,
+    HumanContactExecuted,
 }
 
 impl EventType {
@@ -48,12 +51,22 @@ impl EventType {
             Self::HumanContactEscalated => "human_contact.escalated",
             Self::FunctionCallVoted => "function_call.voted",
             Self::HumanContactVoted => "human_contact.voted",
+            Self::FunctionCallExecuted => "function_call.executed",
+            Self::HumanContactExecuted => "human_contact.executed",
         }
     }
 
     /// Parses a name (of any event, votes included).
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().chain([Self::FunctionCallVoted, Self::HumanContactVoted]).find(|e| e.as_str() == s)
+        Self::ALL
+            .into_iter()
+            .chain([
+                Self::FunctionCallVoted,
+                Self::HumanContactVoted,
+                Self::FunctionCallExecuted,
+                Self::HumanContactExecuted,
+            ])
+            .find(|e| e.as_str() == s)
     }
 
     /// Parses the name of an event webhook endpoints may subscribe to.

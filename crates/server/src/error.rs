@@ -16,6 +16,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Extra fields of the error object (e.g. `execution` on a second start).
+    detail: Option<(&'static str, serde_json::Value)>,
 }
 
 /// Result of a handler.
@@ -24,7 +26,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), detail: None }
+    }
+
+    /// The same error with one more field in its JSON object, for programs to read.
+    pub fn with_detail(mut self, field: &'static str, value: serde_json::Value) -> Self {
+        self.detail = Some((field, value));
+        self
     }
 
     /// 400: the input broke a rule; the message names the field.
@@ -96,7 +104,11 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}}).to_string();
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some((field, value)) = self.detail {
+            error[field] = value;
+        }
+        let body = json!({ "error": error }).to_string();
         let mut response = (self.status, body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status == StatusCode::UNAUTHORIZED {

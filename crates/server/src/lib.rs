@@ -79,6 +79,7 @@ impl Server {
         let closing = s.requests.closing();
         let webhooks = channels::webhook::outbound::WebhookChannel::new(
             s.store.clone(),
+            s.signer.clone(),
             s.settings.limits.allow_private_webhook_targets,
         );
         let webhooks = DeliveryWorker::new(s.store.clone(), webhooks, s.requests.written());

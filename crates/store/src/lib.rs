@@ -15,6 +15,7 @@ mod deliveries;
 mod emails;
 mod error;
 mod events;
+mod executions;
 mod listing;
 mod people;
 mod policies;
@@ -35,6 +36,7 @@ use std::sync::Arc;
 pub use deliveries::Deliveries;
 pub use error::{StoreError, StoreResult};
 pub use events::{AuditEvent, ChainState};
+pub use executions::{Executed, Executions};
 pub use listing::{DecidedStatus, Listings, RequestFilter};
 pub use people::{Credentials, NewSession, People, Session};
 pub use policies::{Group, GroupChange, Policies, StoredPolicy, Voted};
@@ -49,18 +51,20 @@ pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
-    pub use crate::{Deliveries, Listings, People, Policies, Projects, Receipts, Requests, Slack, Sms, Store};
+    pub use crate::{
+        Deliveries, Executions, Listings, People, Policies, Projects, Receipts, Requests, Slack, Sms, Store,
+    };
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
 pub trait Store:
-    Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + 'static
+    Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + Executions + 'static
 {
 }
 
-impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + 'static> Store
-    for T
+impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + Executions + 'static>
+    Store for T
 {
 }
 

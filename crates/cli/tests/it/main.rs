@@ -6,6 +6,7 @@ mod audit;
 mod binary;
 mod browser;
 mod email;
+mod executions;
 mod faults;
 mod function_calls;
 mod gate;

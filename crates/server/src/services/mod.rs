@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod executions;
 pub mod live;
 pub mod people;
 pub mod policies;

@@ -67,6 +67,7 @@ crate::policies::impl_policies!(PostgresStore, sqlx::Postgres, begin: "BEGIN", l
 crate::slack::impl_slack!(PostgresStore, sqlx::Postgres);
 crate::sms::impl_sms!(PostgresStore, sqlx::Postgres);
 crate::receipts::impl_receipts!(PostgresStore, sqlx::Postgres, begin: "BEGIN");
+crate::executions::impl_executions!(PostgresStore, sqlx::Postgres, begin: "BEGIN", lock: "FOR UPDATE", log_request: crate::events::log_request_event_postgres);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

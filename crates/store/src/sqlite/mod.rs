@@ -32,6 +32,7 @@ crate::policies::impl_policies!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIA
 crate::slack::impl_slack!(SqliteStore, sqlx::Sqlite);
 crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite);
 crate::receipts::impl_receipts!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE");
+crate::executions::impl_executions!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "", log_request: crate::events::log_request_event_sqlite);
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -36,6 +36,8 @@ const ENDPOINT_TTL: Duration = Duration::from_secs(1);
 /// Sends webhook deliveries.
 pub struct WebhookChannel {
     store: Arc<dyn Store>,
+    /// Signs the receipt a `*.completed` event carries.
+    signer: Arc<crate::services::receipts::Signer>,
     http: reqwest::Client,
     allow_private: bool,
     endpoints: Mutex<HashMap<String, (Instant, Option<WebhookEndpoint>)>>,
@@ -44,9 +46,9 @@ pub struct WebhookChannel {
 impl WebhookChannel {
     /// The channel over `store`; with `allow_private` (the `limits.allow_private_webhook_targets`
     /// setting) it delivers to loopback, private and link-local addresses too.
-    pub fn new(store: Arc<dyn Store>, allow_private: bool) -> Self {
+    pub fn new(store: Arc<dyn Store>, signer: Arc<crate::services::receipts::Signer>, allow_private: bool) -> Self {
         let http = delivery_client(GuardedResolver::system(allow_private));
-        Self { store, http, allow_private, endpoints: Mutex::default() }
+        Self { store, signer, http, allow_private, endpoints: Mutex::default() }
     }
 
     /// The active endpoint a delivery goes to, read at most once per [`ENDPOINT_TTL`].
@@ -252,7 +254,11 @@ impl WebhookChannel {
             .await
             .map_err(|e| Failure::internal(format!("cannot read the request: {e}")))?
             .ok_or_else(|| Failure::internal(format!("the request {} is gone", d.call_id)))?;
-        let event = event_json(&record, d.event_type, d.event_seq);
+        let receipt = match (d.event_type.as_str().ends_with(".completed"), record.receipt_claims()) {
+            (true, Some(claims)) => Some(self.signer.key().await.sign(&claims)),
+            _ => None,
+        };
+        let event = event_json(&record, d.event_type, d.event_seq, receipt.as_deref());
         let body = webhook::body(endpoint.format, d.event_type.as_str(), &event, false);
         let timestamp = Timestamp::now().as_micros() / 1_000_000;
         let signature = webhook::sign(&endpoint.secret, &d.id, timestamp, body.as_bytes());
@@ -272,14 +278,16 @@ impl WebhookChannel {
 }
 
 /// The request as it was when the event happened: pending with the escalations it had for
-/// `created` and `escalated`, decided for `completed` (a decided request never changes again).
-pub fn event_json(record: &RequestRecord, event_type: EventType, seq: u32) -> Box<RawValue> {
+/// `created` and `escalated`, decided for `completed` (a decided request never changes again),
+/// with the decision's signed `receipt` in its status.
+pub fn event_json(record: &RequestRecord, event_type: EventType, seq: u32, receipt: Option<&str>) -> Box<RawValue> {
     let mut then = record.clone();
     if !event_type.as_str().ends_with(".completed") {
         then.outcome = None;
         then.escalations.truncate(usize::try_from(seq).unwrap_or(usize::MAX));
     }
-    let json = String::from_utf8(then.to_json()).expect("JSON is UTF-8");
+    let json = String::from_utf8(then.to_json_with_receipt(receipt.filter(|_| then.outcome.is_some())))
+        .expect("JSON is UTF-8");
     RawValue::from_string(json).expect("the request renders as JSON")
 }
 

@@ -79,6 +79,43 @@ pub async fn cancel(
     super::cancel(&state, &caller, KIND, call_id, &body).await
 }
 
+/// Report running an approved call: `{"state": "started"}` succeeds once (a second start is 409,
+/// with when and by whom it started in `error.execution`), then `{"state": "finished",
+/// "result_sha256": "<hex>"}` (the hash optional) or `{"state": "failed", "error": "..."}`. Each
+/// report is an event of the audit log.
+#[utoipa::path(post, path = "/function_calls/{call_id}/execution", tag = "function_calls",
+    params(("call_id" = String, Path)),
+    responses((status = 200, description = "`{call_id, state, started_at, started_by, ended_at, result_sha256, error}`"),
+              (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "started already, not started, ended already, or not approved", body = ErrorBody)))]
+pub async fn report_execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    caller.require(countersign_core::api_key::Scope::Agent)?;
+    let by = format!("key {}", caller.key_prefix);
+    let report = countersign_core::execution::ExecutionReport::parse(&body, &by)?;
+    let key = super::key(&caller, KIND, call_id);
+    Ok(axum::Json(crate::services::executions::report(state.store.as_ref(), &key, report).await?))
+}
+
+/// The execution of an approved call as reported (404 until it is started).
+#[utoipa::path(get, path = "/function_calls/{call_id}/execution", tag = "function_calls",
+    params(("call_id" = String, Path)),
+    responses((status = 200, description = "`{call_id, state, started_at, started_by, ended_at, result_sha256, error}`"),
+              (status = 404, body = ErrorBody)))]
+pub async fn execution(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(call_id): Path<String>,
+) -> ApiResult<axum::Json<serde_json::Value>> {
+    caller.require(countersign_core::api_key::Scope::Agent)?;
+    let key = super::key(&caller, KIND, call_id);
+    Ok(axum::Json(crate::services::executions::get(state.store.as_ref(), &key).await?))
+}
+
 /// Pending approvals of the key's project, oldest first.
 #[utoipa::path(get, path = "/agent/function_calls/pending", tag = "function_calls", params(PendingParams),
     responses((status = 200, description = "`{items, total, limit, offset, has_more}`"), (status = 401, body = ErrorBody)))]

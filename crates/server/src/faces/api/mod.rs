@@ -35,6 +35,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(fc::respond))
         .routes(routes!(fc::escalate_email))
         .routes(routes!(fc::cancel))
+        .routes(routes!(fc::report_execution, fc::execution))
         .routes(routes!(fc::pending))
         .routes(routes!(hc::create))
         .routes(routes!(hc::create_alias))
@@ -79,7 +80,7 @@ pub struct PendingParams {
     pub run_id: Option<String>,
 }
 
-fn key(caller: &Caller, kind: RequestKind, call_id: String) -> RequestKey {
+pub(super) fn key(caller: &Caller, kind: RequestKind, call_id: String) -> RequestKey {
     RequestKey { project_id: caller.project.id.clone(), kind, call_id }
 }
 
