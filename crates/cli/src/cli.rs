@@ -281,14 +281,18 @@ Exit codes of verify: 0 the receipt verifies (and the arguments match), 1 it doe
 
 #[derive(Debug, Subcommand)]
 pub enum ReceiptsCommand {
-    /// Verify a receipt: its signature with the published key it names, and with --args that
-    /// these are the arguments it approved. Prints what it states. Exit 0 valid, 1 invalid.
+    /// Verify a receipt: its signature with the published key it names, with --call-id that it is
+    /// about that call, and with --args that these are the arguments it approved. Prints what it
+    /// states. Exit 0 valid, 1 invalid, 2 bad usage.
     Verify {
         /// The receipt (the JWS text), or - to read it from standard input.
         receipt: String,
         /// The arguments about to run, as JSON: they must hash to the receipt's args_sha256.
         #[arg(long, value_name = "JSON")]
         args: Option<String>,
+        /// The call about to run: the receipt must be about this call_id (not another call's).
+        #[arg(long, value_name = "ID")]
+        call_id: Option<String>,
         /// Where the public keys are: a keys.json file or URL [default: this installation's
         /// database].
         #[arg(long, value_name = "FILE|URL")]

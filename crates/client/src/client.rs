@@ -19,21 +19,26 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The default length of one long-poll.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 
-const FUNCTION_CALLS: &str = "function_calls";
+pub(crate) const FUNCTION_CALLS: &str = "function_calls";
 const CONTACT_REQUESTS: &str = "contact_requests";
 
 /// A Countersign (or HumanLayer API) client. Cheap to clone; clones share one connection pool.
 #[derive(Debug, Clone)]
 pub struct Client {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     deadline: Option<Duration>,
 }
 
 #[derive(Debug)]
-struct Shared {
-    transport: Transport,
+pub(crate) struct Shared {
+    pub(crate) transport: Transport,
     run_id: String,
     wait: Duration,
+    /// Check each approval's signed receipt before running (see [`ClientBuilder::verify_receipts`]).
+    pub(crate) verify_receipts: bool,
+    /// Report executions so an approved call runs at most once (see [`ClientBuilder::track_execution`]).
+    pub(crate) track_execution: bool,
+    pub(crate) keys: crate::guard::Keys,
 }
 
 /// Configures a [`Client`]. Starts from the environment; every setter overrides it.
@@ -45,6 +50,9 @@ pub struct ClientBuilder {
     wait: Duration,
     deadline: Option<Duration>,
     http: Option<reqwest::Client>,
+    verify_receipts: bool,
+    track_execution: bool,
+    receipt_keys_url: Option<String>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -55,6 +63,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("run_id", &self.run_id)
             .field("wait", &self.wait)
             .field("deadline", &self.deadline)
+            .field("verify_receipts", &self.verify_receipts)
+            .field("track_execution", &self.track_execution)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +88,9 @@ impl ClientBuilder {
             wait: DEFAULT_WAIT,
             deadline: None,
             http: None,
+            verify_receipts: true,
+            track_execution: true,
+            receipt_keys_url: None,
         }
     }
 
@@ -118,6 +131,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether [`require_approval`](Client::require_approval) checks each approval's signed
+    /// receipt against the server's published keys and the arguments about to run, and refuses
+    /// to run otherwise ([`Error::Receipt`]). On by default; turn it off only against a
+    /// HumanLayer-compatible server that is not Countersign (it sends no receipts).
+    pub fn verify_receipts(mut self, verify: bool) -> Self {
+        self.verify_receipts = verify;
+        self
+    }
+
+    /// Whether [`require_approval`](Client::require_approval) reports each approved call's
+    /// execution (`started`, then `finished`), so that a call runs at most once: a resumed agent
+    /// that finds it started gets [`Error::AlreadyExecuted`] instead of running it again. On by
+    /// default; turn it off only against a server without `/function_calls/{id}/execution`.
+    pub fn track_execution(mut self, track: bool) -> Self {
+        self.track_execution = track;
+        self
+    }
+
+    /// Where the receipt keys are read (default: the API's origin,
+    /// `/.well-known/countersign/keys.json`).
+    pub fn receipt_keys_url(mut self, url: impl Into<String>) -> Self {
+        self.receipt_keys_url = Some(url.into());
+        self
+    }
+
     /// Checks the settings and builds the client.
     pub fn build(self) -> Result<Client, Error> {
         let api_key = self.api_key.filter(|k| !k.trim().is_empty()).ok_or(Error::MissingApiKey)?;
@@ -132,8 +170,21 @@ impl ClientBuilder {
             }
         };
         let run_id = self.run_id.filter(|r| !r.is_empty()).unwrap_or_else(|| random_id("agent"));
+        let keys_url = match self.receipt_keys_url {
+            Some(url) => Url::parse(&url)
+                .map_err(|e| Error::InvalidBaseUrl { url: url.clone(), reason: format!("receipt keys URL: {e}") })?,
+            None => crate::guard::keys_url(&base),
+        };
+        let keys = crate::guard::Keys { url: keys_url, known: Default::default() };
         Ok(Client {
-            shared: Arc::new(Shared { transport: Transport { http, base, api_key }, run_id, wait: self.wait }),
+            shared: Arc::new(Shared {
+                transport: Transport { http, base, api_key },
+                run_id,
+                wait: self.wait,
+                verify_receipts: self.verify_receipts,
+                track_execution: self.track_execution,
+                keys,
+            }),
             deadline: self.deadline,
         })
     }
@@ -170,7 +221,7 @@ impl Client {
         Self { shared: self.shared.clone(), deadline }
     }
 
-    fn operation<'a>(&'a self, call_id: &'a str) -> Operation<'a> {
+    pub(crate) fn operation<'a>(&'a self, call_id: &'a str) -> Operation<'a> {
         Operation::new(&self.shared.transport, call_id, self.deadline.map(Deadline::after))
     }
 
@@ -220,6 +271,11 @@ impl Client {
     /// Runs `f` once a human approves calling `fn_name` with `args`, with the arguments the human
     /// approved (they may have edited them); returns [`Denied`] instead if the human rejects.
     ///
+    /// Before it runs anything it checks the approval's signed receipt against the server's
+    /// published keys and the exact arguments `f` gets ([`Error::Receipt`] otherwise), and it
+    /// reports the execution so that the call runs at most once (see
+    /// [`require_approval_with_id`](Self::require_approval_with_id)).
+    ///
     /// ```no_run
     /// # async fn demo(client: countersign_client::Client) -> Result<(), countersign_client::Error> {
     /// use serde_json::{json, Value};
@@ -240,24 +296,63 @@ impl Client {
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = T>,
     {
+        self.require_approval_with_id(&random_id("call"), fn_name, args, f).await
+    }
+
+    /// Like [`require_approval`](Self::require_approval) with your own `call_id`, so that an agent
+    /// that crashed can call it again after a restart: it waits for the same request instead of
+    /// asking again, and never runs an approved call twice. If the call was started before (the
+    /// crash came after the start), the result is [`Error::AlreadyExecuted`], with when and by
+    /// whom it started and whether it reported an end: the function may or may not have had its
+    /// effect, and the caller decides what to do (check the effect; report it with
+    /// [`finish_execution`](Self::finish_execution); ask a human).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: countersign_client::Client) -> Result<(), countersign_client::Error> {
+    /// use countersign_client::Error;
+    /// use serde_json::{json, Value};
+    /// let refund = json!({"order": 1042, "amount": 120});
+    /// match client.require_approval_with_id("refund-order-1042", "refund", refund, |args: Value| async move {
+    ///     format!("refunded {}", args["amount"])
+    /// }).await {
+    ///     Ok(Ok(done)) => println!("{done}"),
+    ///     Ok(Err(denied)) => println!("{}", denied.message()),
+    ///     Err(Error::AlreadyExecuted { execution, .. }) => println!("not run again: {}", execution.describe()),
+    ///     Err(other) => return Err(other),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn require_approval_with_id<A, F, Fut, T>(
+        &self,
+        call_id: &str,
+        fn_name: &str,
+        args: A,
+        f: F,
+    ) -> Result<Result<T, Denied>, Error>
+    where
+        A: Serialize + DeserializeOwned,
+        F: FnOnce(A) -> Fut,
+        Fut: Future<Output = T>,
+    {
         let spec = FunctionCallSpec::from_args(fn_name, &args)?;
-        let approval = self.request_approval(spec).await?;
+        let approval = self.request_approval_with_id(call_id, spec).await?;
         if let Some(denied) = approval.denied() {
             return Ok(Err(denied));
         }
         let args = if approval.kwargs_edited() { approved_args(&approval)? } else { args };
-        Ok(Ok(f(args).await))
+        Ok(Ok(self.run_approved(&approval, args, f).await?))
     }
 
     /// Like [`require_approval`](Self::require_approval) for a full spec (reject options, channel,
-    /// state); `f` gets the approved kwargs as `A`.
+    /// state); `f` gets the approved kwargs as `A` (which must serialize back to exactly the
+    /// approved arguments: the receipt is checked against them).
     pub async fn require_approval_spec<A, F, Fut, T>(
         &self,
         spec: FunctionCallSpec,
         f: F,
     ) -> Result<Result<T, Denied>, Error>
     where
-        A: DeserializeOwned,
+        A: Serialize + DeserializeOwned,
         F: FnOnce(A) -> Fut,
         Fut: Future<Output = T>,
     {
@@ -265,7 +360,8 @@ impl Client {
         if let Some(denied) = approval.denied() {
             return Ok(Err(denied));
         }
-        Ok(Ok(f(approved_args(&approval)?).await))
+        let args = approved_args(&approval)?;
+        Ok(Ok(self.run_approved(&approval, args, f).await?))
     }
 
     /// Asks a human a question and waits for the answer.

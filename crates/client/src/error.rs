@@ -65,6 +65,33 @@ pub enum Error {
     #[error("{0}")]
     Arguments(String),
 
+    /// The approval's signed receipt does not hold for the call about to run (missing, altered,
+    /// signed by an unknown key, about another call, or over other arguments): the function was
+    /// not run. Nothing to retry: someone or something changed what was approved.
+    #[error("refused to run {fn_name} ({call_id}): {reason}")]
+    Receipt {
+        /// The approved call.
+        call_id: String,
+        /// The function that was not run.
+        fn_name: String,
+        /// Why the receipt was refused.
+        reason: String,
+    },
+
+    /// The approved call was started before (by this agent before a crash or a lost answer, or by
+    /// another process with the same `call_id`), so it was not run again. If `execution.state` is
+    /// `started`, the first run never reported an end: it may or may not have had its effect, and
+    /// the caller decides (check the effect, then report it with
+    /// [`finish_execution`](crate::Client::finish_execution) or
+    /// [`fail_execution`](crate::Client::fail_execution), or ask a human).
+    #[error("{call_id} was not run again: it was {}", .execution.describe())]
+    AlreadyExecuted {
+        /// The approved call.
+        call_id: String,
+        /// Its execution as the server recorded it.
+        execution: crate::Execution,
+    },
+
     /// The HTTP client could not be built or a request could not be formed.
     #[error("HTTP client: {0}")]
     Http(#[source] reqwest::Error),

@@ -124,15 +124,17 @@
 pub mod agent;
 mod client;
 mod error;
+mod guard;
 pub mod models;
 mod outcome;
 mod transport;
 
 pub use client::{Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_WAIT, MAX_WAIT};
+pub use countersign_receipt::Claims as ReceiptClaims;
 pub use error::Error;
 pub use models::{
-    ContactChannel, EmailContactChannel, EmailRecipient, FunctionCall, FunctionCallSpec, FunctionCallStatus,
-    HumanContact, HumanContactSpec, HumanContactStatus, JsonObject, PhoneContactChannel, ResponseOption,
-    SlackContactChannel, UserInfo,
+    ContactChannel, EmailContactChannel, EmailRecipient, Execution, ExecutionState, FunctionCall, FunctionCallSpec,
+    FunctionCallStatus, HumanContact, HumanContactSpec, HumanContactStatus, JsonObject, PhoneContactChannel,
+    ResponseOption, SlackContactChannel, UserInfo,
 };
 pub use outcome::{Answer, Approval, Denied};

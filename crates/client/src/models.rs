@@ -125,6 +125,10 @@ pub struct FunctionCallStatus {
     /// The arguments as the human edited them before approving; run with these when present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_kwargs: Option<JsonObject>,
+    /// Countersign's signed receipt of the decision (a JWS over the exact call; see
+    /// [`Client::verify_approval`](crate::Client::verify_approval)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
     /// Fields this SDK does not know.
     #[serde(flatten)]
     pub extra: JsonObject,
@@ -534,5 +538,48 @@ mod tests {
         let without_status: FunctionCall =
             serde_json::from_value(json!({"run_id": "r", "call_id": "c", "spec": {"fn": "f", "kwargs": {}}})).unwrap();
         assert_eq!(without_status.approved(), None);
+    }
+}
+
+/// Where the execution of an approved call is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionState {
+    /// Started, and no end reported (running, or the agent crashed).
+    Started,
+    Finished,
+    Failed,
+}
+
+/// The execution of an approved call, as Countersign recorded it
+/// (`/function_calls/{call_id}/execution`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub call_id: String,
+    pub state: ExecutionState,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Who reported the start (`key cs_…`).
+    pub started_by: String,
+    /// When it finished or failed.
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    /// Hex SHA-256 of the result, if the agent reported one.
+    #[serde(default)]
+    pub result_sha256: Option<String>,
+    /// What went wrong, for a failed one.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Execution {
+    /// One line for people: `started at … by …, and never reported finished or failed`.
+    pub fn describe(&self) -> String {
+        let started = format!("started at {} by {}", self.started_at, self.started_by);
+        match (self.state, &self.ended_at) {
+            (ExecutionState::Started, _) | (_, None) => format!("{started}, and never reported finished or failed"),
+            (ExecutionState::Finished, Some(at)) => format!("{started}, finished at {at}"),
+            (ExecutionState::Failed, Some(at)) => format!("{started}, failed at {at}"),
+        }
     }
 }

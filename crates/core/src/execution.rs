@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 
 /// Longest error text a `failed` report may carry, in characters.
 pub const MAX_ERROR_CHARS: usize = 2000;
+/// Longest start token, in bytes.
+pub const MAX_TOKEN_BYTES: usize = 128;
 
 /// Where an execution is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +48,11 @@ pub struct ExecutionReport {
     pub error: Option<String>,
     /// Who reported it (the API key, as `key cs_…`).
     pub by: String,
+    /// A start's token, chosen by the agent (`started` only; optional): a start sent again with
+    /// the same token (a retry whose answer was lost) gets the same 200, not a 409. Kept out of
+    /// the audit log.
+    #[serde(default, skip_serializing)]
+    pub token: Option<String>,
 }
 
 impl ExecutionReport {
@@ -53,8 +60,13 @@ impl ExecutionReport {
     /// `{"state": "started" | "finished" | "failed", "result_sha256"?: hex, "error"?: text}`.
     pub fn parse(body: &Value, by: &str) -> Result<Self, Invalid> {
         let object = body.as_object().ok_or_else(|| Invalid::new("body", "must be a JSON object"))?;
-        if let Some(unknown) = object.keys().find(|k| !["state", "result_sha256", "error"].contains(&k.as_str())) {
-            return Err(Invalid::new(unknown, "is not a field of an execution report (state, result_sha256, error)"));
+        if let Some(unknown) =
+            object.keys().find(|k| !["state", "result_sha256", "error", "token"].contains(&k.as_str()))
+        {
+            return Err(Invalid::new(
+                unknown,
+                "is not a field of an execution report (state, result_sha256, error, token)",
+            ));
         }
         let state = object
             .get("state")
@@ -84,7 +96,16 @@ impl ExecutionReport {
                 return Err(Invalid::new("error", format!("is longer than {MAX_ERROR_CHARS} characters")));
             }
         }
-        Ok(Self { state, result_sha256, error, by: by.to_owned() })
+        let token = text("token")?;
+        if let Some(token) = &token {
+            if state != ExecutionState::Started {
+                return Err(Invalid::new("token", "is only sent with state \"started\""));
+            }
+            if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+                return Err(Invalid::new("token", format!("must be 1 to {MAX_TOKEN_BYTES} bytes")));
+            }
+        }
+        Ok(Self { state, result_sha256, error, by: by.to_owned(), token })
     }
 }
 
@@ -98,6 +119,17 @@ pub struct Execution {
     pub ended_at: Option<Timestamp>,
     pub result_sha256: Option<String>,
     pub error: Option<String>,
+    /// The start's token, if the agent sent one (never shown).
+    pub start_token: Option<String>,
+}
+
+/// What a report did to the execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// It changed: the execution now.
+    Changed(Execution),
+    /// A start sent again with the same token: nothing changes, the start is answered again.
+    Replayed(Execution),
 }
 
 /// Why a report does not apply to the execution as it is.
@@ -114,26 +146,34 @@ pub enum Refused {
 impl Execution {
     /// The execution after `report` at `at`, or why the report does not apply. A call starts at
     /// most once and ends at most once.
-    pub fn apply(current: Option<&Execution>, report: &ExecutionReport, at: Timestamp) -> Result<Execution, Refused> {
+    pub fn apply(current: Option<&Execution>, report: &ExecutionReport, at: Timestamp) -> Result<Applied, Refused> {
         match (current, report.state) {
-            (None, ExecutionState::Started) => Ok(Execution {
+            (None, ExecutionState::Started) => Ok(Applied::Changed(Execution {
                 state: ExecutionState::Started,
                 started_at: at,
                 started_by: report.by.clone(),
                 ended_at: None,
                 result_sha256: None,
                 error: None,
-            }),
+                start_token: report.token.clone(),
+            })),
+            (Some(now), ExecutionState::Started)
+                if now.state == ExecutionState::Started
+                    && report.token.is_some()
+                    && now.start_token == report.token =>
+            {
+                Ok(Applied::Replayed(now.clone()))
+            }
             (Some(now), ExecutionState::Started) => Err(Refused::AlreadyStarted(now.clone())),
             (None, _) => Err(Refused::NotStarted),
             (Some(now), _) if now.state != ExecutionState::Started => Err(Refused::AlreadyEnded(now.clone())),
-            (Some(now), end) => Ok(Execution {
+            (Some(now), end) => Ok(Applied::Changed(Execution {
                 state: end,
                 ended_at: Some(at),
                 result_sha256: report.result_sha256.clone(),
                 error: report.error.clone(),
                 ..now.clone()
-            }),
+            })),
         }
     }
 
@@ -171,7 +211,11 @@ mod tests {
     #[test]
     fn a_call_starts_once_and_ends_once() {
         let t0 = Timestamp::from_micros(1_000_000);
-        let started = Execution::apply(None, &report("started"), t0).unwrap();
+        let changed = |a: Result<Applied, Refused>| match a {
+            Ok(Applied::Changed(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let started = changed(Execution::apply(None, &report("started"), t0));
         assert_eq!(started.state, ExecutionState::Started);
         assert_eq!(started.started_by, "key cs_test");
         assert!(matches!(
@@ -182,7 +226,7 @@ mod tests {
         let done =
             ExecutionReport::parse(&json!({"state": "finished", "result_sha256": "AB".repeat(32)}), "k").unwrap();
         let t1 = Timestamp::from_micros(2_000_000);
-        let finished = Execution::apply(Some(&started), &done, t1).unwrap();
+        let finished = changed(Execution::apply(Some(&started), &done, t1));
         assert_eq!(finished.state, ExecutionState::Finished);
         assert_eq!(finished.ended_at, Some(t1));
         assert_eq!(finished.result_sha256.as_deref(), Some("ab".repeat(32).as_str()));
@@ -190,6 +234,17 @@ mod tests {
         assert!(matches!(Execution::apply(Some(&finished), &report("failed"), t1), Err(Refused::AlreadyEnded(_))));
         assert!(started.describe().contains("never reported finished"));
         assert!(finished.describe().contains("finished at"));
+    }
+
+    #[test]
+    fn a_start_sent_again_with_its_token_is_answered_again() {
+        let t0 = Timestamp::from_micros(1_000_000);
+        let with = |token: &str| ExecutionReport::parse(&json!({"state": "started", "token": token}), "k").unwrap();
+        let Ok(Applied::Changed(started)) = Execution::apply(None, &with("t-1"), t0) else { panic!() };
+        assert_eq!(Execution::apply(Some(&started), &with("t-1"), t0), Ok(Applied::Replayed(started.clone())));
+        assert!(matches!(Execution::apply(Some(&started), &with("t-2"), t0), Err(Refused::AlreadyStarted(_))));
+        assert!(matches!(Execution::apply(Some(&started), &report("started"), t0), Err(Refused::AlreadyStarted(_))));
+        assert!(!started.to_json("c").to_string().contains("t-1"), "the token is never shown");
     }
 
     #[test]

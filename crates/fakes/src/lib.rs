@@ -3,6 +3,9 @@
 //!
 //! - [`slack`]: the Slack Web API (`chat.postMessage`, `chat.update`, `views.open`, ...).
 //! - [`twilio`]: Twilio's REST API (sending SMS with `Messages.json`, checking an account).
+//! - [`tamper`]: not a fake but an attacker: a proxy in front of a real Countersign server that
+//!   alters the approvals it passes back.
 
 pub mod slack;
+pub mod tamper;
 pub mod twilio;

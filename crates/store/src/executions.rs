@@ -15,6 +15,8 @@ use countersign_core::execution::{Execution, Refused};
 pub enum Executed {
     /// Recorded and logged; the execution as it is now.
     Recorded(Execution),
+    /// A start sent again with its token: nothing changed; the execution as it is.
+    Replayed(Execution),
     /// The report does not apply to the execution as it is (nothing changed).
     Refused(Refused),
     /// The request is not an approved function call (pending, rejected, ended, or a question);
@@ -41,7 +43,7 @@ macro_rules! impl_executions {
             use $crate::{StoreError, StoreResult};
             use async_trait::async_trait;
             use countersign_core::event::{EventBody, RequestEvent};
-            use countersign_core::execution::{Execution, ExecutionState};
+            use countersign_core::execution::{Applied, Execution, ExecutionState};
             use countersign_core::{RequestKind, Timestamp};
             use sqlx::Row;
 
@@ -52,7 +54,7 @@ macro_rules! impl_executions {
                 call_id: &str,
             ) -> StoreResult<Option<Execution>> {
                 let row = sqlx::query(
-                    "SELECT state, started_at, started_by, ended_at, result_sha256, error FROM executions \
+                    "SELECT state, started_at, started_by, ended_at, result_sha256, error, start_token FROM executions \
                      WHERE project_id = $1 AND kind = $2 AND call_id = $3",
                 )
                 .bind(project_id)
@@ -70,6 +72,7 @@ macro_rules! impl_executions {
                     ended_at: row.try_get::<Option<i64>, _>("ended_at")?.map(Timestamp::from_micros),
                     result_sha256: row.try_get("result_sha256")?,
                     error: row.try_get("error")?,
+                    start_token: row.try_get("start_token")?,
                 }))
             }
 
@@ -106,12 +109,13 @@ macro_rules! impl_executions {
                     }
                     let current = read(&mut tx, project_id, kind, call_id).await?;
                     let next = match Execution::apply(current.as_ref(), report, event.at) {
-                        Ok(next) => next,
+                        Ok(Applied::Changed(next)) => next,
+                        Ok(Applied::Replayed(now)) => return Ok(Executed::Replayed(now)),
                         Err(refused) => return Ok(Executed::Refused(refused)),
                     };
                     sqlx::query(
                         "INSERT INTO executions (project_id, kind, call_id, state, started_at, started_by, ended_at, \
-                         result_sha256, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                         result_sha256, error, start_token) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
                          ON CONFLICT (project_id, kind, call_id) DO UPDATE SET state = excluded.state, \
                          ended_at = excluded.ended_at, result_sha256 = excluded.result_sha256, error = excluded.error",
                     )
@@ -124,6 +128,7 @@ macro_rules! impl_executions {
                     .bind(next.ended_at.map(|t| t.as_micros()))
                     .bind(next.result_sha256.as_deref())
                     .bind(next.error.as_deref())
+                    .bind(next.start_token.as_deref())
                     .execute(&mut *tx)
                     .await?;
                     $log_request(&mut tx, event).await?;

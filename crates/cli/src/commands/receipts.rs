@@ -6,7 +6,7 @@ use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use anyhow::{Context, bail};
 use countersign_core::Timestamp;
-use countersign_receipt::{PublicKey, verify};
+use countersign_receipt::{PublicKey, ReceiptError, verify};
 use countersign_server::services::receipts::{jwks, new_key};
 use serde_json::{Value, json};
 use std::io::Read;
@@ -16,7 +16,7 @@ const MAX_KEYS_BYTES: usize = 1024 * 1024;
 
 pub async fn run(config: &Config, cmd: ReceiptsCommand) -> anyhow::Result<()> {
     match cmd {
-        ReceiptsCommand::Verify { receipt, args, keys, json } => {
+        ReceiptsCommand::Verify { receipt, args, call_id, keys, json } => {
             let receipt = if receipt == "-" {
                 let mut text = String::new();
                 std::io::stdin().take(countersign_receipt::MAX_RECEIPT_BYTES as u64 + 1).read_to_string(&mut text)?;
@@ -38,6 +38,12 @@ pub async fn run(config: &Config, cmd: ReceiptsCommand) -> anyhow::Result<()> {
                 }
             };
             let checked = verify(&receipt, &published).and_then(|claims| {
+                if let Some(expected) = call_id.as_deref().filter(|id| *id != claims.call_id) {
+                    return Err(ReceiptError::OtherCall {
+                        receipt: format!("{} {:?}", claims.kind, claims.call_id),
+                        expected: format!("call {expected:?}"),
+                    });
+                }
                 if let Some(args) = &args {
                     claims.check_args(args)?;
                 }

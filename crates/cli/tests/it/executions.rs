@@ -140,12 +140,23 @@ async fn only_approved_calls_of_the_project_run_and_failures_are_recorded() {
     // Ending before starting is refused; then start, fail once.
     let got = s.post("/function_calls/f1/execution", json!({"state": "failed"})).await;
     assert_error(&got, StatusCode::CONFLICT, "conflict", "was not started");
-    assert_eq!(s.post("/function_calls/f1/execution", start.clone()).await.0, StatusCode::OK);
+    // A start sent again with its token (a retry whose answer was lost) is answered again.
+    let (status, first) = s.post("/function_calls/f1/execution", json!({"state": "started", "token": "t-1"})).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(
+        s.post("/function_calls/f1/execution", json!({"state": "started", "token": "t-1"})).await,
+        (StatusCode::OK, first)
+    );
+    let got = s.post("/function_calls/f1/execution", json!({"state": "started", "token": "t-2"})).await;
+    assert_error(&got, StatusCode::CONFLICT, "conflict", "already started");
+    assert!(!got.1.to_string().contains("t-1"), "the token is never shown: {}", got.1);
     let (status, failed) =
         s.post("/function_calls/f1/execution", json!({"state": "failed", "error": "the bank said no"})).await;
     assert_eq!(status, StatusCode::OK, "{failed}");
     assert_eq!((failed["state"].as_str(), failed["error"].as_str()), (Some("failed"), Some("the bank said no")));
     assert_error(&s.post("/function_calls/f1/execution", start).await, StatusCode::CONFLICT, "conflict", "failed at");
     let events = audit_types(&s, "f1", 4).await;
+    assert_eq!(events.len(), 4, "created, decided, one start, failed: {events:?}");
     assert_eq!(events.last().unwrap()["execution"]["error"], "the bank said no", "{events:?}");
+    assert!(!serde_json::to_string(&events).unwrap().contains("t-1"), "tokens stay out of the audit log");
 }

@@ -37,12 +37,16 @@ fn files() -> (tempfile::TempDir, PathBuf) {
 
 /// `countersign mcp gate --rules FILE ... -- node server-filesystem DIR`, connected.
 async fn gate(s: &TestServer, rules: &str, dir: &Path) -> McpClient {
+    gate_via(s, rules, dir, &format!("http://{}", s.addr)).await
+}
+
+/// [`gate`] with the gate talking to Countersign at `server`.
+async fn gate_via(s: &TestServer, rules: &str, dir: &Path, server: &str) -> McpClient {
     let rules_file = s.dir.path().join("gate.rules");
     std::fs::write(&rules_file, rules).unwrap();
-    let server = format!("http://{}", s.addr);
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_countersign"));
     cmd.args(["mcp", "gate", "--rules"]).arg(&rules_file);
-    cmd.args(["--server", &server, "--key", &s.key, "--run-id", "gate-test", "--"]);
+    cmd.args(["--server", server, "--key", &s.key, "--run-id", "gate-test", "--"]);
     cmd.args(filesystem_server(dir));
     connect(cmd).await
 }
@@ -113,6 +117,17 @@ async fn the_gate_offers_the_tools_unchanged_and_forwards_unselected_calls_at_on
 
 /// Calls `write_file` through the gate, decides the approval with `decision`, returns the result.
 async fn write_decided(s: &TestServer, mcp: &McpClient, file: &Path, content: &str, decision: Value) -> CallToolResult {
+    write_decided_id(s, mcp, file, content, decision).await.0
+}
+
+/// [`write_decided`], with the approval's call id.
+async fn write_decided_id(
+    s: &TestServer,
+    mcp: &McpClient,
+    file: &Path,
+    content: &str,
+    decision: Value,
+) -> (CallToolResult, String) {
     let peer = mcp.peer().clone();
     let args = json!({"path": file.display().to_string(), "content": content});
     let asked = tokio::spawn(async move { peer.call_tool(call("write_file", args)).await });
@@ -126,7 +141,7 @@ async fn write_decided(s: &TestServer, mcp: &McpClient, file: &Path, content: &s
     let call_id = approval["call_id"].as_str().unwrap();
     let (status, body) = s.post(&format!("/agent/function_calls/{call_id}/respond"), decision).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    asked.await.unwrap().expect("tools/call")
+    (asked.await.unwrap().expect("tools/call"), call_id.to_owned())
 }
 
 #[tokio::test]
@@ -360,4 +375,75 @@ async fn bad_rules_files_and_unreachable_servers_are_refused_with_what_to_fix() 
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot start the downstream MCP server `/nonexistent/mcp-server`"), "{stderr}");
     assert!(out.stdout.is_empty(), "standard output is the MCP protocol only");
+}
+
+/// The gate checks each approval's signed receipt against the arguments it is about to forward:
+/// through a proxy that alters approvals (other arguments, a receipt signed by an unknown key, an
+/// altered receipt, another call's receipt), nothing is forwarded. What it does forward is
+/// recorded as executed, with the SHA-256 of the result.
+#[tokio::test]
+async fn the_gate_forwards_only_what_the_receipt_approved_and_records_the_execution() {
+    use countersign_fakes::tamper::{Alter, Tamper};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+    let s = TestServer::start().await;
+    let (_dir, dir) = files();
+    let mode = Arc::new(AtomicUsize::new(0));
+    let other_receipt = Arc::new(Mutex::new(String::new()));
+    let alter: Alter = {
+        let (mode, other_receipt) = (mode.clone(), other_receipt.clone());
+        let stranger = countersign_receipt::KeyPair::from_secret(&[7; 32]);
+        Arc::new(move |fc: &mut Value| {
+            let receipt = fc["status"]["receipt"].as_str().unwrap_or_default().to_owned();
+            match mode.load(Ordering::SeqCst) {
+                1 => {
+                    let mut kwargs = fc["spec"]["kwargs"].clone();
+                    kwargs["content"] = json!("what the attacker wants");
+                    fc["status"]["updated_kwargs"] = kwargs;
+                }
+                2 => {
+                    fc["status"]["receipt"] =
+                        json!(stranger.sign(&countersign_receipt::read_unverified(&receipt).unwrap()))
+                }
+                3 => {
+                    let (head, signature) = receipt.rsplit_once('.').unwrap();
+                    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+                    fc["status"]["receipt"] = json!(format!("{head}.{flipped}{}", &signature[1..]));
+                }
+                4 => fc["status"]["receipt"] = json!(other_receipt.lock().unwrap().clone()),
+                _ => {}
+            }
+        })
+    };
+    let proxy = Tamper::start(s.http.clone(), s.addr, alter).await;
+    let mcp = gate_via(&s, "ask write_file\n", &dir, &format!("http://{}", proxy.addr)).await;
+
+    let first = dir.join("first.txt");
+    let (result, call_id) = write_decided_id(&s, &mcp, &first, "approved as is", json!({"approved": true})).await;
+    ok_text(&result);
+    assert_eq!(std::fs::read_to_string(&first).unwrap(), "approved as is");
+    let (_, decided) = s.get(&format!("/function_calls/{call_id}")).await;
+    *other_receipt.lock().unwrap() = decided["status"]["receipt"].as_str().unwrap().to_owned();
+    let (status, execution) = s.get(&format!("/function_calls/{call_id}/execution")).await;
+    assert_eq!(status, StatusCode::OK, "{execution}");
+    assert_eq!(execution["state"], "finished", "{execution}");
+    assert_eq!(execution["result_sha256"].as_str().map(str::len), Some(64), "{execution}");
+
+    for (m, reason) in [
+        (1, "arguments differ"),
+        (2, "not among the published keys"),
+        (3, "signature does not verify"),
+        (4, "not for function_call"),
+    ] {
+        mode.store(m, Ordering::SeqCst);
+        let file = dir.join(format!("refused-{m}.txt"));
+        let (result, call_id) = write_decided_id(&s, &mcp, &file, "approved as is", json!({"approved": true})).await;
+        assert_eq!(result.is_error, Some(true), "{result:?}");
+        let said = text(&result);
+        assert!(said.contains("did not forward write_file") && said.contains(reason), "mode {m}: {said}");
+        assert!(!file.exists(), "mode {m}: nothing was written");
+        let (status, _) = s.get(&format!("/function_calls/{call_id}/execution")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "mode {m}: nothing was started");
+    }
+    mcp.cancel().await.unwrap();
 }

@@ -67,6 +67,10 @@ async fn the_signing_key_is_made_once_published_rotated_and_receipts_verify_from
         "{}",
         String::from_utf8_lossy(&other_args.stderr)
     );
+    let other_call = verify(&[receipt.as_str(), "--call-id", "r2"], "");
+    assert_eq!(other_call.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other_call.stderr).contains("the receipt is for function_call \"r1\""));
+    assert!(verify(&[receipt.as_str(), "--call-id", "r1"], "").status.success());
     let mut tampered = receipt.clone();
     tampered.replace_range(tampered.len() - 3.., "AAA");
     assert_eq!(verify(&[tampered.as_str()], "").status.code(), Some(1));
@@ -116,6 +120,28 @@ async fn instances_on_one_database_share_one_signing_key() {
     let other = s.another_instance().await;
     assert_eq!(keys_json(&s).await, keys_json(&other).await);
     assert_eq!(keys_json(&s).await["keys"].as_array().unwrap().len(), 1);
+    // A round trip across them: asked on one, decided on the other, read back on the first;
+    // the receipt verifies with the keys either publishes, and the call starts once.
+    let args = json!({"amount": 75, "currency": "EUR"});
+    let call = json!({"run_id": "run-i", "call_id": "i1", "spec": {"fn": "refund", "kwargs": args}});
+    assert_eq!(s.post("/function_calls", call).await.0, reqwest::StatusCode::OK);
+    let (status, decided) = other.post("/agent/function_calls/i1/respond", json!({"approved": true})).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{decided}");
+    let (_, read) = s.get("/function_calls/i1?wait=5").await;
+    let receipt = read["status"]["receipt"].as_str().unwrap_or_else(|| panic!("no receipt: {read}"));
+    let stated =
+        countersign_receipt::verify(receipt, &countersign_receipt::PublicKey::from_jwks(&keys_json(&other).await))
+            .unwrap();
+    stated.check_call("function_call", "i1", &args).unwrap();
+    assert_eq!(receipt, decided["status"]["receipt"].as_str().unwrap(), "both instances sign the same statement");
+    assert_eq!(
+        other.post("/function_calls/i1/execution", json!({"state": "started"})).await.0,
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(
+        s.post("/function_calls/i1/execution", json!({"state": "started"})).await.0,
+        reqwest::StatusCode::CONFLICT
+    );
 }
 
 /// Every decision shown carries a receipt that verifies with the published keys and states the

@@ -62,8 +62,16 @@ async fn fake_api(script: Script) -> (SocketAddr, Shared) {
     (addr, shared)
 }
 
+/// A client of the scripted server, which (like a HumanLayer server) sends no receipts and has no
+/// execution records.
 fn client(addr: SocketAddr) -> Client {
-    Client::new(format!("http://{addr}/humanlayer/v1"), "k").unwrap()
+    Client::builder()
+        .base_url(format!("http://{addr}/humanlayer/v1"))
+        .api_key("k")
+        .verify_receipts(false)
+        .track_execution(false)
+        .build()
+        .unwrap()
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -4,5 +4,6 @@ mod agent;
 mod approvals;
 mod fake_api;
 mod questions;
+mod receipts;
 mod support;
 mod waiting;

@@ -59,7 +59,7 @@ impl Gate {
         rule: &Rule,
         ctx: &RequestContext<RoleServer>,
         progress: &mut Progress,
-    ) -> Result<CallToolRequestParams, CallToolResult> {
+    ) -> Result<(CallToolRequestParams, String), CallToolResult> {
         let call_id = crate::random_id("gate");
         // If the client cancels the call while a human is asked, this future is dropped: the
         // approval is then cancelled in Countersign too, so nobody decides a call that is gone.
@@ -80,9 +80,14 @@ impl Gate {
         pending.countersign = None;
         match decided {
             Ok(approval) if approval.approved => {
+                let arguments = approval.kwargs.clone();
+                if let Err(e) = self.may_run(&call_id, &approval, &arguments).await {
+                    tracing::warn!(call_id, tool, error = %e, "approved, but not forwarded");
+                    return Err(tool_error(format!("Countersign's gate did not forward {tool}: {e}")));
+                }
                 tracing::info!(call_id, tool, "approved; forwarding");
-                request.arguments = Some(approval.kwargs);
-                Ok(request)
+                request.arguments = Some(arguments);
+                Ok((request, call_id))
             }
             Ok(approval) => {
                 tracing::info!(call_id, tool, "denied");
@@ -92,6 +97,46 @@ impl Gate {
                 tracing::warn!(call_id, tool, error = %e, "cannot get a decision");
                 Err(tool_error(format!("Countersign could not get a human's decision on {tool}: {e}")))
             }
+        }
+    }
+
+    /// Checks the approval's receipt against the arguments about to be forwarded, and reports the
+    /// start of the execution (once; the client's settings can turn either off).
+    async fn may_run(
+        &self,
+        call_id: &str,
+        approval: &Approval,
+        arguments: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), countersign_client::Error> {
+        if self.countersign.verifies_receipts() {
+            self.countersign.verify_approval(approval, &serde_json::Value::Object(arguments.clone())).await?;
+        }
+        if self.countersign.tracks_execution() {
+            let token = crate::random_id("start");
+            self.countersign.start_execution(call_id, Some(&token)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports how the forwarded call ended: finished with the SHA-256 of the result's canonical
+    /// JSON, or failed.
+    async fn report_end(&self, call_id: &str, ended: Result<&CallToolResponse, String>) {
+        if !self.countersign.tracks_execution() {
+            return;
+        }
+        let reported = match ended {
+            Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+                self.countersign.fail_execution(call_id, "the tool answered with an error result").await
+            }
+            Ok(CallToolResponse::Complete(result)) => {
+                let hash = serde_json::to_value(result).ok().map(|v| countersign_receipt::args_sha256(&v));
+                self.countersign.finish_execution(call_id, hash.as_deref()).await
+            }
+            Ok(_) => self.countersign.finish_execution(call_id, None).await,
+            Err(error) => self.countersign.fail_execution(call_id, &error).await,
+        };
+        if let Err(e) = reported {
+            tracing::warn!(call_id, error = %e, "the forwarded call ended but its end could not be reported");
         }
     }
 
@@ -105,9 +150,9 @@ impl Gate {
         let arguments = request.arguments.as_ref().unwrap_or(&no_arguments);
         let rule = self.rules.verdict(&request.name, arguments);
         let mut progress = Progress::new(ctx, self.progress_every);
-        let mut forward = match rule {
+        let (mut forward, approved) = match rule {
             Some(rule) if rule.action == Action::Ask => match self.ask(request, rule, ctx, &mut progress).await {
-                Ok(approved) => approved,
+                Ok((approved, call_id)) => (approved, Some(call_id)),
                 Err(result) => return Ok(result.into()),
             },
             Some(rule) if rule.action == Action::Deny => {
@@ -115,13 +160,18 @@ impl Gate {
                 let text = format!("{} is not allowed by Countersign's gate rules ({})", request.name, rule.origin);
                 return Ok(tool_error(text).into());
             }
-            _ => request,
+            _ => (request, None),
         };
         // The downstream server gets its own progress token from rmcp; the client hears the
         // gate's progress, which keeps counting up while the tool runs.
         forward.meta = None;
         let label = format!("waiting for {}", forward.name);
-        match progress.during(ctx, &label, self.downstream.call_tool_once(forward)).await {
+        let answer = progress.during(ctx, &label, self.downstream.call_tool_once(forward)).await;
+        if let Some(call_id) = &approved {
+            let ended = answer.as_ref().map_err(|e| format!("the downstream MCP server failed: {e}"));
+            self.report_end(call_id, ended).await;
+        }
+        match answer {
             Ok(response) => Ok(response),
             Err(ServiceError::McpError(error)) => Err(error),
             Err(e) => Ok(tool_error(format!("the downstream MCP server failed: {e}")).into()),

@@ -20,6 +20,7 @@ pub async fn report(store: &dyn Store, key: &RequestKey, report: ExecutionReport
             tracing::info!(call_id = %call, state = execution.state.as_str(), by = %report.by, "execution reported");
             Ok(execution.to_json(call))
         }
+        Executed::Replayed(execution) => Ok(execution.to_json(call)),
         Executed::Refused(Refused::AlreadyStarted(now)) => {
             tracing::warn!(call_id = %call, by = %report.by, first = %now.started_by, "a second start of an approved call was refused");
             Err(ApiError::conflict(format!(

@@ -11,5 +11,6 @@ CREATE TABLE executions (
     ended_at       INTEGER,
     result_sha256  TEXT,
     error          TEXT,
+    start_token    TEXT,               -- the agent's token: its retried start is answered again, not refused
     PRIMARY KEY (project_id, kind, call_id)
 );
