@@ -89,7 +89,7 @@ pub enum Error {
         /// The approved call.
         call_id: String,
         /// Its execution as the server recorded it.
-        execution: crate::Execution,
+        execution: Box<crate::Execution>,
     },
 
     /// The HTTP client could not be built or a request could not be formed.

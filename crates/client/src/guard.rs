@@ -130,7 +130,9 @@ impl Client {
         match self.report_execution(call_id, body).await {
             Err(Error::Api { status: 409, message, .. }) if message.contains("already") => {
                 match self.get_execution(call_id).await? {
-                    Some(execution) => Err(Error::AlreadyExecuted { call_id: call_id.to_owned(), execution }),
+                    Some(execution) => {
+                        Err(Error::AlreadyExecuted { call_id: call_id.to_owned(), execution: Box::new(execution) })
+                    }
                     None => Err(Error::Arguments(message)),
                 }
             }

@@ -136,11 +136,11 @@ pub enum Applied {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// `started` when it was started already (the execution as it is).
-    AlreadyStarted(Execution),
+    AlreadyStarted(Box<Execution>),
     /// `finished`/`failed` before `started`.
     NotStarted,
     /// `finished`/`failed` after it ended (the execution as it is).
-    AlreadyEnded(Execution),
+    AlreadyEnded(Box<Execution>),
 }
 
 impl Execution {
@@ -164,9 +164,9 @@ impl Execution {
             {
                 Ok(Applied::Replayed(now.clone()))
             }
-            (Some(now), ExecutionState::Started) => Err(Refused::AlreadyStarted(now.clone())),
+            (Some(now), ExecutionState::Started) => Err(Refused::AlreadyStarted(Box::new(now.clone()))),
             (None, _) => Err(Refused::NotStarted),
-            (Some(now), _) if now.state != ExecutionState::Started => Err(Refused::AlreadyEnded(now.clone())),
+            (Some(now), _) if now.state != ExecutionState::Started => Err(Refused::AlreadyEnded(Box::new(now.clone()))),
             (Some(now), end) => Ok(Applied::Changed(Execution {
                 state: end,
                 ended_at: Some(at),
@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(started.started_by, "key cs_test");
         assert!(matches!(
             Execution::apply(Some(&started), &report("started"), t0),
-            Err(Refused::AlreadyStarted(e)) if e == started
+            Err(Refused::AlreadyStarted(e)) if *e == started
         ));
         assert_eq!(Execution::apply(None, &report("finished"), t0), Err(Refused::NotStarted));
         let done =

@@ -17,7 +17,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     /// Extra fields of the error object (e.g. `execution` on a second start).
-    detail: Option<(&'static str, serde_json::Value)>,
+    detail: Option<Box<(&'static str, serde_json::Value)>>,
 }
 
 /// Result of a handler.
@@ -31,7 +31,7 @@ impl ApiError {
 
     /// The same error with one more field in its JSON object, for programs to read.
     pub fn with_detail(mut self, field: &'static str, value: serde_json::Value) -> Self {
-        self.detail = Some((field, value));
+        self.detail = Some(Box::new((field, value)));
         self
     }
 
@@ -105,7 +105,8 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
-        if let Some((field, value)) = self.detail {
+        if let Some(detail) = self.detail {
+            let (field, value) = *detail;
             error[field] = value;
         }
         let body = json!({ "error": error }).to_string();

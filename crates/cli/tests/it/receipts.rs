@@ -6,7 +6,8 @@ use crate::support::{TestServer, run_cli};
 use countersign_receipt::{Claims, KeyPair, VERSION, args_sha256};
 use serde_json::{Value, json};
 
-async fn keys_json(s: &TestServer) -> Value {
+/// The server's published receipt keys (checked to be cacheable).
+pub async fn keys_json(s: &TestServer) -> Value {
     let answer = s.http.get(format!("http://{}/.well-known/countersign/keys.json", s.addr)).send().await.unwrap();
     assert_eq!(answer.status(), reqwest::StatusCode::OK);
     assert!(answer.headers()["cache-control"].to_str().unwrap().contains("max-age"));

@@ -146,15 +146,7 @@ async fn a_decision_is_delivered_signed_in_the_v1beta2_envelope() {
     assert_eq!(envelope["event"]["status"]["approved"], false);
     assert_eq!(envelope["event"]["status"]["comment"], "too much");
     // The decision's receipt rides along, and verifies with the published keys.
-    let keys: Value = s
-        .http
-        .get(format!("http://{}/.well-known/countersign/keys.json", s.addr))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys = crate::receipts::keys_json(&s).await;
     let receipt = envelope["event"]["status"]["receipt"].as_str().unwrap_or_else(|| panic!("no receipt: {envelope}"));
     let stated = countersign_receipt::verify(receipt, &countersign_receipt::PublicKey::from_jwks(&keys)).unwrap();
     assert_eq!((stated.call_id.as_str(), stated.decision.as_str()), ("c1", "rejected"));

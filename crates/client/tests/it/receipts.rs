@@ -66,7 +66,7 @@ async fn an_approved_call_runs_once_with_its_receipt_checked_and_its_execution_r
     match again {
         Err(Error::AlreadyExecuted { call_id, execution }) => {
             assert_eq!(call_id, "pay-1");
-            assert_eq!(execution, recorded);
+            assert_eq!(*execution, recorded);
             assert!(execution.describe().contains("finished at"), "{}", execution.describe());
         }
         other => panic!("expected AlreadyExecuted, got {other:?}"),

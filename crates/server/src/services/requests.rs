@@ -419,12 +419,15 @@ impl Requests {
             },
             None => (decision, actor),
         };
-        let outcome = Outcome { responded_at: Timestamp::now(), decision, decided_by: actor };
-        match self.store.decide(&key.project_id, key.kind, &key.call_id, &outcome).await? {
+        let mut decided = record.clone();
+        decided.outcome = Some(Outcome { responded_at: Timestamp::now(), decision, decided_by: actor });
+        let outcome = decided.outcome.as_ref().expect("just set");
+        // The receipt is signed while the decision commits (the writer's fsync leaves this core
+        // idle), so the waiting agent is not woken later for it; it is sent only once committed.
+        let (change, json) =
+            tokio::join!(self.store.decide(&key.project_id, key.kind, &key.call_id, outcome), self.json(&decided));
+        match change? {
             Change::Done => {
-                let mut decided = record.clone();
-                decided.outcome = Some(outcome);
-                let json = self.json(&decided).await;
                 self.live.complete(key, json.clone());
                 self.inbox_changed(&key.project_id);
                 let by = actor_name(&outcome_actor(&decided));
