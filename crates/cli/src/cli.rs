@@ -30,6 +30,18 @@ pub struct GlobalArgs {
     /// Database URL, instead of the data directory's SQLite file [env: COUNTERSIGN_DATABASE_URL]
     #[arg(long, global = true, value_name = "URL", help_heading = "Global options")]
     pub database_url: Option<String>,
+    /// Log lines as text, or as JSON objects (one per line, with the request's span fields) for
+    /// log collectors [default: text; env: COUNTERSIGN_LOG_FORMAT]
+    #[arg(long, global = true, value_name = "FORMAT", value_enum, help_heading = "Global options")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]

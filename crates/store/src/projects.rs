@@ -39,6 +39,8 @@ pub struct NewApiKey {
 /// Projects, the API keys that act for them, and server-wide secrets.
 #[async_trait]
 pub trait Projects: Send + Sync {
+    /// Answers when the database does (`SELECT 1`), for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
     /// Returns the project with this name, creating it if needed.
     async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project>;
     /// The project with this name, if any.
@@ -93,6 +95,11 @@ macro_rules! impl_projects {
 
             #[async_trait::async_trait]
             impl Projects for $store {
+                async fn ping(&self) -> StoreResult<()> {
+                    sqlx::query("SELECT 1").execute(&self.pool).await?;
+                    Ok(())
+                }
+
                 async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project> {
                     sqlx::query(
                         "INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",

@@ -35,6 +35,19 @@ pub(crate) async fn project_named(store: &dyn Store, name: &str) -> anyhow::Resu
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let format = match cli.global.log_format {
+        Some(format) => format,
+        None => match std::env::var("COUNTERSIGN_LOG_FORMAT") {
+            Ok(text) => <crate::cli::LogFormat as clap::ValueEnum>::from_str(&text, true).map_err(|_| {
+                crate::exit::Failure::new(
+                    crate::exit::Exit::Usage,
+                    format!("COUNTERSIGN_LOG_FORMAT={text:?} is not a log format: use text or json"),
+                )
+            })?,
+            Err(_) => crate::cli::LogFormat::Text,
+        },
+    };
+    let _ = LOG_FORMAT.set(format);
     let config = Config::load(&cli.global)?;
     match cli.command {
         Command::Serve(args) => {
@@ -149,14 +162,21 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     countersign_store::open(&url).await.with_context(|| format!("cannot open the database {url}"))
 }
 
-/// Logs to stderr; `COUNTERSIGN_LOG` (or `RUST_LOG`) overrides the level, e.g. `debug`.
+/// The log format chosen by `--log-format` or `COUNTERSIGN_LOG_FORMAT`.
+static LOG_FORMAT: std::sync::OnceLock<crate::cli::LogFormat> = std::sync::OnceLock::new();
+
+/// Logs to stderr, as text or JSON lines (`--log-format`); `COUNTERSIGN_LOG` (or `RUST_LOG`)
+/// overrides the level, e.g. `debug`.
 fn init_logging(default: &str) {
     let filter = std::env::var("COUNTERSIGN_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| format!("{default},sqlx=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match LOG_FORMAT.get().copied().unwrap_or_default() {
+        crate::cli::LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+        crate::cli::LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        }
+    };
 }

@@ -141,3 +141,18 @@ async fn health_and_openapi_are_served() {
     assert!(doc["components"]["schemas"]["FunctionCallSpec"].is_object());
     assert_ne!(doc["components"]["securitySchemes"]["bearer"], Value::Null);
 }
+
+/// `/readyz` answers 200 while the database does, and 503 (JSON, no detail) once it does not.
+#[tokio::test]
+async fn readiness_follows_the_database() {
+    let s = crate::support::TestServer::start().await;
+    let ready = s.http.get(format!("http://{}/readyz", s.addr)).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::OK);
+    s.store.close().await;
+    let down = s.http.get(format!("http://{}/readyz", s.addr)).send().await.unwrap();
+    assert_eq!(down.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = down.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    let live = s.http.get(format!("http://{}/healthz", s.addr)).send().await.unwrap();
+    assert_eq!(live.status(), reqwest::StatusCode::OK, "liveness does not depend on the database");
+}

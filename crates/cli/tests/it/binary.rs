@@ -434,3 +434,36 @@ async fn projects_email_sets_shows_and_clears_the_default_address() {
     let missing = countersign(dir.path(), &["projects", "email", "nope"]);
     assert_eq!(missing.status.code(), Some(1));
 }
+
+/// `--log-format json` (or `COUNTERSIGN_LOG_FORMAT=json`) writes one JSON object per log line;
+/// `/readyz` is 200 while the database answers; a bad format is a usage error.
+#[tokio::test]
+async fn logs_can_be_json_lines_and_readiness_is_served() {
+    let dir = fresh_dir().await;
+    let log = dir.path().join("server.log");
+    let server = Served::start_with(
+        dir.path(),
+        &[("COUNTERSIGN_LOG_FORMAT", "json"), ("COUNTERSIGN_LOG", "info")],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let http = crate::support::client();
+    let ready = http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    assert!(server.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.len() >= 2, "{text}");
+    assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{text}");
+    assert!(lines.iter().any(|l| l["fields"]["message"] == "pending requests loaded"), "{text}");
+
+    let bad = Command::new(BIN).args(["keys", "list"]).env("COUNTERSIGN_LOG_FORMAT", "xml").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("use text or json"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

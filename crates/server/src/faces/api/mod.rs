@@ -56,9 +56,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(policy::test))
 }
 
-/// The liveness route, `/healthz`, outside the HumanLayer prefix.
+/// The liveness and readiness routes, `/healthz` and `/readyz`, outside the HumanLayer prefix.
 pub fn health_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health::healthz))
+    OpenApiRouter::new().routes(routes!(health::healthz)).routes(routes!(health::readyz))
 }
 
 /// Query of the GET endpoints.
