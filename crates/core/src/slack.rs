@@ -35,7 +35,8 @@ pub fn verify(
     now: i64,
 ) -> Result<(), SignatureError> {
     let timestamp = timestamp.and_then(|t| t.trim().parse::<i64>().ok()).ok_or(SignatureError::NoTimestamp)?;
-    if (now - timestamp).abs() > MAX_SKEW_SECS {
+    // `abs_diff`: a timestamp near i64::MIN must be stale, not an overflow.
+    if now.abs_diff(timestamp) > MAX_SKEW_SECS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let tag = signature
@@ -66,6 +67,15 @@ mod tests {
         let expected = "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503";
         assert_eq!(sign(secret, 1531420618, body), expected);
         assert_eq!(verify(secret, Some("1531420618"), body, Some(expected), 1531420618 + 60), Ok(()));
+    }
+
+    #[test]
+    fn a_timestamp_far_from_now_is_stale_without_overflowing() {
+        // Crashed the slack_payload fuzz target: `now - timestamp` overflowed (a panic with
+        // overflow checks on) for a timestamp near i64::MIN.
+        for timestamp in ["-9223372036854775808", "9223372036854775807"] {
+            assert_eq!(verify("s", Some(timestamp), b"", Some("v0=00"), 1_700_000_000), Err(SignatureError::Stale));
+        }
     }
 
     #[test]

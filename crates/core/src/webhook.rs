@@ -163,7 +163,8 @@ pub fn sign(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
 /// Checks a `webhook-signature` header (any of its space-separated `v1,` signatures) in constant
 /// time, and that the timestamp is within 5 minutes of `now` (unix seconds).
 pub fn verify(secret: &str, msg_id: &str, timestamp: i64, body: &[u8], header: &str, now: i64) -> bool {
-    if (now - timestamp).abs() > 300 {
+    // `abs_diff`: a timestamp near i64::MIN must be stale, not an overflow.
+    if now.abs_diff(timestamp) > 300 {
         return false;
     }
     let expected = sign(secret, msg_id, timestamp, body);
@@ -280,6 +281,13 @@ mod tests {
         ));
         assert!(!verify(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body, &sig, 1614265330 + 301));
         assert!(!verify(secret, "msg_other", 1614265330, body, &sig, 1614265330));
+    }
+
+    #[test]
+    fn a_timestamp_far_from_now_fails_verification_without_overflowing() {
+        let signature = sign("whsec_x", "msg_1", i64::MIN, b"{}");
+        assert!(!verify("whsec_x", "msg_1", i64::MIN, b"{}", &signature, 1_700_000_000));
+        assert!(!verify("whsec_x", "msg_1", i64::MAX, b"{}", &signature, -1));
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn fresh_timestamp(headers: &HeaderMap) -> Result<i64, ApiError> {
     let now = Timestamp::now().as_micros() / 1_000_000;
     match header(headers, "x-slack-request-timestamp").and_then(|t| t.trim().parse::<i64>().ok()) {
         None => Err(refused("the X-Slack-Request-Timestamp header is missing or not a number")),
-        Some(t) if (now - t).abs() > MAX_SKEW_SECS => {
+        Some(t) if now.abs_diff(t) > MAX_SKEW_SECS.unsigned_abs() => {
             Err(refused("the request's timestamp is more than 5 minutes from now (a replay, or a clock off)"))
         }
         Some(t) => Ok(t),
