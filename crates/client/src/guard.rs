@@ -128,14 +128,14 @@ impl Client {
     pub async fn start_execution(&self, call_id: &str, token: Option<&str>) -> Result<Execution, Error> {
         let body = json!({"state": "started", "token": token});
         match self.report_execution(call_id, body).await {
-            Err(Error::Api { status: 409, message, .. }) if message.contains("already") => {
-                match self.get_execution(call_id).await? {
-                    Some(execution) => {
-                        Err(Error::AlreadyExecuted { call_id: call_id.to_owned(), execution: Box::new(execution) })
-                    }
-                    None => Err(Error::Arguments(message)),
+            // Any 409 of a start: if an execution is recorded, the call was started before;
+            // otherwise (not approved) the server's own error stands.
+            Err(refused @ Error::Api { status: 409, .. }) => match self.get_execution(call_id).await? {
+                Some(execution) => {
+                    Err(Error::AlreadyExecuted { call_id: call_id.to_owned(), execution: Box::new(execution) })
                 }
-            }
+                None => Err(refused),
+            },
             other => other,
         }
     }

@@ -185,18 +185,24 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// What this request's receipt states, once decided (its `kid` is set by the signer).
     pub fn receipt_claims(&self) -> Option<countersign_receipt::Claims> {
+        /// The two fields of the spec a receipt states (the rest, `state` included, is skipped).
+        #[derive(Deserialize, Default)]
+        struct Called {
+            #[serde(rename = "fn", default)]
+            function: Option<String>,
+            #[serde(default)]
+            kwargs: Option<Value>,
+        }
         let outcome = self.outcome.as_ref()?;
-        let spec: Value = serde_json::from_str(self.spec.get()).unwrap_or(Value::Null);
+        let spec: Called = serde_json::from_str(self.spec.get()).unwrap_or_default();
         let (decision, comment, args) = match &outcome.decision {
             Decision::Approved { comment, updated_kwargs } => {
                 let edited = updated_kwargs.as_deref().and_then(|k| serde_json::from_str::<Value>(k).ok());
-                ("approved", comment.clone(), edited.or_else(|| spec.get("kwargs").cloned()))
+                ("approved", comment.clone(), edited.or(spec.kwargs))
             }
-            Decision::Rejected { comment, .. } => ("rejected", Some(comment.clone()), spec.get("kwargs").cloned()),
+            Decision::Rejected { comment, .. } => ("rejected", Some(comment.clone()), spec.kwargs),
             Decision::Answered { response, .. } => ("answered", Some(response.clone()), None),
-            Decision::Ended { ending, comment } => {
-                (ending.as_str(), Some(comment.clone()), spec.get("kwargs").cloned())
-            }
+            Decision::Ended { ending, comment } => (ending.as_str(), Some(comment.clone()), spec.kwargs),
         };
         let function_call = self.kind == RequestKind::FunctionCall;
         Some(countersign_receipt::Claims {
@@ -205,7 +211,7 @@ impl RequestRecord {
             kind: self.kind.as_str().to_owned(),
             call_id: self.call_id.clone(),
             run_id: self.run_id.clone(),
-            function: spec.get("fn").and_then(Value::as_str).filter(|_| function_call).map(str::to_owned),
+            function: spec.function.filter(|_| function_call),
             args_sha256: args.filter(|_| function_call).map(|a| countersign_receipt::args_sha256(&a)),
             decision: decision.to_owned(),
             comment_sha256: comment.map(|c| countersign_receipt::text_sha256(&c)),
