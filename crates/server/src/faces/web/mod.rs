@@ -342,15 +342,17 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
     let mut changes = state.requests.watch_inbox();
     let stream = async_stream(move |tx| async move {
         let mut next_check = tokio::time::Instant::now() + SESSION_RECHECK;
+        // A change not announced because the session could not be re-read (retried shortly).
+        let mut unconfirmed: Option<Arc<str>> = None;
         loop {
-            // The project that changed (`*`: maybe any), or `None` when it is time to re-check.
+            // The project that changed (`*`: maybe any); `None` when it is only time to re-check.
             let changed: Option<Arc<str>> = tokio::select! {
                 change = changes.recv() => match change {
                     Ok(change) => Some(change.project_id),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(Arc::from("*")),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 },
-                () = tokio::time::sleep_until(next_check) => None,
+                () = tokio::time::sleep_until(next_check) => unconfirmed.take(),
                 () = state.requests.closed() => return,
             };
             let concerns = |projects: &[String]| {
@@ -364,7 +366,14 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
             match people::web_session(state.store.as_ref(), &who.token).await {
                 Ok(Some(session)) => projects = project_ids(&session),
                 Ok(None) => return,
-                Err(e) => tracing::debug!(error = %e.message(), "cannot re-check an inbox stream's session"),
+                Err(e) => {
+                    // Fail safe: without a fresh session announce nothing (the person may have
+                    // lost the project); try again shortly.
+                    tracing::debug!(error = %e.message(), "cannot re-check an inbox stream's session");
+                    unconfirmed = changed.or(unconfirmed);
+                    next_check = tokio::time::Instant::now() + Duration::from_secs(1);
+                    continue;
+                }
             }
             next_check = tokio::time::Instant::now() + SESSION_RECHECK;
             if !concerns(&projects) {
@@ -373,6 +382,7 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
             // Let a burst settle into one refresh.
             tokio::time::sleep(Duration::from_millis(30)).await;
             while changes.try_recv().is_ok() {}
+            unconfirmed = None;
             if tx.send(Event::default().event("changed").data("refresh")).await.is_err() {
                 return;
             }
