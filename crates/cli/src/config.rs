@@ -34,6 +34,12 @@ pub struct Config {
     pub slack_api_base: String,
     /// The Twilio REST API's base URL (`https://api.twilio.com`; a local fake in tests).
     pub twilio_api_base: String,
+    /// Serve Prometheus metrics at `/metrics` on this address too, without a key (keep it
+    /// private: loopback or an internal network), e.g. `127.0.0.1:9464`. Off when unset.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at `/metrics` on the main address to requests with
+    /// `Authorization: Bearer <metrics_token>` (at least 16 characters). Off when unset.
+    pub metrics_token: Option<String>,
     /// Bounds on what clients can send and make the server hold (`[limits]` in the file; each
     /// also as `COUNTERSIGN_<KEY>`, e.g. `COUNTERSIGN_MAX_JSON_DEPTH`).
     pub limits: countersign_server::Limits,
@@ -52,6 +58,8 @@ impl Default for Config {
             email_from: None,
             slack_api_base: countersign_server::channels::slack::DEFAULT_API_BASE.to_owned(),
             twilio_api_base: countersign_server::channels::sms::DEFAULT_API_BASE.to_owned(),
+            metrics_listen: None,
+            metrics_token: None,
             limits: countersign_server::Limits::default(),
         }
     }
@@ -59,7 +67,7 @@ impl Default for Config {
 
 /// The keys `COUNTERSIGN_<KEY>` environment variables may set; other `COUNTERSIGN_` variables
 /// (`COUNTERSIGN_LOG`, `COUNTERSIGN_CONFIG`, ...) are not configuration keys.
-const ENV_KEYS: [&str; 10] = [
+const ENV_KEYS: [&str; 12] = [
     "listen",
     "data_dir",
     "database_url",
@@ -70,6 +78,8 @@ const ENV_KEYS: [&str; 10] = [
     "email_from",
     "slack_api_base",
     "twilio_api_base",
+    "metrics_listen",
+    "metrics_token",
 ];
 
 /// The names of the limits (each a `[limits]` key and a `COUNTERSIGN_<KEY>` variable).
@@ -111,6 +121,13 @@ impl Config {
         }
         if let Some(url) = &args.database_url {
             config.database_url = Some(url.clone());
+        }
+        if let Some(token) = &config.metrics_token {
+            let min = countersign_server::metrics::MIN_TOKEN_LEN;
+            anyhow::ensure!(
+                token.chars().count() >= min && !token.chars().any(char::is_whitespace),
+                "metrics_token must be at least {min} characters without spaces (e.g. `openssl rand -hex 24`)"
+            );
         }
         Ok(config)
     }

@@ -74,6 +74,7 @@ pub fn router(state: AppState, mounted: Router) -> Router {
     router
         .route("/openapi.json", get(move || std::future::ready(JsonBytes(openapi_json.clone()))))
         .route("/.well-known/countersign/keys.json", get(receipt_keys))
+        .route("/metrics", get(crate::metrics::scrape_with_token))
         .nest("/api/v1", terminal::routes())
         .merge(mounted.with_state::<AppState>(()))
         .merge(web::routes())
@@ -83,8 +84,8 @@ pub fn router(state: AppState, mounted: Router) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::guard))
         .layer(TraceLayer::new_for_http().make_span_with(crate::guard::request_span))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::guard::guard))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::internal("a handler panicked"))
         }))

@@ -88,6 +88,7 @@ impl From<Invalid> for ApiError {
 impl From<StoreError> for ApiError {
     #[track_caller]
     fn from(err: StoreError) -> Self {
+        metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
         match err {
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "database unavailable");

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod html;
 pub mod limits;
 mod listen;
+pub mod metrics;
 pub mod services;
 pub mod state;
 pub mod workers;
@@ -29,6 +30,8 @@ use workers::delivery::DeliveryWorker;
 /// A bound, warmed-up server, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// `settings.metrics.listen`, bound.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     /// Routes the binary adds (see [`Server::mount`]).
     mounted: Router,
@@ -39,6 +42,13 @@ impl Server {
     pub async fn bind(addr: SocketAddr, store: Arc<dyn Store>, settings: Settings) -> Result<Self, StartError> {
         let listener = TcpListener::bind(addr).await.map_err(|e| StartError::Bind(addr, e))?;
         let bound = listener.local_addr().map_err(|e| StartError::Bind(addr, e))?;
+        let metrics_listener = match settings.metrics.listen {
+            Some(at) => Some(TcpListener::bind(at).await.map_err(|e| StartError::Bind(at, e))?),
+            None => None,
+        };
+        if settings.metrics.enabled() {
+            metrics::install();
+        }
         let public_base = settings.public_url.clone().unwrap_or_else(|| {
             let host = if bound.ip().is_unspecified() { "127.0.0.1".to_owned() } else { bound.ip().to_string() };
             let host = if bound.is_ipv6() && !bound.ip().is_unspecified() { format!("[{host}]") } else { host };
@@ -53,12 +63,17 @@ impl Server {
         let state = AppState::new(store, settings, links, public_base, signer);
         let pending = state.requests.warm().await.map_err(|e| StartError::Store(format!("{e:?}")))?;
         tracing::info!(pending, "pending requests loaded");
-        Ok(Self { listener, state, mounted: Router::new() })
+        Ok(Self { listener, metrics_listener, state, mounted: Router::new() })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The address `/metrics` is served on without a token, if configured (`metrics_listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|l| l.local_addr().expect("a bound listener has an address"))
     }
 
     /// Adds the routes `routes` builds from the server's state (the binary mounts `/mcp` this way,
@@ -103,6 +118,20 @@ impl Server {
             tokio::spawn(sms.run(closing.clone())),
             tokio::spawn(workers::timers::run(self.state.clone(), closing)),
         ];
+        if let Some(listener) = self.metrics_listener {
+            let metrics = Router::new()
+                .route("/metrics", axum::routing::get(metrics::scrape_open))
+                .with_state(self.state.clone());
+            let mut closing = self.state.requests.closing();
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = closing.wait_for(|c| *c).await;
+                };
+                if let Err(err) = axum::serve(listener, metrics).with_graceful_shutdown(stop).await {
+                    tracing::warn!(%err, "the metrics listener failed");
+                }
+            });
+        }
         let routes = app::router(self.state.clone(), self.mounted);
         let app = tower::util::MapRequestLayer::new(collapse_slashes).layer(routes);
         let closing = state.clone();

@@ -26,6 +26,8 @@ pub struct Settings {
     pub twilio: crate::channels::sms::TwilioSettings,
     /// Bounds on what clients can send and make the server hold.
     pub limits: crate::limits::Limits,
+    /// Where `/metrics` is served (nowhere by default).
+    pub metrics: crate::metrics::MetricsSettings,
 }
 
 impl Default for Settings {
@@ -38,6 +40,7 @@ impl Default for Settings {
             slack: crate::channels::slack::SlackSettings::default(),
             twilio: crate::channels::sms::TwilioSettings::default(),
             limits: crate::limits::Limits::default(),
+            metrics: crate::metrics::MetricsSettings::default(),
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct Inner {
     pub people: crate::services::people::Gate,
     /// Signs approval receipts with the installation's current key.
     pub signer: Arc<crate::services::receipts::Signer>,
+    /// Reads the store's gauges for `/metrics`.
+    pub scraper: crate::metrics::Scraper,
 }
 
 /// Cheaply clonable handle to [`Inner`].
@@ -87,6 +92,7 @@ impl AppState {
             links,
             public_base,
             signer,
+            scraper: crate::metrics::Scraper::default(),
         }))
     }
 }

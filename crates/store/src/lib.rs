@@ -28,6 +28,7 @@ mod row;
 mod slack;
 mod sms;
 pub mod sqlite;
+mod stats;
 mod timers;
 mod webhooks;
 
@@ -46,25 +47,38 @@ pub use receipts::{Receipts, SigningKey};
 pub use requests::{Change, Created, Feed, Page, PageRequest, Requests};
 pub use slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
 pub use sms::{Medium, PhoneSet, Sms, SmsCode, TwilioConnection};
+pub use stats::{Gauges, PendingCount, QueueGauge, Stats, metrics};
 pub use timers::{Fired, FiredChange};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        Deliveries, Executions, Listings, People, Policies, Projects, Receipts, Requests, Slack, Sms, Store,
+        Deliveries, Executions, Listings, People, Policies, Projects, Receipts, Requests, Slack, Sms, Stats, Store,
     };
 }
 
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
 pub trait Store:
-    Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + Executions + 'static
+    Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + Executions + Stats + 'static
 {
 }
 
-impl<T: Projects + People + Requests + Listings + Deliveries + Slack + Sms + Policies + Receipts + Executions + 'static>
-    Store for T
+impl<
+    T: Projects
+        + People
+        + Requests
+        + Listings
+        + Deliveries
+        + Slack
+        + Sms
+        + Policies
+        + Receipts
+        + Executions
+        + Stats
+        + 'static,
+> Store for T
 {
 }
 

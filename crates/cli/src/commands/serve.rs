@@ -29,6 +29,10 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         slack: countersign_server::channels::slack::SlackSettings { api_base: config.slack_api_base.clone() },
         twilio: countersign_server::channels::sms::TwilioSettings { api_base: config.twilio_api_base.clone() },
         limits: config.limits.clone(),
+        metrics: countersign_server::metrics::MetricsSettings {
+            listen: config.metrics_listen,
+            token: config.metrics_token.clone(),
+        },
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
     // The MCP tools over streamable HTTP (`/mcp`) come from their own crate; the server only hosts them.
@@ -38,6 +42,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let base = base.as_str();
     let email = config.smtp_url.as_deref().map_or_else(|| "off (no smtp_url)".to_owned(), redact);
     tracing::info!(%addr, database = %redact(&config.database_url()), %email, "countersign {} ready", env!("CARGO_PKG_VERSION"));
+    // Before the listening line, which scripts wait for: by then this one has been read too.
+    if let Some(metrics) = server.metrics_addr() {
+        println!("Metrics on http://{metrics}/metrics");
+        tracing::info!(%metrics, "serving /metrics without a key on metrics_listen");
+    }
     println!("Listening on http://{addr}");
     if let Some(key) = first_key {
         println!();

@@ -42,6 +42,14 @@ pub(crate) struct Served {
     banner: Vec<String>,
 }
 
+/// A test that fails leaves no server behind (it would hold the test's output pipe open).
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Served {
     pub(crate) fn start(data_dir: &std::path::Path) -> Self {
         Self::start_with(data_dir, &[], Stdio::inherit())
@@ -79,6 +87,11 @@ impl Served {
         std::thread::sleep(Duration::from_millis(100));
         banner.extend(rx.try_iter());
         Self { child, addr, banner }
+    }
+
+    /// The lines `serve` printed on stdout (around the listening line).
+    pub(crate) fn banner(&self) -> &[String] {
+        &self.banner
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
@@ -446,11 +459,28 @@ async fn logs_can_be_json_lines_and_readiness_is_served() {
         &[("COUNTERSIGN_LOG_FORMAT", "json"), ("COUNTERSIGN_LOG", "info")],
         Stdio::from(std::fs::File::create(&log).unwrap()),
     );
+    let key =
+        stdout(&countersign(dir.path(), &["keys", "create", "--project", "logs"])).lines().last().unwrap().to_owned();
     let http = crate::support::client();
     let ready = http.get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
+    let made = ready.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(made.len() == 16 && made.bytes().all(|b| b.is_ascii_hexdigit()), "a new request id: {made}");
     let ready: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(ready["status"], "ready");
+    let call = serde_json::json!({"run_id": "r", "call_id": "logged", "spec": {"fn": "f", "kwargs": {}}});
+    let created = http.post(server.url("/humanlayer/v1/function_calls")).bearer_auth(&key).json(&call).send().await;
+    assert_eq!(created.unwrap().status(), 200);
+    let decided = http
+        .post(server.url("/humanlayer/v1/agent/function_calls/logged/respond"))
+        .bearer_auth(&key)
+        .header("x-request-id", "agent-trace-42")
+        .json(&serde_json::json!({"approved": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decided.status(), 200);
+    assert_eq!(decided.headers()["x-request-id"], "agent-trace-42", "the client's id comes back");
     assert!(server.terminate().success());
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<serde_json::Value> =
@@ -458,6 +488,15 @@ async fn logs_can_be_json_lines_and_readiness_is_served() {
     assert!(lines.len() >= 2, "{text}");
     assert!(lines.iter().all(|l| l["level"].is_string() && l["timestamp"].is_string()), "{text}");
     assert!(lines.iter().any(|l| l["fields"]["message"] == "pending requests loaded"), "{text}");
+    let decisions: Vec<_> = lines.iter().filter(|l| l["fields"]["message"] == "request decided").collect();
+    assert_eq!(decisions.len(), 1, "each decision is logged once: {text}");
+    let decision = decisions[0];
+    assert_eq!(decision["span"]["id"], "agent-trace-42", "under its request id: {decision}");
+    assert_eq!(decision["fields"]["call_id"], "logged");
+    assert_eq!(decision["fields"]["decision"], "approved");
+    assert_eq!(decision["fields"]["channel"], "api", "how");
+    assert!(decision["fields"]["by"].as_str().unwrap().starts_with("API key cs_"), "who: {decision}");
+    assert!(!text.contains(&key), "the key itself is never logged");
 
     let bad = Command::new(BIN).args(["keys", "list"]).env("COUNTERSIGN_LOG_FORMAT", "xml").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));

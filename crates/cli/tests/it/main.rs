@@ -17,6 +17,7 @@ mod human_contacts;
 mod instances;
 mod long_poll;
 mod mcp;
+mod metrics;
 mod policies;
 mod policy_views;
 mod receipts;

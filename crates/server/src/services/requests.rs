@@ -205,7 +205,23 @@ impl Requests {
             }
             latest_ms = latest_ms.max((now - f.due.as_micros()) / 1000);
             projects.insert(f.project_id.as_str());
-            tracing::debug!(kind = f.kind.noun(), call_id = %f.call_id, action = ?f.action, "timer fired");
+            metrics::histogram!(crate::metrics::TIMER_LATENESS).record((now - f.due.as_micros()).max(0) as f64 / 1e6);
+            match &f.change {
+                FiredChange::Decided(outcome) => {
+                    let (decision, channel) = (decision_word(&outcome.decision), outcome.decided_by.channel.as_str());
+                    tracing::info!(
+                        project = %f.project_id,
+                        kind = f.kind.noun(),
+                        call_id = %f.call_id,
+                        decision,
+                        by = actor_name(&outcome.decided_by),
+                        channel,
+                        "request decided"
+                    );
+                    crate::metrics::decided(channel, decision);
+                }
+                _ => tracing::debug!(kind = f.kind.noun(), call_id = %f.call_id, action = ?f.action, "timer fired"),
+            }
         }
         for project_id in &projects {
             self.inbox_changed(project_id);
@@ -250,12 +266,16 @@ impl Requests {
             Created::New if record.outcome.is_some() => {
                 let json = self.json(&record).await;
                 tracing::info!(
+                    project = %project_id,
                     kind = record.kind.noun(),
                     call_id = %record.call_id,
                     decision = describe(&record),
+                    by = actor_name(&outcome_actor(&record)),
+                    channel = countersign_core::DecisionChannel::Policy.as_str(),
                     rule = governed.rule.as_deref().unwrap_or_default(),
-                    "request decided by policy at creation"
+                    "request decided"
                 );
+                crate::metrics::decided(countersign_core::DecisionChannel::Policy.as_str(), describe(&record));
                 self.wake_workers();
                 Ok(json)
             }
@@ -353,6 +373,7 @@ impl Requests {
         };
         let mut decided = entry.subscribe();
         let mut closing = self.closing.subscribe();
+        let _open = crate::metrics::Open::new(crate::metrics::LONG_POLLS);
         let outcome = tokio::time::timeout(wait.min(MAX_WAIT), async {
             tokio::select! {
                 res = decided.wait_for(Option::is_some) => res.ok().and_then(|v| v.clone()),
@@ -430,8 +451,17 @@ impl Requests {
             Change::Done => {
                 self.live.complete(key, json.clone());
                 self.inbox_changed(&key.project_id);
-                let by = actor_name(&outcome_actor(&decided));
-                tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, decision = describe(&decided), by, "request decided");
+                let by = actor_name(&outcome.decided_by);
+                tracing::info!(
+                    project = %key.project_id,
+                    kind = key.kind.noun(),
+                    call_id = %key.call_id,
+                    decision = describe(&decided),
+                    by,
+                    channel = outcome.decided_by.channel.as_str(),
+                    "request decided"
+                );
+                crate::metrics::decided(outcome.decided_by.channel.as_str(), describe(&decided));
                 Ok(json)
             }
             Change::AlreadyDecided => {
@@ -668,11 +698,15 @@ fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
 
 /// `pending`, `approved`, `rejected` or `answered`.
 pub fn describe(record: &RequestRecord) -> &'static str {
-    match record.outcome.as_ref().map(|o| &o.decision) {
-        None => "pending",
-        Some(Decision::Approved { .. }) => "approved",
-        Some(Decision::Rejected { .. }) => "rejected",
-        Some(Decision::Answered { .. }) => "answered",
-        Some(Decision::Ended { ending, .. }) => ending.as_str(),
+    record.outcome.as_ref().map_or("pending", |o| decision_word(&o.decision))
+}
+
+/// `approved`, `rejected`, `answered`, `expired` or `cancelled`.
+fn decision_word(decision: &Decision) -> &'static str {
+    match decision {
+        Decision::Approved { .. } => "approved",
+        Decision::Rejected { .. } => "rejected",
+        Decision::Answered { .. } => "answered",
+        Decision::Ended { ending, .. } => ending.as_str(),
     }
 }

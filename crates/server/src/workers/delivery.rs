@@ -55,6 +55,7 @@ impl<C: Outbound> DeliveryWorker<C> {
             let claimed = match self.store.claim_deliveries(C::CHANNEL, now, now.plus(C::LEASE), limit).await {
                 Ok(claimed) => claimed,
                 Err(err) => {
+                    metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
                     tracing::warn!(%err, channel = name, "cannot claim deliveries; retrying");
                     Vec::new()
                 }
@@ -65,6 +66,15 @@ impl<C: Outbound> DeliveryWorker<C> {
                     let (channel, outcomes) = (self.channel.clone(), outcomes.clone());
                     tokio::spawn(async move {
                         let outcome = channel.attempt(&c).await;
+                        if !outcome.deferred {
+                            let result = match (outcome.delivered, outcome.retry_at) {
+                                (true, _) => "delivered",
+                                (false, Some(_)) => "retry",
+                                (false, None) => "failed",
+                            };
+                            metrics::counter!(crate::metrics::DELIVERY_ATTEMPTS, "channel" => name, "outcome" => result)
+                                .increment(1);
+                        }
                         let _ = outcomes.send((c, outcome));
                         drop(permit);
                     });
@@ -109,6 +119,7 @@ async fn record(
             }
             // Unrecorded attempts are retried once their lease ends (at least once).
             Err(err) => {
+                metrics::counter!(crate::metrics::STORE_ERRORS).increment(1);
                 tracing::warn!(%err, channel = name, attempts = batch.len(), "cannot record attempts; they will be retried")
             }
         }

@@ -47,6 +47,7 @@ macro_rules! notify_changed {
 }
 
 crate::projects::impl_projects!(PostgresStore, sqlx::Postgres);
+crate::stats::impl_stats!(PostgresStore, sqlx::Postgres);
 crate::people::impl_people!(PostgresStore, sqlx::Postgres);
 crate::listing::impl_listings!(
     PostgresStore,

@@ -17,6 +17,7 @@ use std::time::Duration;
 use writer::Writer;
 
 crate::projects::impl_projects!(SqliteStore, sqlx::Sqlite);
+crate::stats::impl_stats!(SqliteStore, sqlx::Sqlite);
 crate::people::impl_people!(SqliteStore, sqlx::Sqlite);
 crate::listing::impl_listings!(
     SqliteStore,

@@ -231,6 +231,7 @@ enum Answer {
 
 async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) {
     let size = batch.len();
+    metrics::histogram!(crate::metrics::COMMIT_BATCH).record(size as f64);
     let answers = match commit_batch(conn, &batch, salt).await {
         Ok(applied) => settle(conn, &batch, &applied).await,
         Err(err) if size == 1 => {

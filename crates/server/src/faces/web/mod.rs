@@ -341,6 +341,7 @@ async fn events(State(state): State<AppState>, who: WebSession) -> Response {
     let mut projects = project_ids(&who.session);
     let mut changes = state.requests.watch_inbox();
     let stream = async_stream(move |tx| async move {
+        let _open = crate::metrics::Open::new(crate::metrics::SSE_STREAMS);
         let mut next_check = tokio::time::Instant::now() + SESSION_RECHECK;
         // A change not announced because the session could not be re-read (retried shortly).
         let mut unconfirmed: Option<Arc<str>> = None;
