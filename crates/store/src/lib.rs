@@ -13,7 +13,7 @@
 
 mod deliveries;
 mod emails;
-mod error;
+pub(crate) mod error;
 mod events;
 mod executions;
 mod listing;

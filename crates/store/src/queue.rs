@@ -166,6 +166,7 @@ pub(crate) use delivery_columns;
 macro_rules! queue_queries {
     ($pool:ty, $skip_locked:literal, $relaxed:literal) => {
         use crate::StoreResult;
+        use crate::error::forget_on_error;
         use crate::queue::{Attempt, AttemptOutcome, Claimed, Delivery, DeliveryRow, delivery_columns, readable};
         use countersign_core::route::Channel;
         use countersign_core::{RequestKind, Timestamp};
@@ -178,91 +179,102 @@ macro_rules! queue_queries {
             limit: u32,
         ) -> StoreResult<Vec<Claimed>> {
             let lease = countersign_core::session::random_text(24);
-            let mut tx = pool.begin().await?;
-            if !$relaxed.is_empty() {
-                sqlx::query($relaxed).execute(&mut *tx).await?;
-            }
-            let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
-                "UPDATE deliveries SET lease = $1, lease_until = $2 WHERE id IN (SELECT id FROM deliveries \
+            let mut conn = pool.acquire().await?;
+            let claimed: StoreResult<Vec<DeliveryRow>> = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                if !$relaxed.is_empty() {
+                    sqlx::query($relaxed).execute(&mut *tx).await?;
+                }
+                let rows: Vec<DeliveryRow> = sqlx::query_as(concat!(
+                    "UPDATE deliveries SET lease = $1, lease_until = $2 WHERE id IN (SELECT id FROM deliveries \
                  WHERE channel = $3 AND status = 'pending' AND next_attempt_at <= $4 \
                  AND (lease_until IS NULL OR lease_until < $4) ORDER BY next_attempt_at LIMIT $5 ",
-                $skip_locked,
-                ") RETURNING ",
-                delivery_columns!()
-            ))
-            .bind(&lease)
-            .bind(lease_until.as_micros())
-            .bind(channel.as_str())
-            .bind(now.as_micros())
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?;
-            tx.commit().await?;
+                    $skip_locked,
+                    ") RETURNING ",
+                    delivery_columns!()
+                ))
+                .bind(&lease)
+                .bind(lease_until.as_micros())
+                .bind(channel.as_str())
+                .bind(now.as_micros())
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+            .await;
+            let rows = forget_on_error(&mut conn, claimed)?;
             Ok(readable(rows).into_iter().map(|delivery| Claimed { delivery, lease: lease.clone() }).collect())
         }
 
         pub(crate) async fn finish(pool: &$pool, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>> {
-            let mut tx = pool.begin().await?;
-            if !$relaxed.is_empty() {
-                sqlx::query($relaxed).execute(&mut *tx).await?;
-            }
-            let mut recorded = Vec::with_capacity(attempts.len());
-            for (claimed, outcome) in attempts {
-                if outcome.deferred {
-                    let updated = sqlx::query(
-                        "UPDATE deliveries SET next_attempt_at = $1, lease = NULL, lease_until = NULL \
-                         WHERE id = $2 AND lease = $3",
-                    )
-                    .bind(outcome.retry_at.unwrap_or(outcome.at).as_micros())
-                    .bind(&claimed.delivery.id)
-                    .bind(&claimed.lease)
-                    .execute(&mut *tx)
-                    .await?;
-                    recorded.push(updated.rows_affected() == 1);
-                    continue;
+            let mut conn = pool.acquire().await?;
+            let finished: StoreResult<Vec<bool>> = async {
+                let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+                if !$relaxed.is_empty() {
+                    sqlx::query($relaxed).execute(&mut *tx).await?;
                 }
-                let attempt = i64::from(claimed.delivery.attempts) + 1;
-                let (status, next) = outcome.next();
-                let recipients = (!outcome.recipients.is_empty())
-                    .then(|| serde_json::to_string(&outcome.recipients).expect("strings serialize"));
-                let updated = sqlx::query(
-                    "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease = NULL, \
+                let mut recorded = Vec::with_capacity(attempts.len());
+                for (claimed, outcome) in attempts {
+                    if outcome.deferred {
+                        let updated = sqlx::query(
+                            "UPDATE deliveries SET next_attempt_at = $1, lease = NULL, lease_until = NULL \
+                         WHERE id = $2 AND lease = $3",
+                        )
+                        .bind(outcome.retry_at.unwrap_or(outcome.at).as_micros())
+                        .bind(&claimed.delivery.id)
+                        .bind(&claimed.lease)
+                        .execute(&mut *tx)
+                        .await?;
+                        recorded.push(updated.rows_affected() == 1);
+                        continue;
+                    }
+                    let attempt = i64::from(claimed.delivery.attempts) + 1;
+                    let (status, next) = outcome.next();
+                    let recipients = (!outcome.recipients.is_empty())
+                        .then(|| serde_json::to_string(&outcome.recipients).expect("strings serialize"));
+                    let updated = sqlx::query(
+                        "UPDATE deliveries SET status = $1, attempts = $2, next_attempt_at = $3, lease = NULL, \
                      lease_until = NULL, last_status = $4, last_error = $5, last_latency_ms = $6, \
                      delivered_at = CASE WHEN $1 = 'delivered' THEN $7 ELSE delivered_at END, \
                      recipients = COALESCE($10, recipients) WHERE id = $8 AND lease = $9",
-                )
-                .bind(status.as_str())
-                .bind(attempt)
-                .bind(next)
-                .bind(outcome.status_code.map(i64::from))
-                .bind(outcome.error.as_deref())
-                .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
-                .bind(outcome.at.as_micros())
-                .bind(&claimed.delivery.id)
-                .bind(&claimed.lease)
-                .bind(recipients)
-                .execute(&mut *tx)
-                .await?;
-                // Not updated: the lease expired and another worker took the delivery over.
-                let done = updated.rows_affected() == 1;
-                if done {
-                    sqlx::query(
-                        "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error, latency_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                     )
-                    .bind(&claimed.delivery.id)
+                    .bind(status.as_str())
                     .bind(attempt)
-                    .bind(outcome.at.as_micros())
+                    .bind(next)
                     .bind(outcome.status_code.map(i64::from))
                     .bind(outcome.error.as_deref())
                     .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
+                    .bind(outcome.at.as_micros())
+                    .bind(&claimed.delivery.id)
+                    .bind(&claimed.lease)
+                    .bind(recipients)
                     .execute(&mut *tx)
                     .await?;
+                    // Not updated: the lease expired and another worker took the delivery over.
+                    let done = updated.rows_affected() == 1;
+                    if done {
+                        sqlx::query(
+                            "INSERT INTO delivery_attempts (delivery_id, attempt, at, status_code, error, latency_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(&claimed.delivery.id)
+                        .bind(attempt)
+                        .bind(outcome.at.as_micros())
+                        .bind(outcome.status_code.map(i64::from))
+                        .bind(outcome.error.as_deref())
+                        .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    recorded.push(done);
                 }
-                recorded.push(done);
+                tx.commit().await?;
+                Ok(recorded)
             }
-            tx.commit().await?;
-            Ok(recorded)
+            .await;
+            forget_on_error(&mut conn, finished)
         }
 
         pub(crate) async fn next_due(pool: &$pool, channel: Channel) -> StoreResult<Option<Timestamp>> {
