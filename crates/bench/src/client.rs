@@ -75,7 +75,12 @@ impl Conn {
 
     /// Sends one encoded request and reads the whole answer: (status, body).
     pub async fn send(&mut self, request: &[u8]) -> Result<(u16, Bytes)> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(request)).await {
+        self.send_within(request, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Conn::send`] allowing `timeout` for the answer (a long-poll of up to 60 s).
+    pub async fn send_within(&mut self, request: &[u8], timeout: Duration) -> Result<(u16, Bytes)> {
+        match tokio::time::timeout(timeout, self.exchange(request)).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(err)) => {
                 self.stream = None;
@@ -83,7 +88,7 @@ impl Conn {
             }
             Err(_) => {
                 self.stream = None;
-                Err(anyhow!("no answer within {REQUEST_TIMEOUT:?}"))
+                Err(anyhow!("no answer within {timeout:?}"))
             }
         }
     }

@@ -24,7 +24,21 @@
 //!   policy (42 CEL conditions run, all false) vs. no policy, alternated, medians of the rounds;
 //! - durable timers (a server of its own): `--timers N` requests created with the same
 //!   `spec.expires_at`; lateness p50/p99/max of their expiry (decision stamp − due instant, read
-//!   back from the audit log) and timers fired/s vs. the creates/s of the same requests.
+//!   back from the audit log) and timers fired/s vs. the creates/s of the same requests;
+//! - scale (`--only scale`, a server of its own, SQLite; see `scale.rs`): `--scale-requests`
+//!   (1,000,000) pending requests of ~1 KB created in one project through the API vs. the same
+//!   server's empty store, same run: RSS, start-up (spawn → listening, spawn → `/readyz` 200),
+//!   GET and create p99 (goal: within 2x); on the empty store first, `--scale-waiters` (10,000)
+//!   long-polls each on its own call and then all on one call (RSS per waiter, goal ≤ 4 KiB;
+//!   first decision → last answer vs. deciding as many calls nobody waits on, or vs. the one
+//!   respond) and `--scale-streams` (2,000) inbox event streams of one signed-in person (RSS
+//!   per stream; one create → every stream told vs. the create's round trip);
+//! - soak (`--only soak`, or `scripts/soak`; a server of its own; see `soak.rs`): a mixed load
+//!   of creates, GETs, long-polls and decisions for `--soak-minutes` (60), sampling the server's
+//!   RSS, open files and request p99 every minute; the run fails (non-zero exit) if the RSS of a
+//!   sample after `--soak-reference-minute` (min(10, minutes / 3)) exceeds that minute's by 10 %.
+//!
+//! A run without `--only` runs every part but scale and soak.
 //!
 //! With `--postgres ADMIN_URL` each selected part runs again on a server using a fresh database
 //! on that PostgreSQL cluster (rows marked `[pg]`): creates vs. direct 1-row transactions over 8
@@ -35,7 +49,7 @@
 //!
 //! Run: `cargo build --release -p countersign -p countersign-bench` then
 //! `target/release/countersign-bench [--seconds 5]
-//! [--only creates,gets,wake,webhooks,gate,memory,slack,policy,timers] [--json]
+//! [--only creates,gets,wake,webhooks,gate,memory,slack,policy,timers,scale,soak] [--json]
 //! [--postgres postgres://USER@127.0.0.1:PORT/postgres]`.
 //! The server runs in a temporary directory under `target/` (or `--tmp-dir`), deleted afterwards
 //! unless `--keep`; its stderr goes to `server.log` there (the gate's to `gate.log`, that of a
@@ -49,10 +63,13 @@ mod pg;
 mod policy;
 mod process;
 mod report;
+mod scale;
 mod sealing;
 mod slack;
+mod soak;
 mod stats;
 mod timers;
+mod waiters;
 mod wake;
 mod webhooks;
 
@@ -133,6 +150,28 @@ struct Opts {
     /// Timers scheduled at once (requests created with the same deadline) in the timers part.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     timers: u64,
+    /// Pending requests of about 1 KB the scale part loads into one store.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    scale_requests: u64,
+    /// Concurrent long-polls of the scale part (each on a connection of its own).
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    scale_waiters: u64,
+    /// Concurrent inbox event streams of the scale part (each on a connection of its own).
+    #[arg(long, default_value_t = 2_000, value_name = "N")]
+    scale_streams: u64,
+    /// Length of the soak part's mixed load, in minutes.
+    #[arg(long, default_value_t = 60, value_name = "M")]
+    soak_minutes: u64,
+    /// The soak's sample every later one is compared to (RSS growth ≤ 10 %), as minutes from
+    /// the start [default: min(10, soak-minutes / 3)].
+    #[arg(long, value_name = "MINUTE")]
+    soak_reference_minute: Option<f64>,
+    /// Request cycles per second of the soak (each a create, a GET, a long-poll and a decision).
+    #[arg(long, default_value_t = 200.0, value_name = "N")]
+    soak_rate: f64,
+    /// Seconds between two soak samples.
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    soak_sample_secs: u64,
     /// `COUNTERSIGN_LOG` of the policy and timers parts' servers (e.g. `info,sqlx=debug` to see
     /// each statement's time in their logs) [default: the server's own, `info`].
     #[arg(long, value_name = "FILTER")]
@@ -175,19 +214,33 @@ enum Part {
     Policy,
     /// N durable timers due at one instant: lateness of each and fired/s.
     Timers,
+    /// One store with a million pending requests beside the empty store, 10,000 long-polls and
+    /// 2,000 inbox streams (only with `--only`).
+    Scale,
+    /// A long mixed load sampled every minute; fails if RSS grows (only with `--only`).
+    Soak,
 }
 
 impl Part {
     /// Whether the part runs on the shared server (the webhooks, memory and slack parts start
     /// their own).
     fn on_shared_server(self) -> bool {
-        !matches!(self, Part::Webhooks | Part::Memory | Part::Slack | Part::Policy | Part::Timers)
+        !matches!(
+            self,
+            Part::Webhooks | Part::Memory | Part::Slack | Part::Policy | Part::Timers | Part::Scale | Part::Soak
+        )
     }
 
     /// Whether the part runs again in the PostgreSQL pass (the gate part does not: the calls it
-    /// measures never reach the database).
+    /// measures never reach the database; the scale and soak parts run on SQLite only).
     fn on_postgres(self) -> bool {
-        !matches!(self, Part::Gate | Part::Memory)
+        !matches!(self, Part::Gate | Part::Memory | Part::Scale | Part::Soak)
+    }
+
+    /// Whether a run without `--only` includes the part (the scale and soak parts take many
+    /// minutes and gigabytes).
+    fn by_default(self) -> bool {
+        !matches!(self, Part::Scale | Part::Soak)
     }
 }
 
@@ -206,6 +259,14 @@ fn main() -> Result<()> {
             anyhow::ensure!(opts.slack_rounds >= 1, "--slack-rounds must be at least 1");
             anyhow::ensure!(opts.policy_rounds >= 1, "--policy-rounds must be at least 1");
             anyhow::ensure!(opts.timers >= 1, "--timers must be at least 1");
+            anyhow::ensure!(opts.scale_requests >= 1, "--scale-requests must be at least 1");
+            anyhow::ensure!(
+                opts.scale_waiters >= 1 && opts.scale_streams >= 1,
+                "--scale-waiters and --scale-streams must be at least 1"
+            );
+            anyhow::ensure!(opts.soak_minutes >= 1, "--soak-minutes must be at least 1");
+            anyhow::ensure!(opts.soak_sample_secs >= 1, "--soak-sample-secs must be at least 1");
+            anyhow::ensure!(opts.soak_rate > 0.0, "--soak-rate must be > 0");
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().worker_threads(opts.client_threads).enable_all().build()?;
             runtime.block_on(bench(opts))
@@ -288,18 +349,27 @@ impl Launch<'_> {
 
     /// [`Launch::serve`] with these variables set too (after the isolation removed the caller's).
     async fn serve_with_env(&self, name: &str, log: &Path, env: &[(&str, &str)]) -> Result<Server> {
+        self.serve_within(name, log, env, process::STARTUP_TIMEOUT).await
+    }
+
+    /// [`Launch::serve_with_env`] allowing `timeout` for the listening line (a large store warms first).
+    async fn serve_within(&self, name: &str, log: &Path, env: &[(&str, &str)], timeout: Duration) -> Result<Server> {
         let mut command = Command::new(self.bin);
         process::isolate(&mut command, &self.config_home);
         command.args(["serve", "--listen", "127.0.0.1:0"]).args(&self.store);
         // The webhooks part's receiver listens on loopback, which webhooks may target only so.
         command.env("COUNTERSIGN_ALLOW_PRIVATE_WEBHOOK_TARGETS", "true");
         command.envs(env.iter().copied());
-        Server::start(name, command, log).await
+        Server::start_within(name, command, log, timeout).await
     }
 }
 
 async fn bench(opts: Opts) -> Result<()> {
-    let parts: Vec<Part> = if opts.only.is_empty() { Part::value_variants().to_vec() } else { opts.only.clone() };
+    let parts: Vec<Part> = if opts.only.is_empty() {
+        Part::value_variants().iter().copied().filter(|p| p.by_default()).collect()
+    } else {
+        opts.only.clone()
+    };
     let bin = opts.bin.clone().unwrap_or_else(default_bin);
     if !bin.is_file() {
         bail!(
@@ -389,6 +459,9 @@ async fn bench(opts: Opts) -> Result<()> {
     } else {
         print!("{}", report.to_table());
     }
+    if !report.failures().is_empty() {
+        bail!("{}", report.failures().join("; "));
+    }
     Ok(())
 }
 
@@ -430,6 +503,25 @@ async fn run_sqlite(
         };
         let result = memory::run(&launch, tmp, 10, 10_000).await?;
         report.memory(&result);
+    }
+    if parts.contains(&Part::Scale) {
+        let data = tmp.join("scale-data");
+        let launch = Launch {
+            bin: launch.bin,
+            store: vec!["--data-dir".into(), data.clone().into()],
+            config_home: launch.config_home.clone(),
+        };
+        let result = scale::run(opts, &launch, &data, tmp, tag).await?;
+        report.scale(&result);
+    }
+    if parts.contains(&Part::Soak) {
+        let launch = Launch {
+            bin: launch.bin,
+            store: vec!["--data-dir".into(), tmp.join("soak-data").into()],
+            config_home: launch.config_home.clone(),
+        };
+        let result = soak::run(opts, &launch, tmp, tag).await?;
+        report.soak(&result);
     }
     if parts.contains(&Part::Slack) {
         let launch = Launch {

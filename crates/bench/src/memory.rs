@@ -34,18 +34,28 @@ impl MemoryResult {
 }
 
 /// The resident set of process `pid`, in bytes.
-fn rss(pid: u32) -> Result<u64> {
+pub fn rss(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The anonymous part of the resident set of process `pid` (the heap, not files), in bytes.
+pub fn rss_anon(pid: u32) -> Result<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
+/// A `kB` field of /proc/PID/status, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading /proc/PID/status")?;
     let kb = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .context("no VmRSS line")?;
+        .with_context(|| format!("no {field} line"))?;
     Ok(kb * 1024)
 }
 
 /// The RSS once it stops moving (the allocator and the warm-up settle), read every 200 ms.
-async fn settled_rss(server: &Server) -> Result<u64> {
+pub async fn settled_rss(server: &Server) -> Result<u64> {
     let pid = server.pid().context("the server has no pid")?;
     let mut last = rss(pid)?;
     for _ in 0..15 {
@@ -59,8 +69,8 @@ async fn settled_rss(server: &Server) -> Result<u64> {
     Ok(last)
 }
 
-fn spec(seq: u64) -> String {
-    // ~1 KB: a short call with a note, as agents send.
+/// A spec of about 1 KB (a short call with a note, as agents send).
+pub fn spec(seq: u64) -> String {
     let note = "n".repeat(960);
     format!(r#"{{"fn":"send_email","kwargs":{{"to":"user{seq}@example.com","note":"{note}"}}}}"#)
 }

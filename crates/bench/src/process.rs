@@ -14,7 +14,8 @@ pub const LISTENING_PREFIX: &str = "Listening on http://";
 /// The line the bare server prints for its TCP echo port (before the listening line).
 pub const ECHO_PREFIX: &str = "Echo on ";
 
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to print its listening line (unless told otherwise).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running server process, stopped with SIGTERM when [`Server::stop`] is called (killed if dropped).
 pub struct Server {
@@ -28,14 +29,19 @@ pub struct Server {
 
 impl Server {
     /// Starts `command` (stdout is read until the listening line, then drained; stderr goes to `log`).
-    pub async fn start(name: &str, mut command: Command, log: &Path) -> Result<Self> {
+    pub async fn start(name: &str, command: Command, log: &Path) -> Result<Self> {
+        Self::start_within(name, command, log, STARTUP_TIMEOUT).await
+    }
+
+    /// [`Server::start`] allowing `timeout` for the listening line (a server loading a large store).
+    pub async fn start_within(name: &str, mut command: Command, log: &Path, timeout: Duration) -> Result<Self> {
         let log_file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file)).kill_on_drop(true);
         let mut child = command.spawn().with_context(|| format!("starting {name}"))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let mut preamble = Vec::new();
-        let found = tokio::time::timeout(STARTUP_TIMEOUT, async {
+        let found = tokio::time::timeout(timeout, async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(rest) = line.trim().strip_prefix(LISTENING_PREFIX) {
                     let addr: SocketAddr =
@@ -55,7 +61,7 @@ impl Server {
             }
             Ok(Err(err)) => return Err(err.context(format!("reading {name}'s stdout"))),
             Err(_) => {
-                bail!("{name} printed no {LISTENING_PREFIX:?} line within {STARTUP_TIMEOUT:?}; stderr:\n{}", tail(log))
+                bail!("{name} printed no {LISTENING_PREFIX:?} line within {timeout:?}; stderr:\n{}", tail(log))
             }
         };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -72,6 +78,30 @@ impl Server {
         match self.child.try_wait()? {
             None => Ok(()),
             Some(status) => Err(anyhow!("{} exited ({status}); stderr:\n{}", self.name, tail(&self.log))),
+        }
+    }
+
+    /// SIGTERM, then up to `limit` for a clean exit (then SIGKILL): how long it took to exit,
+    /// and whether it had to be killed.
+    pub async fn stop_timed(mut self, limit: Duration) -> Result<(Duration, bool)> {
+        let Some(pid) = self.child.id() else {
+            return Ok((Duration::ZERO, false));
+        };
+        let sent = std::time::Instant::now();
+        let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    eprintln!("note: {} exited with {status} after SIGTERM", self.name);
+                }
+                Ok((sent.elapsed(), false))
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                eprintln!("note: {} did not stop within {limit:?} of SIGTERM (killed)", self.name);
+                Ok((sent.elapsed(), true))
+            }
         }
     }
 
@@ -147,4 +177,34 @@ pub async fn create_key(bin: &Path, project: &str, store: &[OsString], config_ho
         .ok_or_else(|| anyhow!("`keys create` printed nothing"))?;
     anyhow::ensure!(!key.contains(char::is_whitespace), "last line of `keys create` is not a key: {key:?}");
     Ok(key.to_owned())
+}
+
+/// Open files of process `pid` (entries of /proc/PID/fd).
+pub fn open_files(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd")).context("reading /proc/PID/fd")?.count())
+}
+
+/// Raises this process's soft open-file limit to its hard limit (with util-linux's `prlimit`,
+/// which needs no dependency here) so that it can hold many connections at once; children
+/// inherit it. Returns the soft limit in force afterwards.
+pub fn raise_open_file_limit() -> Result<u64> {
+    let limits = || -> Result<(u64, u64)> {
+        let text = std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+        let line = text.lines().find(|l| l.starts_with("Max open files")).context("no open-file limit line")?;
+        let mut fields = line["Max open files".len()..].split_whitespace();
+        let mut number = || fields.next().map(|v| if v == "unlimited" { u64::MAX } else { v.parse().unwrap_or(0) });
+        Ok((number().unwrap_or(0), number().unwrap_or(0)))
+    };
+    let (soft, hard) = limits()?;
+    if soft < hard {
+        let value = if hard == u64::MAX { "unlimited".to_owned() } else { hard.to_string() };
+        let raised = std::process::Command::new("prlimit")
+            .arg(format!("--pid={}", std::process::id()))
+            .arg(format!("--nofile={value}:{value}"))
+            .status();
+        if !matches!(raised, Ok(status) if status.success()) {
+            eprintln!("note: could not raise the open-file limit from {soft} to {hard} (`prlimit`: {raised:?})");
+        }
+    }
+    Ok(limits()?.0)
 }

@@ -6,9 +6,12 @@ use crate::client::LoadResult;
 use crate::gate::{self, GateResult, Side};
 use crate::memory::MemoryResult;
 use crate::policy::{self, PolicyResult};
+use crate::scale::{ScaleResult, StoreFigures};
 use crate::slack::{self, Decided, SlackResult};
+use crate::soak::{self, SoakResult};
 use crate::stats::Samples;
 use crate::timers::{self, TimerResult};
+use crate::waiters::PollResult;
 use crate::wake::WakeResult;
 use crate::webhooks::{self, Tally, WebhookResult};
 use serde_json::{Value, json};
@@ -20,6 +23,8 @@ pub enum Unit {
     PerSec,
     Ms,
     Count,
+    /// Bytes, shown in MiB.
+    Bytes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +35,8 @@ pub enum Goal {
     AtMost(f64),
     /// figure / baseline must reach this.
     RatioAtLeast(f64),
+    /// figure / baseline must be at most this.
+    RatioAtMost(f64),
     None,
 }
 
@@ -90,6 +97,7 @@ impl Row {
             Goal::AtLeast(x) => Some(self.value >= x),
             Goal::AtMost(x) => Some(self.value <= x),
             Goal::RatioAtLeast(x) => Some(self.ratio() >= x),
+            Goal::RatioAtMost(x) => Some(self.ratio() <= x),
             Goal::None => None,
         }
     }
@@ -99,6 +107,7 @@ impl Row {
             Goal::AtLeast(x) => format!(">= {}", fmt_value(x, self.unit)),
             Goal::AtMost(x) => format!("<= {}", fmt_value(x, self.unit)),
             Goal::RatioAtLeast(x) => format!(">= {:.0} % of baseline", x * 100.0),
+            Goal::RatioAtMost(x) => format!("<= {x}x baseline"),
             Goal::None => "-".into(),
         }
     }
@@ -123,6 +132,7 @@ fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::PerSec => format!("{} /s", thousands(v.round() as u64)),
         Unit::Ms => format!("{v:.3} ms"),
         Unit::Count => thousands(v.round() as u64),
+        Unit::Bytes => format!("{:.1} MiB", v / (1 << 20) as f64),
     }
 }
 
@@ -192,6 +202,8 @@ pub struct Report {
     rows: Vec<Row>,
     details: serde_json::Map<String, Value>,
     notes: Vec<String>,
+    /// Checks that fail the run (a non-zero exit once the report is printed).
+    failures: Vec<String>,
 }
 
 impl Report {
@@ -219,8 +231,11 @@ impl Report {
             "slack_rounds": opts.slack_rounds,
             "policy_rounds": opts.policy_rounds,
             "timers": opts.timers,
+            "scale_requests": opts.scale_requests,
+            "scale_waiters": opts.scale_waiters,
+            "scale_streams": opts.scale_streams,
         });
-        Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new() }
+        Self { header, rows: Vec::new(), details: serde_json::Map::new(), notes: Vec::new(), failures: Vec::new() }
     }
 
     /// Notes the PostgreSQL cluster the `[pg]` rows ran on.
@@ -1136,6 +1151,406 @@ impl Report {
         self.note(backend, text);
     }
 
+    /// One store at scale beside the empty store of the same run: memory, start-up, GET and
+    /// create p99 (goal: within 2x), then the crowds of long-polls and inbox streams.
+    pub fn scale(&mut self, r: &ScaleResult) {
+        let backend = Backend::Sqlite;
+        let n = thousands(r.full.pending);
+        let empty = "empty store (same server, before the load)".to_owned();
+        let bytes_rows = [
+            (1000, "scale_rss_live_bytes", format!("RSS with {n} pending (server that took them)"), r.full.rss_live),
+            (1001, "scale_rss_restarted_bytes", format!("RSS with {n} pending, after a restart"), r.full.rss_started),
+        ];
+        for (order, key, figure, value) in bytes_rows {
+            self.push(
+                backend,
+                order,
+                key,
+                &figure,
+                value as f64,
+                Unit::Bytes,
+                &empty,
+                r.empty.rss_started as f64,
+                Goal::None,
+                false,
+            );
+        }
+        let loaded = r.full.pending.max(1) as f64;
+        self.push(
+            backend,
+            1002,
+            "scale_rss_per_pending_bytes",
+            &format!("RSS bytes per pending request, after a restart ({n})"),
+            r.full.rss_started.saturating_sub(r.empty.rss_started) as f64 / loaded,
+            Unit::Count,
+            "bytes of its spec",
+            r.spec_bytes as f64,
+            Goal::None,
+            false,
+        );
+        let startup_rows = [
+            (
+                1003,
+                "scale_start_listening_ms",
+                "start-up: spawn -> \"Listening on\"",
+                r.full.startup.listening,
+                r.empty.startup.listening,
+            ),
+            (
+                1004,
+                "scale_start_ready_ms",
+                "start-up: spawn -> /readyz 200",
+                r.full.startup.ready,
+                r.empty.startup.ready,
+            ),
+        ];
+        for (order, key, what, full, base) in startup_rows {
+            self.push(
+                backend,
+                order,
+                key,
+                &format!("{what} ({n} pending)"),
+                full.as_secs_f64() * 1e3,
+                Unit::Ms,
+                &empty,
+                base.as_secs_f64() * 1e3,
+                Goal::None,
+                false,
+            );
+        }
+        self.push(
+            backend,
+            1008,
+            "scale_stop_ms",
+            &format!("shutdown: SIGTERM -> exit ({n} pending, the server that took them)"),
+            r.full.stop.0.as_secs_f64() * 1e3,
+            Unit::Ms,
+            &empty,
+            r.empty.stop.0.as_secs_f64() * 1e3,
+            Goal::None,
+            false,
+        );
+        let p99 = |l: &LoadResult| Samples::from_micros(l.latencies_us.clone()).percentile_ms(99.0);
+        let conns = self.header["connections"].clone();
+        let latency_rows = [
+            (1005, "scale_get_p99_ms", "GET one pending call p99", p99(&r.full.get), p99(&r.empty.get)),
+            (1006, "scale_create_p99_ms", "durable create p99", p99(&r.full.create), p99(&r.empty.create)),
+        ];
+        for (order, key, what, full, base) in latency_rows {
+            self.push(
+                backend,
+                order,
+                key,
+                &format!("{what} ({n} pending, {conns} conns)"),
+                full,
+                Unit::Ms,
+                &empty,
+                base,
+                Goal::RatioAtMost(2.0),
+                false,
+            );
+        }
+        self.push(
+            backend,
+            1007,
+            "scale_load_creates_per_s",
+            &format!("bulk load: creates/s of {} ~1 KB requests", thousands(r.requests)),
+            r.load_rate(),
+            Unit::PerSec,
+            "small creates/s on the empty store",
+            r.empty.create.rate(),
+            Goal::None,
+            true,
+        );
+        self.polls(1010, "distinct", &r.distinct, "deciding as many calls nobody waits on");
+        self.polls(1015, "shared", &r.shared, "the one respond's round trip");
+        let s = &r.streams;
+        self.push(
+            backend,
+            1020,
+            "scale_rss_per_stream_bytes",
+            &format!("RSS bytes per open inbox stream ({})", thousands(s.streams)),
+            s.per_stream(),
+            Unit::Count,
+            "-",
+            f64::NAN,
+            Goal::None,
+            false,
+        );
+        self.push(
+            backend,
+            1021,
+            "scale_streams_told_ms",
+            &format!("one create -> all {} inbox streams told `changed`", thousands(s.streams)),
+            s.told.max_ms(),
+            Unit::Ms,
+            "the create's round trip",
+            s.create.as_secs_f64() * 1e3,
+            Goal::None,
+            false,
+        );
+        let store_json = |f: &StoreFigures| {
+            json!({
+                "pending": f.pending,
+                "rss_live_bytes": f.rss_live,
+                "rss_started_bytes": f.rss_started,
+                "stop_ms": f.stop.0.as_secs_f64() * 1e3,
+                "stop_killed": f.stop.1,
+                "stop_restarted_ms": f.stop_restarted.0.as_secs_f64() * 1e3,
+                "stop_restarted_killed": f.stop_restarted.1,
+                "listening_ms": f.startup.listening.as_secs_f64() * 1e3,
+                "ready_ms": f.startup.ready.as_secs_f64() * 1e3,
+                "get": load_json(&f.get),
+                "create": load_json(&f.create),
+            })
+        };
+        let poll_json = |p: &PollResult| {
+            json!({
+                "waiters": p.waiters, "requests": p.requests, "rss_before_bytes": p.rss_before,
+                "rss_parked_bytes": p.rss_parked, "per_waiter_bytes": p.per_waiter(),
+                "parking_ms": p.parking.as_secs_f64() * 1e3, "wake_all_ms": p.wake_all.as_secs_f64() * 1e3,
+                "deciding_ms": p.deciding.as_secs_f64() * 1e3, "baseline_ms": p.baseline.as_secs_f64() * 1e3,
+                "answered": latency_json(&p.answered), "early": p.early, "failed": p.failed,
+                "first_problem": p.first_problem,
+            })
+        };
+        self.details.insert(
+            "scale".into(),
+            json!({
+                "requests": r.requests,
+                "spec_bytes": r.spec_bytes,
+                "store_bytes": r.store_bytes,
+                "loading_s": r.loading.as_secs_f64(),
+                "loaded": r.loaded(),
+                "load_failures": r.load_failures(),
+                "chunks": r.chunks.iter().map(|c| json!({"ok": c.ok_total, "window_s": c.window.as_secs_f64(),
+                    "rate_per_s": c.ok_total as f64 / c.window.as_secs_f64(), "p99_ms": p99(c), "failures": c.failures()})).collect::<Vec<_>>(),
+                "max_connections": r.max_connections,
+                "empty": store_json(&r.empty),
+                "full": store_json(&r.full),
+                "long_polls_distinct": poll_json(&r.distinct),
+                "long_polls_shared": poll_json(&r.shared),
+                "streams": {
+                    "streams": s.streams, "rss_before_bytes": s.rss_before, "rss_open_bytes": s.rss_open,
+                    "per_stream_bytes": s.per_stream(), "opening_ms": s.opening.as_secs_f64() * 1e3,
+                    "create_ms": s.create.as_secs_f64() * 1e3, "told": latency_json(&s.told), "missing": s.missing,
+                    "first_problem": s.first_problem,
+                },
+            }),
+        );
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let chunk_rates: Vec<String> =
+            r.chunks.iter().map(|c| format!("{:.0}", c.ok_total as f64 / c.window.as_secs_f64())).collect();
+        let mut text = format!(
+            "scale: {} requests of {} bytes loaded in {:.1} s ({:.0}/s; per 100k chunk: {}/s), {} failures; store \
+             {:.0} MiB on disk; server max_connections {}; RSS empty {:.1} MiB, full {:.1} MiB live / {:.1} MiB \
+             restarted",
+            thousands(r.loaded()),
+            r.spec_bytes,
+            r.loading.as_secs_f64(),
+            r.load_rate(),
+            chunk_rates.join(", "),
+            r.load_failures(),
+            mib(r.store_bytes),
+            r.max_connections,
+            mib(r.empty.rss_started),
+            mib(r.full.rss_live),
+            mib(r.full.rss_started),
+        );
+        for (name, stop) in [("after the load", r.full.stop), ("restarted", r.full.stop_restarted)] {
+            let killed = if stop.1 { " (KILLED: no exit within the limit)" } else { "" };
+            let _ = write!(text, "\n  full store, {name}: SIGTERM -> exit {:.1} s{killed}", stop.0.as_secs_f64());
+        }
+        for (name, f) in [("empty", &r.empty), ("full", &r.full)] {
+            let _ = write!(text, "\n  {}", load_text(&format!("{name}: GETs"), &f.get));
+            let _ = write!(text, "\n  {}", load_text(&format!("{name}: creates"), &f.create));
+        }
+        for (name, p) in [("each on its own call", &r.distinct), ("all on one call", &r.shared)] {
+            let _ = write!(
+                text,
+                "\n  long-polls {name}: {} parked in {:.0} ms, RSS {:.1} -> {:.1} MiB; decisions sent in {:.0} ms; \
+                 answers p50 {:.0} ms, last {:.0} ms after the first decision",
+                thousands(p.waiters),
+                p.parking.as_secs_f64() * 1e3,
+                mib(p.rss_before),
+                mib(p.rss_parked),
+                p.deciding.as_secs_f64() * 1e3,
+                p.answered.percentile_ms(50.0),
+                p.wake_all.as_secs_f64() * 1e3,
+            );
+            if p.early + p.failed > 0 {
+                let _ = write!(
+                    text,
+                    "\n  PROBLEMS: {} answered before the decision, {} failed; first: {}",
+                    p.early,
+                    p.failed,
+                    p.first_problem.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        let _ = write!(
+            text,
+            "\n  inbox streams: {} opened in {:.0} ms, RSS {:.1} -> {:.1} MiB; told p50 {:.0} ms, p99 {:.0} ms, last \
+             {:.0} ms after the create was sent",
+            thousands(s.streams),
+            s.opening.as_secs_f64() * 1e3,
+            mib(s.rss_before),
+            mib(s.rss_open),
+            s.told.percentile_ms(50.0),
+            s.told.percentile_ms(99.0),
+            s.told.max_ms(),
+        );
+        if s.missing > 0 {
+            let _ = write!(
+                text,
+                "\n  PROBLEMS: {} streams not told; first: {}",
+                s.missing,
+                s.first_problem.as_deref().unwrap_or("-")
+            );
+        }
+        self.note(backend, text);
+    }
+
+    /// The rows of one long-poll crowd: RSS per waiter (goal ≤ 4 KiB) and the wake-all time.
+    fn polls(&mut self, order: u32, key: &str, p: &PollResult, baseline: &str) {
+        let what = if p.requests == 1 {
+            format!("{} long-polls on one call", thousands(p.waiters))
+        } else {
+            format!("{} long-polls, each on its own call", thousands(p.waiters))
+        };
+        self.push(
+            Backend::Sqlite,
+            order,
+            &format!("scale_rss_per_waiter_{key}_bytes"),
+            &format!("RSS bytes per parked long-poll ({what})"),
+            p.per_waiter(),
+            Unit::Count,
+            "-",
+            f64::NAN,
+            Goal::AtMost(4096.0),
+            false,
+        );
+        self.push(
+            Backend::Sqlite,
+            order + 1,
+            &format!("scale_wake_all_{key}_ms"),
+            &format!("wake-all: first decision -> last answer ({what})"),
+            p.wake_all.as_secs_f64() * 1e3,
+            Unit::Ms,
+            baseline,
+            p.baseline.as_secs_f64() * 1e3,
+            Goal::None,
+            false,
+        );
+    }
+
+    /// The soak's samples, and whether the RSS grew by more than the limit after the reference.
+    pub fn soak(&mut self, r: &SoakResult) {
+        let backend = Backend::Sqlite;
+        let reference = r.samples.get(r.reference);
+        let reference_rss = reference.map_or(f64::NAN, |s| s.rss as f64);
+        let later_max = r.samples.iter().skip(r.reference + 1).map(|s| s.rss).max().map_or(f64::NAN, |m| m as f64);
+        let at = |s: Option<&soak::Sample>| s.map_or(f64::NAN, |s| (s.at.as_secs_f64() / 6.0).round() / 10.0);
+        self.push(
+            backend,
+            1100,
+            "soak_rss_max_after_reference_bytes",
+            &format!("soak: highest RSS after minute {}", at(reference)),
+            later_max,
+            Unit::Bytes,
+            &format!("RSS at minute {}", at(reference)),
+            reference_rss,
+            Goal::RatioAtMost(soak::GROWTH_LIMIT),
+            false,
+        );
+        let (first, last) = (r.samples.first(), r.samples.last());
+        self.push(
+            backend,
+            1101,
+            "soak_open_files_last",
+            &format!("soak: server's open files, minute {}", at(last)),
+            last.map_or(f64::NAN, |s| s.open_files as f64),
+            Unit::Count,
+            &format!("minute {}", at(first)),
+            first.map_or(f64::NAN, |s| s.open_files as f64),
+            Goal::None,
+            false,
+        );
+        self.push(
+            backend,
+            1102,
+            "soak_request_p99_last_ms",
+            &format!("soak: request p99, minute {}", at(last)),
+            last.map_or(f64::NAN, soak::Sample::request_p99),
+            Unit::Ms,
+            &format!("minute {}", at(reference)),
+            reference.map_or(f64::NAN, soak::Sample::request_p99),
+            Goal::None,
+            false,
+        );
+        let errors: u64 = r.samples.iter().map(|s| s.errors).sum();
+        self.push(
+            backend,
+            1103,
+            "soak_errors",
+            "soak: failed requests",
+            errors as f64,
+            Unit::Count,
+            "cycles",
+            r.samples.iter().map(|s| s.cycles).sum::<u64>() as f64,
+            Goal::AtMost(0.0),
+            false,
+        );
+        self.details.insert(
+            "soak".into(),
+            json!({
+                "minutes": r.minutes,
+                "rate_cycles_per_s": r.rate,
+                "interval_s": r.interval.as_secs_f64(),
+                "workers": soak::WORKERS,
+                "backlog_per_worker": soak::BACKLOG,
+                "idle_rss_bytes": r.idle_rss,
+                "idle_open_files": r.idle_open_files,
+                "reference_sample": r.reference + 1,
+                "growth": r.growth(),
+                "samples": r.samples.iter().map(|s| json!({
+                    "at_s": s.at.as_secs_f64(), "rss_bytes": s.rss, "rss_anon_bytes": s.rss_anon, "open_files": s.open_files, "cycles": s.cycles,
+                    "errors": s.errors, "first_error": s.first_error, "request_p99_ms": s.request_p99(),
+                    "create": latency_json(&s.create), "get": latency_json(&s.get), "respond": latency_json(&s.respond),
+                    "list": latency_json(&s.list), "wake": latency_json(&s.wake),
+                })).collect::<Vec<_>>(),
+            }),
+        );
+        let mut text = format!(
+            "soak: {} min at {} cycles/s ({} workers, {} pending each; a cycle is a create, a GET, a long-poll and \
+             the decision that wakes it, a pending list every {}th); idle server {:.1} MiB, {} open files",
+            r.minutes,
+            r.rate,
+            soak::WORKERS,
+            soak::BACKLOG,
+            soak::LIST_EVERY,
+            r.idle_rss as f64 / (1 << 20) as f64,
+            r.idle_open_files
+        );
+        for (i, s) in r.samples.iter().enumerate() {
+            let _ = write!(text, "\n  {}", s.line(i + 1, r.interval));
+        }
+        self.note(backend, text);
+        if r.failed() {
+            self.failures.push(format!(
+                "soak: the RSS grew by {:.1} % after sample {} (limit {:.0} %)",
+                (r.growth() - 1.0) * 100.0,
+                r.reference + 1,
+                (soak::GROWTH_LIMIT - 1.0) * 100.0
+            ));
+        }
+    }
+
+    /// Checks that failed (the run exits non-zero after printing the report).
+    pub fn failures(&self) -> &[String] {
+        &self.failures
+    }
+
     /// The rows in table order: each PostgreSQL row right after the SQLite row it mirrors.
     fn sorted_rows(&self) -> Vec<&Row> {
         let mut rows: Vec<&Row> = self.rows.iter().collect();
@@ -1152,7 +1567,7 @@ impl Report {
                     "backend": r.backend.name(),
                     "figure": r.figure,
                     "value": r.value,
-                    "unit": match r.unit { Unit::PerSec => "1/s", Unit::Ms => "ms", Unit::Count => "count" },
+                    "unit": match r.unit { Unit::PerSec => "1/s", Unit::Ms => "ms", Unit::Count => "count", Unit::Bytes => "bytes" },
                     "baseline": {"name": r.baseline_name, "value": r.baseline},
                     "ratio": r.ratio(),
                     "target": r.goal_text(),

@@ -21,6 +21,11 @@ impl Samples {
         Self { sorted_ns: micros.into_iter().map(|us| u64::from(us) * 1_000).collect() }
     }
 
+    /// The samples in µs, in order.
+    pub fn micros(&self) -> impl Iterator<Item = u32> + '_ {
+        self.sorted_ns.iter().map(|&ns| u32::try_from(ns / 1_000).unwrap_or(u32::MAX))
+    }
+
     pub fn len(&self) -> usize {
         self.sorted_ns.len()
     }
