@@ -82,8 +82,30 @@ macro_rules! impl_executions {
                     let EventBody::Executed { report } = &event.body else {
                         return Err(StoreError::Internal("record_execution needs an executed event".into()));
                     };
+                    let mut conn = self.pool.acquire().await?;
+                    let result = record(&mut conn, event, report).await;
+                    $crate::error::forget_on_error(&mut conn, result)
+                }
+
+                async fn execution(
+                    &self,
+                    project_id: &str,
+                    kind: RequestKind,
+                    call_id: &str,
+                ) -> StoreResult<Option<Execution>> {
+                    let mut conn = self.pool.acquire().await?;
+                    read(&mut conn, project_id, kind.as_str(), call_id).await
+                }
+            }
+
+            /// [`Executions::record_execution`] in one transaction on `conn`.
+            async fn record(
+                conn: &mut sqlx::pool::PoolConnection<$db>,
+                event: &RequestEvent,
+                report: &countersign_core::execution::ExecutionReport,
+            ) -> StoreResult<Executed> {
                     let (project_id, kind, call_id) = (&event.project_id, event.request_kind.as_str(), &event.call_id);
-                    let mut tx = self.pool.begin_with($begin).await?;
+                    let mut tx = sqlx::Connection::begin_with(&mut **conn, $begin).await?;
                     let request = sqlx::query(concat!(
                         "SELECT responded_at, approved, ended FROM requests \
                          WHERE project_id = $1 AND kind = $2 AND call_id = $3 ",
@@ -134,17 +156,6 @@ macro_rules! impl_executions {
                     $log_request(&mut tx, event).await?;
                     tx.commit().await?;
                     Ok(Executed::Recorded(next))
-                }
-
-                async fn execution(
-                    &self,
-                    project_id: &str,
-                    kind: RequestKind,
-                    call_id: &str,
-                ) -> StoreResult<Option<Execution>> {
-                    let mut conn = self.pool.acquire().await?;
-                    read(&mut conn, project_id, kind.as_str(), call_id).await
-                }
             }
         };
     };
