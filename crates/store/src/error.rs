@@ -51,19 +51,6 @@ fn transient_code(code: &str) -> bool {
 /// Shorthand for storage results.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn not_now_is_told_from_wrong() {
-        for code in ["5", "6", "517", "262", "13", "10", "778", "1290", "08006", "57P01", "53100", "40001", "40P01"] {
-            assert!(super::transient_code(code), "{code} is worth a retry");
-        }
-        for code in ["1", "19", "2067", "787", "11", "23505", "42P01", "22P02", "XX000"] {
-            assert!(!super::transient_code(code), "{code} is an error");
-        }
-    }
-}
-
 /// Passes a transaction's result through; when it failed, the pooled connection is closed
 /// rather than reused. A write that failed for want of the database (a full disk, an I/O
 /// error) can leave a SQLite connection holding the write lock, which would stop every later
@@ -76,4 +63,17 @@ pub(crate) fn forget_on_error<DB: sqlx::Database, T>(
         conn.close_on_drop();
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn not_now_is_told_from_wrong() {
+        for code in ["5", "6", "517", "262", "13", "10", "778", "1290", "08006", "57P01", "53100", "40001", "40P01"] {
+            assert!(super::transient_code(code), "{code} is worth a retry");
+        }
+        for code in ["1", "19", "2067", "787", "11", "23505", "42P01", "22P02", "XX000"] {
+            assert!(!super::transient_code(code), "{code} is an error");
+        }
+    }
 }
