@@ -102,10 +102,9 @@ impl Writer {
     /// Opens the writer's own connection and starts its task.
     /// `salt` is what delivery ids are derived from (see [`crate::events`]).
     pub(super) async fn start(options: SqliteConnectOptions, salt: String) -> StoreResult<Self> {
-        let options = options.statement_cache_capacity(STATEMENT_CACHE);
-        let conn = SqliteConnection::connect_with(&options).await?;
+        let conn = SqliteConnection::connect_with(&options.statement_cache_capacity(STATEMENT_CACHE)).await?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(conn, options, rx, salt));
+        let task = tokio::spawn(run(conn, rx, salt));
         Ok(Self { ops, task: Mutex::new(Some(task)) })
     }
 
@@ -186,7 +185,7 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, options: SqliteConnectOptions, mut rx: mpsc::Receiver<Op>, salt: String) {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: String) {
     let mut stop = None;
     while stop.is_none() {
         let Some(first) = rx.recv().await else { break };
@@ -203,22 +202,17 @@ async fn run(mut conn: SqliteConnection, options: SqliteConnectOptions, mut rx: 
             stop = Some(done);
         }
         let (fires, batch): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(|op| matches!(op, Op::Fire { .. }));
-        let mut suspect = false;
         if !batch.is_empty() {
-            suspect = apply_and_answer(&mut conn, batch, &salt).await;
+            apply_and_answer(&mut conn, batch, &salt).await;
         }
         for op in fires {
             if let Op::Fire { fire, reply } = op {
                 let answer = commit_fire(&mut conn, &fire, &salt).await;
-                if let Err(err) = &answer {
-                    suspect |= matches!(err, StoreError::Unavailable(_));
+                if answer.is_err() {
                     let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
                 }
                 let _ = reply.send(answer);
             }
-        }
-        if suspect {
-            reconnect(&mut conn, &options).await;
         }
     }
     if let Err(err) = conn.close().await {
@@ -229,34 +223,13 @@ async fn run(mut conn: SqliteConnection, options: SqliteConnectOptions, mut rx: 
     }
 }
 
-/// Replaces the writer's connection after a write failed for want of the database (a full
-/// disk, an I/O error, a lock held too long): SQLite may leave such a connection unable to take
-/// the write lock again, and closing it releases whatever it still holds. Keeps the old one when
-/// no new one can be opened (the next failure tries again).
-async fn reconnect(conn: &mut SqliteConnection, options: &SqliteConnectOptions) {
-    match SqliteConnection::connect_with(options).await {
-        Ok(fresh) => {
-            let old = std::mem::replace(conn, fresh);
-            if let Err(err) = old.close().await {
-                tracing::debug!(%err, "closing the failed SQLite writer connection");
-            }
-            tracing::info!("reopened the SQLite writer connection after a failed write");
-        }
-        Err(err) => {
-            tracing::warn!(%err, "cannot reopen the SQLite writer connection; will retry after the next failure")
-        }
-    }
-}
-
 /// What one operation of a batch produced.
 enum Answer {
     Created(Created),
     Change(Change),
 }
 
-/// Applies a batch and answers each operation; true when a write failed because the database
-/// was unavailable (the connection is then replaced).
-async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> bool {
+async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) {
     let size = batch.len();
     metrics::histogram!(crate::metrics::COMMIT_BATCH).record(size as f64);
     let answers = match commit_batch(conn, &batch, salt).await {
@@ -286,7 +259,6 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &st
             answers
         }
     };
-    let suspect = answers.iter().any(|a| matches!(a, Err(StoreError::Unavailable(_))));
     for (op, answer) in batch.into_iter().zip(answers) {
         match (op, answer) {
             (Op::Create { reply, .. }, Ok(Answer::Created(c))) => drop(reply.send(Ok(c))),
@@ -297,7 +269,6 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &st
             (Op::Stop(_) | Op::Fire { .. }, Err(_)) => {}
         }
     }
-    suspect
 }
 
 /// What a committed batch changed: the requests inserted, and the operations (by index) that
