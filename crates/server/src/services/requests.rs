@@ -207,19 +207,7 @@ impl Requests {
             projects.insert(f.project_id.as_str());
             metrics::histogram!(crate::metrics::TIMER_LATENESS).record((now - f.due.as_micros()).max(0) as f64 / 1e6);
             match &f.change {
-                FiredChange::Decided(outcome) => {
-                    let (decision, channel) = (decision_word(&outcome.decision), outcome.decided_by.channel.as_str());
-                    tracing::info!(
-                        project = %f.project_id,
-                        kind = f.kind.noun(),
-                        call_id = %f.call_id,
-                        decision,
-                        by = actor_name(&outcome.decided_by),
-                        channel,
-                        "request decided"
-                    );
-                    crate::metrics::decided(channel, decision);
-                }
+                FiredChange::Decided(outcome) => log_decision(&f.project_id, f.kind, &f.call_id, outcome),
                 _ => tracing::debug!(kind = f.kind.noun(), call_id = %f.call_id, action = ?f.action, "timer fired"),
             }
         }
@@ -265,17 +253,9 @@ impl Requests {
         match self.store.create_request(&record).await? {
             Created::New if record.outcome.is_some() => {
                 let json = self.json(&record).await;
-                tracing::info!(
-                    project = %project_id,
-                    kind = record.kind.noun(),
-                    call_id = %record.call_id,
-                    decision = describe(&record),
-                    by = actor_name(&outcome_actor(&record)),
-                    channel = countersign_core::DecisionChannel::Policy.as_str(),
-                    rule = governed.rule.as_deref().unwrap_or_default(),
-                    "request decided"
-                );
-                crate::metrics::decided(countersign_core::DecisionChannel::Policy.as_str(), describe(&record));
+                if let Some(outcome) = &record.outcome {
+                    log_decision(project_id, record.kind, &record.call_id, outcome);
+                }
                 self.wake_workers();
                 Ok(json)
             }
@@ -451,17 +431,7 @@ impl Requests {
             Change::Done => {
                 self.live.complete(key, json.clone());
                 self.inbox_changed(&key.project_id);
-                let by = actor_name(&outcome.decided_by);
-                tracing::info!(
-                    project = %key.project_id,
-                    kind = key.kind.noun(),
-                    call_id = %key.call_id,
-                    decision = describe(&decided),
-                    by,
-                    channel = outcome.decided_by.channel.as_str(),
-                    "request decided"
-                );
-                crate::metrics::decided(outcome.decided_by.channel.as_str(), describe(&decided));
+                log_decision(&key.project_id, key.kind, &key.call_id, outcome);
                 Ok(json)
             }
             Change::AlreadyDecided => {
@@ -664,10 +634,6 @@ fn not_found(key: &RequestKey) -> ApiError {
     ApiError::not_found(format!("no {} with call_id {:?} in this project", key.kind.noun(), key.call_id))
 }
 
-fn outcome_actor(record: &RequestRecord) -> Actor {
-    record.outcome.as_ref().map(|o| o.decided_by.clone()).unwrap_or_else(|| Actor::api_key("?"))
-}
-
 /// Who an actor is, for people: their email, else the API key's prefix.
 pub fn actor_name(actor: &Actor) -> String {
     match (&actor.email, &actor.api_key) {
@@ -699,6 +665,23 @@ fn already_decided(record: &RequestRecord, outcome: &Outcome) -> ApiError {
 /// `pending`, `approved`, `rejected` or `answered`.
 pub fn describe(record: &RequestRecord) -> &'static str {
     record.outcome.as_ref().map_or("pending", |o| decision_word(&o.decision))
+}
+
+/// Logs a decision that was just stored (once: every way of deciding ends in a caller of this)
+/// with who and how, and counts it for the metrics.
+fn log_decision(project_id: &str, kind: RequestKind, call_id: &str, outcome: &Outcome) {
+    let (decision, channel) = (decision_word(&outcome.decision), outcome.decided_by.channel.as_str());
+    tracing::info!(
+        project = %project_id,
+        kind = kind.noun(),
+        call_id = %call_id,
+        decision,
+        by = actor_name(&outcome.decided_by),
+        channel,
+        rule = outcome.decided_by.rule.as_deref().unwrap_or_default(),
+        "request decided"
+    );
+    crate::metrics::decided(channel, decision);
 }
 
 /// `approved`, `rejected`, `answered`, `expired` or `cancelled`.
