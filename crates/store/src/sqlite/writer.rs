@@ -4,6 +4,11 @@
 //! One commit per request caps SQLite near 3,000 durable writes/s on this class of disk; sharing
 //! the fsync among all waiting requests lifts that ceiling by the batch size, without ever
 //! acknowledging a write that is not on disk.
+//!
+//! The fsync is also taken off the writer's path (see [`Syncer`]): the writer commits with
+//! `synchronous=NORMAL` (the WAL frames written, not synced) and goes on with the next batch while
+//! another thread syncs the WAL file; a batch's callers are answered only once a sync that began
+//! after its commit has returned.
 
 use crate::events::Heads;
 use crate::row::OutcomeColumns as Columns;
@@ -13,11 +18,10 @@ use crate::{Change, Created, StoreError, StoreResult};
 use countersign_core::event::RequestEvent;
 use countersign_core::route::{ProjectChannels, Route, SpecChannels, routes};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
 use sqlx::{Connection, Row};
 use std::collections::{HashMap, HashSet};
 use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -95,16 +99,35 @@ struct Key {
 /// Handle to the writer task.
 pub(super) struct Writer {
     ops: mpsc::Sender<Op>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Writer {
     /// Opens the writer's own connection and starts its task.
     /// `salt` is what delivery ids are derived from (see [`crate::events`]).
     pub(super) async fn start(options: SqliteConnectOptions, salt: String) -> StoreResult<Self> {
-        let conn = SqliteConnection::connect_with(&options.statement_cache_capacity(STATEMENT_CACHE)).await?;
+        let wal = {
+            let mut name = options.get_filename().as_os_str().to_owned();
+            name.push("-wal");
+            std::path::PathBuf::from(name)
+        };
+        let options = options.synchronous(SqliteSynchronous::Normal).statement_cache_capacity(STATEMENT_CACHE);
+        let conn = SqliteConnection::connect_with(&options).await?;
+        // The WAL file exists once a connection has read in WAL mode (the migrations did), and it
+        // stays the same file while this connection is open: SQLite deletes it only when the last
+        // connection closes.
+        let syncer = Syncer::start(&wal)?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
-        let task = tokio::spawn(run(conn, rx, salt));
+        // A thread and runtime of its own: woken by SQLite's thread between the round trips of a
+        // batch, the writer would otherwise wait behind every HTTP task in the server's queues.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer's runtime: {e}")))?;
+        let task = std::thread::Builder::new()
+            .name("countersign-writer".into())
+            .spawn(move || runtime.block_on(run(conn, rx, salt, syncer)))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { ops, task: Mutex::new(Some(task)) })
     }
 
@@ -180,12 +203,12 @@ impl Writer {
             let _ = wait.await;
         }
         if let Some(task) = self.task.lock().await.take() {
-            let _ = task.await;
+            let _ = tokio::task::spawn_blocking(move || task.join()).await;
         }
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: String) {
+async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: String, syncer: Syncer) {
     let mut stop = None;
     while stop.is_none() {
         let Some(first) = rx.recv().await else { break };
@@ -201,9 +224,18 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: Strin
         {
             stop = Some(done);
         }
+        if let Some(why) = syncer.failed() {
+            // A failed fsync may have dropped written WAL frames from the page cache: nothing
+            // committed after it could be trusted to survive a crash.
+            for op in batch {
+                op.refuse(StoreError::Unavailable(why.clone()));
+            }
+            continue;
+        }
         let (fires, batch): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(|op| matches!(op, Op::Fire { .. }));
+        let mut answers = Vec::with_capacity(batch.len() + fires.len());
         if !batch.is_empty() {
-            apply_and_answer(&mut conn, batch, &salt).await;
+            answers.extend(apply(&mut conn, batch, &salt).await);
         }
         for op in fires {
             if let Op::Fire { fire, reply } = op {
@@ -211,15 +243,132 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: Strin
                 if answer.is_err() {
                     let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
                 }
-                let _ = reply.send(answer);
+                answers.push(Answered::Fired(reply, answer));
             }
         }
+        syncer.answer_when_synced(answers);
     }
+    // Every answer given before the connection closes (its close checkpoints nothing: the
+    // checkpointer owns that).
+    syncer.stop().await;
     if let Err(err) = conn.close().await {
         tracing::warn!(%err, "closing the SQLite writer connection failed");
     }
     if let Some(done) = stop {
         let _ = done.send(());
+    }
+}
+
+impl Op {
+    /// Answers the operation with an error, unapplied.
+    fn refuse(self, err: StoreError) {
+        match self {
+            Op::Create { reply, .. } => drop(reply.send(Err(err))),
+            Op::Decide { reply, .. } | Op::Escalate { reply, .. } => drop(reply.send(Err(err))),
+            Op::Fire { reply, .. } => drop(reply.send(Err(err))),
+            Op::Stop(_) => {}
+        }
+    }
+}
+
+/// An answer held until the commit it reports on is on disk.
+enum Answered {
+    Created(Reply<Created>, StoreResult<Created>),
+    Changed(Reply<Change>, StoreResult<Change>),
+    Fired(Reply<Vec<bool>>, StoreResult<Vec<bool>>),
+}
+
+impl Answered {
+    fn send(self, synced: &Result<(), String>) {
+        let unsynced = |why: &String| StoreError::Unavailable(why.clone());
+        match (self, synced) {
+            (Answered::Created(reply, answer), Ok(())) => drop(reply.send(answer)),
+            (Answered::Changed(reply, answer), Ok(())) => drop(reply.send(answer)),
+            (Answered::Fired(reply, answer), Ok(())) => drop(reply.send(answer)),
+            (Answered::Created(reply, _), Err(why)) => drop(reply.send(Err(unsynced(why)))),
+            (Answered::Changed(reply, _), Err(why)) => drop(reply.send(Err(unsynced(why)))),
+            (Answered::Fired(reply, _), Err(why)) => drop(reply.send(Err(unsynced(why)))),
+        }
+    }
+}
+
+/// Syncs the WAL file on a thread of its own and then sends the answers of the batches committed
+/// before the sync began, so that the writer applies the next batch while the disk flushes the
+/// last one. Each sync covers every batch handed over since the previous one.
+///
+/// A failed sync fails its batches' callers (503) and every write after it: Linux may drop the
+/// dirty pages of a failed fsync, so later commits could sit behind a hole in the WAL. A restart
+/// recovers from what is on disk (SQLite ignores WAL frames after a bad one), which never loses
+/// an answered write.
+struct Syncer {
+    batches: Option<std::sync::mpsc::Sender<Vec<Answered>>>,
+    failed: std::sync::Arc<std::sync::OnceLock<String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(wal: &std::path::Path) -> StoreResult<Self> {
+        let file = std::fs::File::open(wal)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open the WAL file {}: {e}", wal.display())))?;
+        Self::with(move || file.sync_data(), wal.display().to_string())
+    }
+
+    /// Starts the thread with `sync` as what makes `path` durable.
+    fn with(mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static, path: String) -> StoreResult<Self> {
+        let (batches, rx) = std::sync::mpsc::channel::<Vec<Answered>>();
+        let failed = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
+        let fail = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("countersign-wal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let synced = match fail.get() {
+                        Some(why) => Err(why.clone()),
+                        None => sync().map_err(|e| {
+                            let why = format!(
+                                "syncing {path} failed ({e}); writes are refused until Countersign is restarted, \
+                                 which recovers every acknowledged write from the disk"
+                            );
+                            tracing::error!("{why}");
+                            fail.get_or_init(|| why).clone()
+                        }),
+                    };
+                    for answer in waiting.into_iter().flatten() {
+                        answer.send(&synced);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Internal(format!("cannot start the WAL sync thread: {e}")))?;
+        Ok(Self { batches: Some(batches), failed, thread: Some(thread) })
+    }
+
+    /// Why writes are refused, once a sync has failed.
+    fn failed(&self) -> Option<String> {
+        self.failed.get().cloned()
+    }
+
+    fn answer_when_synced(&self, answers: Vec<Answered>) {
+        if answers.is_empty() {
+            return;
+        }
+        if let Some(batches) = &self.batches
+            && let Err(unsent) = batches.send(answers)
+        {
+            // The thread is gone (it only ends when told to): nothing can be made durable.
+            for answer in unsent.0 {
+                answer.send(&Err("the WAL sync thread has stopped".into()));
+            }
+        }
+    }
+
+    /// Syncs and answers what is pending, then ends the thread.
+    async fn stop(mut self) {
+        self.batches.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 
@@ -229,7 +378,8 @@ enum Answer {
     Change(Change),
 }
 
-async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) {
+/// Applies a batch (see [`commit_batch`]) and pairs each operation's reply with its answer.
+async fn apply(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> Vec<Answered> {
     let size = batch.len();
     metrics::histogram!(crate::metrics::COMMIT_BATCH).record(size as f64);
     let answers = match commit_batch(conn, &batch, salt).await {
@@ -259,16 +409,20 @@ async fn apply_and_answer(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &st
             answers
         }
     };
-    for (op, answer) in batch.into_iter().zip(answers) {
-        match (op, answer) {
-            (Op::Create { reply, .. }, Ok(Answer::Created(c))) => drop(reply.send(Ok(c))),
-            (Op::Decide { reply, .. } | Op::Escalate { reply, .. }, Ok(Answer::Change(c))) => drop(reply.send(Ok(c))),
-            (Op::Create { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-            (Op::Decide { reply, .. } | Op::Escalate { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+    batch
+        .into_iter()
+        .zip(answers)
+        .filter_map(|(op, answer)| match (op, answer) {
+            (Op::Create { reply, .. }, Ok(Answer::Created(c))) => Some(Answered::Created(reply, Ok(c))),
+            (Op::Decide { reply, .. } | Op::Escalate { reply, .. }, Ok(Answer::Change(c))) => {
+                Some(Answered::Changed(reply, Ok(c)))
+            }
+            (Op::Create { reply, .. }, Err(e)) => Some(Answered::Created(reply, Err(e))),
+            (Op::Decide { reply, .. } | Op::Escalate { reply, .. }, Err(e)) => Some(Answered::Changed(reply, Err(e))),
             (_, Ok(_)) => unreachable!("answers are produced in operation order and kind"),
-            (Op::Stop(_) | Op::Fire { .. }, Err(_)) => {}
-        }
-    }
+            (Op::Stop(_) | Op::Fire { .. }, Err(_)) => None,
+        })
+        .collect()
 }
 
 /// What a committed batch changed: the requests inserted, and the operations (by index) that
@@ -807,4 +961,61 @@ async fn unchanged(conn: &mut SqliteConnection, key: &Key) -> StoreResult<Change
         .fetch_optional(&mut *conn)
         .await?;
     Ok(if exists.is_some() { Change::AlreadyDecided } else { Change::NotFound })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create() -> (Answered, oneshot::Receiver<StoreResult<Created>>) {
+        let (reply, answer) = oneshot::channel();
+        (Answered::Created(reply, Ok(Created::New)), answer)
+    }
+
+    #[tokio::test]
+    async fn answers_wait_for_the_sync_that_follows_their_commit() {
+        let (began, mut syncing) = mpsc::unbounded_channel();
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let syncer = Syncer::with(
+            move || {
+                began.send(()).unwrap();
+                gate.recv().unwrap();
+                Ok(())
+            },
+            "test-wal".into(),
+        )
+        .unwrap();
+        let (first, mut first_answer) = create();
+        syncer.answer_when_synced(vec![first]);
+        syncing.recv().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(first_answer.try_recv().is_err(), "answered before its sync returned");
+        // Committed while the first sync runs: it waits for a sync of its own.
+        let (second, mut second_answer) = create();
+        syncer.answer_when_synced(vec![second]);
+        go.send(()).unwrap();
+        assert!(matches!(first_answer.await.unwrap(), Ok(Created::New)));
+        syncing.recv().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(second_answer.try_recv().is_err(), "answered by a sync that began before its commit");
+        go.send(()).unwrap();
+        assert!(matches!(second_answer.await.unwrap(), Ok(Created::New)));
+        syncer.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_fails_its_answers_and_every_write_after_it() {
+        let syncer = Syncer::with(|| Err(std::io::Error::other("disk gone")), "test-wal".into()).unwrap();
+        let (one, answer) = create();
+        syncer.answer_when_synced(vec![one]);
+        match answer.await.unwrap() {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("disk gone") && why.contains("restart"), "{why}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        assert!(syncer.failed().is_some_and(|why| why.contains("test-wal")));
+        let (later, answer) = create();
+        syncer.answer_when_synced(vec![later]);
+        assert!(matches!(answer.await.unwrap(), Err(StoreError::Unavailable(_))));
+        syncer.stop().await;
+    }
 }
