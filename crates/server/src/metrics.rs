@@ -78,7 +78,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
     (DELIVERY_ATTEMPTS, "counter", "Delivery attempts by channel and outcome (delivered, retry, failed)."),
     (TIMER_LATENESS, "histogram", "How late each timer fired, in seconds."),
     (STORE_ERRORS, "counter", "Store operations that failed."),
-    (COMMIT_BATCH, "histogram", "Writes committed together per transaction (group commit)."),
+    (
+        COMMIT_BATCH,
+        "histogram",
+        "Writes committed together per transaction (group commit: every request write on SQLite, creates on PostgreSQL).",
+    ),
     (BUILD_INFO, "gauge", "Always 1; the version is a label."),
 ];
 

@@ -209,7 +209,7 @@ async fn metrics_report_traffic_decisions_waiters_and_queues() {
     if database(dir.path()).starts_with("sqlite") {
         assert!(batches >= 6.0, "every write committed: {text}");
     } else {
-        assert!(batches >= 1.0 && sum == 3.0, "the three creates committed: {text}");
+        assert!(batches >= 1.0 && sum >= 3.0, "every create committed: {text}");
     }
     assert_eq!(value(&samples, "countersign_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), 1.0);
     let known: HashSet<&str> = METRICS.iter().map(|m| m.0).collect();

@@ -3,6 +3,7 @@
 //! through a conditional UPDATE. Decisions and escalations NOTIFY in the same statement, so every
 //! instance learns of them the moment they commit ([`Requests::changes`]).
 
+mod batch;
 mod listen;
 mod sealer;
 
@@ -83,6 +84,8 @@ pub struct PostgresStore {
     /// Poked after each write that logged an event, for the sealer (if this instance leads).
     seal: std::sync::Arc<tokio::sync::Notify>,
     sealer: tokio::task::JoinHandle<()>,
+    /// Plain creates, inserted in batches (see [`batch`]).
+    creates: batch::Creates,
 }
 
 impl PostgresStore {
@@ -114,7 +117,8 @@ impl PostgresStore {
         let announcer = tokio::spawn(listen::announce_creates(pool.clone(), queue));
         let seal = std::sync::Arc::new(tokio::sync::Notify::new());
         let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.clone(), salt));
-        Ok(Self { pool, feed, listener, created, announcer, seal, sealer })
+        let creates = batch::Creates::start(pool.clone());
+        Ok(Self { pool, feed, listener, created, announcer, seal, sealer, creates })
     }
 }
 
@@ -131,22 +135,19 @@ impl Requests for PostgresStore {
         if request.outcome.is_some() || request.policy.is_some() {
             return self.create_governed(request, event, timers).await;
         }
-        let inserted = sqlx::query(
-            "WITH inserted AS (INSERT INTO requests (project_id, kind, call_id, run_id, spec, requested_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id, kind, call_id) DO NOTHING RETURNING 1) \
-             INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body) \
-             SELECT $1, $2, $3, 'created', $6, 0, $7 FROM inserted RETURNING 1",
-        )
-        .bind(&request.project_id)
-        .bind(request.kind.as_str())
-        .bind(&request.call_id)
-        .bind(&request.run_id)
-        .bind(request.spec.get())
-        .bind(request.requested_at.as_micros())
-        .bind(event)
-        .fetch_optional(&self.pool)
-        .await?;
-        self.created_or_existing(request, inserted.is_some()).await
+        let inserted = self
+            .creates
+            .insert(batch::NewRow {
+                project_id: request.project_id.clone(),
+                kind: request.kind.as_str(),
+                call_id: request.call_id.clone(),
+                run_id: request.run_id.clone(),
+                spec: request.spec.get().to_owned(),
+                requested_at: request.requested_at.as_micros(),
+                event,
+            })
+            .await?;
+        self.created_or_existing(request, inserted).await
     }
 
     async fn decide(
@@ -311,6 +312,7 @@ impl Requests for PostgresStore {
         self.listener.abort();
         self.announcer.abort();
         self.sealer.abort();
+        self.creates.abort();
         self.pool.close().await;
     }
 }
