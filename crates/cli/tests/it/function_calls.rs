@@ -130,6 +130,56 @@ async fn concurrent_responders_produce_exactly_one_decision() {
     }
 }
 
+/// Creates arrive together, so they are committed in groups (SQLite's writer, PostgreSQL's
+/// batches): repeats of one `call_id` inside a group, and a different body under it, must still
+/// come out as one request with one `created` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_committed_together_keep_each_call_id_once() {
+    let s = std::sync::Arc::new(TestServer::start().await);
+    let tasks: Vec<_> = (0..96)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                // 32 distinct ids, each sent three times: twice alike, once with other arguments.
+                let id = format!("group-{}", i % 32);
+                let body = if i >= 64 {
+                    json!({"run_id": "r", "call_id": id, "spec": {"fn": "other", "kwargs": {}}})
+                } else {
+                    approval(&id)
+                };
+                (i, s.post("/function_calls", body).await)
+            })
+        })
+        .collect();
+    let mut stored = std::collections::HashMap::new();
+    for task in tasks {
+        let (i, (status, body)) = task.await.unwrap();
+        let id = format!("group-{}", i % 32);
+        match status {
+            StatusCode::OK => {
+                assert_eq!(body["call_id"], id.as_str(), "{body}");
+                assert_eq!(body["spec"]["fn"], if i >= 64 { "other" } else { "send_email" }, "{body}");
+                let first = stored.entry(id).or_insert_with(|| body.clone());
+                assert_eq!(*first, body, "every success for one call_id shows the same request");
+            }
+            StatusCode::CONFLICT => assert_eq!(body["error"]["code"], "conflict", "{body}"),
+            other => panic!("create {i}: unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(stored.len(), 32);
+    let log = crate::audit::sealed_log(&s, &s.key, 32).await;
+    let created: Vec<String> = log["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e["event"].as_str().unwrap()).unwrap())
+        .filter(|event| event["type"] == "created")
+        .map(|event| event["call_id"].as_str().unwrap().to_owned())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = created.iter().collect();
+    assert_eq!((created.len(), distinct.len()), (32, 32), "one created event per call_id: {log}");
+}
+
 #[tokio::test]
 async fn repeating_a_create_is_safe_and_a_different_body_conflicts() {
     let s = TestServer::start().await;
