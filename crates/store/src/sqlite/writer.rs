@@ -28,9 +28,12 @@ const MAX_BATCH: usize = 1024;
 /// Rows per multi-row INSERT (6 bound parameters each, far below SQLite's limit of 32,766).
 const INSERT_CHUNK: usize = 500;
 
-/// Prepared batch statements kept: batches of only creates differ only in their size, so the
-/// common sizes stay prepared (mixed batches come and go through the LRU).
-const STATEMENT_CACHE: usize = 2 * MAX_BATCH;
+/// Prepared batch statements kept. A batch's statement text depends only on its shape (how many
+/// creates, the order of its decisions and escalations, how many projects; the values are all
+/// bound), so the common shapes stay prepared and the rest come and go through the LRU. Each
+/// prepared multi-row statement holds tens of KB: the cache is bounded (it was 2,048, which let
+/// a mixed load grow the writer's memory for many minutes, see the soak in the README).
+const STATEMENT_CACHE: usize = 256;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -486,7 +489,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
              RETURNING -1 AS op, project_id, kind, call_id, 0 AS n, NULL AS hash;",
         );
     }
-    for (i, op) in batch.iter().enumerate() {
+    for op in batch {
         let set = match op {
             Op::Decide { .. } => {
                 "responded_at = ?, approved = ?, comment = ?, response = ?, option_name = ?, decided_by = ?, \
@@ -495,9 +498,11 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             Op::Escalate { .. } => "escalations = json_insert(escalations, '$[#]', json(?))",
             Op::Create { .. } | Op::Stop(_) | Op::Fire { .. } => continue,
         };
+        // The operation's index is bound, not written in, so that batches of one shape share a
+        // prepared statement.
         sql.push_str(&format!(
             "UPDATE requests SET {set} WHERE project_id = ? AND kind = ? AND call_id = ? AND responded_at IS NULL \
-             RETURNING {i} AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
+             RETURNING ? AS op, project_id, kind, call_id, json_array_length(escalations) AS n, NULL AS hash;"
         ));
     }
     let mut projects: Vec<&str> = batch
@@ -536,7 +541,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             .bind(event.event.at.as_micros());
         query = bind_outcome(query, c);
     }
-    for op in batch {
+    for (i, op) in batch.iter().enumerate() {
         let key = match op {
             Op::Decide { key, outcome, .. } => {
                 // Owned columns (made here): bound by value, not through `bind_outcome`.
@@ -558,7 +563,8 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             }
             Op::Create { .. } | Op::Stop(_) | Op::Fire { .. } => continue,
         };
-        query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id);
+        let op = i64::try_from(i).expect("a batch index fits in i64");
+        query = query.bind(&key.project_id).bind(key.kind.as_str()).bind(&key.call_id).bind(op);
     }
     query = Context::bind(query, &projects);
 
