@@ -52,6 +52,20 @@ pub use timers::{Fired, FiredChange};
 pub use webhooks::{NewWebhookEndpoint, WebhookEndpoint};
 
 /// The storage traits, for callers: `use countersign_store::prelude::*;`.
+/// Waits for a first write, then takes the others already queued, up to `max` in all: a group
+/// to commit together (SQLite's writer, PostgreSQL's create batches). `None` once the queue is
+/// closed and empty.
+pub(crate) async fn gather<T>(queue: &mut tokio::sync::mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut group = vec![queue.recv().await?];
+    while group.len() < max {
+        match queue.try_recv() {
+            Ok(next) => group.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(group)
+}
+
 pub mod prelude {
     pub use crate::{
         Deliveries, Executions, Listings, People, Policies, Projects, Receipts, Requests, Slack, Sms, Stats, Store,

@@ -65,18 +65,7 @@ impl Creates {
 
 async fn work(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Pending>>>) {
     loop {
-        let batch = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(pending) => batch.push(pending),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
+        let Some(batch) = crate::gather(&mut *rx.lock().await, MAX_BATCH).await else { return };
         apply(&pool, batch).await;
     }
 }

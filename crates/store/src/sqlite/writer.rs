@@ -214,14 +214,7 @@ impl Writer {
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: String, syncer: Syncer) {
     let mut stop = None;
     while stop.is_none() {
-        let Some(first) = rx.recv().await else { break };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
+        let Some(mut batch) = crate::gather(&mut rx, MAX_BATCH).await else { break };
         if let Some(i) = batch.iter().position(|op| matches!(op, Op::Stop(_)))
             && let Op::Stop(done) = batch.remove(i)
         {
