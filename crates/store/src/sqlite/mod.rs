@@ -1,5 +1,6 @@
-//! The embedded SQLite backend: WAL mode with `synchronous=FULL`, so a commit is on disk before it
-//! is acknowledged. Hot-path writes go through one group-commit writer ([`writer`]); reads use a
+//! The embedded SQLite backend in WAL mode; a commit is on disk before it is acknowledged: the
+//! pool commits with `synchronous=FULL`, and the hot-path writes go through one group-commit
+//! writer ([`writer`]) whose commits are answered after its own sync of the WAL file. Reads use a
 //! small pool of connections that never block the writer.
 
 mod checkpoint;
