@@ -275,15 +275,15 @@ enum Answered {
 }
 
 impl Answered {
+    /// Sends the answer, or, if the sync that was to make it durable failed, why not.
     fn send(self, synced: &Result<(), String>) {
-        let unsynced = |why: &String| StoreError::Unavailable(why.clone());
-        match (self, synced) {
-            (Answered::Created(reply, answer), Ok(())) => drop(reply.send(answer)),
-            (Answered::Changed(reply, answer), Ok(())) => drop(reply.send(answer)),
-            (Answered::Fired(reply, answer), Ok(())) => drop(reply.send(answer)),
-            (Answered::Created(reply, _), Err(why)) => drop(reply.send(Err(unsynced(why)))),
-            (Answered::Changed(reply, _), Err(why)) => drop(reply.send(Err(unsynced(why)))),
-            (Answered::Fired(reply, _), Err(why)) => drop(reply.send(Err(unsynced(why)))),
+        fn durable<T>(answer: StoreResult<T>, synced: &Result<(), String>) -> StoreResult<T> {
+            synced.clone().map_err(StoreError::Unavailable).and(answer)
+        }
+        match self {
+            Answered::Created(reply, answer) => drop(reply.send(durable(answer, synced))),
+            Answered::Changed(reply, answer) => drop(reply.send(durable(answer, synced))),
+            Answered::Fired(reply, answer) => drop(reply.send(durable(answer, synced))),
         }
     }
 }
