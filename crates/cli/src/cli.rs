@@ -9,13 +9,19 @@ use std::path::PathBuf;
 /// Agents built on the HumanLayer SDKs ask for approval through Countersign's HumanLayer-compatible
 /// API; humans decide. Point HUMANLAYER_API_BASE at http://HOST:PORT/humanlayer/v1.
 #[derive(Debug, Parser)]
-#[command(name = "countersign", version, propagate_version = true)]
+#[command(name = "countersign", version = VERSION, propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `countersign --version`: the release and the git commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("COUNTERSIGN_BUILD_COMMIT"), ")");
+
+/// The git commit this binary was built from (see build.rs).
+pub const COMMIT: &str = env!("COUNTERSIGN_BUILD_COMMIT");
 
 /// Options every command takes. Each also reads `COUNTERSIGN_<NAME>` from the environment and
 /// the configuration file; a flag wins over both.
@@ -97,6 +103,22 @@ pub enum Command {
     /// Answer a pending question from an agent.
     #[command(after_help = terminal_help(ANSWER_EXAMPLES))]
     Answer(AnswerArgs),
+    /// The master key that encrypts stored channel secrets: status, rotate-master-key.
+    #[command(subcommand, after_help = SECRETS_HELP)]
+    Secrets(SecretsCommand),
+    /// Write a consistent copy of the SQLite database to a new file, while the server runs.
+    #[command(after_help = BACKUP_HELP)]
+    Backup(BackupArgs),
+    /// Put a backup in place as the SQLite database (the server must be stopped).
+    #[command(after_help = BACKUP_HELP)]
+    Restore(RestoreArgs),
+    /// Ask a running server whether it is ready (`GET /readyz`): exit 0 if it is, 1 if not. For
+    /// container health checks and scripts.
+    #[command(after_help = HEALTH_HELP)]
+    Health(HealthArgs),
+    /// The configuration: show what is in effect (secrets masked), print the reference of every key.
+    #[command(subcommand, after_help = CONFIG_HELP)]
+    Config(ConfigCommand),
     /// Serve MCP over stdio: `request_permission` (Claude Code's --permission-prompt-tool) and
     /// `ask_human`; `mcp gate` puts a human in front of another MCP server's tools.
     #[command(after_help = MCP_HELP)]
@@ -519,6 +541,96 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8484; env: COUNTERSIGN_LISTEN]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+}
+
+const SECRETS_HELP: &str = "Webhook signing secrets, Slack tokens and signing secrets, Twilio auth tokens, \
+the email link key and the receipt signing keys are stored encrypted (XChaCha20-Poly1305) with a master key \
+that is not in the database: COUNTERSIGN_MASTER_KEY, else the file COUNTERSIGN_MASTER_KEY_FILE, else \
+<data_dir>/master.key (created, 0600, on first use). Every instance on one PostgreSQL database needs the same key.
+
+Examples:
+  countersign secrets status
+  systemctl stop countersign && countersign secrets rotate-master-key && systemctl start countersign";
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Show where the master key comes from and its id (never the key).
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the master key with a new random one and re-encrypt every stored secret with it.
+    /// Stop the server first (on PostgreSQL: every instance, then give them all the new key file).
+    RotateMasterKey,
+}
+
+const BACKUP_HELP: &str = "Examples:
+  countersign backup /backups/countersign-$(date +%F).db      # while serving
+  systemctl stop countersign
+  countersign restore /backups/countersign-2026-12-07.db --replace
+  systemctl start countersign
+
+A backup holds every write acknowledged before it began. It is a SQLite file: `sqlite3 FILE` opens it.
+Its channel secrets are encrypted with the master key, which is not in it: keep a copy of
+<data_dir>/master.key (or of COUNTERSIGN_MASTER_KEY) apart from the backups.
+On PostgreSQL, use pg_dump and pg_restore (see the README, \"Backups\").";
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The new file to write (it must not exist).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (from `countersign backup`).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// If a database is already there, move it aside (renamed `countersign.db.before-restore-TIME`,
+    /// not deleted) instead of refusing.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+const HEALTH_HELP: &str = "Examples:
+  countersign health                       # the server of this configuration's `listen`
+  countersign health --url https://countersign.example.com
+
+Exit codes: 0 ready; 1 not ready, unreachable or no answer within --timeout.";
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The server's base URL [default: http:// and the configured `listen` address (an
+    /// unspecified address asks loopback)]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub timeout: u64,
+}
+
+const CONFIG_HELP: &str = "Layers, each overriding the one before: built-in defaults, the TOML file \
+(--config, COUNTERSIGN_CONFIG, or ~/.config/countersign/config.toml), COUNTERSIGN_<KEY> environment \
+variables, then flags.
+
+Examples:
+  countersign config show
+  countersign config show --json | jq -r .database_url
+  countersign config reference";
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the configuration in effect, as TOML a config file can hold; passwords in URLs and
+    /// the metrics token are masked.
+    Show {
+        /// Print JSON instead of TOML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every configuration key with its environment variable, default and meaning (Markdown).
+    Reference,
 }
 
 #[derive(Debug, Subcommand)]

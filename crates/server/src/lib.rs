@@ -47,7 +47,7 @@ impl Server {
             None => None,
         };
         if settings.metrics.enabled() {
-            metrics::install();
+            metrics::install(settings.commit);
         }
         let public_base = settings.public_url.clone().unwrap_or_else(|| {
             let host = if bound.ip().is_unspecified() { "127.0.0.1".to_owned() } else { bound.ip().to_string() };

@@ -28,6 +28,8 @@ pub struct Settings {
     pub limits: crate::limits::Limits,
     /// Where `/metrics` is served (nowhere by default).
     pub metrics: crate::metrics::MetricsSettings,
+    /// The git commit the binary was built from (`/healthz`, `countersign_build_info`).
+    pub commit: &'static str,
 }
 
 impl Default for Settings {
@@ -41,6 +43,7 @@ impl Default for Settings {
             twilio: crate::channels::sms::TwilioSettings::default(),
             limits: crate::limits::Limits::default(),
             metrics: crate::metrics::MetricsSettings::default(),
+            commit: "unknown",
         }
     }
 }

@@ -98,19 +98,19 @@ macro_rules! impl_deliveries {
             #[async_trait::async_trait]
             impl Deliveries for $store {
                 async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
-                    hooks::add(&self.pool, new).await
+                    hooks::add(&self.pool, &self.keyring, new).await
                 }
 
                 async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
-                    hooks::endpoint(&self.pool, id).await
+                    hooks::endpoint(&self.pool, &self.keyring, id).await
                 }
 
                 async fn webhooks(&self, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>> {
-                    hooks::list(&self.pool, project_id).await
+                    hooks::list(&self.pool, &self.keyring, project_id).await
                 }
 
                 async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
-                    hooks::remove(&self.pool, id).await
+                    hooks::remove(&self.pool, &self.keyring, id).await
                 }
 
                 async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>> {

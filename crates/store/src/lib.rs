@@ -25,6 +25,7 @@ mod queue;
 mod receipts;
 mod requests;
 mod row;
+pub mod secrets;
 mod slack;
 mod sms;
 pub mod sqlite;
@@ -98,10 +99,20 @@ impl<
 
 /// Opens the store a database URL names: `postgres://...` (or `postgresql://...`), or
 /// `sqlite://PATH` (or a plain file path).
-pub async fn open(url: &str) -> StoreResult<Arc<dyn Store>> {
+/// Its secrets are sealed with `keyring`'s current key (see [`secrets`]).
+pub async fn open(url: &str, keyring: secrets::Keyring) -> StoreResult<Arc<dyn Store>> {
+    match sqlite_path(url) {
+        None => Ok(Arc::new(postgres::PostgresStore::open(url, keyring).await?)),
+        Some(path) => Ok(Arc::new(sqlite::SqliteStore::open(&path, keyring).await?)),
+    }
+}
+
+/// The file of a SQLite database URL (`sqlite://PATH`, `sqlite:PATH` or a plain path); `None`
+/// for PostgreSQL (`postgres://...`, `postgresql://...`).
+pub fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+        return None;
     }
     let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
-    Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?))
+    Some(std::path::PathBuf::from(path))
 }

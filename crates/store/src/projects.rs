@@ -61,6 +61,9 @@ pub trait Projects: Send + Sync {
 
     /// A server-wide secret by name, created from `fresh` by whichever instance asks first.
     async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String>;
+    /// How many stored secrets were sealed or re-sealed with the current master key when the
+    /// store opened (after an upgrade or a rotation; 0 otherwise).
+    fn secrets_resealed(&self) -> u64;
 }
 
 /// Implements [`Projects`] for a backend's store (a struct with a `pool: sqlx::Pool<$db>`). Also
@@ -75,13 +78,21 @@ macro_rules! impl_projects {
             use countersign_core::{Project, ProjectName, Timestamp};
 
             impl $store {
-                async fn server_key_in(pool: &sqlx::Pool<$db>, name: &str, fresh: &str) -> StoreResult<String> {
+                async fn server_key_in(
+                    pool: &sqlx::Pool<$db>,
+                    ring: &crate::secrets::Keyring,
+                    name: &str,
+                    fresh: &str,
+                ) -> StoreResult<String> {
+                    let secret = crate::secrets::SEALED_SERVER_KEYS.contains(&name);
+                    let place = crate::secrets::place("server_keys", "value", name);
+                    let stored = if secret { ring.seal(&place, fresh) } else { fresh.to_owned() };
                     sqlx::query(
                         "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
                          ON CONFLICT (name) DO NOTHING",
                     )
                     .bind(name)
-                    .bind(fresh)
+                    .bind(stored)
                     .bind(Timestamp::now().as_micros())
                     .execute(pool)
                     .await?;
@@ -89,7 +100,7 @@ macro_rules! impl_projects {
                         .bind(name)
                         .fetch_one(pool)
                         .await?;
-                    Ok(value)
+                    if secret { ring.open(&place, &value) } else { Ok(value) }
                 }
             }
 
@@ -205,7 +216,11 @@ macro_rules! impl_projects {
                 }
 
                 async fn server_key(&self, name: &str, fresh: &str) -> StoreResult<String> {
-                    Self::server_key_in(&self.pool, name, fresh).await
+                    Self::server_key_in(&self.pool, &self.keyring, name, fresh).await
+                }
+
+                fn secrets_resealed(&self) -> u64 {
+                    self.resealed
                 }
             }
         };

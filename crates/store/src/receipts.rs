@@ -65,25 +65,34 @@ macro_rules! impl_receipts {
                     .ok_or_else(|| StoreError::Internal(format!("a signing key's {what} is not 32 hex bytes")))
             }
 
-            fn key(row: &<$db as sqlx::Database>::Row) -> StoreResult<SigningKey> {
+            fn key(ring: &crate::secrets::Keyring, row: &<$db as sqlx::Database>::Row) -> StoreResult<SigningKey> {
+                let kid: String = row.try_get("kid")?;
+                let secret = ring.open(
+                    &crate::secrets::place("signing_keys", "secret", &kid),
+                    &row.try_get::<String, _>("secret")?,
+                )?;
                 Ok(SigningKey {
-                    kid: row.try_get("kid")?,
+                    kid,
                     algorithm: row.try_get("algorithm")?,
-                    secret: bytes(&row.try_get::<String, _>("secret")?, "secret")?,
+                    secret: bytes(&secret, "secret")?,
                     public_key: bytes(&row.try_get::<String, _>("public_key")?, "public key")?,
                     valid_from: Timestamp::from_micros(row.try_get("valid_from")?),
                     valid_until: row.try_get::<Option<i64>, _>("valid_until")?.map(Timestamp::from_micros),
                 })
             }
 
-            async fn insert<'c, E: sqlx::Executor<'c, Database = $db>>(executor: E, k: &SigningKey) -> StoreResult<()> {
+            async fn insert<'c, E: sqlx::Executor<'c, Database = $db>>(
+                executor: E,
+                ring: &crate::secrets::Keyring,
+                k: &SigningKey,
+            ) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO signing_keys (kid, algorithm, secret, public_key, valid_from, valid_until, current) \
                      VALUES ($1, $2, $3, $4, $5, NULL, 1) ON CONFLICT DO NOTHING",
                 )
                 .bind(&k.kid)
                 .bind(&k.algorithm)
-                .bind(hex::encode(k.secret))
+                .bind(ring.seal(&crate::secrets::place("signing_keys", "secret", &k.kid), &hex::encode(k.secret)))
                 .bind(hex::encode(k.public_key))
                 .bind(k.valid_from.as_micros())
                 .execute(executor)
@@ -94,7 +103,7 @@ macro_rules! impl_receipts {
             #[async_trait::async_trait]
             impl Receipts for $store {
                 async fn ensure_signing_key(&self, candidate: &SigningKey) -> StoreResult<SigningKey> {
-                    insert(&self.pool, candidate).await?;
+                    insert(&self.pool, &self.keyring, candidate).await?;
                     self.current_signing_key()
                         .await?
                         .ok_or_else(|| StoreError::Internal("no current signing key after inserting one".into()))
@@ -103,7 +112,7 @@ macro_rules! impl_receipts {
                 async fn current_signing_key(&self) -> StoreResult<Option<SigningKey>> {
                     let sql = format!("{KEY} WHERE current = 1");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_optional(&self.pool).await?;
-                    row.as_ref().map(key).transpose()
+                    row.as_ref().map(|row| key(&self.keyring, row)).transpose()
                 }
 
                 async fn rotate_signing_key(&self, new: &SigningKey) -> StoreResult<Option<SigningKey>> {
@@ -112,12 +121,12 @@ macro_rules! impl_receipts {
                     let result = async {
                         let sql = format!("{KEY} WHERE current = 1");
                         let old = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_optional(&mut *conn).await?;
-                        let old = old.as_ref().map(key).transpose()?;
+                        let old = old.as_ref().map(|row| key(&self.keyring, row)).transpose()?;
                         sqlx::query("UPDATE signing_keys SET current = NULL, valid_until = $1 WHERE current = 1")
                             .bind(new.valid_from.as_micros())
                             .execute(&mut *conn)
                             .await?;
-                        insert(&mut *conn, new).await?;
+                        insert(&mut *conn, &self.keyring, new).await?;
                         Ok::<_, StoreError>(old.map(|k| SigningKey { valid_until: Some(new.valid_from), ..k }))
                     }
                     .await;
@@ -129,7 +138,7 @@ macro_rules! impl_receipts {
                 async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
                     let sql = format!("{KEY} ORDER BY valid_from, kid");
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-                    rows.iter().map(key).collect()
+                    rows.iter().map(|row| key(&self.keyring, row)).collect()
                 }
             }
         };

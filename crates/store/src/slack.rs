@@ -126,11 +126,21 @@ macro_rules! impl_slack {
             const MESSAGE: &str =
                 "SELECT channel_id, ts, project_id, kind, call_id, delivery_id, posted_at FROM slack_messages";
 
-            fn connection(row: &<$db as sqlx::Database>::Row) -> StoreResult<SlackConnection> {
+            fn connection(
+                ring: &crate::secrets::Keyring,
+                row: &<$db as sqlx::Database>::Row,
+            ) -> StoreResult<SlackConnection> {
+                use crate::secrets::place;
+                let project_id: String = row.try_get("project_id")?;
+                let bot_token = ring.open(&place("slack_connections", "bot_token", &project_id), row.try_get("bot_token")?)?;
+                let signing_secret = ring.open_opt(
+                    &place("slack_connections", "signing_secret", &project_id),
+                    row.try_get("signing_secret")?,
+                )?;
                 Ok(SlackConnection {
-                    project_id: row.try_get("project_id")?,
-                    bot_token: row.try_get("bot_token")?,
-                    signing_secret: row.try_get("signing_secret")?,
+                    project_id,
+                    bot_token,
+                    signing_secret,
                     default_channel: row.try_get("default_channel")?,
                     team_id: row.try_get("team_id")?,
                     team_name: row.try_get("team_name")?,
@@ -167,8 +177,10 @@ macro_rules! impl_slack {
                          require_known_users = excluded.require_known_users, connected_at = excluded.connected_at",
                     )
                     .bind(&c.project_id)
-                    .bind(&c.bot_token)
-                    .bind(&c.signing_secret)
+                    .bind(self.keyring.seal(&crate::secrets::place("slack_connections", "bot_token", &c.project_id), &c.bot_token))
+                    .bind(c.signing_secret.as_ref().map(|secret| {
+                        self.keyring.seal(&crate::secrets::place("slack_connections", "signing_secret", &c.project_id), secret)
+                    }))
                     .bind(&c.default_channel)
                     .bind(&c.team_id)
                     .bind(&c.team_name)
@@ -183,13 +195,13 @@ macro_rules! impl_slack {
                 async fn slack_connection(&self, project_id: &str) -> StoreResult<Option<SlackConnection>> {
                     let sql = format!("{CONNECTION} WHERE project_id = $1");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project_id).fetch_optional(&self.pool).await?;
-                    row.as_ref().map(connection).transpose()
+                    row.as_ref().map(|row| connection(&self.keyring, row)).transpose()
                 }
 
                 async fn slack_connections(&self) -> StoreResult<Vec<SlackConnection>> {
                     let sql = format!("{CONNECTION} ORDER BY connected_at");
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-                    rows.iter().map(connection).collect()
+                    rows.iter().map(|row| connection(&self.keyring, row)).collect()
                 }
 
                 async fn remove_slack_connection(&self, project_id: &str) -> StoreResult<bool> {

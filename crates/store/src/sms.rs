@@ -151,11 +151,17 @@ macro_rules! impl_sms {
                  FROM sms_codes c JOIN requests r ON r.project_id = c.project_id AND r.kind = c.kind \
                  AND r.call_id = c.call_id";
 
-            fn connection(row: &<$db as sqlx::Database>::Row) -> StoreResult<TwilioConnection> {
+            fn connection(
+                ring: &crate::secrets::Keyring,
+                row: &<$db as sqlx::Database>::Row,
+            ) -> StoreResult<TwilioConnection> {
+                let project_id: String = row.try_get("project_id")?;
+                let place = crate::secrets::place("twilio_connections", "auth_token", &project_id);
+                let auth_token = ring.open(&place, row.try_get("auth_token")?)?;
                 Ok(TwilioConnection {
-                    project_id: row.try_get("project_id")?,
+                    project_id,
                     account_sid: row.try_get("account_sid")?,
-                    auth_token: row.try_get("auth_token")?,
+                    auth_token,
                     from: row.try_get("from_number")?,
                     whatsapp_from: row.try_get("whatsapp_from")?,
                     connected_at: Timestamp::from_micros(row.try_get("connected_at")?),
@@ -195,7 +201,12 @@ macro_rules! impl_sms {
                     )
                     .bind(&c.project_id)
                     .bind(&c.account_sid)
-                    .bind(&c.auth_token)
+                    .bind(
+                        self.keyring.seal(
+                            &crate::secrets::place("twilio_connections", "auth_token", &c.project_id),
+                            &c.auth_token,
+                        ),
+                    )
                     .bind(&c.from)
                     .bind(&c.whatsapp_from)
                     .bind(c.connected_at.as_micros())
@@ -207,14 +218,14 @@ macro_rules! impl_sms {
                 async fn twilio_connection(&self, project_id: &str) -> StoreResult<Option<TwilioConnection>> {
                     let sql = format!("{CONNECTION} WHERE project_id = $1");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project_id).fetch_optional(&self.pool).await?;
-                    row.as_ref().map(connection).transpose()
+                    row.as_ref().map(|row| connection(&self.keyring, row)).transpose()
                 }
 
                 async fn twilio_connections_to(&self, number: &str) -> StoreResult<Vec<TwilioConnection>> {
                     let sql =
                         format!("{CONNECTION} WHERE from_number = $1 OR whatsapp_from = $1 ORDER BY connected_at");
                     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(number).fetch_all(&self.pool).await?;
-                    rows.iter().map(connection).collect()
+                    rows.iter().map(|row| connection(&self.keyring, row)).collect()
                 }
 
                 async fn remove_twilio_connection(&self, project_id: &str) -> StoreResult<bool> {

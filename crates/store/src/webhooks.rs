@@ -41,9 +41,18 @@ pub(crate) struct EndpointRow {
     created_at: i64,
 }
 
+impl EndpointRow {
+    /// The endpoint, its secret opened with `ring`.
+    pub(crate) fn open(self, ring: &crate::secrets::Keyring) -> Result<WebhookEndpoint, StoreError> {
+        let secret = ring.open(&crate::secrets::place("webhook_endpoints", "secret", &self.id), &self.secret)?;
+        WebhookEndpoint::try_from(EndpointRow { secret, ..self })
+    }
+}
+
 impl TryFrom<EndpointRow> for WebhookEndpoint {
     type Error = StoreError;
 
+    /// The endpoint as stored (its `secret` as the row holds it).
     fn try_from(r: EndpointRow) -> Result<Self, StoreError> {
         let corrupt = |what: &str, err: &dyn std::fmt::Display| {
             StoreError::Internal(format!("webhook endpoint {}: stored {what} is unreadable: {err}", r.id))
@@ -84,9 +93,10 @@ macro_rules! webhook_queries {
     ($pool:ty) => {
         use crate::webhooks::{EndpointRow, NewWebhookEndpoint, WebhookEndpoint, endpoint_columns};
         use crate::StoreResult;
+        use crate::secrets::Keyring;
         use countersign_core::Timestamp;
 
-        pub(super) async fn add(pool: &$pool, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
+        pub(super) async fn add(pool: &$pool, ring: &Keyring, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
             let id = format!("wh_{}", uuid::Uuid::now_v7().simple());
             let events = crate::webhooks::events_text(&new.events);
             sqlx::query(
@@ -98,14 +108,14 @@ macro_rules! webhook_queries {
             .bind(&new.url)
             .bind(&events)
             .bind(new.format.as_str())
-            .bind(&new.secret)
+            .bind(ring.seal(&crate::secrets::place("webhook_endpoints", "secret", &id), &new.secret))
             .bind(Timestamp::now().as_micros())
             .execute(pool)
             .await?;
-            Ok(endpoint(pool, &id).await?.expect("just inserted"))
+            Ok(endpoint(pool, ring, &id).await?.expect("just inserted"))
         }
 
-        pub(super) async fn endpoint(pool: &$pool, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+        pub(super) async fn endpoint(pool: &$pool, ring: &Keyring, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
             let row: Option<EndpointRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 endpoint_columns!(),
@@ -114,10 +124,10 @@ macro_rules! webhook_queries {
             .bind(id)
             .fetch_optional(pool)
             .await?;
-            row.map(WebhookEndpoint::try_from).transpose()
+            row.map(|r| r.open(ring)).transpose()
         }
 
-        pub(super) async fn list(pool: &$pool, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>> {
+        pub(super) async fn list(pool: &$pool, ring: &Keyring, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>> {
             let rows: Vec<EndpointRow> = sqlx::query_as(concat!(
                 "SELECT ",
                 endpoint_columns!(),
@@ -126,11 +136,11 @@ macro_rules! webhook_queries {
             .bind(project_id)
             .fetch_all(pool)
             .await?;
-            rows.into_iter().map(WebhookEndpoint::try_from).collect()
+            rows.into_iter().map(|r| r.open(ring)).collect()
         }
 
-        pub(super) async fn remove(pool: &$pool, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
-            let found = endpoint(pool, id).await?;
+        pub(super) async fn remove(pool: &$pool, ring: &Keyring, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+            let found = endpoint(pool, ring, id).await?;
             if found.is_some() {
                 let now = Timestamp::now().as_micros();
                 let mut tx = pool.begin().await?;

@@ -1,6 +1,8 @@
 //! One module per command.
 
 mod audit;
+mod backup;
+mod config;
 mod gate;
 mod groups;
 mod keys;
@@ -8,6 +10,7 @@ mod mcp;
 mod policy;
 mod projects;
 mod receipts;
+mod secrets;
 mod serve;
 mod slack;
 mod table;
@@ -54,6 +57,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             init_logging("info");
             serve::run(config, args).await
         }
+        Command::Config(cmd) => config::run(&config, cmd),
+        Command::Secrets(cmd) => {
+            init_logging("warn");
+            secrets::run(&config, cmd).await
+        }
+        Command::Backup(args) => backup::backup(&config, args).await,
+        Command::Restore(args) => backup::restore(&config, args).await,
+        Command::Health(args) => config::health(&config, args).await,
         Command::Keys(cmd) => {
             init_logging("warn");
             let store = open_store(&config).await?;
@@ -159,7 +170,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the configured database, with an error that says which one and why.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
-    countersign_store::open(&url).await.with_context(|| format!("cannot open the database {url}"))
+    let (keyring, _) = config.keyring()?;
+    countersign_store::open(&url, keyring).await.with_context(|| format!("cannot open the database {url}"))
 }
 
 /// The log format chosen by `--log-format` or `COUNTERSIGN_LOG_FORMAT`.

@@ -10,6 +10,12 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
+    // One server per SQLite file: its pending requests live in this process's memory. The lock
+    // also keeps `countersign restore` off a database in use; the kernel drops it at exit.
+    let _live = match countersign_store::sqlite_path(&config.database_url()) {
+        Some(db) => Some(countersign_store::sqlite::backup::LiveLock::acquire(&db)?),
+        None => None,
+    };
     let store = super::open_store(&config).await?;
     let first_key = if store.count_active_api_keys().await? == 0 {
         Some(keys::create(store.as_ref(), "default", Some("first key".into())).await?)
@@ -33,6 +39,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
             listen: config.metrics_listen,
             token: config.metrics_token.clone(),
         },
+        commit: crate::cli::COMMIT,
     };
     let server = Server::bind(config.listen, store.clone(), settings).await.context("cannot start the server")?;
     // The MCP tools over streamable HTTP (`/mcp`) come from their own crate; the server only hosts them.
@@ -40,8 +47,8 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let addr = server.local_addr();
     let base = config.public_base(addr);
     let base = base.as_str();
-    let email = config.smtp_url.as_deref().map_or_else(|| "off (no smtp_url)".to_owned(), redact);
-    tracing::info!(%addr, database = %redact(&config.database_url()), %email, "countersign {} ready", env!("CARGO_PKG_VERSION"));
+    let email = config.smtp_url.as_deref().map_or_else(|| "off (no smtp_url)".to_owned(), super::config::mask_password);
+    tracing::info!(%addr, database = %super::config::mask_password(&config.database_url()), %email, "countersign {} ready", crate::cli::VERSION);
     // Before the listening line, which scripts wait for: by then this one has been read too.
     if let Some(metrics) = server.metrics_addr() {
         println!("Metrics on http://{metrics}/metrics");
@@ -63,17 +70,6 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Hides a password in a database URL before it is logged.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
-
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -93,14 +89,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(super::redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

@@ -202,6 +202,45 @@ fn help_and_usage_errors_are_clear() {
     assert_eq!(wrong.status.code(), Some(2), "usage errors exit 2");
 }
 
+/// `--version`, `/healthz` and the build-info metric name the release and the git commit built.
+#[tokio::test]
+async fn the_version_names_the_commit_it_was_built_from() {
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| String::from_utf8(out.stdout).unwrap().trim().to_owned());
+    let commit = head.unwrap_or_else(|| "unknown".to_owned());
+    let version = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(version.status.success());
+    assert_eq!(
+        String::from_utf8(version.stdout).unwrap().trim(),
+        format!("countersign {} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    );
+
+    let dir = fresh_dir().await;
+    let server =
+        Served::start_with(dir.path(), &[("COUNTERSIGN_METRICS_TOKEN", "a-token-of-sixteen-chars")], Stdio::inherit());
+    let http = crate::support::client();
+    let health: serde_json::Value = http.get(server.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(health["commit"], commit.as_str());
+    let metrics = http
+        .get(server.url("/metrics"))
+        .bearer_auth("a-token-of-sixteen-chars")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let info = metrics.lines().find(|l| l.starts_with("countersign_build_info{")).expect(&metrics);
+    assert!(info.contains(&format!("commit=\"{commit}\"")), "{info}");
+    assert!(server.terminate().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = fresh_dir().await;

@@ -3,6 +3,7 @@
 
 mod api_errors;
 mod audit;
+mod backup;
 mod binary;
 mod browser;
 mod email;
@@ -22,6 +23,7 @@ mod policies;
 mod policy_views;
 mod receipts;
 mod restart;
+mod secrets;
 mod slack;
 mod sms;
 mod support;

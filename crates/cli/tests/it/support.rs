@@ -110,6 +110,12 @@ pub fn loopback_webhooks() -> Settings {
     settings
 }
 
+/// The master keys of a test's data directory (its `master.key`, created on first use), as
+/// `countersign` commands on that directory read them.
+pub fn keyring(dir: &std::path::Path) -> countersign_store::secrets::Keyring {
+    countersign_store::secrets::data_dir_keyring(dir).unwrap().0
+}
+
 async fn db_url(dir: &TempDir) -> String {
     database_url(dir.path()).await
 }
@@ -124,7 +130,7 @@ impl TestServer {
     /// A fresh server with custom settings.
     pub async fn start_with(settings: Settings) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = countersign_store::open(&db_url(&dir).await).await.unwrap();
+        let store = countersign_store::open(&db_url(&dir).await, keyring(dir.path())).await.unwrap();
         let key = create_key(store.as_ref(), "alpha").await;
         let other_key = create_key(store.as_ref(), "beta").await;
         Self::launch(dir, store, key, other_key, settings).await
@@ -157,7 +163,7 @@ impl TestServer {
     pub async fn start_on(url: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("postgres-database-url"), url).unwrap();
-        let store = countersign_store::open(url).await.unwrap();
+        let store = countersign_store::open(url, keyring(dir.path())).await.unwrap();
         let key = create_key(store.as_ref(), "alpha").await;
         let other_key = create_key(store.as_ref(), "beta").await;
         Self::launch(dir, store, key, other_key, loopback_webhooks()).await
@@ -173,7 +179,10 @@ impl TestServer {
         let url = database_url(self.dir.path()).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("postgres-database-url"), &url).unwrap();
-        let store = countersign_store::open(&url).await.unwrap();
+        // Every instance on one database has the same master key.
+        let key_file = countersign_store::secrets::KEY_FILE;
+        std::fs::copy(self.dir.path().join(key_file), dir.path().join(key_file)).unwrap();
+        let store = countersign_store::open(&url, keyring(dir.path())).await.unwrap();
         Self::launch(dir, store, self.key.clone(), self.other_key.clone(), settings).await
     }
 
@@ -181,7 +190,7 @@ impl TestServer {
     pub async fn restart(mut self) -> Self {
         self.shutdown().await;
         let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
-        let store = countersign_store::open(&db_url(&dir).await).await.unwrap();
+        let store = countersign_store::open(&db_url(&dir).await, keyring(dir.path())).await.unwrap();
         Self::launch(dir, store, self.key.clone(), self.other_key.clone(), loopback_webhooks()).await
     }
 

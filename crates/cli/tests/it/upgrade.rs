@@ -83,7 +83,7 @@ async fn queued_webhooks_and_emails_move_into_the_one_delivery_queue() {
     )
     .await;
 
-    let store = countersign_store::open(&url).await.unwrap();
+    let store = countersign_store::open(&url, crate::support::keyring(dir.path())).await.unwrap();
     let log = store.deliveries("wh_1", 10).await.unwrap();
     assert_eq!(log.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["msg_wait", "msg_done"], "newest first");
     let done = &log[1];
@@ -120,5 +120,73 @@ async fn queued_webhooks_and_emails_move_into_the_one_delivery_queue() {
     let replied = store.email_by_message_ids(&["<nope@x>".into(), "<m1@countersign>".into()]).await.unwrap();
     assert_eq!(replied.map(|m| m.call_id), Some("c1".to_owned()), "a reply to an email sent before still finds it");
     assert!(store.email_by_message_ids(&["msg_done".into()]).await.unwrap().is_none(), "a webhook is not an email");
+    store.close().await;
+}
+
+/// The raw value of one column of one row, whichever backend.
+async fn stored_text(url: &str, sql: &str) -> String {
+    if on_postgres() {
+        let pool = sqlx::PgPool::connect(url).await.unwrap();
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        value
+    } else {
+        let pool = sqlx::SqlitePool::connect(url).await.unwrap();
+        let value: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap();
+        pool.close().await;
+        value
+    }
+}
+
+/// Secrets an earlier release stored in plain text are encrypted with the master key when the
+/// upgraded server first opens the database, and read back unchanged; the plain text is gone.
+#[tokio::test]
+async fn secrets_stored_in_plain_text_by_an_earlier_release_are_encrypted_at_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path()).await;
+    migrate_up_to(&url, 16).await;
+    execute(
+        &url,
+        &[
+            "INSERT INTO projects (id, name, created_at) VALUES ('p1', 'alpha', 1)",
+            "INSERT INTO webhook_endpoints (id, project_id, url, events, format, secret, created_at) VALUES \
+             ('wh_1', 'p1', 'https://hooks.example.com/', '[\"function_call.completed\"]', 'v1beta2', 'whsec_plain', 1)",
+            "INSERT INTO slack_connections (project_id, bot_token, signing_secret, default_channel, team_id, team_name, \
+             bot_user_id, require_known_users, connected_at) VALUES ('p1', 'xoxb-plain', 'slack-signing-plain', NULL, \
+             'T1', 'acme', 'U1', 0, 1)",
+            "INSERT INTO twilio_connections (project_id, account_sid, auth_token, from_number, whatsapp_from, connected_at) \
+             VALUES ('p1', 'AC1', 'twilio-token-plain', '+15550001111', NULL, 1)",
+            "INSERT INTO server_keys (name, value, created_at) VALUES ('email_links', 'link-key-plain', 1)",
+        ],
+    )
+    .await;
+
+    let ring = crate::support::keyring(dir.path());
+    let store = countersign_store::open(&url, ring.clone()).await.unwrap();
+    assert_eq!(store.secrets_resealed(), 5);
+    assert_eq!(store.webhook("wh_1").await.unwrap().unwrap().secret, "whsec_plain");
+    let slack = store.slack_connection("p1").await.unwrap().unwrap();
+    assert_eq!(
+        (slack.bot_token.as_str(), slack.signing_secret.as_deref()),
+        ("xoxb-plain", Some("slack-signing-plain"))
+    );
+    assert_eq!(store.twilio_connection("p1").await.unwrap().unwrap().auth_token, "twilio-token-plain");
+    assert_eq!(store.server_key("email_links", "unused").await.unwrap(), "link-key-plain");
+    store.close().await;
+
+    let prefix = format!("cs-enc:v1:{}:", ring.current().id());
+    for sql in [
+        "SELECT secret FROM webhook_endpoints WHERE id = 'wh_1'",
+        "SELECT bot_token FROM slack_connections",
+        "SELECT signing_secret FROM slack_connections",
+        "SELECT auth_token FROM twilio_connections",
+        "SELECT value FROM server_keys WHERE name = 'email_links'",
+    ] {
+        let raw = stored_text(&url, sql).await;
+        assert!(raw.starts_with(&prefix) && !raw.contains("plain"), "{sql}: {raw}");
+    }
+    // A second open finds nothing left to encrypt.
+    let store = countersign_store::open(&url, ring).await.unwrap();
+    assert_eq!(store.secrets_resealed(), 0);
     store.close().await;
 }

@@ -37,7 +37,12 @@ pub fn http() -> reqwest::Client {
 impl TestServer {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = countersign_store::open(&database_url(&dir)).await.unwrap();
+        let store = countersign_store::open(
+            &database_url(&dir),
+            countersign_store::secrets::data_dir_keyring(dir.path()).unwrap().0,
+        )
+        .await
+        .unwrap();
         let project = store.ensure_project(&ProjectName::parse("alpha").unwrap()).await.unwrap();
         let key = api_key::generate();
         let new_key = NewApiKey {
@@ -57,7 +62,12 @@ impl TestServer {
 
     /// Serves the data directory on `self.addr` (port 0 the first time, then the same port).
     async fn launch(&mut self) {
-        let store = countersign_store::open(&database_url(&self.dir)).await.unwrap();
+        let store = countersign_store::open(
+            &database_url(&self.dir),
+            countersign_store::secrets::data_dir_keyring(self.dir.path()).unwrap().0,
+        )
+        .await
+        .unwrap();
         let server = Server::bind(self.addr, store, Settings::default()).await.unwrap();
         self.addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -86,12 +86,18 @@ pub struct PostgresStore {
     sealer: tokio::task::JoinHandle<()>,
     /// Plain creates, inserted in batches (see [`batch`]).
     creates: batch::Creates,
+    /// The master keys its secrets are sealed with (see [`crate::secrets`]).
+    keyring: crate::secrets::Keyring,
+    /// How many secrets were (re)sealed when it opened.
+    resealed: u64,
 }
+
+crate::secrets::secrets_queries!(sqlx::Postgres);
 
 impl PostgresStore {
     /// Connects and brings the schema up to date. A database that cannot be reached is reported
     /// with its host, port and the cause.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    pub async fn open(url: &str, keyring: crate::secrets::Keyring) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
         let (host, port) = (options.get_host().to_owned(), options.get_port());
@@ -109,8 +115,9 @@ impl PostgresStore {
             .await
             .map_err(unreachable)?;
         MIGRATOR.run(&pool).await?;
+        let resealed = prepare(&pool, &keyring).await?;
         let fresh = countersign_core::session::random_text(32);
-        let salt = Self::server_key_in(&pool, crate::events::ROUTE_SALT, &fresh).await?;
+        let salt = Self::server_key_in(&pool, &keyring, crate::events::ROUTE_SALT, &fresh).await?;
         let (feed, _) = tokio::sync::broadcast::channel(4096);
         let listener = tokio::spawn(listen::run(pool.clone(), feed.clone()));
         let (created, queue) = tokio::sync::mpsc::unbounded_channel();
@@ -118,7 +125,7 @@ impl PostgresStore {
         let seal = std::sync::Arc::new(tokio::sync::Notify::new());
         let sealer = tokio::spawn(sealer::run(options, seal.clone(), feed.clone(), salt));
         let creates = batch::Creates::start(pool.clone());
-        Ok(Self { pool, feed, listener, created, announcer, seal, sealer, creates })
+        Ok(Self { pool, feed, listener, created, announcer, seal, sealer, creates, keyring, resealed })
     }
 }
 

@@ -3,6 +3,7 @@
 //! writer ([`writer`]) whose commits are answered after its own sync of the WAL file. Reads use a
 //! small pool of connections that never block the writer.
 
+pub mod backup;
 mod checkpoint;
 mod writer;
 
@@ -36,6 +37,8 @@ crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite);
 crate::receipts::impl_receipts!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE");
 crate::executions::impl_executions!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "", log_request: crate::events::log_request_event_sqlite);
 
+crate::secrets::secrets_queries!(sqlx::Sqlite);
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a connection waits for SQLite's write lock (held by another process, e.g. the CLI).
@@ -50,11 +53,16 @@ pub struct SqliteStore {
     bookkeeping: SqlitePool,
     writer: Writer,
     checkpointer: Checkpointer,
+    /// The master keys its secrets are sealed with (see [`crate::secrets`]).
+    keyring: crate::secrets::Keyring,
+    /// How many secrets were (re)sealed when it opened.
+    resealed: u64,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub async fn open(path: &Path) -> StoreResult<Self> {
+    /// Opens (creating if needed) the database file and brings its schema up to date; its
+    /// secrets are sealed with `keyring`'s current key.
+    pub async fn open(path: &Path, keyring: crate::secrets::Keyring) -> StoreResult<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
@@ -74,16 +82,17 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         MIGRATOR.run(&pool).await?;
+        let resealed = prepare(&pool, &keyring).await?;
         let bookkeeping = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone().synchronous(SqliteSynchronous::Normal))
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let fresh = countersign_core::session::random_text(32);
-        let salt = Self::server_key_in(&pool, crate::events::ROUTE_SALT, &fresh).await?;
+        let salt = Self::server_key_in(&pool, &keyring, crate::events::ROUTE_SALT, &fresh).await?;
         let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt).await?;
         let checkpointer = Checkpointer::start(pool.clone());
-        Ok(Self { pool, bookkeeping, writer, checkpointer })
+        Ok(Self { pool, bookkeeping, writer, checkpointer, keyring, resealed })
     }
 }
 

@@ -16,12 +16,14 @@ pub struct Health {
     /// `ok` (liveness) or `ready` (readiness).
     pub status: &'static str,
     pub version: &'static str,
+    /// The git commit the binary was built from (`unknown` when built outside a checkout).
+    pub commit: &'static str,
 }
 
 /// Liveness check. It needs no key, so it tells nothing about anyone's requests.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
-pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
+pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION"), commit: state.settings.commit })
 }
 
 /// How long readiness waits for the database.
@@ -38,7 +40,9 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
         return Err(unavailable("the server is shutting down"));
     }
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => Ok(Json(Health { status: "ready", version: env!("CARGO_PKG_VERSION") })),
+        Ok(Ok(())) => {
+            Ok(Json(Health { status: "ready", version: env!("CARGO_PKG_VERSION"), commit: state.settings.commit }))
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: the database does not answer");
             Err(unavailable("the database is unavailable"))
