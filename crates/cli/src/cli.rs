@@ -112,6 +112,10 @@ pub enum Command {
     /// Put a backup in place as the SQLite database (the server must be stopped).
     #[command(after_help = BACKUP_HELP)]
     Restore(RestoreArgs),
+    /// Check the configuration, the database, the master key, disk space, the clock, SMTP, Slack
+    /// and Twilio credentials and the public URL; print each problem with its fix.
+    #[command(after_help = DOCTOR_HELP)]
+    Doctor(DoctorArgs),
     /// Ask a running server whether it is ready (`GET /readyz`): exit 0 if it is, 1 if not. For
     /// container health checks and scripts.
     #[command(after_help = HEALTH_HELP)]
@@ -546,7 +550,7 @@ pub struct ServeArgs {
 const SECRETS_HELP: &str = "Webhook signing secrets, Slack tokens and signing secrets, Twilio auth tokens, \
 the email link key and the receipt signing keys are stored encrypted (XChaCha20-Poly1305) with a master key \
 that is not in the database: COUNTERSIGN_MASTER_KEY, else the file COUNTERSIGN_MASTER_KEY_FILE, else \
-<data_dir>/master.key (created, 0600, on first use). Every instance on one PostgreSQL database needs the same key.
+master.key beside the SQLite database (or in the data directory on PostgreSQL), created 0600 on first use. Every instance on one PostgreSQL database needs the same key.
 
 Examples:
   countersign secrets status
@@ -573,7 +577,7 @@ const BACKUP_HELP: &str = "Examples:
 
 A backup holds every write acknowledged before it began. It is a SQLite file: `sqlite3 FILE` opens it.
 Its channel secrets are encrypted with the master key, which is not in it: keep a copy of
-<data_dir>/master.key (or of COUNTERSIGN_MASTER_KEY) apart from the backups.
+master.key (beside the database, or COUNTERSIGN_MASTER_KEY) apart from the backups.
 On PostgreSQL, use pg_dump and pg_restore (see the README, \"Backups\").";
 
 #[derive(Debug, Args)]
@@ -592,6 +596,25 @@ pub struct RestoreArgs {
     /// not deleted) instead of refusing.
     #[arg(long)]
     pub replace: bool,
+}
+
+const DOCTOR_HELP: &str = "It changes nothing: the database is read without migrations, no key file is \
+created, and the Slack and Twilio credentials are only asked whether they work (auth.test, the account).
+
+Examples:
+  countersign doctor
+  countersign --config /etc/countersign/config.toml doctor --json | jq '.checks[] | select(.status == \"fail\")'
+
+Exit codes: 0 when no check failed (warnings allowed); 1 when one did.";
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON: {ok, checks: [{check, status (ok, warn, fail, skip), detail, fix?}]}.
+    #[arg(long)]
+    pub json: bool,
+    /// The server's URL to check instead of public_url (or the listen address).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 }
 
 const HEALTH_HELP: &str = "Examples:

@@ -48,8 +48,9 @@ pub struct Config {
     /// with `Authorization: Bearer <token>`. Unset: off.
     pub metrics_token: Option<String>,
     /// The file holding the master key that encrypts the stored channel secrets (one base64 key
-    /// per line, the current one first). Unset: `<data_dir>/master.key`, created (0600) on first
-    /// use. Every instance on one PostgreSQL database needs the same key.
+    /// per line, the current one first). Unset: `master.key` beside the SQLite database (so in
+    /// the data directory by default), or in the data directory on PostgreSQL; created (0600) on
+    /// first use. Every instance on one PostgreSQL database needs the same key.
     pub master_key_file: Option<PathBuf>,
     /// The master key itself, as base64 or hex of 32 bytes (older keys after it, separated by
     /// commas); wins over `master_key_file`. Best set in the environment, not the file.
@@ -187,7 +188,8 @@ impl Config {
             warn_if_readable_by_others(&path);
             return Ok((ring, path.display().to_string()));
         }
-        let (ring, created) = secrets::data_dir_keyring(&self.data_dir).map_err(anyhow::Error::msg)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| self.data_dir.clone());
+        let (ring, created) = secrets::data_dir_keyring(&dir).map_err(anyhow::Error::msg)?;
         if created {
             tracing::info!(path = %path.display(), key = ring.current().id(), "created a master key for the stored secrets");
         }
@@ -195,9 +197,18 @@ impl Config {
         Ok((ring, path.display().to_string()))
     }
 
-    /// The key file in use when `master_key` is unset.
+    /// The key file in use when `master_key` is unset: `master_key_file`, else `master.key`
+    /// beside the SQLite database (the key goes where the database goes), else in the data
+    /// directory (PostgreSQL).
     pub fn master_key_file(&self) -> PathBuf {
-        self.master_key_file.clone().unwrap_or_else(|| self.data_dir.join(countersign_store::secrets::KEY_FILE))
+        if let Some(file) = &self.master_key_file {
+            return file.clone();
+        }
+        let dir = countersign_store::sqlite_path(&self.database_url())
+            .and_then(|db| db.parent().map(Path::to_path_buf))
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or_else(|| self.data_dir.clone());
+        dir.join(countersign_store::secrets::KEY_FILE)
     }
 
     /// Where the embedded database lives.

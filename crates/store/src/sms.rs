@@ -88,6 +88,8 @@ pub trait Sms: Send + Sync {
     async fn twilio_connection(&self, project_id: &str) -> StoreResult<Option<TwilioConnection>>;
     /// The connections that send from this number (SMS or WhatsApp sender), oldest first.
     async fn twilio_connections_to(&self, number: &str) -> StoreResult<Vec<TwilioConnection>>;
+    /// Every project's connection, oldest first.
+    async fn twilio_connections(&self) -> StoreResult<Vec<TwilioConnection>>;
     /// Disconnects a project; `false` if it was not connected.
     async fn remove_twilio_connection(&self, project_id: &str) -> StoreResult<bool>;
 
@@ -219,6 +221,12 @@ macro_rules! impl_sms {
                     let sql = format!("{CONNECTION} WHERE project_id = $1");
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(project_id).fetch_optional(&self.pool).await?;
                     row.as_ref().map(|row| connection(&self.keyring, row)).transpose()
+                }
+
+                async fn twilio_connections(&self) -> StoreResult<Vec<TwilioConnection>> {
+                    let sql = format!("{CONNECTION} ORDER BY connected_at");
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+                    rows.iter().map(|row| connection(&self.keyring, row)).collect()
                 }
 
                 async fn twilio_connections_to(&self, number: &str) -> StoreResult<Vec<TwilioConnection>> {

@@ -3,6 +3,7 @@
 mod audit;
 mod backup;
 mod config;
+mod doctor;
 mod gate;
 mod groups;
 mod keys;
@@ -64,6 +65,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Backup(args) => backup::backup(&config, args).await,
         Command::Restore(args) => backup::restore(&config, args).await,
+        Command::Doctor(args) => {
+            init_logging("error");
+            doctor::run(&config, args).await
+        }
         Command::Health(args) => config::health(&config, args).await,
         Command::Keys(cmd) => {
             init_logging("warn");

@@ -339,7 +339,7 @@ async fn slow_and_idle_clients_are_dropped_while_health_answers() {
     assert_eq!(status, StatusCode::OK);
     assert!(started.elapsed() < Duration::from_millis(500), "healthz took {:?}", started.elapsed());
     // Healthz needs no key, so it says nothing of anyone's requests.
-    assert_eq!(health.as_object().unwrap().keys().collect::<Vec<_>>(), ["status", "version"]);
+    assert_eq!(health.as_object().unwrap().keys().collect::<Vec<_>>(), ["status", "version", "commit"]);
     for stream in &mut slow {
         assert!(closed_within(stream, Duration::from_secs(4)).await, "a slow-header client was kept");
     }

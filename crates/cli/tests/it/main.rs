@@ -6,6 +6,7 @@ mod audit;
 mod backup;
 mod binary;
 mod browser;
+mod doctor;
 mod email;
 mod executions;
 mod faults;

@@ -71,7 +71,7 @@ crate::sms::impl_sms!(PostgresStore, sqlx::Postgres);
 crate::receipts::impl_receipts!(PostgresStore, sqlx::Postgres, begin: "BEGIN");
 crate::executions::impl_executions!(PostgresStore, sqlx::Postgres, begin: "BEGIN", lock: "FOR UPDATE", log_request: crate::events::log_request_event_postgres);
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// Countersign's storage in a PostgreSQL database.
 pub struct PostgresStore {

@@ -39,7 +39,7 @@ crate::executions::impl_executions!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMM
 
 crate::secrets::secrets_queries!(sqlx::Sqlite);
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// How long a connection waits for SQLite's write lock (held by another process, e.g. the CLI).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

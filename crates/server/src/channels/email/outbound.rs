@@ -202,3 +202,17 @@ fn mailbox(address: &str) -> Result<Mailbox, Failure> {
 fn recipients(c: &Composed) -> Vec<String> {
     c.recipients().into_iter().map(|a| a.parse::<Mailbox>().map_or(a, |m| m.email.to_string().to_lowercase())).collect()
 }
+
+/// Connects to the SMTP server `smtp_url` names, logs in if it has credentials, and sends NOOP
+/// (`countersign doctor`). The error says what failed.
+pub async fn check_smtp(smtp_url: &str) -> Result<(), String> {
+    let transport: AsyncSmtpTransport<Tokio1Executor> = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+        .map_err(|e| format!("smtp_url is not usable: {e}"))?
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    match transport.test_connection().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err("the server did not answer NOOP".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
