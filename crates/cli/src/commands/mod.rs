@@ -175,6 +175,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the configured database, with an error that says which one and why.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
+    // No key file yet: one is made for a new database, but a database whose secrets already have
+    // a key needs that key (copied from the server), not a new one.
+    let key_file = config.master_key_file();
+    if config.master_key.is_none()
+        && !key_file.exists()
+        && let Ok(found) = countersign_store::inspect(&url).await
+        && let Some(id) = found.master_key_id
+    {
+        anyhow::bail!(
+            "the database's secrets are encrypted with master key {id}, and there is no key file at {}: \
+             copy the server's master.key there, or point COUNTERSIGN_MASTER_KEY_FILE (or --config's \
+             master_key_file) at it",
+            key_file.display()
+        );
+    }
     let (keyring, _) = config.keyring()?;
     countersign_store::open(&url, keyring).await.with_context(|| format!("cannot open the database {url}"))
 }

@@ -208,6 +208,12 @@ async fn the_documented_pg_dump_and_pg_restore_keep_requests_audit_chain_and_key
     let restored =
         std::process::Command::new("pg_restore").args(["--no-owner", "--dbname", &target]).arg(&dump).output().unwrap();
     assert!(restored.status.success(), "pg_restore: {}", stderr(&restored));
+    // Without the master key, a command on the restored database says where the key must go.
+    let keyless = countersign(elsewhere.path(), &["audit", "verify"]);
+    assert_eq!(keyless.status.code(), Some(1));
+    assert!(stderr(&keyless).contains("no key file"), "{}", stderr(&keyless));
+    assert!(!elsewhere.path().join("master.key").exists(), "no key of its own is made for it");
+    std::fs::copy(dir.path().join("master.key"), elsewhere.path().join("master.key")).unwrap();
     let verify = countersign(elsewhere.path(), &["audit", "verify"]);
     assert!(verify.status.success(), "audit verify: {}{}", stdout(&verify), stderr(&verify));
     let server = Served::start(elsewhere.path());

@@ -96,7 +96,9 @@ impl Desk {
         for project in projects {
             args.extend(["--project", project]);
         }
-        args.extend(["--database-url", &url]);
+        // The server's data directory holds its master key (the database's secrets are sealed with it).
+        let dir = self.server.dir.path().to_str().unwrap().to_owned();
+        args.extend(["--database-url", &url, "--data-dir", &dir]);
         let out = self.run_with(&args, &[], Some(&format!("{PASSWORD}\n"))).await;
         assert_eq!(out.code, Some(0), "{out:?}");
     }
@@ -104,8 +106,9 @@ impl Desk {
     /// Runs an administration command (`users ...`) on the server's database.
     async fn admin(&self, args: &[&str]) -> Ran {
         let url = crate::support::database_url(self.server.dir.path()).await;
+        let dir = self.server.dir.path().to_str().unwrap().to_owned();
         let mut args = args.to_vec();
-        args.extend(["--database-url", &url]);
+        args.extend(["--database-url", &url, "--data-dir", &dir]);
         self.run(&args).await
     }
 
