@@ -106,6 +106,9 @@ pub enum Command {
     /// The master key that encrypts stored channel secrets: status, rotate-master-key.
     #[command(subcommand, after_help = SECRETS_HELP)]
     Secrets(SecretsCommand),
+    /// Copy everything from a SQLite database into a new PostgreSQL database, and verify it.
+    #[command(after_help = MIGRATE_HELP)]
+    Migrate(MigrateArgs),
     /// Write a consistent copy of the SQLite database to a new file, while the server runs.
     #[command(after_help = BACKUP_HELP)]
     Backup(BackupArgs),
@@ -567,6 +570,29 @@ pub enum SecretsCommand {
     /// Replace the master key with a new random one and re-encrypt every stored secret with it.
     /// Stop the server first (on PostgreSQL: every instance, then give them all the new key file).
     RotateMasterKey,
+}
+
+const MIGRATE_HELP: &str = "Copies projects, keys, people, sessions, requests with their decisions, the \
+audit log (its chains verify on PostgreSQL with the same heads), deliveries, policies, channel connections \
+and signing keys, in one PostgreSQL transaction. Keys keep working. Stop the server first.
+
+Examples:
+  systemctl stop countersign
+  createdb countersign
+  countersign migrate --from sqlite:///var/lib/countersign/countersign.db --to postgres://cs:PASSWORD@db/countersign
+  # then set database_url to the PostgreSQL URL and give every instance the same master.key";
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The SQLite database to copy [default: the configured one]
+    #[arg(long, value_name = "URL")]
+    pub from: Option<String>,
+    /// The PostgreSQL database to copy into; it must hold no Countersign data yet.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// Print JSON: the rows copied per table and the verified audit chains.
+    #[arg(long)]
+    pub json: bool,
 }
 
 const BACKUP_HELP: &str = "Examples:

@@ -11,6 +11,7 @@
 //! and is written in `sqlite/` (the group-commit writer) and `postgres/` (conditional statements
 //! that NOTIFY the other instances, and the change feed).
 
+pub mod copy;
 mod deliveries;
 mod emails;
 pub(crate) mod error;

@@ -8,6 +8,7 @@ mod gate;
 mod groups;
 mod keys;
 mod mcp;
+mod migrate;
 mod policy;
 mod projects;
 mod receipts;
@@ -62,6 +63,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Secrets(cmd) => {
             init_logging("warn");
             secrets::run(&config, cmd).await
+        }
+        Command::Migrate(args) => {
+            init_logging("warn");
+            migrate::run(&config, args).await
         }
         Command::Backup(args) => backup::backup(&config, args).await,
         Command::Restore(args) => backup::restore(&config, args).await,

@@ -20,6 +20,7 @@ mod instances;
 mod long_poll;
 mod mcp;
 mod metrics;
+mod migrate;
 mod policies;
 mod policy_views;
 mod receipts;

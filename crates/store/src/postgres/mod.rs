@@ -94,6 +94,15 @@ pub struct PostgresStore {
 
 crate::secrets::secrets_queries!(sqlx::Postgres);
 
+/// Brings the schema of the database `url` up to date, and nothing else (no keys, no rows):
+/// what `countersign migrate` copies into.
+pub async fn migrate_schema(url: &str) -> StoreResult<()> {
+    let pool = sqlx::PgPool::connect(url).await.map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
+    let result = MIGRATOR.run(&pool).await;
+    pool.close().await;
+    Ok(result?)
+}
+
 impl PostgresStore {
     /// Connects and brings the schema up to date. A database that cannot be reached is reported
     /// with its host, port and the cause.
