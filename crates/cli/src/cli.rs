@@ -569,7 +569,11 @@ pub enum SecretsCommand {
     },
     /// Replace the master key with a new random one and re-encrypt every stored secret with it.
     /// Stop the server first (on PostgreSQL: every instance, then give them all the new key file).
-    RotateMasterKey,
+    RotateMasterKey {
+        /// On PostgreSQL: confirm that no instance is running (none may go on with the old key).
+        #[arg(long)]
+        all_instances_stopped: bool,
+    },
 }
 
 const MIGRATE_HELP: &str = "Copies projects, keys, people, sessions, requests with their decisions, the \

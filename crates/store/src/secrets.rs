@@ -219,24 +219,26 @@ pub fn parse_keys(text: &str) -> Result<Keyring, String> {
     Ok(Keyring::new(current, keys))
 }
 
-/// Writes `keys` (the current one first) to the key file `path`, readable only by its owner,
-/// replacing it whole: a crash leaves the old file or the new one.
-pub fn write_key_file(path: &Path, keys: &[&MasterKey]) -> std::io::Result<()> {
-    use std::io::Write;
+/// The text of a key file holding `keys`, the current one first.
+fn key_file_text(keys: &[&MasterKey]) -> String {
     let mut text = KEY_FILE_HEADER.to_owned();
     for key in keys {
         text.push_str(&key.to_base64());
         text.push('\n');
     }
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_owned(),
-        None => std::path::PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir)?;
+    text
+}
+
+/// Writes `text` to a new file beside `path` with a name of its own, readable only by its
+/// owner, synced; returns its path.
+fn stage(path: &Path, text: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::io::Write;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".new");
+    name.push(format!(".{}.{:016x}.new", std::process::id(), rand::random::<u64>()));
     let staged = path.with_file_name(name);
-    let _ = std::fs::remove_file(&staged);
     let mut options = std::fs::File::options();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -244,20 +246,50 @@ pub fn write_key_file(path: &Path, keys: &[&MasterKey]) -> std::io::Result<()> {
     let mut file = options.open(&staged)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&staged, path)?;
+    Ok(staged)
+}
+
+fn sync_dir_of(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => std::path::PathBuf::from("."),
+    };
     std::fs::File::open(&dir)?.sync_all()
 }
 
-/// The keyring of the data directory's key file, which is created (with a new random key,
-/// mode 0600) if it does not exist. Returns whether it was created.
+/// Writes `keys` (the current one first) to the key file `path`, readable only by its owner,
+/// replacing it whole: a crash leaves the old file or the new one.
+pub fn write_key_file(path: &Path, keys: &[&MasterKey]) -> std::io::Result<()> {
+    let staged = stage(path, &key_file_text(keys))?;
+    if let Err(e) = std::fs::rename(&staged, path) {
+        let _ = std::fs::remove_file(&staged);
+        return Err(e);
+    }
+    sync_dir_of(path)
+}
+
+/// The keyring of the key file `dir/master.key`, which is created (with a new random key, mode
+/// 0600) if it does not exist. Two processes creating it at once end up with the same key: the
+/// file is published with a hard link, which fails if another got there first, and then that
+/// one's key is read. Returns whether this call created it.
 pub fn data_dir_keyring(dir: &Path) -> Result<(Keyring, bool), String> {
     let path = dir.join(KEY_FILE);
     if path.exists() {
         return read_key_file(&path).map(|ring| (ring, false));
     }
     let key = MasterKey::generate();
-    write_key_file(&path, &[&key]).map_err(|e| format!("cannot create the master key file {}: {e}", path.display()))?;
-    Ok((Keyring::new(key, Vec::new()), true))
+    let cannot = |e: std::io::Error| format!("cannot create the master key file {}: {e}", path.display());
+    let staged = stage(&path, &key_file_text(&[&key])).map_err(cannot)?;
+    let published = std::fs::hard_link(&staged, &path);
+    let _ = std::fs::remove_file(&staged);
+    match published {
+        Ok(()) => {
+            sync_dir_of(&path).map_err(cannot)?;
+            Ok((Keyring::new(key, Vec::new()), true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(&path).map(|ring| (ring, false)),
+        Err(e) => Err(cannot(e)),
+    }
 }
 
 /// Every stored secret: its table, column, the column naming its row (the associated data's
@@ -283,16 +315,44 @@ pub const MASTER_KEY_ID: &str = "master_key_id";
 /// instance started with a key of its own), then seals every secret stored in plain text (from
 /// before secrets were encrypted) and re-seals every one sealed by an older key of the ring (a
 /// rotation), and records the current key as the database's. Returns how many it (re)sealed.
+///
+/// A read-only look first: when everything is sealed with the current key, which is the
+/// recorded one, it writes nothing (a CLI command beside a running server). Otherwise it does
+/// the work in one transaction that `$begin` opens and `$lock` serializes across processes
+/// (`BEGIN IMMEDIATE` on SQLite; a transaction-scoped advisory lock on PostgreSQL), reading
+/// the recorded key again under it, so two instances starting at once with different keys cannot
+/// both pass the check.
 macro_rules! secrets_queries {
-    ($db:ty) => {
+    ($db:ty, begin: $begin:literal, lock: $lock:literal) => {
         pub(crate) async fn prepare(
             pool: &sqlx::Pool<$db>,
             ring: &crate::secrets::Keyring,
         ) -> crate::StoreResult<u64> {
+            let mut conn = pool.acquire().await?;
+            if let Some(done) = prepare_on(&mut conn, ring, false).await? {
+                return Ok(done);
+            }
+            sqlx::query($begin).execute(&mut *conn).await?;
+            let result = async {
+                sqlx::query($lock).execute(&mut *conn).await?;
+                prepare_on(&mut conn, ring, true).await
+            }
+            .await;
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            sqlx::query(end).execute(&mut *conn).await?;
+            Ok(result?.unwrap_or(0))
+        }
+
+        /// The check, and with `write` the work; without it, `None` when there is work to do.
+        async fn prepare_on(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            ring: &crate::secrets::Keyring,
+            write: bool,
+        ) -> crate::StoreResult<Option<u64>> {
             use crate::secrets::{MASTER_KEY_ID, SEALED, is_sealed, place, sealed_by};
             let recorded: Option<String> = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
                 .bind(MASTER_KEY_ID)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?;
             if let Some(id) = &recorded
                 && !ring.knows(id)
@@ -300,17 +360,16 @@ macro_rules! secrets_queries {
                 return Err(crate::StoreError::Unavailable(format!(
                     "this database's secrets are encrypted with master key {id}, but this server's master key is {}; \
                      give it the key the other instances use (COUNTERSIGN_MASTER_KEY_FILE, COUNTERSIGN_MASTER_KEY \
-                     or the data directory's master.key)",
+                     or the master.key beside the database)",
                     ring.current().id()
                 )));
             }
             let current = ring.current().id().to_owned();
-            // Read first, write only when something changes: a CLI command opening the database
-            // beside a running server then writes nothing.
             let mut updates = Vec::new();
             for (table, column, row, which) in SEALED {
                 let select = format!("SELECT {row}, {column} FROM {table} WHERE {which}");
-                let stored: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(select)).fetch_all(pool).await?;
+                let stored: Vec<(String, String)> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(select)).fetch_all(&mut *conn).await?;
                 for (id, value) in stored {
                     if sealed_by(&value) == Some(current.as_str()) {
                         continue;
@@ -322,12 +381,20 @@ macro_rules! secrets_queries {
                 }
             }
             if updates.is_empty() && recorded.as_deref() == Some(current.as_str()) {
-                return Ok(0);
+                return Ok(Some(0));
+            }
+            if !write {
+                return Ok(None);
             }
             let resealed = updates.len() as u64;
-            let mut tx = pool.begin().await?;
             for (update, sealed, id, value) in updates {
-                sqlx::query(sqlx::AssertSqlSafe(update)).bind(sealed).bind(id).bind(value).execute(&mut *tx).await?;
+                let done =
+                    sqlx::query(sqlx::AssertSqlSafe(update)).bind(sealed).bind(&id).bind(value).execute(&mut *conn).await?;
+                if done.rows_affected() != 1 {
+                    return Err(crate::StoreError::Unavailable(format!(
+                        "a secret ({id}) changed while it was being encrypted; start again"
+                    )));
+                }
             }
             sqlx::query(
                 "INSERT INTO server_keys (name, value, created_at) VALUES ($1, $2, $3) \
@@ -336,13 +403,12 @@ macro_rules! secrets_queries {
             .bind(MASTER_KEY_ID)
             .bind(&current)
             .bind(countersign_core::Timestamp::now().as_micros())
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            tx.commit().await?;
             if resealed > 0 {
                 tracing::info!(resealed, master_key = %current, "secrets encrypted with the current master key");
             }
-            Ok(resealed)
+            Ok(Some(resealed))
         }
     };
 }

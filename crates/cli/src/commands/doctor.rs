@@ -67,14 +67,16 @@ pub(crate) async fn run(config: &Config, args: crate::cli::DoctorArgs) -> anyhow
             None
         }
     };
-    let key_ok = master_key_check(config, inspected.as_ref(), &mut report);
+    let key_opens = master_key_check(config, inspected.as_ref(), &mut report);
     disk_check(config, inspected.as_ref(), &mut report);
     clock_check(inspected.as_ref(), &mut report);
     smtp_check(config, &mut report).await;
     // The channel connections are read through the store, which opens only a database whose
     // schema is current and whose key is right (opening changes nothing then).
+    // Only a database at this schema whose recorded key is the one loaded: opening any other
+    // would migrate it, or seal its secrets with a key made here.
     let current = inspected.as_ref().is_some_and(|i| i.schema == i.known);
-    if current && key_ok {
+    if current && key_opens {
         match super::open_store(config).await {
             Ok(store) => {
                 channel_checks(config, store.as_ref(), &mut report).await;
@@ -150,7 +152,8 @@ fn database_check(shown: &str, found: &Inspection, report: &mut Report) {
     }
 }
 
-/// Returns whether the configured key opens the database's secrets.
+/// Returns whether the database records a master key and the configured one is it (only then
+/// may the store be opened without changing anything).
 fn master_key_check(config: &Config, found: Option<&Inspection>, report: &mut Report) -> bool {
     let recorded = found.and_then(|i| i.master_key_id.clone());
     let file = config.master_key_file();
@@ -169,7 +172,7 @@ fn master_key_check(config: &Config, found: Option<&Inspection>, report: &mut Re
             }
             None => {
                 report.ok("master key", format!("{} will be created on first start", file.display()));
-                true
+                false
             }
         };
     }
@@ -194,9 +197,16 @@ fn master_key_check(config: &Config, found: Option<&Inspection>, report: &mut Re
                 );
                 false
             }
-            _ => {
+            Some(id) => {
                 report.ok("master key", format!("key {} from {source}", ring.current().id()));
-                true
+                id == ring.current().id()
+            }
+            None => {
+                report.ok(
+                    "master key",
+                    format!("key {} from {source}; the next start encrypts the secrets with it", ring.current().id()),
+                );
+                false
             }
         },
     }

@@ -21,7 +21,7 @@ pub(crate) async fn run(config: &Config, args: MigrateArgs) -> anyhow::Result<()
     let _live = countersign_store::sqlite::backup::LiveLock::acquire(&db)?;
     // The source's key: the configured one, where the source's key file is.
     let source_config = Config { database_url: Some(from.clone()), ..config.clone() };
-    let (keyring, key_source) = source_config.keyring()?;
+    let (keyring, key_source) = super::keyring_for(&source_config, &from).await?;
 
     // The source at this release's schema, with its secrets sealed (an older release's are not).
     let source =

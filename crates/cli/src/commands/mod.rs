@@ -180,12 +180,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Opens the configured database, with an error that says which one and why.
 async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
-    // No key file yet: one is made for a new database, but a database whose secrets already have
-    // a key needs that key (copied from the server), not a new one.
+    let (keyring, _) = keyring_for(config, &url).await?;
+    countersign_store::open(&url, keyring).await.with_context(|| format!("cannot open the database {url}"))
+}
+
+/// The master keys for the database `url`, and where they came from. Without a key file yet, one
+/// is made for a new database; but a database whose secrets already have a key needs that key
+/// (copied from the server), not a new one.
+pub(crate) async fn keyring_for(
+    config: &Config,
+    url: &str,
+) -> anyhow::Result<(countersign_store::secrets::Keyring, String)> {
     let key_file = config.master_key_file();
     if config.master_key.is_none()
         && !key_file.exists()
-        && let Ok(found) = countersign_store::inspect(&url).await
+        && let Ok(found) = countersign_store::inspect(url).await
         && let Some(id) = found.master_key_id
     {
         anyhow::bail!(
@@ -195,8 +204,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             key_file.display()
         );
     }
-    let (keyring, _) = config.keyring()?;
-    countersign_store::open(&url, keyring).await.with_context(|| format!("cannot open the database {url}"))
+    config.keyring()
 }
 
 /// The log format chosen by `--log-format` or `COUNTERSIGN_LOG_FORMAT`.

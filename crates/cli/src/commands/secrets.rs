@@ -8,12 +8,12 @@ use countersign_store::secrets::{self, Keyring, MasterKey};
 pub(crate) async fn run(config: &Config, cmd: SecretsCommand) -> anyhow::Result<()> {
     match cmd {
         SecretsCommand::Status { json } => status(config, json).await,
-        SecretsCommand::RotateMasterKey => rotate(config).await,
+        SecretsCommand::RotateMasterKey { all_instances_stopped } => rotate(config, all_instances_stopped).await,
     }
 }
 
 async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
-    let (ring, source) = config.keyring()?;
+    let (ring, source) = super::keyring_for(config, &config.database_url()).await?;
     // Opening checks that the database's secrets are sealed with this key (and seals any that
     // an older release stored in plain text).
     let store = super::open_store(config).await?;
@@ -35,16 +35,23 @@ async fn status(config: &Config, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn rotate(config: &Config) -> anyhow::Result<()> {
+async fn rotate(config: &Config, all_stopped: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
         config.master_key.is_none(),
         "the master key comes from COUNTERSIGN_MASTER_KEY (or master_key in the config file), which this \
          command cannot change: keep it in a file (COUNTERSIGN_MASTER_KEY_FILE) to rotate it here"
     );
     let path = config.master_key_file();
-    let (old, _) = config.keyring()?;
     let url = config.database_url();
     let sqlite = countersign_store::sqlite_path(&url);
+    // Instances still running with the old key would go on sealing new secrets with it, which
+    // nothing could open once the old key is gone from every key file.
+    anyhow::ensure!(
+        sqlite.is_some() || all_stopped,
+        "on PostgreSQL, stop every instance first (they would go on encrypting with the old key), \
+         then run this again with --all-instances-stopped, and give them all the new key file before they start"
+    );
+    let (old, _) = super::keyring_for(config, &url).await?;
     // A running server on SQLite would go on sealing with the old key: refuse while one does.
     let _live = match &sqlite {
         Some(db) => Some(countersign_store::sqlite::backup::LiveLock::acquire(db)?),

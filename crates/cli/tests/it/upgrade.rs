@@ -8,6 +8,11 @@ use countersign_core::{RequestKind, Timestamp};
 
 /// Applies the backend's migrations numbered up to `last` to `url` (as an older release did).
 async fn migrate_up_to(url: &str, last: u32) {
+    try_migrate_up_to(url, last).await.unwrap();
+}
+
+/// What an older release whose newest migration is `last` does when it opens `url`.
+async fn try_migrate_up_to(url: &str, last: u32) -> Result<(), sqlx::migrate::MigrateError> {
     let backend = if on_postgres() { "postgres" } else { "sqlite" };
     let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/migrations").join(backend);
     let older = tempfile::tempdir().unwrap();
@@ -22,13 +27,15 @@ async fn migrate_up_to(url: &str, last: u32) {
     let migrator = sqlx::migrate::Migrator::new(older.path()).await.unwrap();
     if on_postgres() {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
-        migrator.run(&pool).await.unwrap();
+        let result = migrator.run(&pool).await;
         pool.close().await;
+        result
     } else {
         let options = url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        migrator.run(&pool).await.unwrap();
+        let result = migrator.run(&pool).await;
         pool.close().await;
+        result
     }
 }
 
@@ -189,4 +196,16 @@ async fn secrets_stored_in_plain_text_by_an_earlier_release_are_encrypted_at_fir
     let store = countersign_store::open(&url, ring).await.unwrap();
     assert_eq!(store.secrets_resealed(), 0);
     store.close().await;
+}
+
+/// The release before secrets were sealed would take a sealed value for the secret itself: it
+/// refuses a database this release has opened (its migrator does not know migration 17).
+#[tokio::test]
+async fn the_release_before_sealed_secrets_refuses_a_database_this_one_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = database_url(dir.path()).await;
+    let store = countersign_store::open(&url, crate::support::keyring(dir.path())).await.unwrap();
+    store.close().await;
+    let refused = try_migrate_up_to(&url, 16).await.expect_err("the older release must refuse");
+    assert!(refused.to_string().contains("17"), "{refused}");
 }

@@ -92,7 +92,7 @@ pub struct PostgresStore {
     resealed: u64,
 }
 
-crate::secrets::secrets_queries!(sqlx::Postgres);
+crate::secrets::secrets_queries!(sqlx::Postgres, begin: "BEGIN", lock: "SELECT pg_advisory_xact_lock(7460551205)");
 
 /// Brings the schema of the database `url` up to date, and nothing else (no keys, no rows):
 /// what `countersign migrate` copies into.

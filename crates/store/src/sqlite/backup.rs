@@ -172,6 +172,13 @@ pub async fn backup(db: &Path, dest: &Path) -> Result<Summary, BackupError> {
         return Err(BackupError(format!("cannot write the backup {}: {e}", partial.display())));
     }
     let finished = async {
+        // A backup holds what the database holds: readable by its owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| BackupError::io("cannot restrict", &partial, e))?;
+        }
         sync_file_and_dir(&partial)?;
         let summary = inspect(&partial).await?;
         std::fs::rename(&partial, dest).map_err(|e| BackupError::io("cannot rename the backup to", dest, e))?;
@@ -197,6 +204,17 @@ pub struct Restored {
 /// database; an existing database is moved aside (to `<db>.before-restore-<time>`) only with
 /// `replace`, else refused.
 pub async fn restore(from: &Path, db: &Path, replace: bool) -> Result<Restored, BackupError> {
+    // A backup is one file; one with a WAL beside it is a live database, whose file alone is not
+    // all of it.
+    let wal = with_suffix(from, "-wal");
+    if std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0) {
+        return Err(BackupError(format!(
+            "{} has a write-ahead log beside it ({}): it is a database in use, not a backup; \
+             make a backup of it with `countersign backup`",
+            from.display(),
+            wal.display()
+        )));
+    }
     let summary = inspect(from).await?;
     let _lock = LiveLock::acquire(db)?;
     let mut moved_aside = None;
@@ -214,11 +232,20 @@ pub async fn restore(from: &Path, db: &Path, replace: bool) -> Result<Restored, 
             .connect()
             .await
             .map_err(|e| BackupError::sql("cannot open", db, e))?;
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&mut conn)
+        let (busy, log, checkpointed): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&mut conn)
             .await
             .map_err(|e| BackupError::sql("cannot checkpoint", db, e))?;
         let _ = conn.close().await;
+        // A checkpoint that could not finish leaves commits in the WAL: moving the file aside
+        // without them would lose them.
+        if busy != 0 || log != checkpointed {
+            return Err(BackupError(format!(
+                "{} is busy (another process has it open: {checkpointed} of {log} WAL frames folded in); \
+                 stop what uses it and try again",
+                db.display()
+            )));
+        }
         let stamp = stamp();
         let aside = with_suffix(db, &format!(".before-restore-{stamp}"));
         std::fs::rename(db, &aside).map_err(|e| BackupError::io("cannot move aside", db, e))?;

@@ -37,7 +37,7 @@ crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite);
 crate::receipts::impl_receipts!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE");
 crate::executions::impl_executions!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "", log_request: crate::events::log_request_event_sqlite);
 
-crate::secrets::secrets_queries!(sqlx::Sqlite);
+crate::secrets::secrets_queries!(sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "SELECT 1");
 
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
