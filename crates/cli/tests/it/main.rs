@@ -21,6 +21,7 @@ mod long_poll;
 mod mcp;
 mod metrics;
 mod migrate;
+mod packaging;
 mod policies;
 mod policy_views;
 mod receipts;
