@@ -113,15 +113,7 @@ async fn a_backup_taken_under_load_restores_every_write_acknowledged_before_it()
     assert!(verify.status.success(), "audit verify on the restored database: {}{}", stdout(&verify), stderr(&verify));
     let server = Served::start(elsewhere.path());
     for a in &before {
-        let got: Value = http
-            .get(server.url(&format!("/humanlayer/v1/function_calls/{}", a.call_id)))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = server.function_call(&key, &a.call_id).await;
         assert_eq!(got["spec"]["kwargs"]["n"], a.n, "{} was acknowledged before the backup: {got}", a.call_id);
         if a.approved {
             assert_eq!(got["status"]["approved"], true, "{}'s approval was acknowledged before the backup", a.call_id);
@@ -218,15 +210,7 @@ async fn the_documented_pg_dump_and_pg_restore_keep_requests_audit_chain_and_key
     assert!(verify.status.success(), "audit verify: {}{}", stdout(&verify), stderr(&verify));
     let server = Served::start(elsewhere.path());
     for i in 0..20 {
-        let got: Value = http
-            .get(server.url(&format!("/humanlayer/v1/function_calls/c{i}")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = server.function_call(&key, &format!("c{i}")).await;
         assert_eq!(got["spec"]["kwargs"]["n"], i, "c{i}: {got}");
         let approved = if i == 3 { json!(true) } else { Value::Null };
         assert_eq!(got["status"]["approved"], approved, "c{i}");

@@ -94,6 +94,12 @@ impl Served {
         &self.banner
     }
 
+    /// `GET /humanlayer/v1/function_calls/{call_id}` with `key`, as JSON.
+    pub(crate) async fn function_call(&self, key: &str, call_id: &str) -> serde_json::Value {
+        let url = self.url(&format!("/humanlayer/v1/function_calls/{call_id}"));
+        crate::support::client().get(url).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

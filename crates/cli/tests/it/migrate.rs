@@ -70,15 +70,7 @@ async fn a_sqlite_database_moves_to_postgres_with_keys_requests_audit_and_secret
     assert!(hooks.status.success(), "the copied webhook secret opens: {}", stderr(&hooks));
     let server = Served::start(pg_dir.path());
     for i in 0..30 {
-        let got: Value = http
-            .get(server.url(&format!("/humanlayer/v1/function_calls/c{i}")))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let got = server.function_call(&key, &format!("c{i}")).await;
         assert_eq!(got["spec"]["kwargs"]["n"], i, "c{i}: {got}");
         if i % 3 == 0 {
             assert_eq!(got["status"]["approved"], false);
