@@ -196,10 +196,13 @@ impl Requests {
                         record.outcome = Some(outcome.as_ref().clone());
                         self.live.complete(&key, self.json(&record).await);
                     }
-                    FiredChange::Escalated(escalation) => {
+                    // Applied once, however the view heard of it (an identical record, down to
+                    // its `escalated_at`, is the same escalation).
+                    FiredChange::Escalated(escalation) if !record.escalations.contains(escalation) => {
                         record.escalations.push(escalation.clone());
                         self.live.update(record);
                     }
+                    FiredChange::Escalated(_) => {}
                     FiredChange::Nothing => {}
                 }
             }
