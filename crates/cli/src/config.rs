@@ -158,13 +158,16 @@ impl Config {
 
     /// The base URL people and agents reach this server at: `public_url`, else the listen address.
     pub fn public_base(&self, bound: SocketAddr) -> String {
-        let base = self.public_url.clone().unwrap_or_else(|| {
-            let ip = bound.ip();
-            let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
-            let host = if bound.is_ipv6() && !ip.is_unspecified() { format!("[{host}]") } else { host };
-            format!("http://{host}:{}", bound.port())
-        });
+        let base = self.public_url.clone().unwrap_or_else(|| Self::local_base(bound));
         base.trim_end_matches('/').to_owned()
+    }
+
+    /// `http://` and an address this machine reaches `bound` at (loopback for an unspecified one).
+    pub fn local_base(bound: SocketAddr) -> String {
+        let ip = bound.ip();
+        let host = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
+        let host = if bound.is_ipv6() && !ip.is_unspecified() { format!("[{host}]") } else { host };
+        format!("http://{host}:{}", bound.port())
     }
 
     /// The master keys of the stored secrets, and where they came from: `master_key`, else

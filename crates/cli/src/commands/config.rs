@@ -21,12 +21,7 @@ pub(crate) fn run(config: &Config, cmd: ConfigCommand) -> anyhow::Result<()> {
 
 /// `countersign health`: `GET /readyz` of the server; an error (exit 1) unless it answers 200.
 pub(crate) async fn health(config: &Config, args: crate::cli::HealthArgs) -> anyhow::Result<()> {
-    let base = args.url.unwrap_or_else(|| {
-        let listen = config.listen;
-        let ip = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
-        let host = if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{ip}]") } else { ip };
-        format!("http://{host}:{}", listen.port())
-    });
+    let base = args.url.unwrap_or_else(|| Config::local_base(config.listen));
     let url = format!("{}/readyz", base.trim_end_matches('/'));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
