@@ -560,8 +560,8 @@ pub fn verify_chain<'a>(
     verifier.finish(None)
 }
 
-/// Something that happened to a project rather than to one of its requests (its policy or a
-/// group of approvers changed), logged in the same chain as the request events. Stored with
+/// Something that happened to a project rather than to one of its requests (its policy, a group
+/// of approvers, a key, a person, a webhook or a channel connection changed), logged in the same chain as the request events. Stored with
 /// `request_kind` [`ProjectEvent::REQUEST_KIND`] and an empty `call_id`; it routes nowhere.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProjectEvent {
@@ -580,17 +580,68 @@ pub enum ProjectEventBody {
     PolicySet { text: String, sha256: String, rules: Vec<String> },
     /// A group of approvers was created or its members changed: who is in it now.
     GroupChanged { group: String, members: Vec<String>, added: Vec<String>, removed: Vec<String> },
+    /// An API key was created: its prefix (never the secret), name, scopes and owner.
+    KeyCreated { key: String, name: Option<String>, scopes: Vec<String>, owner: Option<String> },
+    /// An API key was revoked.
+    KeyRevoked { key: String },
+    /// A person was added to the project (created in it, or joined it) with this role.
+    PersonAdded { email: String, role: String },
+    /// A person left the project, or was disabled (`disabled`) and can no longer sign in.
+    PersonRemoved { email: String, disabled: bool },
+    /// A webhook endpoint was added: its id, URL and events.
+    WebhookAdded { endpoint: String, url: String, events: Vec<String> },
+    /// A webhook endpoint was removed.
+    WebhookRemoved { endpoint: String, url: String },
+    /// A webhook delivery was queued again by hand.
+    WebhookRedelivered { endpoint: String, delivery: String },
+    /// A channel connection (`slack`, `twilio`, `email`) was set; `detail` says what to, never a
+    /// secret.
+    ConnectionSet { channel: String, detail: String },
+    /// A channel connection was removed.
+    ConnectionRemoved { channel: String },
+    /// A test message was sent through a channel: to whom, and what came of it.
+    ConnectionTested { channel: String, target: String, outcome: String },
+}
+
+/// Who made an administrative change, and when: stamped on its [`ProjectEvent`]s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    /// As shown: a person's email, `key cs_AbC123` for an API key, `cli` for the command line.
+    pub by: String,
+    pub at: Timestamp,
+}
+
+impl Stamp {
+    /// `by`, now.
+    pub fn now(by: impl Into<String>) -> Self {
+        Self { by: by.into(), at: Timestamp::now() }
+    }
+
+    /// The event of `body` in `project_id`, stamped with who and when.
+    pub fn event(&self, project_id: &str, body: ProjectEventBody) -> ProjectEvent {
+        ProjectEvent { project_id: project_id.to_owned(), at: self.at, by: self.by.clone(), body }
+    }
 }
 
 impl ProjectEvent {
     /// The `request_kind` column of project events.
     pub const REQUEST_KIND: &'static str = "project";
 
-    /// The event's type, as stored (`policy_set`, `group_changed`).
+    /// The event's type, as stored (`policy_set`, `group_changed`, `key_created`, ...).
     pub fn kind_str(&self) -> &'static str {
         match self.body {
             ProjectEventBody::PolicySet { .. } => "policy_set",
             ProjectEventBody::GroupChanged { .. } => "group_changed",
+            ProjectEventBody::KeyCreated { .. } => "key_created",
+            ProjectEventBody::KeyRevoked { .. } => "key_revoked",
+            ProjectEventBody::PersonAdded { .. } => "person_added",
+            ProjectEventBody::PersonRemoved { .. } => "person_removed",
+            ProjectEventBody::WebhookAdded { .. } => "webhook_added",
+            ProjectEventBody::WebhookRemoved { .. } => "webhook_removed",
+            ProjectEventBody::WebhookRedelivered { .. } => "webhook_redelivered",
+            ProjectEventBody::ConnectionSet { .. } => "connection_set",
+            ProjectEventBody::ConnectionRemoved { .. } => "connection_removed",
+            ProjectEventBody::ConnectionTested { .. } => "connection_tested",
         }
     }
 
@@ -623,10 +674,27 @@ impl ProjectEvent {
             Policy(&'a ProjectEventBody),
             #[serde(rename = "group")]
             Group(&'a ProjectEventBody),
+            #[serde(rename = "key")]
+            Key(&'a ProjectEventBody),
+            #[serde(rename = "person")]
+            Person(&'a ProjectEventBody),
+            #[serde(rename = "webhook")]
+            Webhook(&'a ProjectEventBody),
+            #[serde(rename = "connection")]
+            Connection(&'a ProjectEventBody),
         }
+        use ProjectEventBody as B;
         let body = match &self.body {
-            b @ ProjectEventBody::PolicySet { .. } => Wrapped::Policy(b),
-            b @ ProjectEventBody::GroupChanged { .. } => Wrapped::Group(b),
+            b @ B::PolicySet { .. } => Wrapped::Policy(b),
+            b @ B::GroupChanged { .. } => Wrapped::Group(b),
+            b @ (B::KeyCreated { .. } | B::KeyRevoked { .. }) => Wrapped::Key(b),
+            b @ (B::PersonAdded { .. } | B::PersonRemoved { .. }) => Wrapped::Person(b),
+            b @ (B::WebhookAdded { .. } | B::WebhookRemoved { .. } | B::WebhookRedelivered { .. }) => {
+                Wrapped::Webhook(b)
+            }
+            b @ (B::ConnectionSet { .. } | B::ConnectionRemoved { .. } | B::ConnectionTested { .. }) => {
+                Wrapped::Connection(b)
+            }
         };
         let json = Json {
             kind: self.kind_str(),

@@ -11,6 +11,7 @@ pub mod invalid;
 pub mod json_depth;
 pub mod policy;
 pub mod project;
+pub mod redact;
 pub mod reply;
 pub mod request;
 pub mod route;

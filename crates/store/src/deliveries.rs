@@ -7,20 +7,22 @@ use crate::{Attempt, AttemptOutcome, Claimed, Delivery, StoreResult};
 use crate::{NewWebhookEndpoint, WebhookEndpoint};
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
+use countersign_core::event::Stamp;
 use countersign_core::route::Channel;
 use countersign_core::{Project, RequestKind, Timestamp};
 
 /// Webhook endpoints, the deliveries queued for them (routed from the event log), and email.
 #[async_trait]
 pub trait Deliveries: Send + Sync {
-    /// Adds a webhook endpoint.
-    async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint>;
+    /// Adds a webhook endpoint, logging `webhook_added` with who added it.
+    async fn add_webhook(&self, new: &NewWebhookEndpoint, stamp: &Stamp) -> StoreResult<WebhookEndpoint>;
     /// An active endpoint.
     async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
     /// Active endpoints, of one project or of all, oldest first.
     async fn webhooks(&self, project_id: Option<&str>) -> StoreResult<Vec<WebhookEndpoint>>;
-    /// Removes an endpoint; its pending deliveries are marked failed. Returns it, if it existed.
-    async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>>;
+    /// Removes an endpoint (logging `webhook_removed`); its pending deliveries are marked failed.
+    /// Returns it, if it existed.
+    async fn remove_webhook(&self, id: &str, stamp: &Stamp) -> StoreResult<Option<WebhookEndpoint>>;
     /// An endpoint's deliveries, newest first.
     async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>>;
     /// One delivery, of any channel.
@@ -41,7 +43,7 @@ pub trait Deliveries: Send + Sync {
     async fn finish_attempts(&self, attempts: &[(Claimed, AttemptOutcome)]) -> StoreResult<Vec<bool>>;
     /// Schedules a webhook delivery for another attempt now (whatever its status), unless its
     /// endpoint was removed.
-    async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>>;
+    async fn redeliver(&self, id: &str, stamp: &Stamp) -> StoreResult<Option<Delivery>>;
     /// When the next pending delivery of `channel` is due, if any.
     async fn next_delivery_due(&self, channel: Channel) -> StoreResult<Option<Timestamp>>;
 
@@ -80,11 +82,12 @@ macro_rules! impl_deliveries {
                 WebhookEndpoint,
             };
             use countersign_core::api_key::KeyHash;
+            use countersign_core::event::{ProjectEventBody, Stamp};
             use countersign_core::route::Channel;
             use countersign_core::{Project, RequestKind, Timestamp};
 
             mod hooks {
-                crate::webhooks::webhook_queries!(sqlx::Pool<$db>);
+                crate::webhooks::webhook_queries!(sqlx::Pool<$db>, <$db as sqlx::Database>::Connection);
             }
 
             mod mail {
@@ -97,8 +100,19 @@ macro_rules! impl_deliveries {
 
             #[async_trait::async_trait]
             impl Deliveries for $store {
-                async fn add_webhook(&self, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
-                    hooks::add(&self.pool, &self.keyring, new).await
+                async fn add_webhook(&self, new: &NewWebhookEndpoint, stamp: &Stamp) -> StoreResult<WebhookEndpoint> {
+                    let mut tx = self.begin_change().await?;
+                    let id = hooks::add(&mut tx, &self.keyring, new).await?;
+                    let body = ProjectEventBody::WebhookAdded {
+                        endpoint: id.clone(),
+                        url: new.url.clone(),
+                        events: new.events.iter().map(|e| e.as_str().to_owned()).collect(),
+                    };
+                    Self::log_change(&mut tx, &[stamp.event(&new.project_id, body)]).await?;
+                    tx.commit().await?;
+                    hooks::endpoint(&self.pool, &self.keyring, &id)
+                        .await?
+                        .ok_or_else(|| crate::StoreError::Internal(format!("webhook {id} vanished after insert")))
                 }
 
                 async fn webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
@@ -109,8 +123,15 @@ macro_rules! impl_deliveries {
                     hooks::list(&self.pool, &self.keyring, project_id).await
                 }
 
-                async fn remove_webhook(&self, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
-                    hooks::remove(&self.pool, &self.keyring, id).await
+                async fn remove_webhook(&self, id: &str, stamp: &Stamp) -> StoreResult<Option<WebhookEndpoint>> {
+                    let mut tx = self.begin_change().await?;
+                    let removed = hooks::remove(&mut tx, &self.keyring, id).await?;
+                    if let Some(e) = &removed {
+                        let body = ProjectEventBody::WebhookRemoved { endpoint: e.id.clone(), url: e.url.clone() };
+                        Self::log_change(&mut tx, &[stamp.event(&e.project_id, body)]).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(removed)
                 }
 
                 async fn deliveries(&self, endpoint_id: &str, limit: u32) -> StoreResult<Vec<Delivery>> {
@@ -139,8 +160,29 @@ macro_rules! impl_deliveries {
                     queue::finish(&self.$claims, attempts).await
                 }
 
-                async fn redeliver(&self, id: &str) -> StoreResult<Option<Delivery>> {
-                    queue::redeliver(&self.pool, id).await
+                async fn redeliver(&self, id: &str, stamp: &Stamp) -> StoreResult<Option<Delivery>> {
+                    let mut tx = self.begin_change().await?;
+                    let queued = sqlx::query(
+                        "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease = NULL, lease_until = NULL \
+                         WHERE id = $2 AND channel = 'webhook' \
+                         AND target IN (SELECT id FROM webhook_endpoints WHERE disabled_at IS NULL)",
+                    )
+                    .bind(stamp.at.as_micros())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if queued > 0 {
+                        let (project_id, target): (String, String) =
+                            sqlx::query_as("SELECT project_id, target FROM deliveries WHERE id = $1")
+                                .bind(id)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                        let body = ProjectEventBody::WebhookRedelivered { endpoint: target, delivery: id.to_owned() };
+                        Self::log_change(&mut tx, &[stamp.event(&project_id, body)]).await?;
+                    }
+                    tx.commit().await?;
+                    queue::delivery(&self.pool, id).await
                 }
 
                 async fn next_delivery_due(&self, channel: Channel) -> StoreResult<Option<Timestamp>> {

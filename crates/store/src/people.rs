@@ -5,6 +5,7 @@
 use crate::StoreResult;
 use async_trait::async_trait;
 use countersign_core::api_key::KeyHash;
+use countersign_core::event::Stamp;
 use countersign_core::session::SessionKind;
 use countersign_core::{Email, Project, Role, Timestamp, User};
 use std::collections::BTreeMap;
@@ -49,15 +50,23 @@ pub trait People: Send + Sync {
         role: Role,
         password_hash: Option<&str>,
         project_ids: &[String],
+        stamp: &Stamp,
     ) -> StoreResult<Option<User>>;
     /// People, of one project or of all, by email.
     async fn users(&self, project_name: Option<&str>) -> StoreResult<Vec<User>>;
-    /// Disables a person; returns them, or `None` if there is nobody with that email.
-    async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>>;
+    /// Disables a person (logged in each of their projects); returns them, or `None` if there is
+    /// nobody with that email.
+    async fn disable_user(&self, email: &Email, stamp: &Stamp) -> StoreResult<Option<User>>;
     /// Adds a person to the projects `add` and takes them out of `remove` (ids), in one
-    /// transaction; returns them as they are now, or `None` if there is nobody with that email.
-    async fn change_user_projects(&self, email: &Email, add: &[String], remove: &[String])
-    -> StoreResult<Option<User>>;
+    /// transaction, logged in each project that changed; returns them as they are now, or `None`
+    /// if there is nobody with that email.
+    async fn change_user_projects(
+        &self,
+        email: &Email,
+        add: &[String],
+        remove: &[String],
+        stamp: &Stamp,
+    ) -> StoreResult<Option<User>>;
 
     /// The person with this id (enabled or not).
     async fn user(&self, id: &str) -> StoreResult<Option<User>>;
@@ -128,7 +137,6 @@ pub(crate) const INSERT_USER: &str = "INSERT INTO users (id, email, role, passwo
 pub(crate) const INSERT_MEMBERSHIP: &str =
     "INSERT INTO user_projects (user_id, project_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub(crate) const DELETE_MEMBERSHIP: &str = "DELETE FROM user_projects WHERE user_id = $1 AND project_id = $2";
-pub(crate) const SELECT_USER_ID: &str = "SELECT id FROM users WHERE email = $1";
 pub(crate) const DISABLE_USER: &str = "UPDATE users SET disabled_at = $1 WHERE email = $2 AND disabled_at IS NULL";
 
 /// Joins users with their project names, keeping those of `project` (all when `None`).
@@ -158,6 +166,7 @@ macro_rules! impl_people {
             use crate::people::{self, UserRow};
             use crate::{Credentials, NewSession, People, Session, StoreError, StoreResult};
             use countersign_core::api_key::KeyHash;
+            use countersign_core::event::{ProjectEventBody, Stamp};
             use countersign_core::session::SessionKind;
             use countersign_core::{Email, Project, Role, Timestamp, User};
 
@@ -179,9 +188,10 @@ macro_rules! impl_people {
                     role: Role,
                     password_hash: Option<&str>,
                     project_ids: &[String],
+                    stamp: &Stamp,
                 ) -> StoreResult<Option<User>> {
                     let id = uuid::Uuid::now_v7().to_string();
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.begin_change().await?;
                     let inserted = sqlx::query(people::INSERT_USER)
                         .bind(&id)
                         .bind(email.as_str())
@@ -193,9 +203,16 @@ macro_rules! impl_people {
                     if inserted.rows_affected() == 0 {
                         return Ok(None);
                     }
+                    let mut events = Vec::new();
                     for project_id in project_ids {
                         sqlx::query(people::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+                        let body = ProjectEventBody::PersonAdded {
+                            email: email.as_str().to_owned(),
+                            role: role.as_str().into(),
+                        };
+                        events.push(stamp.event(project_id, body));
                     }
+                    Self::log_change(&mut tx, &events).await?;
                     tx.commit().await?;
                     Ok(self.users(None).await?.into_iter().find(|u| u.id == id))
                 }
@@ -207,12 +224,27 @@ macro_rules! impl_people {
                     Ok(people::assemble(rows, memberships, project_name))
                 }
 
-                async fn disable_user(&self, email: &Email) -> StoreResult<Option<User>> {
-                    sqlx::query(people::DISABLE_USER)
-                        .bind(Timestamp::now().as_micros())
+                async fn disable_user(&self, email: &Email, stamp: &Stamp) -> StoreResult<Option<User>> {
+                    let mut tx = self.begin_change().await?;
+                    let disabled = sqlx::query(people::DISABLE_USER)
+                        .bind(stamp.at.as_micros())
                         .bind(email.as_str())
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if disabled > 0 {
+                        let projects: Vec<(String,)> = sqlx::query_as(
+                            "SELECT m.project_id FROM user_projects m JOIN users u ON u.id = m.user_id \
+                             WHERE u.email = $1 ORDER BY m.project_id",
+                        )
+                        .bind(email.as_str())
+                        .fetch_all(&mut *tx)
                         .await?;
+                        let body = ProjectEventBody::PersonRemoved { email: email.as_str().to_owned(), disabled: true };
+                        let events: Vec<_> = projects.iter().map(|(p,)| stamp.event(p, body.clone())).collect();
+                        Self::log_change(&mut tx, &events).await?;
+                    }
+                    tx.commit().await?;
                     Ok(self.users(None).await?.into_iter().find(|u| u.email == email.as_str()))
                 }
 
@@ -221,19 +253,37 @@ macro_rules! impl_people {
                     email: &Email,
                     add: &[String],
                     remove: &[String],
+                    stamp: &Stamp,
                 ) -> StoreResult<Option<User>> {
-                    let mut tx = self.pool.begin().await?;
-                    let Some((id,)): Option<(String,)> =
-                        sqlx::query_as(people::SELECT_USER_ID).bind(email.as_str()).fetch_optional(&mut *tx).await?
+                    let mut tx = self.begin_change().await?;
+                    let Some((id, role)): Option<(String, String)> =
+                        sqlx::query_as("SELECT id, role FROM users WHERE email = $1")
+                            .bind(email.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?
                     else {
                         return Ok(None);
                     };
+                    let mut events = Vec::new();
                     for project_id in add {
-                        sqlx::query(people::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+                        let added =
+                            sqlx::query(people::INSERT_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+                        if added.rows_affected() > 0 {
+                            let body =
+                                ProjectEventBody::PersonAdded { email: email.as_str().to_owned(), role: role.clone() };
+                            events.push(stamp.event(project_id, body));
+                        }
                     }
                     for project_id in remove {
-                        sqlx::query(people::DELETE_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+                        let removed =
+                            sqlx::query(people::DELETE_MEMBERSHIP).bind(&id).bind(project_id).execute(&mut *tx).await?;
+                        if removed.rows_affected() > 0 {
+                            let body =
+                                ProjectEventBody::PersonRemoved { email: email.as_str().to_owned(), disabled: false };
+                            events.push(stamp.event(project_id, body));
+                        }
                     }
+                    Self::log_change(&mut tx, &events).await?;
                     tx.commit().await?;
                     self.user(&id).await
                 }

@@ -47,6 +47,8 @@ pub enum GroupChange {
 pub trait Policies: Send + Sync {
     /// A project's policy, if one was set.
     async fn policy(&self, project_id: &str) -> StoreResult<Option<StoredPolicy>>;
+    /// Logs a project event that changes nothing stored (a channel test), sealed in its chain.
+    async fn log_project_event(&self, event: &ProjectEvent) -> StoreResult<()>;
     /// Sets a project's policy (replacing the one before) and logs `event`, in one transaction;
     /// returns the stored policy.
     async fn set_policy(&self, source: &str, event: &ProjectEvent) -> StoreResult<StoredPolicy>;
@@ -198,6 +200,13 @@ macro_rules! impl_policies {
                         })
                     })
                     .transpose()
+                }
+
+                async fn log_project_event(&self, event: &ProjectEvent) -> StoreResult<()> {
+                    let mut tx = self.pool.begin_with($begin).await?;
+                    $log(&mut tx, event).await?;
+                    tx.commit().await?;
+                    Ok(())
                 }
 
                 async fn set_policy(&self, source: &str, event: &ProjectEvent) -> StoreResult<StoredPolicy> {

@@ -4,6 +4,7 @@
 use crate::StoreResult;
 use async_trait::async_trait;
 use countersign_core::api_key::{KeyHash, Scopes};
+use countersign_core::event::Stamp;
 use countersign_core::{Project, ProjectName, Timestamp};
 
 /// A stored API key (never the secret itself).
@@ -48,12 +49,13 @@ pub trait Projects: Send + Sync {
     /// The project with this id, if any.
     async fn project_by_id(&self, id: &str) -> StoreResult<Option<Project>>;
 
-    /// Stores a new API key.
-    async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord>;
+    /// Stores a new API key, logging `key_created` in its project's chain with who made it.
+    async fn insert_api_key(&self, key: NewApiKey, stamp: &Stamp) -> StoreResult<ApiKeyRecord>;
     /// Lists keys, of one project or of all, oldest first.
     async fn api_keys(&self, project_name: Option<&str>) -> StoreResult<Vec<ApiKeyRecord>>;
-    /// Revokes the key with this id or display prefix; returns it, or `None` if there is none.
-    async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Revokes the key with this id or display prefix (logging `key_revoked` when it was active);
+    /// returns it, or `None` if there is none.
+    async fn revoke_api_key(&self, id_or_prefix: &str, stamp: &Stamp) -> StoreResult<Option<ApiKeyRecord>>;
     /// The active (unrevoked) key with this hash and its project.
     async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>>;
     /// How many unrevoked keys exist across all projects.
@@ -75,6 +77,7 @@ macro_rules! impl_projects {
             use crate::row::{KeyRow, ProjectRow, select_keys};
             use crate::{ApiKeyRecord, NewApiKey, Projects, StoreError, StoreResult};
             use countersign_core::api_key::KeyHash;
+            use countersign_core::event::{ProjectEventBody, Stamp};
             use countersign_core::{Project, ProjectName, Timestamp};
 
             impl $store {
@@ -143,8 +146,9 @@ macro_rules! impl_projects {
                     Ok(row.map(Project::from))
                 }
 
-                async fn insert_api_key(&self, key: NewApiKey) -> StoreResult<ApiKeyRecord> {
+                async fn insert_api_key(&self, key: NewApiKey, stamp: &Stamp) -> StoreResult<ApiKeyRecord> {
                     let id = uuid::Uuid::now_v7().to_string();
+                    let mut tx = self.begin_change().await?;
                     sqlx::query(
                         "INSERT INTO api_keys (id, project_id, name, display_prefix, key_hash, created_at, scopes, \
                          owner) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -157,12 +161,20 @@ macro_rules! impl_projects {
                     .bind(Timestamp::now().as_micros())
                     .bind(key.scopes.to_text())
                     .bind(key.owner.as_deref())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                    let body = ProjectEventBody::KeyCreated {
+                        key: key.display_prefix.clone(),
+                        name: key.name.clone(),
+                        scopes: key.scopes.list().iter().map(|s| s.as_str().to_owned()).collect(),
+                        owner: key.owner.clone(),
+                    };
+                    Self::log_change(&mut tx, &[stamp.event(&key.project_id, body)]).await?;
                     let row: KeyRow = sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1"))
                         .bind(&id)
-                        .fetch_one(&self.pool)
+                        .fetch_one(&mut *tx)
                         .await?;
+                    tx.commit().await?;
                     Ok(row.into())
                 }
 
@@ -177,21 +189,29 @@ macro_rules! impl_projects {
                     Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
                 }
 
-                async fn revoke_api_key(&self, id_or_prefix: &str) -> StoreResult<Option<ApiKeyRecord>> {
-                    sqlx::query(
+                async fn revoke_api_key(&self, id_or_prefix: &str, stamp: &Stamp) -> StoreResult<Option<ApiKeyRecord>> {
+                    let mut tx = self.begin_change().await?;
+                    let revoked = sqlx::query(
                         "UPDATE api_keys SET revoked_at = $1 \
                          WHERE (id = $2 OR display_prefix = $2) AND revoked_at IS NULL",
                     )
-                    .bind(Timestamp::now().as_micros())
+                    .bind(stamp.at.as_micros())
                     .bind(id_or_prefix)
-                    .execute(&self.pool)
-                    .await?;
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                     let row: Option<KeyRow> =
                         sqlx::query_as(concat!(select_keys!(), " WHERE k.id = $1 OR k.display_prefix = $1"))
                             .bind(id_or_prefix)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&mut *tx)
                             .await?;
-                    Ok(row.map(ApiKeyRecord::from))
+                    let record = row.map(ApiKeyRecord::from);
+                    if let Some(key) = record.as_ref().filter(|_| revoked > 0) {
+                        let body = ProjectEventBody::KeyRevoked { key: key.display_prefix.clone() };
+                        Self::log_change(&mut tx, &[stamp.event(&key.project_id, body)]).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(record)
                 }
 
                 async fn authenticate(&self, hash: &KeyHash) -> StoreResult<Option<(ApiKeyRecord, Project)>> {

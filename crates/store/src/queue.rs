@@ -361,20 +361,6 @@ macro_rules! queue_queries {
                 })
                 .collect())
         }
-
-        /// Schedules a webhook delivery of an active endpoint for another attempt now.
-        pub(crate) async fn redeliver(pool: &$pool, id: &str) -> StoreResult<Option<Delivery>> {
-            sqlx::query(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease = NULL, lease_until = NULL \
-                 WHERE id = $2 AND channel = 'webhook' \
-                 AND target IN (SELECT id FROM webhook_endpoints WHERE disabled_at IS NULL)",
-            )
-            .bind(Timestamp::now().as_micros())
-            .bind(id)
-            .execute(pool)
-            .await?;
-            delivery(pool, id).await
-        }
     };
 }
 pub(crate) use queue_queries;

@@ -4,6 +4,7 @@
 
 use crate::StoreResult;
 use async_trait::async_trait;
+use countersign_core::event::Stamp;
 use countersign_core::{RequestKind, Timestamp};
 
 /// A project's connection to a Slack app. The token and secret are never shown back.
@@ -68,13 +69,13 @@ pub struct RequestClaim {
 #[async_trait]
 pub trait Slack: Send + Sync {
     /// Connects a project (replacing an earlier connection).
-    async fn set_slack_connection(&self, connection: &SlackConnection) -> StoreResult<()>;
+    async fn set_slack_connection(&self, connection: &SlackConnection, stamp: &Stamp) -> StoreResult<()>;
     /// A project's connection.
     async fn slack_connection(&self, project_id: &str) -> StoreResult<Option<SlackConnection>>;
     /// Every connection (an app's URL verification is checked against each signing secret).
     async fn slack_connections(&self) -> StoreResult<Vec<SlackConnection>>;
     /// Disconnects a project; `false` if it was not connected.
-    async fn remove_slack_connection(&self, project_id: &str) -> StoreResult<bool>;
+    async fn remove_slack_connection(&self, project_id: &str, stamp: &Stamp) -> StoreResult<bool>;
 
     /// Records a posted message (again: no change).
     async fn record_slack_message(&self, message: &SlackMessage) -> StoreResult<()>;
@@ -118,6 +119,7 @@ macro_rules! impl_slack {
         const _: () = {
             use crate::slack::{RequestClaim, Slack, SlackConnection, SlackMessage};
             use crate::{StoreError, StoreResult};
+            use countersign_core::event::{ProjectEventBody, Stamp};
             use countersign_core::{RequestKind, Timestamp};
             use sqlx::Row;
 
@@ -166,7 +168,8 @@ macro_rules! impl_slack {
 
             #[async_trait::async_trait]
             impl Slack for $store {
-                async fn set_slack_connection(&self, c: &SlackConnection) -> StoreResult<()> {
+                async fn set_slack_connection(&self, c: &SlackConnection, stamp: &Stamp) -> StoreResult<()> {
+                    let mut tx = self.begin_change().await?;
                     sqlx::query(
                         "INSERT INTO slack_connections (project_id, bot_token, signing_secret, default_channel, \
                          team_id, team_name, bot_user_id, require_known_users, connected_at) \
@@ -187,8 +190,11 @@ macro_rules! impl_slack {
                     .bind(&c.bot_user_id)
                     .bind(i64::from(c.require_known_users))
                     .bind(c.connected_at.as_micros())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                    let body = ProjectEventBody::ConnectionSet { channel: "slack".into(), detail: format!("workspace {}, default channel {}", c.team_name.as_deref().or(c.team_id.as_deref()).unwrap_or("?"), c.default_channel.as_deref().unwrap_or("none")) };
+                    Self::log_change(&mut tx, &[stamp.event(&c.project_id, body)]).await?;
+                    tx.commit().await?;
                     Ok(())
                 }
 
@@ -204,12 +210,19 @@ macro_rules! impl_slack {
                     rows.iter().map(|row| connection(&self.keyring, row)).collect()
                 }
 
-                async fn remove_slack_connection(&self, project_id: &str) -> StoreResult<bool> {
+                async fn remove_slack_connection(&self, project_id: &str, stamp: &Stamp) -> StoreResult<bool> {
+                    let mut tx = self.begin_change().await?;
                     let done = sqlx::query("DELETE FROM slack_connections WHERE project_id = $1")
                         .bind(project_id)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
-                    Ok(done.rows_affected() == 1)
+                    let removed = done.rows_affected() == 1;
+                    if removed {
+                        let body = ProjectEventBody::ConnectionRemoved { channel: "slack".into() };
+                        Self::log_change(&mut tx, &[stamp.event(project_id, body)]).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(removed)
                 }
 
                 async fn record_slack_message(&self, m: &SlackMessage) -> StoreResult<()> {

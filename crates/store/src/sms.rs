@@ -5,6 +5,7 @@
 
 use crate::StoreResult;
 use async_trait::async_trait;
+use countersign_core::event::Stamp;
 use countersign_core::{RequestKind, Timestamp};
 
 /// A project's connection to a Twilio account. The auth token is never shown back.
@@ -83,7 +84,7 @@ pub enum PhoneSet {
 #[async_trait]
 pub trait Sms: Send + Sync {
     /// Connects a project (replacing an earlier connection).
-    async fn set_twilio_connection(&self, connection: &TwilioConnection) -> StoreResult<()>;
+    async fn set_twilio_connection(&self, connection: &TwilioConnection, stamp: &Stamp) -> StoreResult<()>;
     /// A project's connection.
     async fn twilio_connection(&self, project_id: &str) -> StoreResult<Option<TwilioConnection>>;
     /// The connections that send from this number (SMS or WhatsApp sender), oldest first.
@@ -91,7 +92,7 @@ pub trait Sms: Send + Sync {
     /// Every project's connection, oldest first.
     async fn twilio_connections(&self) -> StoreResult<Vec<TwilioConnection>>;
     /// Disconnects a project; `false` if it was not connected.
-    async fn remove_twilio_connection(&self, project_id: &str) -> StoreResult<bool>;
+    async fn remove_twilio_connection(&self, project_id: &str, stamp: &Stamp) -> StoreResult<bool>;
 
     /// The code of a request for one number: the one it was given before, or a new one, unique
     /// among the codes of that number's pending requests (handed out in turn from a counter per
@@ -144,6 +145,7 @@ macro_rules! impl_sms {
         const _: () = {
             use crate::sms::{Medium, PhoneSet, Sms, SmsCode, TwilioConnection};
             use crate::{StoreError, StoreResult};
+            use countersign_core::event::{ProjectEventBody, Stamp};
             use countersign_core::{RequestKind, Timestamp};
             use sqlx::Row;
 
@@ -193,7 +195,8 @@ macro_rules! impl_sms {
 
             #[async_trait::async_trait]
             impl Sms for $store {
-                async fn set_twilio_connection(&self, c: &TwilioConnection) -> StoreResult<()> {
+                async fn set_twilio_connection(&self, c: &TwilioConnection, stamp: &Stamp) -> StoreResult<()> {
+                    let mut tx = self.begin_change().await?;
                     sqlx::query(
                         "INSERT INTO twilio_connections (project_id, account_sid, auth_token, from_number, \
                          whatsapp_from, connected_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (project_id) \
@@ -212,8 +215,19 @@ macro_rules! impl_sms {
                     .bind(&c.from)
                     .bind(&c.whatsapp_from)
                     .bind(c.connected_at.as_micros())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                    let body = ProjectEventBody::ConnectionSet {
+                        channel: "twilio".into(),
+                        detail: format!(
+                            "account {}, from {}{}",
+                            c.account_sid,
+                            c.from,
+                            c.whatsapp_from.as_deref().map(|w| format!(", WhatsApp from {w}")).unwrap_or_default()
+                        ),
+                    };
+                    Self::log_change(&mut tx, &[stamp.event(&c.project_id, body)]).await?;
+                    tx.commit().await?;
                     Ok(())
                 }
 
@@ -236,12 +250,19 @@ macro_rules! impl_sms {
                     rows.iter().map(|row| connection(&self.keyring, row)).collect()
                 }
 
-                async fn remove_twilio_connection(&self, project_id: &str) -> StoreResult<bool> {
+                async fn remove_twilio_connection(&self, project_id: &str, stamp: &Stamp) -> StoreResult<bool> {
+                    let mut tx = self.begin_change().await?;
                     let done = sqlx::query("DELETE FROM twilio_connections WHERE project_id = $1")
                         .bind(project_id)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
-                    Ok(done.rows_affected() == 1)
+                    let removed = done.rows_affected() == 1;
+                    if removed {
+                        let body = ProjectEventBody::ConnectionRemoved { channel: "twilio".into() };
+                        Self::log_change(&mut tx, &[stamp.event(project_id, body)]).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(removed)
                 }
 
                 async fn sms_code(

@@ -90,13 +90,14 @@ pub(crate) use endpoint_columns;
 
 /// Defines the webhook endpoint queries over one pool type.
 macro_rules! webhook_queries {
-    ($pool:ty) => {
+    ($pool:ty, $conn:ty) => {
         use crate::webhooks::{EndpointRow, NewWebhookEndpoint, WebhookEndpoint, endpoint_columns};
         use crate::StoreResult;
         use crate::secrets::Keyring;
         use countersign_core::Timestamp;
 
-        pub(super) async fn add(pool: &$pool, ring: &Keyring, new: &NewWebhookEndpoint) -> StoreResult<WebhookEndpoint> {
+        /// Inserts an endpoint in the caller's transaction; returns its id.
+        pub(super) async fn add(conn: &mut $conn, ring: &Keyring, new: &NewWebhookEndpoint) -> StoreResult<String> {
             let id = format!("wh_{}", uuid::Uuid::now_v7().simple());
             let events = crate::webhooks::events_text(&new.events);
             sqlx::query(
@@ -110,9 +111,9 @@ macro_rules! webhook_queries {
             .bind(new.format.as_str())
             .bind(ring.seal(&crate::secrets::place("webhook_endpoints", "secret", &id), &new.secret))
             .bind(Timestamp::now().as_micros())
-            .execute(pool)
+            .execute(&mut *conn)
             .await?;
-            Ok(endpoint(pool, ring, &id).await?.expect("just inserted"))
+            Ok(id)
         }
 
         pub(super) async fn endpoint(pool: &$pool, ring: &Keyring, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
@@ -139,22 +140,28 @@ macro_rules! webhook_queries {
             rows.into_iter().map(|r| r.open(ring)).collect()
         }
 
-        pub(super) async fn remove(pool: &$pool, ring: &Keyring, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
-            let found = endpoint(pool, ring, id).await?;
-            if found.is_some() {
-                let now = Timestamp::now().as_micros();
-                let mut tx = pool.begin().await?;
-                sqlx::query("UPDATE webhook_endpoints SET disabled_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
-                sqlx::query(
-                    "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, \
-                     last_error = 'the endpoint was removed' WHERE target = $1 AND channel = 'webhook' AND status = 'pending'",
-                )
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
-            }
-            Ok(found)
+        /// Removes an active endpoint in the caller's transaction (its pending deliveries fail);
+        /// returns it, if it was active.
+        pub(super) async fn remove(conn: &mut $conn, ring: &Keyring, id: &str) -> StoreResult<Option<WebhookEndpoint>> {
+            let row: Option<EndpointRow> = sqlx::query_as(concat!(
+                "SELECT ",
+                endpoint_columns!(),
+                " FROM webhook_endpoints WHERE id = $1 AND disabled_at IS NULL"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(found) = row.map(|r| r.open(ring)).transpose()? else { return Ok(None) };
+            let now = Timestamp::now().as_micros();
+            sqlx::query("UPDATE webhook_endpoints SET disabled_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *conn).await?;
+            sqlx::query(
+                "UPDATE deliveries SET status = 'failed', next_attempt_at = NULL, \
+                 last_error = 'the endpoint was removed' WHERE target = $1 AND channel = 'webhook' AND status = 'pending'",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+            Ok(Some(found))
         }
     };
 }

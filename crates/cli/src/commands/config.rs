@@ -48,31 +48,9 @@ pub(crate) async fn health(config: &Config, args: crate::cli::HealthArgs) -> any
 /// The configuration with its secrets masked: URL passwords, the metrics token, the master key.
 fn masked(config: &Config) -> Config {
     let mut shown = config.clone();
-    shown.database_url = Some(mask_password(&config.database_url()));
-    shown.smtp_url = config.smtp_url.as_deref().map(mask_password);
+    shown.database_url = Some(countersign_core::redact::mask_password(&config.database_url()));
+    shown.smtp_url = config.smtp_url.as_deref().map(countersign_core::redact::mask_password);
     shown.metrics_token = config.metrics_token.as_ref().map(|_| "***".to_owned());
     shown.master_key = config.master_key.as_ref().map(|_| "***".to_owned());
     shown
-}
-
-/// `scheme://user:***@host...` for `scheme://user:password@host...`; other text unchanged.
-pub(crate) fn mask_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_owned(),
-        },
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_in_urls_are_masked() {
-        assert_eq!(super::mask_password("postgres://cs:hunter2@db:5432/cs"), "postgres://cs:***@db:5432/cs");
-        assert_eq!(super::mask_password("smtp://relay:25"), "smtp://relay:25");
-        assert_eq!(super::mask_password("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-        assert_eq!(super::mask_password("smtps://apikey@smtp.example.com"), "smtps://apikey@smtp.example.com");
-    }
 }

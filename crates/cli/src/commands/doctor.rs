@@ -52,7 +52,7 @@ pub(crate) async fn run(config: &Config, args: crate::cli::DoctorArgs) -> anyhow
     let mut report = Report::default();
     config_check(config, &mut report);
     let url = config.database_url();
-    let shown = super::config::mask_password(&url);
+    let shown = countersign_core::redact::mask_password(&url);
     let inspected = match countersign_store::inspect(&url).await {
         Ok(found) => {
             database_check(&shown, &found, &mut report);
@@ -267,7 +267,7 @@ async fn smtp_check(config: &Config, report: &mut Report) {
         report.skip("smtp", "email is off (no smtp_url)");
         return;
     };
-    let shown = super::config::mask_password(url);
+    let shown = countersign_core::redact::mask_password(url);
     match countersign_server::channels::email::outbound::check_smtp(url).await {
         Ok(()) => report.ok("smtp", format!("{shown} answers NOOP")),
         Err(e) => report.fail(

@@ -11,6 +11,11 @@ use serde_json::json;
 /// Who the CLI records as having made a change.
 pub const CLI_ACTOR: &str = "cli";
 
+/// The CLI, now: the stamp of a change made on the command line.
+pub fn cli_stamp() -> countersign_core::event::Stamp {
+    countersign_core::event::Stamp::now(CLI_ACTOR)
+}
+
 pub async fn run(store: &dyn Store, cmd: GroupsCommand) -> anyhow::Result<()> {
     match cmd {
         GroupsCommand::Create { name, project, members } => {

@@ -1,5 +1,6 @@
 //! `countersign keys create|list|revoke`.
 
+use super::groups::cli_stamp;
 use crate::cli::KeysCommand;
 use anyhow::{Context, bail};
 use countersign_core::api_key::{Scope, Scopes};
@@ -39,7 +40,7 @@ pub async fn run(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
                 print_table(&keys);
             }
         }
-        KeysCommand::Revoke { key } => match store.revoke_api_key(&key).await? {
+        KeysCommand::Revoke { key } => match store.revoke_api_key(&key, &cli_stamp()).await? {
             Some(record) => println!(
                 "Revoked API key {} ({}) of project {:?}; servers refuse it within a second.",
                 record.display_prefix, record.id, record.project_name
@@ -67,14 +68,17 @@ pub async fn create_scoped(
     let project = store.ensure_project(&project_name).await.context("cannot create the project")?;
     let key = api_key::generate();
     store
-        .insert_api_key(NewApiKey {
-            project_id: project.id,
-            name,
-            display_prefix: key.display_prefix.clone(),
-            hash: key.hash,
-            scopes,
-            owner: owner.map(str::to_lowercase),
-        })
+        .insert_api_key(
+            NewApiKey {
+                project_id: project.id,
+                name,
+                display_prefix: key.display_prefix.clone(),
+                hash: key.hash,
+                scopes,
+                owner: owner.map(str::to_lowercase),
+            },
+            &cli_stamp(),
+        )
         .await
         .context("cannot store the key")?;
     Ok(key)

@@ -16,7 +16,7 @@ pub(crate) async fn run(config: &Config, args: MigrateArgs) -> anyhow::Result<()
         bail!("--to must be a PostgreSQL database (postgres://USER:PASSWORD@HOST/DB)");
     }
     anyhow::ensure!(db.is_file(), "there is no SQLite database at {}", db.display());
-    let to = super::config::mask_password(&args.to);
+    let to = countersign_core::redact::mask_password(&args.to);
     // Nothing may write to the source while it is copied.
     let _live = countersign_store::sqlite::backup::LiveLock::acquire(&db)?;
     // The source's key: the configured one, where the source's key file is.

@@ -47,8 +47,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let addr = server.local_addr();
     let base = config.public_base(addr);
     let base = base.as_str();
-    let email = config.smtp_url.as_deref().map_or_else(|| "off (no smtp_url)".to_owned(), super::config::mask_password);
-    tracing::info!(%addr, database = %super::config::mask_password(&config.database_url()), %email, "countersign {} ready", crate::cli::VERSION);
+    let email = config
+        .smtp_url
+        .as_deref()
+        .map_or_else(|| "off (no smtp_url)".to_owned(), countersign_core::redact::mask_password);
+    tracing::info!(%addr, database = %countersign_core::redact::mask_password(&config.database_url()), %email, "countersign {} ready", crate::cli::VERSION);
     // Before the listening line, which scripts wait for: by then this one has been read too.
     if let Some(metrics) = server.metrics_addr() {
         println!("Metrics on http://{metrics}/metrics");

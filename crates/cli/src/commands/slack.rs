@@ -1,5 +1,6 @@
 //! `countersign slack connect | status | disconnect | manifest`.
 
+use super::groups::cli_stamp;
 use crate::cli::SlackCommand;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
@@ -70,7 +71,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: SlackCommand) -> anyho
                 require_known_users,
                 connected_at: Timestamp::now(),
             };
-            store.set_slack_connection(&connection).await?;
+            store.set_slack_connection(&connection, &cli_stamp()).await?;
             let summary = summary(&found, &connection, Some(&who));
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -126,7 +127,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: SlackCommand) -> anyho
         }
         SlackCommand::Disconnect { project } => {
             let found = project_named(store, &project).await?;
-            if store.remove_slack_connection(&found.id).await? {
+            if store.remove_slack_connection(&found.id, &cli_stamp()).await? {
                 println!("{} is disconnected from Slack: its bot token and signing secret are deleted.", found.name);
             } else {
                 println!("{} was not connected to Slack.", found.name);

@@ -1,5 +1,6 @@
 //! `countersign twilio connect | status | disconnect`.
 
+use super::groups::cli_stamp;
 use crate::cli::TwilioCommand;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
@@ -70,7 +71,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: TwilioCommand) -> anyh
                 whatsapp_from,
                 connected_at: Timestamp::now(),
             };
-            store.set_twilio_connection(&connection).await?;
+            store.set_twilio_connection(&connection, &cli_stamp()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary(&found, &connection, &inbound))?);
             } else {
@@ -115,7 +116,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: TwilioCommand) -> anyh
         }
         TwilioCommand::Disconnect { project } => {
             let found = project_named(store, &project).await?;
-            if store.remove_twilio_connection(&found.id).await? {
+            if store.remove_twilio_connection(&found.id, &cli_stamp()).await? {
                 println!("{} is disconnected from Twilio: its auth token is deleted.", found.name);
             } else {
                 println!("{} was not connected to Twilio.", found.name);

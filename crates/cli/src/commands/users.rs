@@ -1,5 +1,6 @@
 //! `countersign users create|list|add-project|remove-project|disable|reset-password`.
 
+use super::groups::cli_stamp;
 use crate::cli::UsersCommand;
 use crate::config::Config;
 use anyhow::{Context, bail};
@@ -25,7 +26,9 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyho
             for name in &projects {
                 project_ids.push(store.ensure_project(&ProjectName::parse(name)?).await?.id);
             }
-            let Some(created) = store.create_user(&email, role, password_hash.as_deref(), &project_ids).await? else {
+            let Some(created) =
+                store.create_user(&email, role, password_hash.as_deref(), &project_ids, &cli_stamp()).await?
+            else {
                 bail!("a user with email {email} already exists; see `countersign users list`");
             };
             println!("Created {} {} in {}.", created.role.as_str(), created.email, created.projects.join(", "));
@@ -111,7 +114,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyho
             for name in &projects {
                 ids.push(store.ensure_project(&ProjectName::parse(name)?).await?.id);
             }
-            let Some(user) = store.change_user_projects(&email, &ids, &[]).await? else {
+            let Some(user) = store.change_user_projects(&email, &ids, &[], &cli_stamp()).await? else {
                 bail!("no user with email {email}; see `countersign users list`");
             };
             println!("{} is now in {}.", user.email, user.projects.join(", "));
@@ -129,13 +132,15 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyho
                 let project = store.project_by_name(name).await?.context("the project disappeared meanwhile")?;
                 ids.push(project.id);
             }
-            let user =
-                store.change_user_projects(&email, &[], &ids).await?.context("the user disappeared meanwhile")?;
+            let user = store
+                .change_user_projects(&email, &[], &ids, &cli_stamp())
+                .await?
+                .context("the user disappeared meanwhile")?;
             println!("{} is now in {}.", user.email, or_none(&user.projects));
         }
         UsersCommand::Disable { email } => {
             let email = Email::parse(&email)?;
-            match store.disable_user(&email).await? {
+            match store.disable_user(&email, &cli_stamp()).await? {
                 Some(user) => println!("Disabled {}.", user.email),
                 None => bail!("no user with email {email}; see `countersign users list`"),
             }

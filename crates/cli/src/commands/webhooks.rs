@@ -1,5 +1,6 @@
 //! `countersign webhooks add|list|remove|deliveries|attempts|redeliver`, on the database directly.
 
+use super::groups::cli_stamp;
 use crate::cli::WebhooksCommand;
 use anyhow::{Context, anyhow, bail};
 use countersign_core::route::{Channel, DeliveryStatus};
@@ -22,7 +23,7 @@ pub async fn run(store: &dyn Store, cmd: WebhooksCommand, allow_private: bool) -
             add(store, &url, &project, events, &format, json, allow_private).await
         }
         WebhooksCommand::List { project, json } => list(store, project.as_deref(), json).await,
-        WebhooksCommand::Remove { id } => match store.remove_webhook(&id).await? {
+        WebhooksCommand::Remove { id } => match store.remove_webhook(&id, &cli_stamp()).await? {
             Some(endpoint) => {
                 println!(
                     "Removed webhook endpoint {} ({}); its undelivered events are marked failed.",
@@ -53,7 +54,7 @@ async fn add(
     service::validate(url, events.as_deref(), Some(format), allow_private)?;
     let is_new = store.project_by_name(name.as_str()).await?.is_none();
     let project = store.ensure_project(&name).await.context("cannot create the project")?;
-    let endpoint = service::add(store, &project.id, url, events.as_deref(), Some(format), allow_private)
+    let endpoint = service::add(store, &project.id, url, events.as_deref(), Some(format), allow_private, &cli_stamp())
         .await
         .map_err(|e| api_error(&e))?;
     if json {
@@ -220,7 +221,7 @@ async fn redeliver(store: &dyn Store, delivery_id: &str, json: bool) -> anyhow::
     if store.webhook(endpoint).await?.is_none() {
         bail!("the endpoint {endpoint} of delivery {delivery_id} was removed; there is nowhere to send it");
     }
-    let delivery = store.redeliver(delivery_id).await?.context("the delivery vanished")?;
+    let delivery = store.redeliver(delivery_id, &cli_stamp()).await?.context("the delivery vanished")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&delivery_json(&delivery))?);
         return Ok(());

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "correct-horse-battery";
+pub(crate) const PASSWORD: &str = "correct-horse-battery";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
@@ -34,7 +34,7 @@ fn python() -> PathBuf {
 }
 
 /// A chromedriver process, killed on drop.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
     _profile: tempfile::TempDir,
@@ -47,7 +47,7 @@ impl Drop for Driver {
     }
 }
 
-async fn start_browser() -> (Driver, Client) {
+pub(crate) async fn start_browser() -> (Driver, Client) {
     let chromedriver =
         std::env::var("COUNTERSIGN_TEST_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
     assert!(
@@ -100,7 +100,7 @@ async fn start_browser() -> (Driver, Client) {
 }
 
 /// Waits until `script` (a JS expression) is truthy.
-async fn wait_for(browser: &Client, what: &str, script: &str) {
+pub(crate) async fn wait_for(browser: &Client, what: &str, script: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let value = browser.execute(&format!("return !!({script});"), vec![]).await.unwrap();
@@ -112,11 +112,11 @@ async fn wait_for(browser: &Client, what: &str, script: &str) {
     }
 }
 
-async fn js(browser: &Client, script: &str) -> Value {
+pub(crate) async fn js(browser: &Client, script: &str) -> Value {
     browser.execute(script, vec![]).await.unwrap()
 }
 
-async fn screenshot(browser: &Client, name: &str) -> PathBuf {
+pub(crate) async fn screenshot(browser: &Client, name: &str) -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
     let path = dir.join("screenshots").join(name);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

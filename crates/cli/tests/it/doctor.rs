@@ -86,28 +86,34 @@ async fn the_doctor_names_each_broken_part_with_its_fix() {
         let store = countersign_store::open(&database_url(dir.path()).await, keyring(dir.path())).await.unwrap();
         let project = store.project_by_name("ops").await.unwrap().unwrap().id;
         store
-            .set_slack_connection(&SlackConnection {
-                project_id: project.clone(),
-                bot_token: "xoxb-revoked".into(),
-                signing_secret: Some("s".into()),
-                default_channel: None,
-                team_id: None,
-                team_name: None,
-                bot_user_id: None,
-                require_known_users: false,
-                connected_at: Timestamp::now(),
-            })
+            .set_slack_connection(
+                &SlackConnection {
+                    project_id: project.clone(),
+                    bot_token: "xoxb-revoked".into(),
+                    signing_secret: Some("s".into()),
+                    default_channel: None,
+                    team_id: None,
+                    team_name: None,
+                    bot_user_id: None,
+                    require_known_users: false,
+                    connected_at: Timestamp::now(),
+                },
+                &countersign_core::event::Stamp::now("test"),
+            )
             .await
             .unwrap();
         store
-            .set_twilio_connection(&TwilioConnection {
-                project_id: project,
-                account_sid: "AC-good".into(),
-                auth_token: "a-stale-token".into(),
-                from: "+15550001111".into(),
-                whatsapp_from: None,
-                connected_at: Timestamp::now(),
-            })
+            .set_twilio_connection(
+                &TwilioConnection {
+                    project_id: project,
+                    account_sid: "AC-good".into(),
+                    auth_token: "a-stale-token".into(),
+                    from: "+15550001111".into(),
+                    whatsapp_from: None,
+                    connected_at: Timestamp::now(),
+                },
+                &countersign_core::event::Stamp::now("test"),
+            )
             .await
             .unwrap();
         store.close().await;

@@ -16,9 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// One message the SMTP server accepted.
 #[derive(Debug, Clone)]
-struct Mail {
-    rcpt: Vec<String>,
-    raw: String,
+pub(crate) struct Mail {
+    pub(crate) rcpt: Vec<String>,
+    pub(crate) raw: String,
 }
 
 impl Mail {
@@ -64,12 +64,12 @@ impl Mail {
 
 /// A minimal SMTP server: accepts everything, keeps every message.
 #[derive(Clone, Default)]
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
 impl SmtpSink {
-    async fn start() -> (Self, String) {
+    pub(crate) async fn start() -> (Self, String) {
         Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
     }
 
@@ -120,7 +120,7 @@ impl SmtpSink {
         (sink, url)
     }
 
-    async fn wait_for(&self, n: usize) -> Vec<Mail> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Mail> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let mails = self.mails.lock().unwrap().clone();

@@ -77,13 +77,16 @@ async fn an_endpoint_stored_with_a_private_address_is_never_reached() {
     {
         let endpoint = s
             .store
-            .add_webhook(&NewWebhookEndpoint {
-                project_id: project.id.clone(),
-                url: target,
-                events: vec![countersign_core::webhook::EventType::FunctionCallCreated],
-                format: countersign_core::webhook::Format::V1Beta2,
-                secret: countersign_core::webhook::generate_secret(),
-            })
+            .add_webhook(
+                &NewWebhookEndpoint {
+                    project_id: project.id.clone(),
+                    url: target,
+                    events: vec![countersign_core::webhook::EventType::FunctionCallCreated],
+                    format: countersign_core::webhook::Format::V1Beta2,
+                    secret: countersign_core::webhook::generate_secret(),
+                },
+                &countersign_core::event::Stamp::now("test"),
+            )
             .await
             .unwrap();
         ids.push(endpoint.id);

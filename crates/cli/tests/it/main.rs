@@ -1,6 +1,7 @@
 //! Integration tests: the real server on 127.0.0.1:0 over a real SQLite file, and the real
 //! `countersign` binary. One test binary (modules by area) to keep links fast.
 
+mod admin;
 mod api_errors;
 mod audit;
 mod backup;

@@ -19,38 +19,47 @@ const AUTH_TOKEN: &str = "c4ca4238a0b923820dcc509a6f75849b";
 async fn connect_everything(store: &dyn Store) -> String {
     let project = store.project_by_name("alpha").await.unwrap().unwrap().id;
     let endpoint = store
-        .add_webhook(&NewWebhookEndpoint {
-            project_id: project.clone(),
-            url: "https://hooks.example.com/in".into(),
-            events: vec![countersign_core::webhook::EventType::FunctionCallCompleted],
-            format: countersign_core::webhook::Format::parse("v1beta2").unwrap(),
-            secret: WEBHOOK_SECRET.into(),
-        })
+        .add_webhook(
+            &NewWebhookEndpoint {
+                project_id: project.clone(),
+                url: "https://hooks.example.com/in".into(),
+                events: vec![countersign_core::webhook::EventType::FunctionCallCompleted],
+                format: countersign_core::webhook::Format::parse("v1beta2").unwrap(),
+                secret: WEBHOOK_SECRET.into(),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
     store
-        .set_slack_connection(&SlackConnection {
-            project_id: project.clone(),
-            bot_token: BOT_TOKEN.into(),
-            signing_secret: Some(SIGNING_SECRET.into()),
-            default_channel: Some("C1".into()),
-            team_id: Some("T1".into()),
-            team_name: Some("acme".into()),
-            bot_user_id: Some("U1".into()),
-            require_known_users: false,
-            connected_at: Timestamp::now(),
-        })
+        .set_slack_connection(
+            &SlackConnection {
+                project_id: project.clone(),
+                bot_token: BOT_TOKEN.into(),
+                signing_secret: Some(SIGNING_SECRET.into()),
+                default_channel: Some("C1".into()),
+                team_id: Some("T1".into()),
+                team_name: Some("acme".into()),
+                bot_user_id: Some("U1".into()),
+                require_known_users: false,
+                connected_at: Timestamp::now(),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
     store
-        .set_twilio_connection(&TwilioConnection {
-            project_id: project,
-            account_sid: "AC0123".into(),
-            auth_token: AUTH_TOKEN.into(),
-            from: "+15550001111".into(),
-            whatsapp_from: None,
-            connected_at: Timestamp::now(),
-        })
+        .set_twilio_connection(
+            &TwilioConnection {
+                project_id: project,
+                account_sid: "AC0123".into(),
+                auth_token: AUTH_TOKEN.into(),
+                from: "+15550001111".into(),
+                whatsapp_from: None,
+                connected_at: Timestamp::now(),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
     endpoint.id

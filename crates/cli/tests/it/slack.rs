@@ -35,17 +35,20 @@ pub(crate) async fn slack_server(default_channel: Option<&str>) -> (TestServer, 
 pub(crate) async fn connect(s: &TestServer, project: &str, default_channel: Option<&str>, require_known_users: bool) {
     let project = s.store.project_by_name(project).await.unwrap().unwrap();
     s.store
-        .set_slack_connection(&SlackConnection {
-            project_id: project.id,
-            bot_token: TOKEN.into(),
-            signing_secret: Some(SECRET.into()),
-            default_channel: default_channel.map(str::to_owned),
-            team_id: Some("T0FAKE".into()),
-            team_name: Some("Fake Workspace".into()),
-            bot_user_id: Some("UBOT".into()),
-            require_known_users,
-            connected_at: Timestamp::now(),
-        })
+        .set_slack_connection(
+            &SlackConnection {
+                project_id: project.id,
+                bot_token: TOKEN.into(),
+                signing_secret: Some(SECRET.into()),
+                default_channel: default_channel.map(str::to_owned),
+                team_id: Some("T0FAKE".into()),
+                team_name: Some("Fake Workspace".into()),
+                bot_user_id: Some("UBOT".into()),
+                require_known_users,
+                connected_at: Timestamp::now(),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
 }
@@ -832,17 +835,20 @@ async fn each_project_verifies_clicks_on_its_requests_with_its_own_secret() {
     let (s, fake) = slack_server(None).await;
     let beta = s.store.project_by_name("beta").await.unwrap().unwrap();
     s.store
-        .set_slack_connection(&SlackConnection {
-            project_id: beta.id,
-            bot_token: "xoxb-beta".into(),
-            signing_secret: Some("beta-secret".into()),
-            default_channel: None,
-            team_id: Some("T0FAKE".into()),
-            team_name: None,
-            bot_user_id: None,
-            require_known_users: false,
-            connected_at: Timestamp::now(),
-        })
+        .set_slack_connection(
+            &SlackConnection {
+                project_id: beta.id,
+                bot_token: "xoxb-beta".into(),
+                signing_secret: Some("beta-secret".into()),
+                default_channel: None,
+                team_id: Some("T0FAKE".into()),
+                team_name: None,
+                bot_user_id: None,
+                require_known_users: false,
+                connected_at: Timestamp::now(),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
     s.post_as(&s.other_key, "/function_calls", slacked("b1", json!({"channel_or_user_id": "C0BETA"}))).await;

@@ -34,14 +34,17 @@ async fn twilio_server() -> (TestServer, FakeTwilio) {
     let s = TestServer::start_with(settings(&fake)).await;
     let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
     s.store
-        .set_twilio_connection(&TwilioConnection {
-            project_id: project.id,
-            account_sid: SID.into(),
-            auth_token: TOKEN.into(),
-            from: FROM.into(),
-            whatsapp_from: Some(WA_FROM.into()),
-            connected_at: Timestamp::now(),
-        })
+        .set_twilio_connection(
+            &TwilioConnection {
+                project_id: project.id,
+                account_sid: SID.into(),
+                auth_token: TOKEN.into(),
+                from: FROM.into(),
+                whatsapp_from: Some(WA_FROM.into()),
+                connected_at: Timestamp::now(),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
     (s, fake)

@@ -48,14 +48,17 @@ pub async fn create_owned_key(
     let project = store.ensure_project(&ProjectName::parse(project).unwrap()).await.unwrap();
     let key = api_key::generate();
     store
-        .insert_api_key(NewApiKey {
-            project_id: project.id,
-            name: None,
-            display_prefix: key.display_prefix,
-            hash: key.hash,
-            scopes,
-            owner: owner.map(str::to_owned),
-        })
+        .insert_api_key(
+            NewApiKey {
+                project_id: project.id,
+                name: None,
+                display_prefix: key.display_prefix,
+                hash: key.hash,
+                scopes,
+                owner: owner.map(str::to_owned),
+            },
+            &countersign_core::event::Stamp::now("test"),
+        )
         .await
         .unwrap();
     key.secret
@@ -149,13 +152,29 @@ impl TestServer {
 
     /// Creates an approver with this password in these projects (created if new); returns their id.
     pub async fn person(&self, email: &str, password: &str, projects: &[&str]) -> String {
+        self.person_as(countersign_core::Role::Approver, email, password, projects).await
+    }
+
+    /// Creates a person with this role and password in these projects (created if new); returns
+    /// their id.
+    pub async fn person_as(
+        &self,
+        role: countersign_core::Role,
+        email: &str,
+        password: &str,
+        projects: &[&str],
+    ) -> String {
         let mut ids = Vec::new();
         for name in projects {
             ids.push(self.store.ensure_project(&ProjectName::parse(name).unwrap()).await.unwrap().id);
         }
         let email = countersign_core::Email::parse(email).unwrap();
         let hash = countersign_core::user::hash_password(password).unwrap();
-        let user = self.store.create_user(&email, countersign_core::Role::Approver, Some(&hash), &ids).await.unwrap();
+        let user = self
+            .store
+            .create_user(&email, role, Some(&hash), &ids, &countersign_core::event::Stamp::now("test"))
+            .await
+            .unwrap();
         user.expect("a new email").id
     }
 

@@ -177,7 +177,12 @@ async fn a_one_time_link_sets_the_password_once() {
     let s = TestServer::start().await;
     let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
     let email = Email::parse("new@example.com").unwrap();
-    let user = s.store.create_user(&email, Role::Approver, None, &[project.id]).await.unwrap().unwrap();
+    let user = s
+        .store
+        .create_user(&email, Role::Approver, None, &[project.id], &countersign_core::event::Stamp::now("test"))
+        .await
+        .unwrap()
+        .unwrap();
     let secret = Secret::generate(PASSWORD_TOKEN_PREFIX);
     s.store
         .create_password_token(&user.id, &secret.hash, Timestamp::now().plus(Duration::from_secs(60)))
@@ -397,7 +402,11 @@ async fn an_open_stream_follows_project_changes_and_ends_when_the_person_is_disa
 
     let email = Email::parse("ada@example.com").unwrap();
     let beta = s.store.project_by_name("beta").await.unwrap().unwrap();
-    s.store.change_user_projects(&email, &[], &[beta.id]).await.unwrap().unwrap();
+    s.store
+        .change_user_projects(&email, &[], &[beta.id], &countersign_core::event::Stamp::now("test"))
+        .await
+        .unwrap()
+        .unwrap();
     s.post_as(&s.other_key, "/function_calls", approval("beta-2")).await;
     assert_eq!(
         events_within(&mut stream, Duration::from_millis(600)).await,
@@ -407,7 +416,7 @@ async fn an_open_stream_follows_project_changes_and_ends_when_the_person_is_disa
     s.post("/function_calls", approval("alpha-1")).await;
     assert_eq!(events_within(&mut stream, Duration::from_millis(600)).await, vec!["changed"]);
 
-    s.store.disable_user(&email).await.unwrap();
+    s.store.disable_user(&email, &countersign_core::event::Stamp::now("test")).await.unwrap();
     s.post("/function_calls", approval("alpha-2")).await;
     let ended = tokio::time::timeout(Duration::from_secs(2), async {
         while let Ok(Some(chunk)) = stream.chunk().await {
@@ -494,7 +503,10 @@ async fn questions_take_an_option_and_disabled_people_are_signed_out() {
     // An approval's actions do not apply to a question, and the other way round.
     s.post("/function_calls", approval("c1")).await;
     assert_eq!(ada.submit("/r/alpha/question/c1/answer", &[("text", "x")]).await.status, StatusCode::NOT_FOUND);
-    s.store.disable_user(&Email::parse("ada@example.com").unwrap()).await.unwrap();
+    s.store
+        .disable_user(&Email::parse("ada@example.com").unwrap(), &countersign_core::event::Stamp::now("test"))
+        .await
+        .unwrap();
     let after = ada.get("/").await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "a disabled person's session ends at once");
 }

@@ -53,7 +53,7 @@ impl TestServer {
             scopes: countersign_core::api_key::Scopes::all(),
             owner: None,
         };
-        store.insert_api_key(new_key).await.unwrap();
+        store.insert_api_key(new_key, &countersign_core::event::Stamp::now("test")).await.unwrap();
         let mut server =
             Self { dir, addr: "127.0.0.1:0".parse().unwrap(), key: key.secret, http: http(), stop: None, task: None };
         server.launch().await;

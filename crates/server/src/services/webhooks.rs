@@ -3,6 +3,7 @@
 
 use crate::error::{ApiError, ApiResult};
 use countersign_core::Invalid;
+use countersign_core::event::Stamp;
 use countersign_core::route::Channel;
 use countersign_core::webhook::{self, EventType, Format};
 use countersign_store::{Attempt, Delivery, NewWebhookEndpoint, Store, WebhookEndpoint};
@@ -63,7 +64,7 @@ pub fn refusal(url: &reqwest::Url) -> Option<String> {
 }
 
 /// Validates (see [`validate`]) and stores a new endpoint of a project; the result holds its
-/// secret (show it once).
+/// secret (show it once). The change is logged with `stamp`.
 pub async fn add(
     store: &dyn Store,
     project_id: &str,
@@ -71,6 +72,7 @@ pub async fn add(
     events: Option<&[String]>,
     format: Option<&str>,
     allow_private: bool,
+    stamp: &Stamp,
 ) -> ApiResult<WebhookEndpoint> {
     let checked = validate(url, events, format, allow_private)?;
     let new = NewWebhookEndpoint {
@@ -80,7 +82,7 @@ pub async fn add(
         format: checked.format,
         secret: webhook::generate_secret(),
     };
-    let endpoint = store.add_webhook(&new).await?;
+    let endpoint = store.add_webhook(&new, stamp).await?;
     tracing::info!(id = %endpoint.id, url = %endpoint.url, "webhook endpoint added");
     Ok(endpoint)
 }

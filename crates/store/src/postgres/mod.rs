@@ -104,6 +104,23 @@ pub async fn migrate_schema(url: &str) -> StoreResult<()> {
 }
 
 impl PostgresStore {
+    /// A write transaction for an administrative change and the events that log it.
+    pub(crate) async fn begin_change(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Postgres>> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// Logs an administrative change's events in its transaction (the leader's sealer seals them
+    /// after the commit).
+    pub(crate) async fn log_change(
+        conn: &mut sqlx::PgConnection,
+        events: &[countersign_core::event::ProjectEvent],
+    ) -> StoreResult<()> {
+        for event in events {
+            crate::events::log_project_event_postgres(conn, event).await?;
+        }
+        Ok(())
+    }
+
     /// Connects and brings the schema up to date. A database that cannot be reached is reported
     /// with its host, port and the cause.
     pub async fn open(url: &str, keyring: crate::secrets::Keyring) -> StoreResult<Self> {

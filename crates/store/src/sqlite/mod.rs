@@ -60,6 +60,22 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// A write transaction for an administrative change and the events that log it.
+    pub(crate) async fn begin_change(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Logs an administrative change's events in its transaction, sealed at once.
+    pub(crate) async fn log_change(
+        conn: &mut sqlx::SqliteConnection,
+        events: &[countersign_core::event::ProjectEvent],
+    ) -> StoreResult<()> {
+        for event in events {
+            crate::events::log_project_event_sqlite(conn, event).await?;
+        }
+        Ok(())
+    }
+
     /// Opens (creating if needed) the database file and brings its schema up to date; its
     /// secrets are sealed with `keyring`'s current key.
     pub async fn open(path: &Path, keyring: crate::secrets::Keyring) -> StoreResult<Self> {

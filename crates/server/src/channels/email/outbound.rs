@@ -216,3 +216,23 @@ pub async fn check_smtp(smtp_url: &str) -> Result<(), String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// Sends a short plain-text test email to `to` through the configured SMTP server (the admin
+/// pages' "send a test"). The error says what failed.
+pub async fn send_test(settings: &EmailSettings, to: &str, text: &str) -> Result<(), String> {
+    let smtp_url = settings.smtp_url.as_deref().ok_or("no SMTP server is configured (set smtp_url)")?;
+    let transport: AsyncSmtpTransport<Tokio1Executor> = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+        .map_err(|e| format!("smtp_url is not usable: {e}"))?
+        .timeout(Some(Duration::from_secs(10)))
+        .build();
+    let from = settings.from.clone().unwrap_or_else(|| "Countersign <countersign@localhost>".into());
+    let from: Mailbox = from.parse().map_err(|e| format!("email_from {from:?} is not an address: {e}"))?;
+    let to: Mailbox = to.parse().map_err(|e| format!("{to:?} is not an email address: {e}"))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject("Countersign test email")
+        .body(text.to_owned())
+        .map_err(|e| format!("cannot compose the email: {e}"))?;
+    transport.send(message).await.map(|_| ()).map_err(|e| e.to_string())
+}

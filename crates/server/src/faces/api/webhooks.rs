@@ -46,6 +46,7 @@ pub async fn add(
         body.events.as_deref(),
         body.format.as_deref(),
         state.settings.limits.allow_private_webhook_targets,
+        &caller.stamp(),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(service::endpoint_json(&endpoint, true))))
@@ -68,7 +69,7 @@ pub async fn remove(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     service::endpoint_of(state.store.as_ref(), &caller.project.id, &id).await?;
-    state.store.remove_webhook(&id).await?;
+    state.store.remove_webhook(&id, &caller.stamp()).await?;
     tracing::info!(%id, "webhook endpoint removed");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -119,7 +120,11 @@ pub async fn redeliver(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     service::delivery_of(state.store.as_ref(), &caller.project.id, &id).await?;
-    let d = state.store.redeliver(&id).await?.ok_or_else(|| ApiError::not_found("the delivery vanished"))?;
+    let d = state
+        .store
+        .redeliver(&id, &caller.stamp())
+        .await?
+        .ok_or_else(|| ApiError::not_found("the delivery vanished"))?;
     state.requests.wake_workers();
     tracing::info!(%id, "webhook redelivery requested");
     Ok(Json(service::delivery_json(&d)))

@@ -6,6 +6,7 @@
 //! form carries the session's CSRF token (the login form a cookie-bound one). Everything shown is
 //! scoped to the person's projects.
 
+mod admin;
 mod session;
 mod views;
 
@@ -54,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/set-password", get(set_password_form).post(set_password))
         .route("/assets/{file}", get(asset))
+        .merge(admin::routes())
 }
 
 /// A page, or an HTML error page with its status.
@@ -81,6 +83,7 @@ fn chrome(who: &WebSession, nav: &'static str, search: &str) -> Chrome {
         email: who.session.user.email.clone(),
         csrf: who.session.csrf_token.clone(),
         nav,
+        admin: who.session.user.role == countersign_core::Role::Admin,
         search: search.to_owned(),
     }
 }

@@ -53,8 +53,10 @@ impl Item {
 pub struct Chrome {
     pub email: String,
     pub csrf: String,
-    /// `inbox` or `history`.
+    /// `inbox`, `history` or `admin`.
     pub nav: &'static str,
+    /// The person may open the admin pages.
+    pub admin: bool,
     pub search: String,
 }
 
