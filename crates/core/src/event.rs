@@ -588,6 +588,8 @@ pub enum ProjectEventBody {
     PersonAdded { email: String, role: String },
     /// A person left the project, or was disabled (`disabled`) and can no longer sign in.
     PersonRemoved { email: String, disabled: bool },
+    /// A person's phone number (for SMS and WhatsApp) was set or, with `None`, removed.
+    PersonPhoneSet { email: String, phone: Option<String> },
     /// A webhook endpoint was added: its id, URL and events.
     WebhookAdded { endpoint: String, url: String, events: Vec<String> },
     /// A webhook endpoint was removed.
@@ -606,7 +608,7 @@ pub enum ProjectEventBody {
 /// Who made an administrative change, and when: stamped on its [`ProjectEvent`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
-    /// As shown: a person's email, `key cs_AbC123` for an API key, `cli` for the command line.
+    /// As shown: a person's email, `API key cs_AbC123`, `cli` for the command line.
     pub by: String,
     pub at: Timestamp,
 }
@@ -636,6 +638,7 @@ impl ProjectEvent {
             ProjectEventBody::KeyRevoked { .. } => "key_revoked",
             ProjectEventBody::PersonAdded { .. } => "person_added",
             ProjectEventBody::PersonRemoved { .. } => "person_removed",
+            ProjectEventBody::PersonPhoneSet { .. } => "person_phone_set",
             ProjectEventBody::WebhookAdded { .. } => "webhook_added",
             ProjectEventBody::WebhookRemoved { .. } => "webhook_removed",
             ProjectEventBody::WebhookRedelivered { .. } => "webhook_redelivered",
@@ -688,7 +691,7 @@ impl ProjectEvent {
             b @ B::PolicySet { .. } => Wrapped::Policy(b),
             b @ B::GroupChanged { .. } => Wrapped::Group(b),
             b @ (B::KeyCreated { .. } | B::KeyRevoked { .. }) => Wrapped::Key(b),
-            b @ (B::PersonAdded { .. } | B::PersonRemoved { .. }) => Wrapped::Person(b),
+            b @ (B::PersonAdded { .. } | B::PersonRemoved { .. } | B::PersonPhoneSet { .. }) => Wrapped::Person(b),
             b @ (B::WebhookAdded { .. } | B::WebhookRemoved { .. } | B::WebhookRedelivered { .. }) => {
                 Wrapped::Webhook(b)
             }

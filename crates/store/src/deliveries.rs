@@ -48,7 +48,7 @@ pub trait Deliveries: Send + Sync {
     async fn next_delivery_due(&self, channel: Channel) -> StoreResult<Option<Timestamp>>;
 
     /// Sets (or clears) a project's default email address; `false` if there is no such project.
-    async fn set_default_email(&self, project_id: &str, address: Option<&str>) -> StoreResult<bool>;
+    async fn set_default_email(&self, project_id: &str, address: Option<&str>, stamp: &Stamp) -> StoreResult<bool>;
     /// A project's default email address.
     async fn default_email(&self, project_id: &str) -> StoreResult<Option<String>>;
 
@@ -189,8 +189,29 @@ macro_rules! impl_deliveries {
                     queue::next_due(&self.pool, channel).await
                 }
 
-                async fn set_default_email(&self, project_id: &str, address: Option<&str>) -> StoreResult<bool> {
-                    mail::set_default_email(&self.pool, project_id, address).await
+                async fn set_default_email(
+                    &self,
+                    project_id: &str,
+                    address: Option<&str>,
+                    stamp: &Stamp,
+                ) -> StoreResult<bool> {
+                    let mut tx = self.begin_change().await?;
+                    let done = sqlx::query("UPDATE projects SET default_email = $1 WHERE id = $2")
+                        .bind(address)
+                        .bind(project_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let found = done.rows_affected() == 1;
+                    if found {
+                        let detail = match address {
+                            Some(a) => format!("default address {a}"),
+                            None => "no default address".to_owned(),
+                        };
+                        let body = ProjectEventBody::ConnectionSet { channel: "email".into(), detail };
+                        Self::log_change(&mut tx, &[stamp.event(project_id, body)]).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(found)
                 }
 
                 async fn default_email(&self, project_id: &str) -> StoreResult<Option<String>> {

@@ -6,19 +6,6 @@ macro_rules! email_queries {
     ($pool:ty) => {
         use crate::StoreResult;
 
-        pub(super) async fn set_default_email(
-            pool: &$pool,
-            project_id: &str,
-            address: Option<&str>,
-        ) -> StoreResult<bool> {
-            let done = sqlx::query("UPDATE projects SET default_email = $1 WHERE id = $2")
-                .bind(address)
-                .bind(project_id)
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        }
-
         pub(super) async fn default_email(pool: &$pool, project_id: &str) -> StoreResult<Option<String>> {
             let row: Option<(Option<String>,)> = sqlx::query_as("SELECT default_email FROM projects WHERE id = $1")
                 .bind(project_id)

@@ -132,7 +132,7 @@ pub trait Sms: Send + Sync {
     ) -> StoreResult<bool>;
 
     /// Sets (or with `None` clears) a person's phone number (E.164).
-    async fn set_user_phone(&self, email: &str, phone: Option<&str>) -> StoreResult<PhoneSet>;
+    async fn set_user_phone(&self, email: &str, phone: Option<&str>, stamp: &Stamp) -> StoreResult<PhoneSet>;
     /// The person (id and email) with this phone number, if enabled.
     async fn user_by_phone(&self, phone: &str) -> StoreResult<Option<(String, String)>>;
     /// A person's phone number.
@@ -432,13 +432,19 @@ macro_rules! impl_sms {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn set_user_phone(&self, email: &str, phone: Option<&str>) -> StoreResult<PhoneSet> {
+                async fn set_user_phone(
+                    &self,
+                    email: &str,
+                    phone: Option<&str>,
+                    stamp: &Stamp,
+                ) -> StoreResult<PhoneSet> {
+                    let mut tx = self.begin_change().await?;
                     if let Some(phone) = phone {
                         let other: Option<String> =
                             sqlx::query_scalar("SELECT email FROM users WHERE phone = $1 AND email <> $2")
                                 .bind(phone)
                                 .bind(email)
-                                .fetch_optional(&self.pool)
+                                .fetch_optional(&mut *tx)
                                 .await?;
                         if let Some(other) = other {
                             return Ok(PhoneSet::Taken(other));
@@ -447,9 +453,24 @@ macro_rules! impl_sms {
                     let done = sqlx::query("UPDATE users SET phone = $1 WHERE email = $2")
                         .bind(phone)
                         .bind(email)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
-                    Ok(if done.rows_affected() == 1 { PhoneSet::Done } else { PhoneSet::NoSuchPerson })
+                    if done.rows_affected() != 1 {
+                        return Ok(PhoneSet::NoSuchPerson);
+                    }
+                    let projects: Vec<(String,)> = sqlx::query_as(
+                        "SELECT m.project_id FROM user_projects m JOIN users u ON u.id = m.user_id \
+                         WHERE u.email = $1 ORDER BY m.project_id",
+                    )
+                    .bind(email)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let body =
+                        ProjectEventBody::PersonPhoneSet { email: email.to_owned(), phone: phone.map(str::to_owned) };
+                    let events: Vec<_> = projects.iter().map(|(p,)| stamp.event(p, body.clone())).collect();
+                    Self::log_change(&mut tx, &events).await?;
+                    tx.commit().await?;
+                    Ok(PhoneSet::Done)
                 }
 
                 async fn user_by_phone(&self, phone: &str) -> StoreResult<Option<(String, String)>> {

@@ -13,7 +13,9 @@ pub async fn run(store: &dyn Store, cmd: ProjectsCommand) -> anyhow::Result<()> 
             let found = project_named(store, &project).await?;
             if clear || address.is_some() {
                 let address = address.as_deref().map(Email::parse).transpose()?;
-                store.set_default_email(&found.id, address.as_ref().map(Email::as_str)).await?;
+                store
+                    .set_default_email(&found.id, address.as_ref().map(Email::as_str), &super::groups::cli_stamp())
+                    .await?;
             }
             let current = store.default_email(&found.id).await?;
             if json {

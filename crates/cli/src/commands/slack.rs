@@ -5,8 +5,9 @@ use crate::cli::SlackCommand;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use anyhow::{Context, bail};
-use countersign_core::{Project, Timestamp};
+use countersign_core::Project;
 use countersign_server::channels::slack::SlackApi;
+use countersign_server::services::connections::{SlackCredentials, connect_slack};
 use countersign_store::{SlackConnection, Store};
 use serde_json::{Value, json};
 use std::io::BufRead;
@@ -44,34 +45,10 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: SlackCommand) -> anyho
                 (_, true) => Some(read_line("signing secret")?),
                 (secret, false) => secret.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()),
             };
-            if !bot_token.starts_with("xoxb-") {
-                bail!(Failure::new(
-                    Exit::Usage,
-                    "the bot token starts with xoxb- (OAuth & Permissions → Bot User OAuth Token)"
-                ));
-            }
-            let who = api.call("auth.test", &bot_token, &json!({})).await.map_err(|e| {
-                Failure::new(
-                    Exit::Other,
-                    format!(
-                        "Slack refused the bot token ({e}); check it, and that slack_api_base ({}) is right",
-                        api.base()
-                    ),
-                )
-            })?;
+            let given = SlackCredentials { bot_token, signing_secret, default_channel, require_known_users };
+            let (connection, who) =
+                connect_slack(store, &api, &found.id, given, &cli_stamp()).await.map_err(refused)?;
             let text = |key: &str| who.get(key).and_then(Value::as_str).map(str::to_owned);
-            let connection = SlackConnection {
-                project_id: found.id.clone(),
-                bot_token,
-                signing_secret,
-                default_channel: default_channel.map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()),
-                team_id: text("team_id"),
-                team_name: text("team"),
-                bot_user_id: text("user_id"),
-                require_known_users,
-                connected_at: Timestamp::now(),
-            };
-            store.set_slack_connection(&connection, &cli_stamp()).await?;
             let summary = summary(&found, &connection, Some(&who));
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
@@ -224,4 +201,14 @@ pub fn manifest(public_url: Option<&str>, compact: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A refused connection as the CLI's failure: bad input is a usage error.
+pub(crate) fn refused(refused: countersign_server::services::connections::Refused) -> anyhow::Error {
+    use countersign_server::services::connections::Refused;
+    match refused {
+        Refused::Invalid(m) => Failure::new(Exit::Usage, m).into(),
+        Refused::Provider(m) => Failure::new(Exit::Other, m).into(),
+        Refused::Store(e) => anyhow::anyhow!(e.message().to_owned()),
+    }
 }

@@ -5,8 +5,9 @@ use crate::cli::TwilioCommand;
 use crate::config::Config;
 use crate::exit::{Exit, Failure};
 use anyhow::{Context, bail};
-use countersign_core::{Project, Timestamp};
-use countersign_server::channels::sms::{TwilioApi, e164};
+use countersign_core::Project;
+use countersign_server::channels::sms::TwilioApi;
+use countersign_server::services::connections::{TwilioCredentials, connect_twilio};
 use countersign_store::{Store, TwilioConnection};
 use serde_json::{Value, json};
 use std::io::BufRead;
@@ -31,47 +32,9 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: TwilioCommand) -> anyh
                     "give the auth token: --auth-token-stdin, COUNTERSIGN_TWILIO_AUTH_TOKEN, or --auth-token"
                 )),
             };
-            let account_sid = account_sid.trim().to_owned();
-            if !(account_sid.len() == 34
-                && account_sid.starts_with("AC")
-                && account_sid[2..].bytes().all(|b| b.is_ascii_hexdigit()))
-            {
-                bail!(Failure::new(
-                    Exit::Usage,
-                    "the account SID is AC followed by 32 hexadecimal digits (Twilio console → Account Info)"
-                ));
-            }
-            if auth_token.is_empty() {
-                bail!(Failure::new(Exit::Usage, "the auth token is empty"));
-            }
-            let number = |given: &str, flag: &str| {
-                e164(given).ok_or_else(|| {
-                    Failure::new(
-                        Exit::Usage,
-                        format!("{flag} {given:?} is not a number in international form: + and the country code, e.g. +15550001111"),
-                    )
-                })
-            };
-            let from = number(&from, "--from")?;
-            let whatsapp_from = whatsapp_from.as_deref().map(|w| number(w, "--whatsapp-from")).transpose()?;
-            api.check(&account_sid, &auth_token).await.map_err(|e| {
-                Failure::new(
-                    Exit::Other,
-                    format!(
-                        "Twilio refused the account SID and auth token ({e}); check them, and that twilio_api_base ({}) is right",
-                        api.base()
-                    ),
-                )
-            })?;
-            let connection = TwilioConnection {
-                project_id: found.id.clone(),
-                account_sid,
-                auth_token,
-                from,
-                whatsapp_from,
-                connected_at: Timestamp::now(),
-            };
-            store.set_twilio_connection(&connection, &cli_stamp()).await?;
+            let given = TwilioCredentials { account_sid, auth_token, from, whatsapp_from };
+            let connection =
+                connect_twilio(store, &api, &found.id, given, &cli_stamp()).await.map_err(super::slack::refused)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary(&found, &connection, &inbound))?);
             } else {

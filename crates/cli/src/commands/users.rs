@@ -90,7 +90,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: UsersCommand) -> anyho
                     return Ok(());
                 }
             };
-            match store.set_user_phone(email.as_str(), number.as_deref()).await? {
+            match store.set_user_phone(email.as_str(), number.as_deref(), &cli_stamp()).await? {
                 countersign_store::PhoneSet::Done => match &number {
                     Some(number) => {
                         println!("{email}'s phone number is {number}: their SMS and WhatsApp replies decide as them.")

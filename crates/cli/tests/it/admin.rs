@@ -43,6 +43,8 @@ async fn admin_session(s: &TestServer) -> Browser {
     s.person_as(Role::Admin, ADMIN, PASSWORD, &["alpha"]).await;
     let mut admin = Browser::new(s);
     assert_eq!(admin.login(ADMIN, PASSWORD).await.status, StatusCode::SEE_OTHER);
+    // The session's CSRF token, from a page's forms.
+    assert_eq!(admin.get("/admin").await.status, StatusCode::OK);
     admin
 }
 
@@ -227,6 +229,13 @@ async fn click(browser: &Client, css: &str) {
     browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).click().await.unwrap();
 }
 
+/// Clicks a link or a form's button and waits until the next page has loaded.
+async fn submit(browser: &Client, css: &str) {
+    js(browser, "window.__before = true; return null;").await;
+    click(browser, css).await;
+    wait_for(browser, "the next page", "!window.__before && document.readyState === 'complete'").await;
+}
+
 async fn fill(browser: &Client, css: &str, text: &str) {
     let field = browser.find(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"));
     field.clear().await.unwrap();
@@ -259,7 +268,6 @@ async fn an_admin_runs_a_project_from_chromium() {
     settings.email.smtp_url = Some(smtp_url);
     settings.email.from = Some("Countersign <approvals@example.com>".into());
     let s = TestServer::start_with(settings).await;
-    crate::slack::connect(&s, "alpha", Some("#approvals"), false).await;
     s.person_as(Role::Admin, ADMIN, PASSWORD, &["alpha"]).await;
     s.person("ada@example.com", PASSWORD, &["alpha"]).await;
     let (receiver, hook_url) = Receiver::start().await;
@@ -269,16 +277,16 @@ async fn an_admin_runs_a_project_from_chromium() {
     browser.goto(&format!("{base}/login")).await.unwrap();
     fill(&browser, "#email", ADMIN).await;
     fill(&browser, "#password", PASSWORD).await;
-    click(&browser, "#sign-in").await;
+    submit(&browser, "#sign-in").await;
     browser.wait().for_element(Locator::Css("#pending")).await.unwrap();
-    click(&browser, "header nav a[href='/admin']").await;
+    submit(&browser, "header nav a[href='/admin']").await;
     wait_for(&browser, "the projects", "document.querySelector('#projects')").await;
     assert!(text_of(&browser, "#projects").await.contains("alpha"));
     page_ok(&browser, "projects").await;
 
     // A new project: the admin is in it, and lands on its keys.
     fill(&browser, "#project-name", "gamma").await;
-    click(&browser, "#new-project button").await;
+    submit(&browser, "#new-project button").await;
     wait_for(&browser, "gamma's keys", "location.pathname === '/admin/p/gamma/keys'").await;
     browser.goto(&format!("{base}/admin/p/alpha/keys")).await.unwrap();
 
@@ -286,7 +294,7 @@ async fn an_admin_runs_a_project_from_chromium() {
     fill(&browser, "#key-name", "billing agent").await;
     click(&browser, "input[name=scope_decide]").await;
     fill(&browser, "#key-owner", "ada@example.com").await;
-    click(&browser, "#new-key button").await;
+    submit(&browser, "#new-key button").await;
     let secret =
         browser.wait().for_element(Locator::Css("#secret-value")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert!(secret.starts_with("cs_"));
@@ -304,20 +312,20 @@ async fn an_admin_runs_a_project_from_chromium() {
     assert_eq!(stored.scopes.to_text(), "agent,decide");
     assert_eq!(stored.owner.as_deref(), Some("ada@example.com"));
     let prefix = stored.display_prefix.clone();
-    click(&browser, &format!("#key-{prefix} button")).await;
+    submit(&browser, &format!("#key-{prefix} button")).await;
     wait_for(&browser, "revoked", &format!("document.querySelector('#key-{prefix}')?.textContent.includes('revoked')"))
         .await;
 
     // People and groups.
-    click(&browser, "nav.tabs a[href$='/people']").await;
+    submit(&browser, "nav.tabs a[href$='/people']").await;
     fill(&browser, "#person-email", "carol@example.com").await;
-    click(&browser, "#add-person button").await;
+    submit(&browser, "#add-person button").await;
     let link =
         browser.wait().for_element(Locator::Css("#link-value")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert!(link.starts_with(&format!("{base}/set-password?token=")), "{link}");
     fill(&browser, "#group-name", "finance").await;
     fill(&browser, "#group-members", "carol@example.com, ada@example.com").await;
-    click(&browser, "#new-group button").await;
+    submit(&browser, "#new-group button").await;
     wait_for(
         &browser,
         "the group",
@@ -327,9 +335,9 @@ async fn an_admin_runs_a_project_from_chromium() {
     page_ok(&browser, "people").await;
 
     // Webhooks: add one; a decision is delivered; the log shows it; redeliver sends it again.
-    click(&browser, "nav.tabs a[href$='/webhooks']").await;
+    submit(&browser, "nav.tabs a[href$='/webhooks']").await;
     fill(&browser, "#webhook-url", &hook_url).await;
-    click(&browser, "#add-webhook button").await;
+    submit(&browser, "#add-webhook button").await;
     let hook_secret =
         browser.wait().for_element(Locator::Css("#secret-value")).await.unwrap().prop("value").await.unwrap().unwrap();
     assert!(hook_secret.starts_with("whsec_"), "{hook_secret}");
@@ -338,22 +346,44 @@ async fn an_admin_runs_a_project_from_chromium() {
     assert!(status.is_success(), "{status}");
     let got = receiver.wait_for(1, Duration::from_secs(10)).await;
     assert!(got[0].verified(&hook_secret), "signed with the secret shown");
-    click(&browser, "#webhooks a[href*='/webhooks/wh_']").await;
+    submit(&browser, "#webhooks a[href*='/webhooks/wh_']").await;
     wait_for(&browser, "the delivery log", "document.querySelector('#deliveries tbody tr.delivery-delivered')").await;
     page_ok(&browser, "webhook-log").await;
-    click(&browser, "#deliveries tbody tr button").await;
+    submit(&browser, "#deliveries tbody tr button").await;
     assert!(text_of(&browser, "#notice").await.contains("queued again"));
     let got = receiver.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[0].id, got[1].id, "the same delivery again");
 
-    // Channels: a test email through the real SMTP path, a test post to the fake Slack.
-    click(&browser, "nav.tabs a[href$='/channels']").await;
-    click(&browser, "#channel-email button").await;
+    // Channels: Slack is connected here, its token checked with Slack first.
+    submit(&browser, "nav.tabs a[href$='/channels']").await;
+    fill(&browser, "#slack-token", "xoxp-a-user-token").await;
+    submit(&browser, "#slack-connect button").await;
+    assert!(text_of(&browser, "#error").await.contains("starts with xoxb-"));
+    fake.revoke_token("xoxb-revoked");
+    fill(&browser, "#slack-token", "xoxb-revoked").await;
+    submit(&browser, "#slack-connect button").await;
+    assert!(text_of(&browser, "#error").await.contains("Slack refused the bot token"));
+    let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
+    assert!(s.store.slack_connection(&project.id).await.unwrap().is_none());
+    fill(&browser, "#slack-token", crate::slack::TOKEN).await;
+    fill(&browser, "#slack-secret", crate::slack::SECRET).await;
+    fill(&browser, "#slack-channel", "#approvals").await;
+    submit(&browser, "#slack-connect button").await;
+    assert!(text_of(&browser, "#notice").await.contains("Connected to the Slack workspace"));
+    let connected = s.store.slack_connection(&project.id).await.unwrap().expect("connected");
+    assert_eq!(
+        (connected.bot_token.as_str(), connected.signing_secret.as_deref()),
+        (crate::slack::TOKEN, Some(crate::slack::SECRET))
+    );
+    let html = js(&browser, "return document.documentElement.outerHTML;").await;
+    assert!(!html.as_str().unwrap().contains(crate::slack::TOKEN), "the token is never shown back");
+    // A test email through the real SMTP path, a test post to the fake Slack.
+    submit(&browser, "#email-test button").await;
     assert!(text_of(&browser, "#notice").await.contains(&format!("Sent a test email to {ADMIN}")));
     let mails = sink.wait_for(1).await;
     assert_eq!(mails[0].rcpt, [ADMIN]);
     assert!(mails[0].raw.contains("Countersign test message for project alpha"), "{}", mails[0].raw);
-    click(&browser, "#channel-slack button").await;
+    submit(&browser, "#slack-test button").await;
     assert!(text_of(&browser, "#notice").await.contains("Posted a test message to #approvals"));
     let posts = fake.calls_to("chat.postMessage");
     let test =
@@ -363,21 +393,21 @@ async fn an_admin_runs_a_project_from_chromium() {
     page_ok(&browser, "channels").await;
 
     // Policy: an error is shown at its line; a valid one is saved; the test form runs it.
-    click(&browser, "nav.tabs a[href$='/policy']").await;
+    submit(&browser, "nav.tabs a[href$='/policy']").await;
     let bad = "[[rule]]\nname = \"small refunds\"\nmatch = { fn = \"refund*\" }\nwhen = \"args.amount <\"\naction = \"approve\"\n";
     fill(&browser, "#policy-text", bad).await;
-    click(&browser, "#policy-form button").await;
+    submit(&browser, "#policy-form button").await;
     let error = text_of(&browser, "#error").await;
     assert!(error.contains("Line 4"), "{error}");
     assert!(text_of(&browser, "#bad-line").await.contains("args.amount <"));
     page_ok(&browser, "policy-error").await;
     let good = "[[rule]]\nname = \"small refunds\"\nmatch = { fn = \"refund*\" }\nwhen = \"args.amount < 100\"\naction = \"approve\"\n";
     fill(&browser, "#policy-text", good).await;
-    click(&browser, "#policy-form button").await;
+    submit(&browser, "#policy-form button").await;
     assert!(text_of(&browser, "#notice").await.contains("Saved version 1"));
     fill(&browser, "#test-fn", "refund").await;
     fill(&browser, "#test-args", "{\"amount\": 20}").await;
-    click(&browser, "#policy-test button").await;
+    submit(&browser, "#policy-test button").await;
     let result = text_of(&browser, "#test-result").await;
     assert!(result.contains("small refunds") && result.contains("approve"), "{result}");
     page_ok(&browser, "policy").await;
@@ -391,7 +421,7 @@ async fn an_admin_runs_a_project_from_chromium() {
     assert_eq!(auto["status"]["approved"], true, "{auto}");
 
     // The audit log: everything above, by the admin; a filter; and the verify button.
-    click(&browser, "nav.tabs a[href$='/audit']").await;
+    submit(&browser, "nav.tabs a[href$='/audit']").await;
     let table = text_of(&browser, "#audit").await;
     for kind in [
         "key_created",
@@ -408,7 +438,7 @@ async fn an_admin_runs_a_project_from_chromium() {
         assert!(table.contains(kind), "{kind} in the log: {table}");
     }
     assert!(table.contains(ADMIN));
-    click(&browser, "#verify button").await;
+    submit(&browser, "#verify button").await;
     let verified = text_of(&browser, "#notice").await;
     assert!(verified.starts_with("Verified: all "), "{verified}");
     page_ok(&browser, "audit").await;
@@ -417,15 +447,106 @@ async fn an_admin_runs_a_project_from_chromium() {
     assert_eq!(rows, json!(["event-connection_tested", "event-connection_tested"]));
 
     // An approver in the same browser is refused.
-    click(&browser, ".logout button").await;
+    submit(&browser, ".logout button").await;
     browser.wait().for_element(Locator::Css("#email")).await.unwrap();
     fill(&browser, "#email", "ada@example.com").await;
     fill(&browser, "#password", PASSWORD).await;
-    click(&browser, "#sign-in").await;
+    submit(&browser, "#sign-in").await;
     browser.wait().for_element(Locator::Css("#pending")).await.unwrap();
     assert_eq!(js(&browser, "return document.querySelectorAll('a[href=\"/admin\"]').length;").await, json!(0));
     browser.goto(&format!("{base}/admin/p/alpha/keys")).await.unwrap();
     let body = text_of(&browser, "main, body").await;
     assert!(body.contains("Admins only"), "{body}");
     browser.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn channels_are_connected_tested_and_disconnected_from_the_admin_pages() {
+    use countersign_fakes::twilio::FakeTwilio;
+    const SID: &str = "AC0123456789abcdef0123456789abcdef";
+    const TOKEN: &str = "twilio-admin-token";
+    let fake = FakeTwilio::start().await;
+    let mut settings = crate::support::loopback_webhooks();
+    settings.twilio.api_base = fake.base();
+    let s = TestServer::start_with(settings).await;
+    let mut admin = admin_session(&s).await;
+    let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
+    let connect = |sid: &'static str, token: &'static str, from: &'static str| {
+        [("account_sid", sid), ("auth_token", token), ("from", from), ("whatsapp_from", "")]
+    };
+
+    // Bad input, then credentials Twilio refuses: nothing stored.
+    let page = admin.submit("/admin/p/alpha/channels/twilio/connect", &connect("AC123", TOKEN, "+15550001111")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert!(page.body.contains("account SID is AC followed by 32"), "{}", page.body);
+    let page = admin.submit("/admin/p/alpha/channels/twilio/connect", &connect(SID, TOKEN, "5550001111")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    fake.only_accept(SID, "another-token");
+    let page = admin.submit("/admin/p/alpha/channels/twilio/connect", &connect(SID, TOKEN, "+15550001111")).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert!(page.body.contains("Twilio refused the account SID and auth token"), "{}", page.body);
+    assert!(s.store.twilio_connection(&project.id).await.unwrap().is_none());
+    // Accepted: stored, and the token is never shown back.
+    fake.only_accept(SID, TOKEN);
+    let page = admin.submit("/admin/p/alpha/channels/twilio/connect", &connect(SID, TOKEN, "+1 555 000 1111")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains(TOKEN));
+    let stored = s.store.twilio_connection(&project.id).await.unwrap().expect("connected");
+    assert_eq!(
+        (stored.account_sid.as_str(), stored.auth_token.as_str(), stored.from.as_str()),
+        (SID, TOKEN, "+15550001111")
+    );
+
+    // The admin's own phone, then a test SMS to it.
+    let page = admin.submit(&format!("/admin/p/alpha/people/{ADMIN}/phone"), &[("phone", "not a number")]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    let page = admin.submit(&format!("/admin/p/alpha/people/{ADMIN}/phone"), &[("phone", "+15551230009")]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(s.store.user_phone(ADMIN).await.unwrap().as_deref(), Some("+15551230009"));
+    let page = admin.submit("/admin/p/alpha/channels/twilio/test", &[("to", "")]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("Sent a test SMS to +15551230009"), "{}", page.body);
+    let sent = fake.wait_for_sent(1, Duration::from_secs(10)).await;
+    assert_eq!((sent[0].to.as_str(), sent[0].from.as_str()), ("+15551230009", "+15550001111"));
+    assert_eq!(sent[0].auth_token.as_deref(), Some(TOKEN));
+    assert!(sent[0].body.contains("Countersign test message for project alpha"), "{}", sent[0].body);
+    // Email is off here: the test says so, and the failure is logged too.
+    let page = admin.submit("/admin/p/alpha/channels/email/test", &[("to", "")]).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+    assert!(page.body.contains("no SMTP server is configured"), "{}", page.body);
+    // The project's default email address.
+    let page = admin.submit("/admin/p/alpha/channels/email/connect", &[("address", "team@example.com")]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(s.store.default_email(&project.id).await.unwrap().as_deref(), Some("team@example.com"));
+    // Disconnected: the credentials are gone; twice is an error.
+    assert_eq!(admin.submit("/admin/p/alpha/channels/twilio/disconnect", &[]).await.status, StatusCode::OK);
+    assert!(s.store.twilio_connection(&project.id).await.unwrap().is_none());
+    assert_eq!(admin.submit("/admin/p/alpha/channels/twilio/disconnect", &[]).await.status, StatusCode::BAD_REQUEST);
+    let page = admin.submit("/admin/p/alpha/channels/twilio/test", &[("to", "+15551230009")]).await;
+    assert_eq!(page.status, StatusCode::BAD_GATEWAY);
+
+    let events = admin_events(&s, "alpha").await;
+    let mine: Vec<(&str, Value)> =
+        events.iter().filter(|(_, by, _)| by == ADMIN).map(|(k, _, e)| (k.as_str(), e["connection"].clone())).collect();
+    let kinds: Vec<&str> = mine.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [
+            "connection_set",
+            "person_phone_set",
+            "connection_tested",
+            "connection_tested",
+            "connection_set",
+            "connection_removed",
+            "connection_tested"
+        ]
+    );
+    assert_eq!(
+        mine[0].1,
+        json!({"channel": "twilio", "detail": "account AC0123456789abcdef0123456789abcdef, from +15550001111"})
+    );
+    assert_eq!(mine[2].1["outcome"], "sent");
+    assert!(mine[3].1["outcome"].as_str().unwrap().starts_with("failed: no SMTP server"), "{:?}", mine[3]);
+    assert_eq!(mine[4].1, json!({"channel": "email", "detail": "default address team@example.com"}));
+    assert!(!events.iter().any(|(_, _, e)| e.to_string().contains(TOKEN)), "no secret in the log");
 }

@@ -80,10 +80,12 @@ async fn five_events(s: &TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_is_a_chained_event_that_anyone_can_re_verify() {
     let s = TestServer::start().await;
+    // Keys are logged in their project's chain: the server's own, then this agent-only one.
+    let agent = create_scoped_key(s.store.as_ref(), "alpha", Scopes::of(&[Scope::Agent])).await;
     five_events(&s).await;
-    let log = sealed_log(&s, &s.key, 5).await;
+    let log = sealed_log(&s, &s.key, 7).await;
     let events = log["events"].as_array().unwrap();
-    assert_eq!(events.len(), 5, "{log}");
+    assert_eq!(events.len(), 7, "{log}");
     let mut prev = "0".repeat(64);
     let mut seen = Vec::new();
     for (i, e) in events.iter().enumerate() {
@@ -94,15 +96,21 @@ async fn every_change_is_a_chained_event_that_anyone_can_re_verify() {
         assert_eq!(e["hash"], chain_hash(seq, &prev, body).as_str(), "event {seq}: {body}");
         prev = e["hash"].as_str().unwrap().to_owned();
         let event: Value = serde_json::from_str(body).unwrap();
-        seen.push(format!("{} {}", event["type"].as_str().unwrap(), event["call_id"].as_str().unwrap()));
+        seen.push(format!("{} {}", event["type"].as_str().unwrap(), event["call_id"].as_str().unwrap_or("-")));
     }
-    assert_eq!(seen, ["created a1", "escalated a1", "decided a1", "created q1", "decided q1"]);
-    let decided: Value = serde_json::from_str(events[2]["event"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        seen,
+        ["key_created -", "key_created -", "created a1", "escalated a1", "decided a1", "created q1", "decided q1"]
+    );
+    let key: Value = serde_json::from_str(events[1]["event"].as_str().unwrap()).unwrap();
+    assert_eq!(key["key"]["scopes"], json!(["agent"]));
+    assert_eq!(key["key"]["key"], json!(&agent[..9]), "the prefix, never the secret");
+    let decided: Value = serde_json::from_str(events[4]["event"].as_str().unwrap()).unwrap();
     assert_eq!(decided["decision"], json!({"outcome": "rejected", "comment": "not today"}));
     assert_eq!(decided["actor"]["channel"], "api");
-    let created: Value = serde_json::from_str(events[0]["event"].as_str().unwrap()).unwrap();
+    let created: Value = serde_json::from_str(events[2]["event"].as_str().unwrap()).unwrap();
     assert_eq!(created["spec"], approval("a1")["spec"], "the spec as the agent sent it");
-    assert_eq!(log["head"], json!({"count": 5, "hash": prev}));
+    assert_eq!(log["head"], json!({"count": 7, "hash": prev}));
     assert_eq!(log["project"], "alpha");
 
     // Paging: after=2&limit=2 is events 3 and 4.
@@ -113,14 +121,14 @@ async fn every_change_is_a_chained_event_that_anyone_can_re_verify() {
     assert_error(&bad, StatusCode::BAD_REQUEST, "invalid_request", "limit");
 
     // A key of project beta sees only beta's chain; an agent-only key is refused.
-    let (status, theirs) = json(s.http.get(s.api("/audit")).bearer_auth(&s.other_key).send().await.unwrap()).await;
-    assert_eq!((status, theirs["events"].clone(), theirs["head"].clone()), (StatusCode::OK, json!([]), Value::Null));
-    assert_eq!(s.post_as(&s.other_key, "/function_calls", approval("b1")).await.0, StatusCode::OK);
     let theirs = sealed_log(&s, &s.other_key, 1).await;
+    assert_eq!(theirs["head"]["count"], 1, "beta's chain holds its own key only: {theirs}");
+    assert_eq!(s.post_as(&s.other_key, "/function_calls", approval("b1")).await.0, StatusCode::OK);
+    let theirs = sealed_log(&s, &s.other_key, 2).await;
     let bodies: Vec<&str> = theirs["events"].as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(bodies.len(), 1);
-    assert!(bodies[0].contains(r#""call_id":"b1""#) && !bodies[0].contains(r#""call_id":"a1""#), "{bodies:?}");
-    let agent = create_scoped_key(s.store.as_ref(), "alpha", Scopes::of(&[Scope::Agent])).await;
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies[0].contains(r#""type":"key_created""#), "{bodies:?}");
+    assert!(bodies[1].contains(r#""call_id":"b1""#) && !bodies[1].contains(r#""call_id":"a1""#), "{bodies:?}");
     let refused = json(s.http.get(s.api("/audit")).bearer_auth(&agent).send().await.unwrap()).await;
     assert_eq!(refused.0, StatusCode::FORBIDDEN, "{}", refused.1);
 
@@ -128,14 +136,14 @@ async fn every_change_is_a_chained_event_that_anyone_can_re_verify() {
     let out = cli(&s, &["audit", "verify"]).await;
     assert!(out.status.success(), "{out:?}");
     let stdout = text(&out.stdout);
-    assert!(stdout.contains(&format!("alpha: 5 events verified, head {prev}")), "{stdout}");
-    assert!(stdout.contains("beta: 1 events verified"), "{stdout}");
+    assert!(stdout.contains(&format!("alpha: 7 events verified, head {prev}")), "{stdout}");
+    assert!(stdout.contains("beta: 2 events verified"), "{stdout}");
     let out = cli(&s, &["audit", "export", "--project", "alpha", "--since", "1", "--jsonl"]).await;
     assert!(out.status.success(), "{out:?}");
     let lines: Vec<Value> = text(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 4);
+    assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["seq"], 2);
-    assert_eq!(lines[3]["hash"], prev.as_str());
+    assert_eq!(lines[5]["hash"], prev.as_str());
     assert_eq!(lines[0]["project"], "alpha");
     // Re-verified outside Countersign, with the README's few lines of Python.
     let out = cli(&s, &["audit", "export", "--project", "alpha", "--jsonl"]).await;
@@ -156,12 +164,12 @@ print(n, prev)
 "#;
     let python = Command::new("python3").arg("-c").arg(script).arg(&export).output().unwrap();
     assert!(python.status.success(), "{python:?}");
-    assert_eq!(text(&python.stdout).trim(), format!("5 {prev}"));
+    assert_eq!(text(&python.stdout).trim(), format!("7 {prev}"));
     let out = cli(&s, &["audit", "export", "--project", "beta"]).await;
     let all: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     let out = cli(&s, &["audit", "head", "--project", "alpha"]).await;
-    assert!(text(&out.stdout).lines().any(|l| l == format!("alpha 5 {prev}")), "{out:?}");
+    assert!(text(&out.stdout).lines().any(|l| l == format!("alpha 7 {prev}")), "{out:?}");
     let out = cli(&s, &["audit", "verify", "--project", "nosuch"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no project \"nosuch\""), "{out:?}");
@@ -179,7 +187,8 @@ async fn verify(s: &TestServer, extra: &[&str]) -> (Option<i32>, String) {
 async fn a_changed_removed_or_inserted_event_is_named_by_its_position() {
     let s = TestServer::start().await;
     five_events(&s).await;
-    let log = sealed_log(&s, &s.key, 5).await;
+    // Event 1 is the key's creation; then the five.
+    let log = sealed_log(&s, &s.key, 6).await;
     let alpha = s.store.project_by_name("alpha").await.unwrap().unwrap().id;
     let head = cli(&s, &["audit", "head", "--project", "alpha"]).await;
     let checkpoint = s.dir.path().join("alpha.checkpoint");
@@ -188,14 +197,14 @@ async fn a_changed_removed_or_inserted_event_is_named_by_its_position() {
     assert_eq!(verify(&s, &["--checkpoint", &checkpoint]).await.0, Some(0));
     let event = |seq: usize| log["events"][seq - 1].clone();
 
-    // Changed: event 3's comment rewritten.
-    let original = event(3)["event"].as_str().unwrap().replace('\'', "''");
+    // Changed: event 4's comment rewritten.
+    let original = event(4)["event"].as_str().unwrap().replace('\'', "''");
     let forged = original.replace("not today", "fine");
-    sql(&s, &format!("UPDATE events SET body = '{forged}' WHERE project_id = '{alpha}' AND seq = 3")).await;
+    sql(&s, &format!("UPDATE events SET body = '{forged}' WHERE project_id = '{alpha}' AND seq = 4")).await;
     let (code, said) = verify(&s, &[]).await;
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("event 3 was changed"), "{said}");
-    sql(&s, &format!("UPDATE events SET body = '{original}' WHERE project_id = '{alpha}' AND seq = 3")).await;
+    assert!(said.contains("event 4 was changed"), "{said}");
+    sql(&s, &format!("UPDATE events SET body = '{original}' WHERE project_id = '{alpha}' AND seq = 4")).await;
     assert_eq!(verify(&s, &[]).await.0, Some(0), "restored");
 
     // Removed: event 2 deleted, then the last one.
@@ -204,47 +213,47 @@ async fn a_changed_removed_or_inserted_event_is_named_by_its_position() {
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("event 2 is missing"), "{said}");
     sql(&s, &format!("UPDATE events SET project_id = '{alpha}' WHERE project_id = 'gone'")).await;
-    sql(&s, &format!("UPDATE events SET project_id = 'gone' WHERE project_id = '{alpha}' AND seq = 5")).await;
+    sql(&s, &format!("UPDATE events SET project_id = 'gone' WHERE project_id = '{alpha}' AND seq = 6")).await;
     let (code, said) = verify(&s, &[]).await;
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("event 5 is missing"), "{said}");
+    assert!(said.contains("event 6 is missing"), "{said}");
     sql(&s, &format!("UPDATE events SET project_id = '{alpha}' WHERE project_id = 'gone'")).await;
     assert_eq!(verify(&s, &[]).await.0, Some(0), "restored");
 
-    // Inserted: a sixth event forged with a correct hash (the algorithm is public) is still found:
-    // the head recorded when the chain was sealed is event 5.
-    let prev = event(5)["hash"].as_str().unwrap().to_owned();
+    // Inserted: a seventh event forged with a correct hash (the algorithm is public) is still
+    // found: the head recorded when the chain was sealed is event 6.
+    let prev = event(6)["hash"].as_str().unwrap().to_owned();
     let body = r#"{"type":"decided","request_kind":"function_call","project_id":"x","call_id":"a9","at_us":1}"#;
-    let hash = chain_hash(6, &prev, body);
+    let hash = chain_hash(7, &prev, body);
     sql(
         &s,
         &format!(
             "INSERT INTO events (project_id, request_kind, call_id, type, at, escalations, body, seq, prev_hash, hash, \
-             sealed_at, routed_at) VALUES ('{alpha}', 'function_call', 'a9', 'decided', 1, 0, '{body}', 6, '{prev}', \
+             sealed_at, routed_at) VALUES ('{alpha}', 'function_call', 'a9', 'decided', 1, 0, '{body}', 7, '{prev}', \
              '{hash}', 1, 1)"
         ),
     )
     .await;
     let (code, said) = verify(&s, &[]).await;
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("event 6"), "{said}");
-    sql(&s, &format!("DELETE FROM events WHERE project_id = '{alpha}' AND seq = 6")).await;
+    assert!(said.contains("event 7"), "{said}");
+    sql(&s, &format!("DELETE FROM events WHERE project_id = '{alpha}' AND seq = 7")).await;
 
     // Cut short consistently (the last event and the recorded head both rewound): only the
     // checkpoint kept elsewhere notices.
-    let four = event(4)["hash"].as_str().unwrap().to_owned();
-    sql(&s, &format!("UPDATE events SET project_id = 'gone' WHERE project_id = '{alpha}' AND seq = 5")).await;
-    sql(&s, &format!("UPDATE chain_heads SET seq = 4, hash = '{four}' WHERE project_id = '{alpha}'")).await;
+    let five = event(5)["hash"].as_str().unwrap().to_owned();
+    sql(&s, &format!("UPDATE events SET project_id = 'gone' WHERE project_id = '{alpha}' AND seq = 6")).await;
+    sql(&s, &format!("UPDATE chain_heads SET seq = 5, hash = '{five}' WHERE project_id = '{alpha}'")).await;
     assert_eq!(verify(&s, &[]).await.0, Some(0), "consistent without a checkpoint");
     let (code, said) = verify(&s, &["--checkpoint", &checkpoint]).await;
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("does not contain the checkpoint (5 events"), "{said}");
+    assert!(said.contains("does not contain the checkpoint (6 events"), "{said}");
     let (code, said) = {
         let out = cli(&s, &["audit", "verify", "--project", "alpha", "--json"]).await;
         (out.status.code(), text(&out.stdout))
     };
     assert_eq!(code, Some(0), "{said}");
-    assert_eq!(serde_json::from_str::<Value>(&said).unwrap()[0]["count"], 4);
+    assert_eq!(serde_json::from_str::<Value>(&said).unwrap()[0]["count"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

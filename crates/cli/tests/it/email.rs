@@ -447,7 +447,12 @@ async fn an_agent_on_the_python_sdk_proceeds_after_the_emailed_link_is_followed(
 async fn requests_without_a_channel_go_to_the_projects_default_email() {
     let (s, sink) = server_with_email().await;
     let project = s.store.project_by_name("alpha").await.unwrap().unwrap();
-    assert!(s.store.set_default_email(&project.id, Some("team@example.com")).await.unwrap());
+    assert!(
+        s.store
+            .set_default_email(&project.id, Some("team@example.com"), &countersign_core::event::Stamp::now("test"))
+            .await
+            .unwrap()
+    );
     s.post("/function_calls", approval("plain")).await;
     let slack = json!({"run_id": "r", "call_id": "slack", "spec": {"fn": "f", "kwargs": {}, "channel": {"slack": {"channel_or_user_id": "C1"}}}});
     s.post("/function_calls", slack).await;

@@ -175,7 +175,13 @@ async fn an_approver_decides_from_a_plain_phone_in_one_reply() {
 async fn a_decision_by_text_names_the_number_and_the_person_it_belongs_to() {
     let (s, fake) = twilio_server().await;
     s.person("ada@example.com", "a long passphrase", &["alpha"]).await;
-    assert_eq!(s.store.set_user_phone("ada@example.com", Some(ADA)).await.unwrap(), countersign_store::PhoneSet::Done);
+    assert_eq!(
+        s.store
+            .set_user_phone("ada@example.com", Some(ADA), &countersign_core::event::Stamp::now("test"))
+            .await
+            .unwrap(),
+        countersign_store::PhoneSet::Done
+    );
     s.post("/function_calls", texted("p1", ADA)).await;
     s.post("/function_calls", texted("p2", BOB)).await;
     let sent = fake.wait_for_sent(2, WAIT).await;

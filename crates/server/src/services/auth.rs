@@ -32,9 +32,9 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Who this key is in the audit log: `key cs_AbC123`, now.
+    /// Who this key is in the audit log: `API key cs_AbC123`, now.
     pub fn stamp(&self) -> countersign_core::event::Stamp {
-        countersign_core::event::Stamp::now(format!("key {}", self.key_prefix))
+        countersign_core::event::Stamp::now(format!("API key {}", self.key_prefix))
     }
 
     /// `Ok` when the key holds `scope`, else a 403 naming the missing scope.

@@ -45,7 +45,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/p/{project}/webhooks/{id}/remove", post(remove_webhook))
         .route("/admin/p/{project}/deliveries/{id}/redeliver", post(redeliver))
         .route("/admin/p/{project}/channels", get(channels))
-        .route("/admin/p/{project}/channels/{channel}/test", post(test_channel))
+        .route("/admin/p/{project}/channels/{channel}/{action}", post(channel_action))
         .route("/admin/p/{project}/policy", get(policy_page).post(set_policy))
         .route("/admin/p/{project}/policy/test", post(test_policy))
         .route("/admin/p/{project}/audit", get(audit_page))
@@ -349,10 +349,11 @@ async fn people_with(
 ) -> PageResult {
     let store = state.store.as_ref();
     let users = store.users(Some(&project.name)).await.map_err(store_error)?;
-    let rows = users
-        .iter()
-        .map(|u| PersonRow {
+    let mut rows = Vec::with_capacity(users.len());
+    for u in &users {
+        rows.push(PersonRow {
             email: u.email.clone(),
+            phone: store.user_phone(&u.email).await.map_err(store_error)?.unwrap_or_default(),
             role: u.role.as_str(),
             state: if u.disabled_at.is_some() {
                 "disabled"
@@ -363,8 +364,8 @@ async fn people_with(
             },
             enabled: u.disabled_at.is_none(),
             me: u.email == admin.email(),
-        })
-        .collect();
+        });
+    }
     let groups = store
         .groups(Some(&project.id))
         .await
@@ -440,13 +441,51 @@ async fn add_person(
     people_with(&state, &admin, &project, status, flash, link).await
 }
 
-/// `remove` takes a person out of the project; `disable` ends their account everywhere.
+#[derive(Deserialize)]
+struct PersonActionForm {
+    #[serde(default, rename = "_csrf")]
+    csrf: String,
+    /// The new phone number of `phone` (empty removes it).
+    #[serde(default)]
+    phone: String,
+}
+
+/// Sets (or, empty, removes) a person's phone number for SMS and WhatsApp.
+async fn set_phone(
+    store: &dyn Store,
+    admin: &AdminSession,
+    email: &Email,
+    given: &str,
+) -> Result<Result<String, String>, PageError> {
+    let phone = match given {
+        "" => None,
+        number => match crate::channels::sms::e164(number) {
+            Some(n) => Some(n),
+            None => {
+                return Ok(Err(format!(
+                    "{number:?} is not a phone number in international form: + and the country code, like +15550001111."
+                )));
+            }
+        },
+    };
+    Ok(match store.set_user_phone(email.as_str(), phone.as_deref(), &admin.stamp()).await.map_err(store_error)? {
+        countersign_store::PhoneSet::Done => Ok(match &phone {
+            Some(p) => format!("{email} gets texts at {p}."),
+            None => format!("{email} has no phone number now."),
+        }),
+        countersign_store::PhoneSet::Taken(other) => Err(format!("That number is {other}'s already.")),
+        countersign_store::PhoneSet::NoSuchPerson => Err(format!("There is no account {email}.")),
+    })
+}
+
+/// `remove` takes a person out of the project; `disable` ends their account everywhere; `phone`
+/// sets their phone number.
 async fn change_person(
     State(state): State<AppState>,
     admin: AdminSession,
     headers: HeaderMap,
     PagePath((project, email, action)): PagePath<(String, String, String)>,
-    PageForm(form): PageForm<CsrfOnly>,
+    PageForm(form): PageForm<PersonActionForm>,
 ) -> PageResult {
     admin.check(&form.csrf, &headers)?;
     let project = admin.project(&project)?;
@@ -457,7 +496,9 @@ async fn change_person(
     if !member {
         return Err(PageError::new(StatusCode::NOT_FOUND, "Not found", format!("{email} is not in {}", project.name)));
     }
-    let result = if email.as_str() == admin.email() {
+    let result = if action == "phone" {
+        set_phone(store, &admin, &email, form.phone.trim()).await?
+    } else if email.as_str() == admin.email() {
         Err("You cannot remove or disable yourself here; ask another admin.".to_owned())
     } else {
         match action.as_str() {
@@ -846,29 +887,152 @@ async fn channels_with(
 }
 
 #[derive(Deserialize)]
-struct TestForm {
+struct ChannelForm {
     #[serde(default, rename = "_csrf")]
     csrf: String,
-    /// An email address, a Slack channel, or a phone number.
+    /// A test's recipient: an email address, a Slack channel, or a phone number.
     #[serde(default)]
     to: String,
+    /// Email: the project's default address (empty removes it).
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    bot_token: String,
+    #[serde(default)]
+    signing_secret: String,
+    #[serde(default)]
+    default_channel: String,
+    require_known_users: Option<String>,
+    #[serde(default)]
+    account_sid: String,
+    #[serde(default)]
+    auth_token: String,
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    whatsapp_from: String,
+}
+
+/// `test`, `connect` or `disconnect` a channel of the project.
+async fn channel_action(
+    State(state): State<AppState>,
+    admin: AdminSession,
+    headers: HeaderMap,
+    PagePath((project, channel, action)): PagePath<(String, String, String)>,
+    PageForm(form): PageForm<ChannelForm>,
+) -> PageResult {
+    admin.check(&form.csrf, &headers)?;
+    let project = admin.project(&project)?;
+    match action.as_str() {
+        "test" => test_channel(&state, &admin, &project, &channel, form).await,
+        "connect" => connect_channel(&state, &admin, &project, &channel, form).await,
+        "disconnect" => {
+            let store = state.store.as_ref();
+            let removed = match channel.as_str() {
+                "slack" => store.remove_slack_connection(&project.id, &admin.stamp()).await,
+                "twilio" => store.remove_twilio_connection(&project.id, &admin.stamp()).await,
+                _ => return Err(PageError::new(StatusCode::NOT_FOUND, "Not found", "no such channel")),
+            }
+            .map_err(store_error)?;
+            let result = if removed {
+                tracing::info!(project = %project.name, channel, by = admin.email(), "channel disconnected");
+                Ok(format!("Disconnected {channel}: its credentials are deleted."))
+            } else {
+                Err(format!("{} was not connected to {channel}.", project.name))
+            };
+            let (status, flash) = flash(result);
+            channels_with(&state, &admin, &project, status, flash).await
+        }
+        _ => Err(PageError::new(StatusCode::NOT_FOUND, "Not found", "no such action")),
+    }
+}
+
+/// Connects Slack or Twilio (credentials checked with the provider first), or sets the
+/// project's default email address.
+async fn connect_channel(
+    state: &AppState,
+    admin: &AdminSession,
+    project: &Project,
+    channel: &str,
+    form: ChannelForm,
+) -> PageResult {
+    use crate::services::connections::{self, Refused, SlackCredentials, TwilioCredentials};
+    let store = state.store.as_ref();
+    let stamp = admin.stamp();
+    let result: Result<String, Refused> = match channel {
+        "email" => {
+            let address = match form.address.trim() {
+                "" => None,
+                a => match Email::parse(a) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        return channels_with(
+                            state,
+                            admin,
+                            project,
+                            StatusCode::BAD_REQUEST,
+                            Flash { notice: String::new(), error: e.to_string() },
+                        )
+                        .await;
+                    }
+                },
+            };
+            store
+                .set_default_email(&project.id, address.as_ref().map(Email::as_str), &stamp)
+                .await
+                .map_err(|e| Refused::Store(e.into()))
+                .map(|_| match &address {
+                    Some(a) => format!("Requests that name nobody are emailed to {a}."),
+                    None => "Requests that name nobody are no longer emailed.".to_owned(),
+                })
+        }
+        "slack" => {
+            let given = SlackCredentials {
+                bot_token: form.bot_token,
+                signing_secret: Some(form.signing_secret),
+                default_channel: Some(form.default_channel),
+                require_known_users: form.require_known_users.is_some(),
+            };
+            connections::connect_slack(store, &state.slack, &project.id, given, &stamp)
+                .await
+                .map(|(c, _)| format!("Connected to the Slack workspace {}.", c.team_name.as_deref().unwrap_or("?")))
+        }
+        "twilio" => {
+            let given = TwilioCredentials {
+                account_sid: form.account_sid,
+                auth_token: form.auth_token,
+                from: form.from,
+                whatsapp_from: Some(form.whatsapp_from),
+            };
+            connections::connect_twilio(store, &state.twilio, &project.id, given, &stamp)
+                .await
+                .map(|c| format!("Connected to the Twilio account {}.", c.account_sid))
+        }
+        _ => return Err(PageError::new(StatusCode::NOT_FOUND, "Not found", "no such channel")),
+    };
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(Refused::Invalid(_)) => StatusCode::BAD_REQUEST,
+        Err(Refused::Provider(_)) => StatusCode::BAD_GATEWAY,
+        Err(Refused::Store(e)) => e.status(),
+    };
+    let (_, flash) = flash(result.map_err(|e| e.message().to_owned()));
+    channels_with(state, admin, project, status, flash).await
 }
 
 /// Sends a test message through one of the project's channels, and says what came of it (the
 /// outcome is logged in the audit chain too).
 async fn test_channel(
-    State(state): State<AppState>,
-    admin: AdminSession,
-    headers: HeaderMap,
-    PagePath((project, channel)): PagePath<(String, String)>,
-    PageForm(form): PageForm<TestForm>,
+    state: &AppState,
+    admin: &AdminSession,
+    project: &Project,
+    channel: &str,
+    form: ChannelForm,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
     let store = state.store.as_ref();
     let to = form.to.trim().to_owned();
     let text = format!("Countersign test message for project {}, sent by {}.", project.name, admin.email());
-    let sent: Result<String, String> = match channel.as_str() {
+    let sent: Result<String, String> = match channel {
         "email" => {
             let to = if to.is_empty() { admin.email().to_owned() } else { to.clone() };
             crate::channels::email::outbound::send_test(&state.settings.email, &to, &text)
@@ -916,12 +1080,12 @@ async fn test_channel(
     let target = if to.is_empty() { "(default)".to_owned() } else { to };
     let event = admin
         .stamp()
-        .event(&project.id, ProjectEventBody::ConnectionTested { channel: channel.clone(), target, outcome });
+        .event(&project.id, ProjectEventBody::ConnectionTested { channel: channel.to_owned(), target, outcome });
     store.log_project_event(&event).await.map_err(store_error)?;
     tracing::info!(project = %project.name, channel, ok = sent.is_ok(), by = admin.email(), "channel test sent");
     let status = if sent.is_ok() { StatusCode::OK } else { StatusCode::BAD_GATEWAY };
     let (_, flash) = flash(sent);
-    channels_with(&state, &admin, &project, status, flash).await
+    channels_with(state, admin, project, status, flash).await
 }
 
 // ---- policy ---------------------------------------------------------------------------------

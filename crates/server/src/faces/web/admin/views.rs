@@ -59,6 +59,7 @@ pub struct KeysPage {
 
 pub struct PersonRow {
     pub email: String,
+    pub phone: String,
     pub role: &'static str,
     /// `active`, `invited` (no password yet) or `disabled`.
     pub state: &'static str,
@@ -214,7 +215,7 @@ const DETAIL_CHARS: usize = 400;
 
 impl AuditRow {
     /// The event types the filter offers.
-    pub const TYPES: [&'static str; 17] = [
+    pub const TYPES: [&'static str; 18] = [
         "created",
         "decided",
         "escalated",
@@ -226,6 +227,7 @@ impl AuditRow {
         "key_revoked",
         "person_added",
         "person_removed",
+        "person_phone_set",
         "webhook_added",
         "webhook_removed",
         "webhook_redelivered",
