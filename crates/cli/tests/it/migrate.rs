@@ -55,7 +55,7 @@ async fn a_sqlite_database_moves_to_postgres_with_keys_requests_audit_and_secret
     assert_eq!(report["tables"]["webhook_endpoints"], 1);
     let chains = report["chains"].as_array().unwrap();
     assert_eq!(chains.len(), 1);
-    assert_eq!(chains[0]["events"], 40, "30 creates and 10 decisions: {report:#}");
+    assert_eq!(chains[0]["events"], 42, "the key, the webhook, 30 creates and 10 decisions: {report:#}");
 
     // Into a database that now holds data: refused, nothing changed.
     let again = countersign(lite.path(), &["migrate", "--from", &from, "--to", &to]);
@@ -95,6 +95,6 @@ async fn a_sqlite_database_moves_to_postgres_with_keys_requests_audit_and_secret
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    assert_eq!(chains[0]["count"], 41, "the chain goes on after the copied events: {chains:#}");
+    assert_eq!(chains[0]["count"], 43, "the chain goes on after the copied events: {chains:#}");
     assert!(server.terminate().success());
 }
