@@ -96,10 +96,7 @@ fn group_event(project_id: &str, name: &str, members: &[String], added: &[String
 }
 
 fn check_name(name: &str) -> anyhow::Result<()> {
-    if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
-        bail!("group name {name:?}: use 1 to 100 letters, digits, '-', '_' or '.'");
-    }
-    Ok(())
+    Ok(countersign_core::policy::check_group_name(name)?)
 }
 
 /// The project's id, or an error saying how to find the right name.

@@ -72,6 +72,17 @@ pub const MAX_APPROVERS: u32 = 100;
 /// Longest wait a policy may set (`expire_after`, an escalation's `after`): 365 days.
 pub const MAX_WAIT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
+/// Checks a group's name: 1 to 100 letters, digits, `-`, `_` or `.`.
+pub fn check_group_name(name: &str) -> Result<(), crate::Invalid> {
+    if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_alphanumeric() || "-_.".contains(c)) {
+        return Err(crate::Invalid::new(
+            ".",
+            format!("group name {name:?}: use 1 to 100 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(())
+}
+
 /// A parsed policy: its rules in order, and the text they were read from.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {

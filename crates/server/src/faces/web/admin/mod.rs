@@ -580,12 +580,7 @@ async fn create_group(
     let store = state.store.as_ref();
     let result: Result<String, String> = async {
         let name = form.name.trim();
-        if name.is_empty()
-            || name.len() > 64
-            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err("A group's name is 1 to 64 letters, digits, '-' or '_'.".to_owned());
-        }
+        countersign_core::policy::check_group_name(name).map_err(|e| e.to_string())?;
         let emails: Vec<&str> = form.members.split([',', ' ', '\n']).map(str::trim).filter(|m| !m.is_empty()).collect();
         let mut members = members_of(store, &project, &emails).await?;
         members.sort();
