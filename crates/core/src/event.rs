@@ -580,6 +580,8 @@ pub enum ProjectEventBody {
     PolicySet { text: String, sha256: String, rules: Vec<String> },
     /// A group of approvers was created or its members changed: who is in it now.
     GroupChanged { group: String, members: Vec<String>, added: Vec<String>, removed: Vec<String> },
+    /// The project was created (by a person in the admin pages, who joined it).
+    ProjectCreated { name: String },
     /// An API key was created: its prefix (never the secret), name, scopes and owner.
     KeyCreated { key: String, name: Option<String>, scopes: Vec<String>, owner: Option<String> },
     /// An API key was revoked.
@@ -634,6 +636,7 @@ impl ProjectEvent {
         match self.body {
             ProjectEventBody::PolicySet { .. } => "policy_set",
             ProjectEventBody::GroupChanged { .. } => "group_changed",
+            ProjectEventBody::ProjectCreated { .. } => "project_created",
             ProjectEventBody::KeyCreated { .. } => "key_created",
             ProjectEventBody::KeyRevoked { .. } => "key_revoked",
             ProjectEventBody::PersonAdded { .. } => "person_added",
@@ -677,6 +680,8 @@ impl ProjectEvent {
             Policy(&'a ProjectEventBody),
             #[serde(rename = "group")]
             Group(&'a ProjectEventBody),
+            #[serde(rename = "project")]
+            Project(&'a ProjectEventBody),
             #[serde(rename = "key")]
             Key(&'a ProjectEventBody),
             #[serde(rename = "person")]
@@ -690,6 +695,7 @@ impl ProjectEvent {
         let body = match &self.body {
             b @ B::PolicySet { .. } => Wrapped::Policy(b),
             b @ B::GroupChanged { .. } => Wrapped::Group(b),
+            b @ B::ProjectCreated { .. } => Wrapped::Project(b),
             b @ (B::KeyCreated { .. } | B::KeyRevoked { .. }) => Wrapped::Key(b),
             b @ (B::PersonAdded { .. } | B::PersonRemoved { .. } | B::PersonPhoneSet { .. }) => Wrapped::Person(b),
             b @ (B::WebhookAdded { .. } | B::WebhookRemoved { .. } | B::WebhookRedelivered { .. }) => {

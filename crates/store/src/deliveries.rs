@@ -196,13 +196,22 @@ macro_rules! impl_deliveries {
                     stamp: &Stamp,
                 ) -> StoreResult<bool> {
                     let mut tx = self.begin_change().await?;
-                    let done = sqlx::query("UPDATE projects SET default_email = $1 WHERE id = $2")
-                        .bind(address)
-                        .bind(project_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    let found = done.rows_affected() == 1;
-                    if found {
+                    // Logged only when it changes.
+                    let done = sqlx::query(
+                        "UPDATE projects SET default_email = $1 WHERE id = $2 AND default_email IS DISTINCT FROM $1",
+                    )
+                    .bind(address)
+                    .bind(project_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let changed = done.rows_affected() == 1;
+                    let found = changed
+                        || sqlx::query("SELECT 1 FROM projects WHERE id = $1")
+                            .bind(project_id)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                            .is_some();
+                    if changed {
                         let detail = match address {
                             Some(a) => format!("default address {a}"),
                             None => "no default address".to_owned(),

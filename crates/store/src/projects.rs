@@ -44,6 +44,10 @@ pub trait Projects: Send + Sync {
     async fn ping(&self) -> StoreResult<()>;
     /// Returns the project with this name, creating it if needed.
     async fn ensure_project(&self, name: &ProjectName) -> StoreResult<Project>;
+    /// Creates a project with `member` (an email) in it as its first person, logging
+    /// `project_created` and `person_added`, in one transaction; `None` when the name is taken
+    /// (or there is no such person).
+    async fn create_project(&self, name: &ProjectName, member: &str, stamp: &Stamp) -> StoreResult<Option<Project>>;
     /// The project with this name, if any.
     async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>>;
     /// The project with this id, if any.
@@ -126,6 +130,44 @@ macro_rules! impl_projects {
                     self.project_by_name(name.as_str())
                         .await?
                         .ok_or_else(|| StoreError::Internal(format!("project {name} vanished after insert")))
+                }
+
+                async fn create_project(
+                    &self,
+                    name: &ProjectName,
+                    member: &str,
+                    stamp: &Stamp,
+                ) -> StoreResult<Option<Project>> {
+                    let mut tx = self.begin_change().await?;
+                    let Some((user_id, role)): Option<(String, String)> =
+                        sqlx::query_as("SELECT id, role FROM users WHERE email = $1")
+                            .bind(member)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    else {
+                        return Ok(None);
+                    };
+                    let id = uuid::Uuid::now_v7().to_string();
+                    let created = sqlx::query(
+                        "INSERT INTO projects (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+                    )
+                    .bind(&id)
+                    .bind(name.as_str())
+                    .bind(stamp.at.as_micros())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if created == 0 {
+                        return Ok(None);
+                    }
+                    sqlx::query(crate::people::INSERT_MEMBERSHIP).bind(&user_id).bind(&id).execute(&mut *tx).await?;
+                    let events = [
+                        stamp.event(&id, ProjectEventBody::ProjectCreated { name: name.as_str().to_owned() }),
+                        stamp.event(&id, ProjectEventBody::PersonAdded { email: member.to_owned(), role }),
+                    ];
+                    Self::log_change(&mut tx, &events).await?;
+                    tx.commit().await?;
+                    Ok(Some(Project { id, name: name.as_str().to_owned(), created_at: stamp.at }))
                 }
 
                 async fn project_by_name(&self, name: &str) -> StoreResult<Option<Project>> {

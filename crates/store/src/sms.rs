@@ -450,14 +450,23 @@ macro_rules! impl_sms {
                             return Ok(PhoneSet::Taken(other));
                         }
                     }
-                    let done = sqlx::query("UPDATE users SET phone = $1 WHERE email = $2")
+                    let Some((current,)): Option<(Option<String>,)> =
+                        sqlx::query_as("SELECT phone FROM users WHERE email = $1")
+                            .bind(email)
+                            .fetch_optional(&mut *tx)
+                            .await?
+                    else {
+                        return Ok(PhoneSet::NoSuchPerson);
+                    };
+                    if current.as_deref() == phone {
+                        // Nothing changes, and nothing is logged.
+                        return Ok(PhoneSet::Done);
+                    }
+                    sqlx::query("UPDATE users SET phone = $1 WHERE email = $2")
                         .bind(phone)
                         .bind(email)
                         .execute(&mut *tx)
                         .await?;
-                    if done.rows_affected() != 1 {
-                        return Ok(PhoneSet::NoSuchPerson);
-                    }
                     let projects: Vec<(String,)> = sqlx::query_as(
                         "SELECT m.project_id FROM user_projects m JOIN users u ON u.id = m.user_id \
                          WHERE u.email = $1 ORDER BY m.project_id",

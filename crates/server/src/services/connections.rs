@@ -10,6 +10,19 @@ use countersign_core::event::Stamp;
 use countersign_store::{SlackConnection, Store, TwilioConnection};
 use serde_json::{Value, json};
 
+/// The longest token, secret or account value accepted (Slack's and Twilio's are far shorter).
+pub const MAX_SECRET_CHARS: usize = 256;
+/// The longest Slack channel name or id (Slack's limit is 80).
+pub const MAX_CHANNEL_CHARS: usize = 80;
+
+/// Refuses a value longer than `max` characters, naming it.
+fn bounded(what: &str, value: &str, max: usize) -> Result<(), Refused> {
+    if value.chars().count() > max {
+        return Err(Refused::Invalid(format!("the {what} is longer than {max} characters")));
+    }
+    Ok(())
+}
+
 /// Why a connection was not made.
 #[derive(Debug)]
 pub enum Refused {
@@ -50,6 +63,9 @@ pub async fn connect_slack(
     stamp: &Stamp,
 ) -> Result<(SlackConnection, Value), Refused> {
     let bot_token = given.bot_token.trim().to_owned();
+    bounded("bot token", &bot_token, MAX_SECRET_CHARS)?;
+    bounded("signing secret", given.signing_secret.as_deref().unwrap_or_default(), MAX_SECRET_CHARS)?;
+    bounded("default channel", given.default_channel.as_deref().unwrap_or_default().trim(), MAX_CHANNEL_CHARS)?;
     if !bot_token.starts_with("xoxb-") {
         return Err(Refused::Invalid(
             "the bot token starts with xoxb- (OAuth & Permissions → Bot User OAuth Token)".into(),
@@ -107,6 +123,7 @@ pub async fn connect_twilio(
         ));
     }
     let auth_token = given.auth_token.trim().to_owned();
+    bounded("auth token", &auth_token, MAX_SECRET_CHARS)?;
     if auth_token.is_empty() {
         return Err(Refused::Invalid("the auth token is empty".into()));
     }

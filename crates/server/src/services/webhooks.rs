@@ -16,6 +16,9 @@ pub struct Checked {
     pub format: Format,
 }
 
+/// The longest webhook URL accepted, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+
 /// Checks an endpoint definition without storing anything (events default to the two
 /// `*.completed` ones, the format to `v1beta2`). Unless `allow_private` (the
 /// `limits.allow_private_webhook_targets` setting), a URL whose host is a loopback, private,
@@ -26,6 +29,9 @@ pub fn validate(
     format: Option<&str>,
     allow_private: bool,
 ) -> Result<Checked, Invalid> {
+    if url.len() > MAX_URL_BYTES {
+        return Err(Invalid::new("url", format!("the URL is {} bytes; the limit is {MAX_URL_BYTES}", url.len())));
+    }
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| Invalid::new("url", format!("{url:?} is not a URL: {e}")))
         .and_then(|u| match u.scheme() {

@@ -82,6 +82,12 @@ impl AdminSession {
         })
     }
 
+    /// The project a form posts to: the CSRF check first, then the admin's project by name.
+    fn posted(&self, name: &str, csrf: &str, headers: &HeaderMap) -> Result<Project, PageError> {
+        self.check(csrf, headers)?;
+        self.project(name)
+    }
+
     /// Who made a change, for the audit log: the admin's email, now.
     fn stamp(&self) -> Stamp {
         Stamp::now(self.0.session.user.email.clone())
@@ -89,6 +95,13 @@ impl AdminSession {
 
     fn email(&self) -> &str {
         &self.0.session.user.email
+    }
+
+    /// True when every project of `user` is one this admin administers: only then may the admin
+    /// change the account itself (disable it, set its phone, add it to a project), which would
+    /// otherwise reach into projects that are not theirs.
+    fn holds_all_of(&self, user: &countersign_core::User) -> bool {
+        user.projects.iter().all(|name| self.0.session.projects.iter().any(|p| &p.name == name))
     }
 
     /// Refuses a form whose CSRF token is not this session's.
@@ -171,12 +184,10 @@ async fn create_project(
     let store = state.store.as_ref();
     let result = async {
         let name = ProjectName::parse(form.name.trim()).map_err(|e| e.to_string())?;
-        if store.project_by_name(name.as_str()).await.map_err(|e| e.to_string())?.is_some() {
-            return Err(format!("a project named {name:?} exists already; ask one of its admins to add you"));
+        // One transaction: the project, the admin in it, and their events; a taken name fails.
+        if store.create_project(&name, admin.email(), &admin.stamp()).await.map_err(|e| e.to_string())?.is_none() {
+            return Err(format!("A project named {name:?} exists already; ask one of its admins to add you."));
         }
-        let project = store.ensure_project(&name).await.map_err(|e| e.to_string())?;
-        let email = Email::parse(admin.email()).map_err(|e| e.to_string())?;
-        store.change_user_projects(&email, &[project.id], &[], &admin.stamp()).await.map_err(|e| e.to_string())?;
         tracing::info!(project = %name, by = admin.email(), "project created in the admin pages");
         Ok(name.as_str().to_owned())
     }
@@ -184,7 +195,6 @@ async fn create_project(
     match result {
         Ok(name) => Ok(Redirect::to(&format!("/admin/p/{}/keys", segment(&name))).into_response()),
         Err(error) => {
-            // The session's projects are as they were: re-read nothing.
             projects_with(&state, &admin, StatusCode::BAD_REQUEST, Flash { notice: String::new(), error }).await
         }
     }
@@ -252,8 +262,7 @@ async fn create_key(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<NewKeyForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let chosen: Vec<Scope> = [
         (form.scope_agent.is_some(), Scope::Agent),
         (form.scope_decide.is_some(), Scope::Decide),
@@ -311,8 +320,7 @@ async fn revoke_key(
     PagePath((project, id)): PagePath<(String, String)>,
     PageForm(form): PageForm<CsrfOnly>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let keys = state.store.api_keys(Some(&project.name)).await.map_err(store_error)?;
     let Some(key) = keys.iter().find(|k| k.id == id) else {
         return Err(PageError::new(StatusCode::NOT_FOUND, "Not found", format!("no key {id:?} in this project")));
@@ -396,8 +404,7 @@ async fn add_person(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<PersonForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let store = state.store.as_ref();
     let stamp = admin.stamp();
     let mut link = String::new();
@@ -410,6 +417,11 @@ async fn add_person(
             Some(user) if user.projects.contains(&project.name) => {
                 Err(format!("{email} is in {} already.", project.name))
             }
+            Some(user) if !admin.holds_all_of(&user) => Err(format!(
+                "{email} has an account in projects you do not administer; an operator adds it to {} with \
+                 `countersign users add-project {email} --project {}`.",
+                project.name, project.name
+            )),
             Some(_) => {
                 store
                     .change_user_projects(&email, std::slice::from_ref(&project.id), &[], &stamp)
@@ -473,7 +485,7 @@ async fn set_phone(
             Some(p) => format!("{email} gets texts at {p}."),
             None => format!("{email} has no phone number now."),
         }),
-        countersign_store::PhoneSet::Taken(other) => Err(format!("That number is {other}'s already.")),
+        countersign_store::PhoneSet::Taken(_) => Err("That number belongs to another account.".to_owned()),
         countersign_store::PhoneSet::NoSuchPerson => Err(format!("There is no account {email}.")),
     })
 }
@@ -487,16 +499,21 @@ async fn change_person(
     PagePath((project, email, action)): PagePath<(String, String, String)>,
     PageForm(form): PageForm<PersonActionForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let store = state.store.as_ref();
     let email = Email::parse(&email).map_err(|e| bad(e.to_string()))?;
-    let member =
-        store.users(Some(&project.name)).await.map_err(store_error)?.into_iter().any(|u| u.email == email.as_str());
-    if !member {
+    let Some(person) =
+        store.users(Some(&project.name)).await.map_err(store_error)?.into_iter().find(|u| u.email == email.as_str())
+    else {
         return Err(PageError::new(StatusCode::NOT_FOUND, "Not found", format!("{email} is not in {}", project.name)));
-    }
-    let result = if action == "phone" {
+    };
+    let whole_account = action == "phone" || action == "disable";
+    let result = if whole_account && !admin.holds_all_of(&person) {
+        Err(format!(
+            "{email} is also in projects you do not administer: here you may only remove them from {}.",
+            project.name
+        ))
+    } else if action == "phone" {
         set_phone(store, &admin, &email, form.phone.trim()).await?
     } else if email.as_str() == admin.email() {
         Err("You cannot remove or disable yourself here; ask another admin.".to_owned())
@@ -575,8 +592,7 @@ async fn create_group(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<GroupForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let store = state.store.as_ref();
     let result: Result<String, String> = async {
         let name = form.name.trim();
@@ -613,8 +629,7 @@ async fn change_group(
     PagePath((project, name, action)): PagePath<(String, String, String)>,
     PageForm(form): PageForm<GroupForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let store = state.store.as_ref();
     let Some(group) = store.group(&project.id, &name).await.map_err(store_error)? else {
         return Err(PageError::new(
@@ -625,7 +640,13 @@ async fn change_group(
     };
     let result: Result<String, String> = async {
         let (add, remove) = match action.as_str() {
-            "add" => (members_of(store, &project, &[form.member.trim()]).await?, Vec::new()),
+            "add" => {
+                let add = members_of(store, &project, &[form.member.trim()]).await?;
+                if add.iter().all(|m| group.members.contains(m)) {
+                    return Err(format!("{} is in group {name} already.", form.member.trim()));
+                }
+                (add, Vec::new())
+            }
             "remove" => {
                 let email = Email::parse(form.member.trim()).map_err(|e| e.to_string())?.as_str().to_owned();
                 if !group.members.contains(&email) {
@@ -707,8 +728,7 @@ async fn add_webhook(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<WebhookForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let events: Option<Vec<String>> = Some(form.events.trim().to_owned()).filter(|e| !e.is_empty()).map(|e| vec![e]);
     let format = Some(form.format.trim()).filter(|f| !f.is_empty());
     let added = webhooks::add(
@@ -745,8 +765,7 @@ async fn remove_webhook(
     PagePath((project, id)): PagePath<(String, String)>,
     PageForm(form): PageForm<CsrfOnly>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let endpoint = webhooks::endpoint_of(state.store.as_ref(), &project.id, &id).await?;
     state.store.remove_webhook(&endpoint.id, &admin.stamp()).await.map_err(store_error)?;
     tracing::info!(project = %project.name, %id, by = admin.email(), "webhook endpoint removed");
@@ -815,13 +834,21 @@ async fn redeliver(
     PagePath((project, id)): PagePath<(String, String)>,
     PageForm(form): PageForm<CsrfOnly>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let store = state.store.as_ref();
     let delivery = webhooks::delivery_of(store, &project.id, &id).await?;
     let endpoint = delivery.target.clone().unwrap_or_default();
-    let result = match store.redeliver(&delivery.id, &admin.stamp()).await.map_err(store_error)? {
-        Some(d) if d.status == countersign_core::route::DeliveryStatus::Pending => {
+    // A removed endpoint has no log page to come back to: say so on the list.
+    if store.webhook(&endpoint).await.map_err(store_error)?.is_none() {
+        let error = "That delivery's endpoint was removed; there is nowhere to send it.".to_owned();
+        let flash = Flash { notice: String::new(), error };
+        return webhooks_with(&state, &admin, &project, StatusCode::CONFLICT, flash, String::new()).await;
+    }
+    // Queued unless the endpoint was removed meanwhile (its status may already have moved on:
+    // the worker is quick).
+    let requeued = store.redeliver(&delivery.id, &admin.stamp()).await.map_err(store_error)?;
+    let result = match requeued {
+        Some(_) if store.webhook(&endpoint).await.map_err(store_error)?.is_some() => {
             state.requests.wake_workers();
             tracing::info!(project = %project.name, delivery = %id, by = admin.email(), "webhook redelivery requested");
             Ok(format!("Delivery {id} is queued again; its new attempt shows here shortly."))
@@ -916,8 +943,7 @@ async fn channel_action(
     PagePath((project, channel, action)): PagePath<(String, String, String)>,
     PageForm(form): PageForm<ChannelForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     match action.as_str() {
         "test" => test_channel(&state, &admin, &project, &channel, form).await,
         "connect" => connect_channel(&state, &admin, &project, &channel, form).await,
@@ -1015,6 +1041,11 @@ async fn connect_channel(
     channels_with(state, admin, project, status, flash).await
 }
 
+/// The longest recipient of a test message (an email address is at most 254).
+const MAX_TEST_TARGET_CHARS: usize = 254;
+/// The longest failure kept in a test's audit event.
+const MAX_OUTCOME_CHARS: usize = 300;
+
 /// Sends a test message through one of the project's channels, and says what came of it (the
 /// outcome is logged in the audit chain too).
 async fn test_channel(
@@ -1026,6 +1057,11 @@ async fn test_channel(
 ) -> PageResult {
     let store = state.store.as_ref();
     let to = form.to.trim().to_owned();
+    if to.chars().count() > MAX_TEST_TARGET_CHARS {
+        let error = format!("The recipient is longer than {MAX_TEST_TARGET_CHARS} characters.");
+        return channels_with(state, admin, project, StatusCode::BAD_REQUEST, Flash { notice: String::new(), error })
+            .await;
+    }
     let text = format!("Countersign test message for project {}, sent by {}.", project.name, admin.email());
     let sent: Result<String, String> = match channel {
         "email" => {
@@ -1070,7 +1106,7 @@ async fn test_channel(
     };
     let outcome = match &sent {
         Ok(_) => "sent".to_owned(),
-        Err(e) => format!("failed: {e}"),
+        Err(e) => format!("failed: {}", e.chars().take(MAX_OUTCOME_CHARS).collect::<String>()),
     };
     let target = if to.is_empty() { "(default)".to_owned() } else { to };
     let event = admin
@@ -1130,8 +1166,7 @@ async fn set_policy(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<PolicyForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let text = form.text.replace("\r\n", "\n");
     let mut view = PolicyState { text: text.clone(), ..PolicyState::default() };
     let status = match policies::set(state.store.as_ref(), &project.id, BROWSER_SOURCE, &text, admin.email()).await {
@@ -1174,8 +1209,7 @@ async fn test_policy(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<PolicyTestForm>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let text = form.text.replace("\r\n", "\n");
     let mut view = PolicyState {
         text: text.clone(),
@@ -1267,6 +1301,7 @@ async fn audit_with(
     let chain = store.chains(Some(&project.id)).await.map_err(store_error)?.into_iter().next();
     let count = chain.as_ref().and_then(|c| c.head).map_or(0, |h| h.count);
     let unsealed = chain.as_ref().map_or(0, |c| c.unsealed);
+    let filter = AuditFilter::new(&query.kind, &query.by, &query.q);
     let mut rows = Vec::new();
     let mut end = count;
     let floor = count.saturating_sub(AUDIT_SCAN);
@@ -1276,7 +1311,7 @@ async fn audit_with(
         let page = store.audit_events(&project.id, start, limit).await.map_err(store_error)?;
         for e in page.iter().rev() {
             let row = AuditRow::of(e);
-            if row.matches(&query.kind, &query.by, &query.q) {
+            if row.matches(&filter) {
                 rows.push(row);
                 if rows.len() == AUDIT_ROWS {
                     break 'pages;
@@ -1308,8 +1343,7 @@ async fn verify_audit(
     PagePath(project): PagePath<String>,
     PageForm(form): PageForm<CsrfOnly>,
 ) -> PageResult {
-    admin.check(&form.csrf, &headers)?;
-    let project = admin.project(&project)?;
+    let project = admin.posted(&project, &form.csrf, &headers)?;
     let store = state.store.as_ref();
     let chain = store.chains(Some(&project.id)).await.map_err(store_error)?.into_iter().next();
     let result = match chain {

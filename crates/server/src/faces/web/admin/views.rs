@@ -279,11 +279,28 @@ impl AuditRow {
     }
 
     /// Kept by the filters: the type exactly, `by` and the text as case-blind substrings.
-    pub fn matches(&self, kind: &str, by: &str, q: &str) -> bool {
-        let has = |hay: &str, needle: &str| hay.to_lowercase().contains(&needle.trim().to_lowercase());
-        (kind.is_empty() || self.kind == kind)
-            && (by.trim().is_empty() || has(&self.by, by))
-            && (q.trim().is_empty() || has(&self.detail, q) || has(&self.call_id, q))
+    pub fn matches(&self, filter: &AuditFilter) -> bool {
+        let has = |hay: &str, needle: &str| needle.is_empty() || hay.to_lowercase().contains(needle);
+        (filter.kind.is_empty() || self.kind == filter.kind)
+            && has(&self.by, &filter.by)
+            && (filter.q.is_empty() || has(&self.detail, &filter.q) || has(&self.call_id, &filter.q))
+    }
+}
+
+/// The audit log's filters, trimmed, lower-cased and cut to [`AuditFilter::MAX_CHARS`] once.
+pub struct AuditFilter {
+    pub kind: String,
+    pub by: String,
+    pub q: String,
+}
+
+impl AuditFilter {
+    /// The longest filter text used.
+    pub const MAX_CHARS: usize = 200;
+
+    pub fn new(kind: &str, by: &str, q: &str) -> Self {
+        let norm = |s: &str| s.trim().chars().take(Self::MAX_CHARS).collect::<String>().to_lowercase();
+        Self { kind: kind.trim().to_owned(), by: norm(by), q: norm(q) }
     }
 }
 
