@@ -592,6 +592,8 @@ pub enum ProjectEventBody {
     PersonRemoved { email: String, disabled: bool },
     /// A person's phone number (for SMS and WhatsApp) was set or, with `None`, removed.
     PersonPhoneSet { email: String, phone: Option<String> },
+    /// A one-time link to set a person's password was issued (never the link itself).
+    PasswordLinkIssued { email: String },
     /// A webhook endpoint was added: its id, URL and events.
     WebhookAdded { endpoint: String, url: String, events: Vec<String> },
     /// A webhook endpoint was removed.
@@ -642,6 +644,7 @@ impl ProjectEvent {
             ProjectEventBody::PersonAdded { .. } => "person_added",
             ProjectEventBody::PersonRemoved { .. } => "person_removed",
             ProjectEventBody::PersonPhoneSet { .. } => "person_phone_set",
+            ProjectEventBody::PasswordLinkIssued { .. } => "password_link_issued",
             ProjectEventBody::WebhookAdded { .. } => "webhook_added",
             ProjectEventBody::WebhookRemoved { .. } => "webhook_removed",
             ProjectEventBody::WebhookRedelivered { .. } => "webhook_redelivered",
@@ -697,7 +700,10 @@ impl ProjectEvent {
             b @ B::GroupChanged { .. } => Wrapped::Group(b),
             b @ B::ProjectCreated { .. } => Wrapped::Project(b),
             b @ (B::KeyCreated { .. } | B::KeyRevoked { .. }) => Wrapped::Key(b),
-            b @ (B::PersonAdded { .. } | B::PersonRemoved { .. } | B::PersonPhoneSet { .. }) => Wrapped::Person(b),
+            b @ (B::PersonAdded { .. }
+            | B::PersonRemoved { .. }
+            | B::PersonPhoneSet { .. }
+            | B::PasswordLinkIssued { .. }) => Wrapped::Person(b),
             b @ (B::WebhookAdded { .. } | B::WebhookRemoved { .. } | B::WebhookRedelivered { .. }) => {
                 Wrapped::Webhook(b)
             }

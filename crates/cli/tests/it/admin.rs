@@ -326,6 +326,26 @@ async fn approvers_other_projects_and_forged_forms_get_nothing_and_each_change_i
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let ops = s.store.users(None).await.unwrap().into_iter().find(|u| u.email == "ops/oncall@example.com").unwrap();
     assert!(ops.projects.is_empty());
+
+    // A new password link: for someone only in the admin's projects, shown once, and it works.
+    let page = admin.submit("/admin/p/alpha/people/ada@example.com/password-link", &[]).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let link = input_value(&page.body, "link-value").expect("a new link");
+    let token = link.split("token=").nth(1).unwrap().to_owned();
+    let mut ada_again = Browser::new(&s);
+    let form =
+        [("token", token.as_str()), ("password", "adas-new-long-password"), ("confirm", "adas-new-long-password")];
+    assert_eq!(ada_again.post("/set-password", &form).await.status, StatusCode::OK);
+    assert_eq!(ada_again.login("ada@example.com", "adas-new-long-password").await.status, StatusCode::SEE_OTHER);
+    s.person("gil@example.com", PASSWORD, &["alpha", "beta"]).await;
+    let page = admin.submit("/admin/p/alpha/people/gil@example.com/password-link", &[]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "gil is in beta too");
+    assert!(input_value(&page.body, "link-value").is_none());
+    let last = admin_events(&s, "alpha").await;
+    let issued: Vec<&Value> = last.iter().filter(|(k, _, _)| k == "password_link_issued").map(|(_, _, e)| e).collect();
+    assert_eq!(issued.len(), 1);
+    assert_eq!(issued[0]["person"], json!({"email": "ada@example.com"}));
+    assert!(!issued[0].to_string().contains(&token), "never the link");
 }
 
 async fn click(browser: &Client, css: &str) {

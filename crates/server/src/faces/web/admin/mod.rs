@@ -507,7 +507,7 @@ async fn change_person(
     else {
         return Err(PageError::new(StatusCode::NOT_FOUND, "Not found", format!("{email} is not in {}", project.name)));
     };
-    let whole_account = action == "phone" || action == "disable";
+    let whole_account = ["phone", "disable", "password-link"].contains(&action.as_str());
     let result = if whole_account && !admin.holds_all_of(&person) {
         Err(format!(
             "{email} is also in projects you do not administer: here you may only remove them from {}.",
@@ -515,6 +515,21 @@ async fn change_person(
         ))
     } else if action == "phone" {
         set_phone(store, &admin, &email, form.phone.trim()).await?
+    } else if action == "password-link" {
+        if person.disabled_at.is_some() {
+            Err(format!("{email} is disabled; a password link would not let them in."))
+        } else {
+            // Logged before the link exists: a failure to log leaves no unlogged link behind.
+            let event =
+                admin.stamp().event(&project.id, ProjectEventBody::PasswordLinkIssued { email: email.as_str().into() });
+            store.log_project_event(&event).await.map_err(store_error)?;
+            let token = people::password_link_token(store, &person.id).await?;
+            let link = format!("{}/set-password?token={token}", state.public_base);
+            tracing::info!(project = %project.name, person = %email, by = admin.email(), "password link issued");
+            let notice = format!("A new one-time link for {email} to set a password; it is shown only once.");
+            return people_with(&state, &admin, &project, StatusCode::OK, Flash { notice, error: String::new() }, link)
+                .await;
+        }
     } else if email.as_str() == admin.email() {
         Err("You cannot remove or disable yourself here; ask another admin.".to_owned())
     } else {

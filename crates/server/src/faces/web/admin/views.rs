@@ -215,7 +215,7 @@ const DETAIL_CHARS: usize = 400;
 
 impl AuditRow {
     /// The event types the filter offers.
-    pub const TYPES: [&'static str; 18] = [
+    pub const TYPES: [&'static str; 20] = [
         "created",
         "decided",
         "escalated",
@@ -223,11 +223,13 @@ impl AuditRow {
         "executed",
         "policy_set",
         "group_changed",
+        "project_created",
         "key_created",
         "key_revoked",
         "person_added",
         "person_removed",
         "person_phone_set",
+        "password_link_issued",
         "webhook_added",
         "webhook_removed",
         "webhook_redelivered",
