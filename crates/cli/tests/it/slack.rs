@@ -561,6 +561,9 @@ async fn claims_show_on_the_message_and_escalations_post_in_the_thread_and_to_th
         .await;
     let posted = fake.wait_for("chat.postMessage", 1, WAIT).await.remove(0);
     assert_eq!(posted.body["thread_ts"], "1690000000.000100");
+    // The claim updates the message, which it finds once recorded (seen in CI under load: a
+    // click that came first left nothing to update).
+    recorded(&s, &posted).await;
     interact(&s, &click(&posted, "cs_claim", "UADA")).await;
     let claimed = wait_update(&fake, &posted, |b| b.to_string().contains("<@UADA> is looking")).await;
     assert!(!elements(&claimed.body["blocks"]).is_empty(), "still decidable after a claim");
@@ -579,6 +582,7 @@ async fn claims_show_on_the_message_and_escalations_post_in_the_thread_and_to_th
     let lead = calls.iter().find(|c| c.body["channel"] == "C0LEAD").expect("posted to the escalation's target");
     assert_eq!(elements(&lead.body["blocks"]).len(), 4, "with its buttons");
     // A click on the new message decides; both messages show it.
+    recorded(&s, lead).await;
     interact(&s, &click(lead, "cs_approve", "ULEAD")).await;
     wait_until(&s, "/function_calls/c8", |fc| fc["status"]["approved"] == true).await;
     wait_update(&fake, &posted, |b| elements(b).is_empty()).await;
