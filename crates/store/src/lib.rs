@@ -76,6 +76,15 @@ pub mod prelude {
     };
 }
 
+/// Syncs the directory that holds `path`, so a file created or renamed there survives a crash.
+pub(crate) fn sync_dir_of(path: &std::path::Path) -> std::io::Result<()> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => std::path::PathBuf::from("."),
+    };
+    std::fs::File::open(&dir)?.sync_all()
+}
+
 /// Everything Countersign persists. Every method that returns `Ok` after a write has committed it
 /// durably: a crash right after loses nothing.
 pub trait Store:

@@ -249,14 +249,6 @@ fn stage(path: &Path, text: &str) -> std::io::Result<std::path::PathBuf> {
     Ok(staged)
 }
 
-fn sync_dir_of(path: &Path) -> std::io::Result<()> {
-    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_owned(),
-        None => std::path::PathBuf::from("."),
-    };
-    std::fs::File::open(&dir)?.sync_all()
-}
-
 /// Writes `keys` (the current one first) to the key file `path`, readable only by its owner,
 /// replacing it whole: a crash leaves the old file or the new one.
 pub fn write_key_file(path: &Path, keys: &[&MasterKey]) -> std::io::Result<()> {
@@ -265,7 +257,7 @@ pub fn write_key_file(path: &Path, keys: &[&MasterKey]) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&staged);
         return Err(e);
     }
-    sync_dir_of(path)
+    crate::sync_dir_of(path)
 }
 
 /// The keyring of the key file `dir/master.key`, which is created (with a new random key, mode
@@ -284,7 +276,7 @@ pub fn data_dir_keyring(dir: &Path) -> Result<(Keyring, bool), String> {
     let _ = std::fs::remove_file(&staged);
     match published {
         Ok(()) => {
-            sync_dir_of(&path).map_err(cannot)?;
+            crate::sync_dir_of(&path).map_err(cannot)?;
             Ok((Keyring::new(key, Vec::new()), true))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_key_file(&path).map(|ring| (ring, false)),

@@ -148,11 +148,7 @@ fn sync_file_and_dir(file: &Path) -> Result<(), BackupError> {
 }
 
 fn sync_dir_of(file: &Path) -> Result<(), BackupError> {
-    let dir = match file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir.to_owned(),
-        None => PathBuf::from("."),
-    };
-    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| BackupError::io("cannot sync the directory", &dir, e))
+    crate::sync_dir_of(file).map_err(|e| BackupError::io("cannot sync the directory of", file, e))
 }
 
 /// Writes a consistent copy of the database at `db` to the new file `dest`, while a server may be
