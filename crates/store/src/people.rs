@@ -137,6 +137,10 @@ pub(crate) const INSERT_USER: &str = "INSERT INTO users (id, email, role, passwo
 pub(crate) const INSERT_MEMBERSHIP: &str =
     "INSERT INTO user_projects (user_id, project_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 pub(crate) const DELETE_MEMBERSHIP: &str = "DELETE FROM user_projects WHERE user_id = $1 AND project_id = $2";
+pub(crate) const SELECT_USER_ID_ROLE: &str = "SELECT id, role FROM users WHERE email = $1";
+/// The ids of the projects of the person with this email.
+pub(crate) const SELECT_PROJECT_IDS_OF_EMAIL: &str = "SELECT m.project_id FROM user_projects m \
+     JOIN users u ON u.id = m.user_id WHERE u.email = $1 ORDER BY m.project_id";
 pub(crate) const DISABLE_USER: &str = "UPDATE users SET disabled_at = $1 WHERE email = $2 AND disabled_at IS NULL";
 
 /// Joins users with their project names, keeping those of `project` (all when `None`).
@@ -233,13 +237,10 @@ macro_rules! impl_people {
                         .await?
                         .rows_affected();
                     if disabled > 0 {
-                        let projects: Vec<(String,)> = sqlx::query_as(
-                            "SELECT m.project_id FROM user_projects m JOIN users u ON u.id = m.user_id \
-                             WHERE u.email = $1 ORDER BY m.project_id",
-                        )
-                        .bind(email.as_str())
-                        .fetch_all(&mut *tx)
-                        .await?;
+                        let projects: Vec<(String,)> = sqlx::query_as(people::SELECT_PROJECT_IDS_OF_EMAIL)
+                            .bind(email.as_str())
+                            .fetch_all(&mut *tx)
+                            .await?;
                         let body = ProjectEventBody::PersonRemoved { email: email.as_str().to_owned(), disabled: true };
                         let events: Vec<_> = projects.iter().map(|(p,)| stamp.event(p, body.clone())).collect();
                         Self::log_change(&mut tx, &events).await?;
@@ -256,11 +257,10 @@ macro_rules! impl_people {
                     stamp: &Stamp,
                 ) -> StoreResult<Option<User>> {
                     let mut tx = self.begin_change().await?;
-                    let Some((id, role)): Option<(String, String)> =
-                        sqlx::query_as("SELECT id, role FROM users WHERE email = $1")
-                            .bind(email.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?
+                    let Some((id, role)): Option<(String, String)> = sqlx::query_as(people::SELECT_USER_ID_ROLE)
+                        .bind(email.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?
                     else {
                         return Ok(None);
                     };

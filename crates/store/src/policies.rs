@@ -85,11 +85,11 @@ pub enum Voted {
     NotPending,
 }
 
-/// Implements [`Policies`] for a backend's store (a struct with a `pool: sqlx::Pool<$db>`), whose
-/// `$begin` starts a write transaction and whose `$log` (an `async fn(&mut $db::Connection,
-/// &ProjectEvent) -> StoreResult<()>`) appends a project event inside it.
+/// Implements [`Policies`] for a backend's store (a struct with a `pool: sqlx::Pool<$db>`, and
+/// the `begin_change`/`log_change` pair every backend has for project events), whose `$begin`
+/// starts a vote's write transaction and whose `$log_request` appends the vote's event in it.
 macro_rules! impl_policies {
-    ($store:ty, $db:ty, begin: $begin:literal, lock: $lock:literal, log: $log:path, log_request: $log_request:path) => {
+    ($store:ty, $db:ty, begin: $begin:literal, lock: $lock:literal, log_request: $log_request:path) => {
         const _: () = {
             use $crate::policies::{Group, GroupChange, Policies, StoredPolicy, Voted};
             use $crate::{StoreError, StoreResult};
@@ -203,14 +203,14 @@ macro_rules! impl_policies {
                 }
 
                 async fn log_project_event(&self, event: &ProjectEvent) -> StoreResult<()> {
-                    let mut tx = self.pool.begin_with($begin).await?;
-                    $log(&mut tx, event).await?;
+                    let mut tx = self.begin_change().await?;
+                    Self::log_change(&mut tx, std::slice::from_ref(event)).await?;
                     tx.commit().await?;
                     Ok(())
                 }
 
                 async fn set_policy(&self, source: &str, event: &ProjectEvent) -> StoreResult<StoredPolicy> {
-                    let mut tx = self.pool.begin_with($begin).await?;
+                    let mut tx = self.begin_change().await?;
                     let version: i64 = sqlx::query_scalar(
                         "INSERT INTO policies (project_id, source, version, set_by, set_at) VALUES ($1, $2, 1, $3, $4) \
                          ON CONFLICT (project_id) DO UPDATE SET source = excluded.source, \
@@ -223,7 +223,7 @@ macro_rules! impl_policies {
                     .bind(event.at.as_micros())
                     .fetch_one(&mut *tx)
                     .await?;
-                    $log(&mut tx, event).await?;
+                    Self::log_change(&mut tx, std::slice::from_ref(event)).await?;
                     tx.commit().await?;
                     Ok(StoredPolicy {
                         project_id: event.project_id.clone(),
@@ -240,7 +240,7 @@ macro_rules! impl_policies {
                     members: &[String],
                     event: &ProjectEvent,
                 ) -> StoreResult<GroupChange> {
-                    let mut tx = self.pool.begin_with($begin).await?;
+                    let mut tx = self.begin_change().await?;
                     let created = sqlx::query(
                         "INSERT INTO groups (project_id, name, created_at) VALUES ($1, $2, $3) \
                          ON CONFLICT (project_id, name) DO NOTHING",
@@ -255,7 +255,7 @@ macro_rules! impl_policies {
                         return Ok(GroupChange::Exists);
                     }
                     add_members(&mut tx, &event.project_id, name, members, event.at.as_micros()).await?;
-                    $log(&mut tx, event).await?;
+                    Self::log_change(&mut tx, std::slice::from_ref(event)).await?;
                     let group = read_group(&mut tx, &event.project_id, name).await?;
                     tx.commit().await?;
                     group.map(GroupChange::Done).ok_or_else(|| StoreError::Internal("a new group is missing".into()))
@@ -268,7 +268,7 @@ macro_rules! impl_policies {
                     remove: &[String],
                     event: &ProjectEvent,
                 ) -> StoreResult<GroupChange> {
-                    let mut tx = self.pool.begin_with($begin).await?;
+                    let mut tx = self.begin_change().await?;
                     if read_group(&mut tx, &event.project_id, name).await?.is_none() {
                         return Ok(GroupChange::NoSuchGroup);
                     }
@@ -283,7 +283,7 @@ macro_rules! impl_policies {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    $log(&mut tx, event).await?;
+                    Self::log_change(&mut tx, std::slice::from_ref(event)).await?;
                     let group = read_group(&mut tx, &event.project_id, name).await?;
                     tx.commit().await?;
                     group.map(GroupChange::Done).ok_or_else(|| StoreError::Internal("a changed group is missing".into()))

@@ -140,7 +140,7 @@ macro_rules! impl_projects {
                 ) -> StoreResult<Option<Project>> {
                     let mut tx = self.begin_change().await?;
                     let Some((user_id, role)): Option<(String, String)> =
-                        sqlx::query_as("SELECT id, role FROM users WHERE email = $1")
+                        sqlx::query_as(crate::people::SELECT_USER_ID_ROLE)
                             .bind(member)
                             .fetch_optional(&mut *tx)
                             .await?

@@ -192,7 +192,12 @@ macro_rules! impl_slack {
                     .bind(c.connected_at.as_micros())
                     .execute(&mut *tx)
                     .await?;
-                    let body = ProjectEventBody::ConnectionSet { channel: "slack".into(), detail: format!("workspace {}, default channel {}", c.team_name.as_deref().or(c.team_id.as_deref()).unwrap_or("?"), c.default_channel.as_deref().unwrap_or("none")) };
+                    let detail = format!(
+                        "workspace {}, default channel {}",
+                        c.team_name.as_deref().or(c.team_id.as_deref()).unwrap_or("?"),
+                        c.default_channel.as_deref().unwrap_or("none")
+                    );
+                    let body = ProjectEventBody::ConnectionSet { channel: "slack".into(), detail };
                     Self::log_change(&mut tx, &[stamp.event(&c.project_id, body)]).await?;
                     tx.commit().await?;
                     Ok(())

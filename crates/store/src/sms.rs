@@ -467,13 +467,10 @@ macro_rules! impl_sms {
                         .bind(email)
                         .execute(&mut *tx)
                         .await?;
-                    let projects: Vec<(String,)> = sqlx::query_as(
-                        "SELECT m.project_id FROM user_projects m JOIN users u ON u.id = m.user_id \
-                         WHERE u.email = $1 ORDER BY m.project_id",
-                    )
-                    .bind(email)
-                    .fetch_all(&mut *tx)
-                    .await?;
+                    let projects: Vec<(String,)> = sqlx::query_as(crate::people::SELECT_PROJECT_IDS_OF_EMAIL)
+                        .bind(email)
+                        .fetch_all(&mut *tx)
+                        .await?;
                     let body =
                         ProjectEventBody::PersonPhoneSet { email: email.to_owned(), phone: phone.map(str::to_owned) };
                     let events: Vec<_> = projects.iter().map(|(p,)| stamp.event(p, body.clone())).collect();

@@ -225,3 +225,14 @@ fn init_logging(default: &str) {
         }
     };
 }
+
+/// A refused connection as the CLI's failure: bad input is a usage error.
+pub(crate) fn connection_refused(refused: countersign_server::services::connections::Refused) -> anyhow::Error {
+    use crate::exit::{Exit, Failure};
+    use countersign_server::services::connections::Refused;
+    match refused {
+        Refused::Invalid(m) => Failure::new(Exit::Usage, m).into(),
+        Refused::Provider(m) => Failure::new(Exit::Other, m).into(),
+        Refused::Store(e) => anyhow::anyhow!(e.message().to_owned()),
+    }
+}

@@ -47,7 +47,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: SlackCommand) -> anyho
             };
             let given = SlackCredentials { bot_token, signing_secret, default_channel, require_known_users };
             let (connection, who) =
-                connect_slack(store, &api, &found.id, given, &cli_stamp()).await.map_err(refused)?;
+                connect_slack(store, &api, &found.id, given, &cli_stamp()).await.map_err(super::connection_refused)?;
             let text = |key: &str| who.get(key).and_then(Value::as_str).map(str::to_owned);
             let summary = summary(&found, &connection, Some(&who));
             if json {
@@ -201,14 +201,4 @@ pub fn manifest(public_url: Option<&str>, compact: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-/// A refused connection as the CLI's failure: bad input is a usage error.
-pub(crate) fn refused(refused: countersign_server::services::connections::Refused) -> anyhow::Error {
-    use countersign_server::services::connections::Refused;
-    match refused {
-        Refused::Invalid(m) => Failure::new(Exit::Usage, m).into(),
-        Refused::Provider(m) => Failure::new(Exit::Other, m).into(),
-        Refused::Store(e) => anyhow::anyhow!(e.message().to_owned()),
-    }
 }

@@ -34,7 +34,7 @@ pub async fn run(store: &dyn Store, config: &Config, cmd: TwilioCommand) -> anyh
             };
             let given = TwilioCredentials { account_sid, auth_token, from, whatsapp_from };
             let connection =
-                connect_twilio(store, &api, &found.id, given, &cli_stamp()).await.map_err(super::slack::refused)?;
+                connect_twilio(store, &api, &found.id, given, &cli_stamp()).await.map_err(super::connection_refused)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary(&found, &connection, &inbound))?);
             } else {

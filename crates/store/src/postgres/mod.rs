@@ -65,7 +65,7 @@ crate::deliveries::impl_deliveries!(
     skip_locked: "FOR UPDATE SKIP LOCKED",
     relaxed: "SET LOCAL synchronous_commit TO OFF"
 );
-crate::policies::impl_policies!(PostgresStore, sqlx::Postgres, begin: "BEGIN", lock: "FOR UPDATE", log: crate::events::log_project_event_postgres, log_request: crate::events::log_request_event_postgres);
+crate::policies::impl_policies!(PostgresStore, sqlx::Postgres, begin: "BEGIN", lock: "FOR UPDATE", log_request: crate::events::log_request_event_postgres);
 crate::slack::impl_slack!(PostgresStore, sqlx::Postgres);
 crate::sms::impl_sms!(PostgresStore, sqlx::Postgres);
 crate::receipts::impl_receipts!(PostgresStore, sqlx::Postgres, begin: "BEGIN");

@@ -31,7 +31,7 @@ crate::listing::impl_listings!(
 // The claims run on the bookkeeping connection; SQLite's writes are serialized, so there is no
 // row to skip.
 crate::deliveries::impl_deliveries!(SqliteStore, sqlx::Sqlite, claims: bookkeeping, skip_locked: "", relaxed: "");
-crate::policies::impl_policies!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "", log: crate::events::log_project_event_sqlite, log_request: crate::events::log_request_event_sqlite);
+crate::policies::impl_policies!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE", lock: "", log_request: crate::events::log_request_event_sqlite);
 crate::slack::impl_slack!(SqliteStore, sqlx::Sqlite);
 crate::sms::impl_sms!(SqliteStore, sqlx::Sqlite);
 crate::receipts::impl_receipts!(SqliteStore, sqlx::Sqlite, begin: "BEGIN IMMEDIATE");
