@@ -30,6 +30,7 @@ mod restart;
 mod secrets;
 mod slack;
 mod sms;
+mod sqlite_wal;
 mod support;
 mod terminal;
 mod upgrade;

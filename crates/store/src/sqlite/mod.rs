@@ -10,7 +10,7 @@ mod writer;
 use crate::timers::{DueRow, Fired, plan, select_due};
 use crate::{Change, Created, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
-use checkpoint::Checkpointer;
+use checkpoint::{Checkpointer, Checkpoints};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use std::path::Path;
@@ -106,8 +106,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let fresh = countersign_core::session::random_text(32);
         let salt = Self::server_key_in(&pool, &keyring, crate::events::ROUTE_SALT, &fresh).await?;
-        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt).await?;
-        let checkpointer = Checkpointer::start(pool.clone());
+        let checkpoints = Checkpoints::default();
+        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt, checkpoints.clone()).await?;
+        let checkpointer = Checkpointer::start(pool.clone(), checkpoints);
         Ok(Self { pool, bookkeeping, writer, checkpointer, keyring, resealed })
     }
 }

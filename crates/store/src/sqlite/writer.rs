@@ -10,6 +10,7 @@
 //! another thread syncs the WAL file; a batch's callers are answered only once a sync that began
 //! after its commit has returned.
 
+use super::checkpoint::Checkpoints;
 use crate::events::Heads;
 use crate::row::OutcomeColumns as Columns;
 use crate::row::{OutcomeColumns, RequestRow, outcome_columns, request_columns};
@@ -108,7 +109,11 @@ pub(super) struct Writer {
 impl Writer {
     /// Opens the writer's own connection and starts its task.
     /// `salt` is what delivery ids are derived from (see [`crate::events`]).
-    pub(super) async fn start(options: SqliteConnectOptions, salt: String) -> StoreResult<Self> {
+    pub(super) async fn start(
+        options: SqliteConnectOptions,
+        salt: String,
+        checkpoints: Checkpoints,
+    ) -> StoreResult<Self> {
         let wal = {
             let mut name = options.get_filename().as_os_str().to_owned();
             name.push("-wal");
@@ -129,7 +134,7 @@ impl Writer {
             .map_err(|e| StoreError::Internal(format!("cannot start the writer's runtime: {e}")))?;
         let task = std::thread::Builder::new()
             .name("countersign-writer".into())
-            .spawn(move || runtime.block_on(run(conn, rx, salt, syncer)))
+            .spawn(move || runtime.block_on(run(conn, rx, salt, syncer, checkpoints)))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
         Ok(Self { ops, task: Mutex::new(Some(task)) })
     }
@@ -211,9 +216,22 @@ impl Writer {
     }
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Op>, salt: String, syncer: Syncer) {
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Op>,
+    salt: String,
+    syncer: Syncer,
+    checkpoints: Checkpoints,
+) {
     let mut stop = None;
     while stop.is_none() {
+        if checkpoints.take_request() {
+            // Between two batches nothing else appends, so this copies the last frames and the
+            // next transaction starts the WAL over (see `checkpoint`).
+            if let Err(err) = super::checkpoint::passive(&mut conn).await {
+                tracing::warn!(%err, "finishing a WAL checkpoint failed; the next round retries");
+            }
+        }
         let Some(mut batch) = crate::gather(&mut rx, MAX_BATCH).await else { break };
         if let Some(i) = batch.iter().position(|op| matches!(op, Op::Stop(_)))
             && let Op::Stop(done) = batch.remove(i)
