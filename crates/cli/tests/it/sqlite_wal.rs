@@ -62,7 +62,7 @@ async fn the_wal_starts_over_under_steady_writes() {
                 let (status, _) = s.post("/function_calls", body).await;
                 assert_eq!(status, 200);
                 largest =
-                    largest.max(std::fs::metadata(&s.dir.path().join("countersign.db-wal")).map_or(0, |m| m.len()));
+                    largest.max(std::fs::metadata(s.dir.path().join("countersign.db-wal")).map_or(0, |m| m.len()));
             }
             largest
         }));
