@@ -183,7 +183,8 @@ macro_rules! queue_queries {
             // an UPDATE takes the database's write lock even when it matches nothing (on SQLite
             // it then contended with the group-commit writer, whose transaction waited in the
             // busy handler for a millisecond or more each time).
-            let due: StoreResult<Option<i64>> = sqlx::query_scalar(
+            // (The row is only looked for, not read: `1` is an INT4 on PostgreSQL, an i64 on SQLite.)
+            let due: StoreResult<Option<_>> = sqlx::query(
                 "SELECT 1 FROM deliveries WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= $2 \
                  AND (lease_until IS NULL OR lease_until < $2) LIMIT 1",
             )
