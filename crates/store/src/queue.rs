@@ -179,22 +179,25 @@ macro_rules! queue_queries {
             limit: u32,
         ) -> StoreResult<Vec<Claimed>> {
             let mut conn = pool.acquire().await?;
-            // A read first: the workers are woken after every write, mostly with nothing due, and
-            // an UPDATE takes the database's write lock even when it matches nothing (on SQLite
-            // it then contended with the group-commit writer, whose transaction waited in the
-            // busy handler for a millisecond or more each time).
-            // (The row is only looked for, not read: `1` is an INT4 on PostgreSQL, an i64 on SQLite.)
-            let due: StoreResult<Option<_>> = sqlx::query(
-                "SELECT 1 FROM deliveries WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= $2 \
-                 AND (lease_until IS NULL OR lease_until < $2) LIMIT 1",
-            )
-            .bind(channel.as_str())
-            .bind(now.as_micros())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(Into::into);
-            if forget_on_error(&mut conn, due)?.is_none() {
-                return Ok(Vec::new());
+            // On SQLite (no SKIP LOCKED: its writes are serialized), a read first. The workers are
+            // woken after every write, mostly with nothing due, and an UPDATE takes SQLite's write
+            // lock even when it matches nothing: it then contended with the group-commit writer,
+            // whose transaction waited in the busy handler for a millisecond or more each time.
+            // (PostgreSQL's UPDATE of no rows blocks no one.) The row is only looked for, not
+            // read.
+            if $skip_locked.is_empty() {
+                let due: StoreResult<Option<_>> = sqlx::query(
+                    "SELECT 1 FROM deliveries WHERE channel = $1 AND status = 'pending' AND next_attempt_at <= $2 \
+                     AND (lease_until IS NULL OR lease_until < $2) LIMIT 1",
+                )
+                .bind(channel.as_str())
+                .bind(now.as_micros())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(Into::into);
+                if forget_on_error(&mut conn, due)?.is_none() {
+                    return Ok(Vec::new());
+                }
             }
             let lease = countersign_core::session::random_text(24);
             let claimed: StoreResult<Vec<DeliveryRow>> = async {
