@@ -5,9 +5,9 @@
 //!
 //! A checkpoint running beside a busy writer never catches up with it: the writer appends frames
 //! while the copy runs, so the WAL is never wholly copied and SQLite never starts it over. The WAL
-//! then grows for as long as the load lasts (hundreds of MB a minute), every commit appends to
-//! the file, and each fsync of an appended file also commits the file system's journal, which
-//! made every batch wait on the disk twice. So once the background copy has nearly caught up,
+//! then grows for as long as the load lasts (hundreds of MB a minute; the file keeps that size
+//! afterwards), and every commit appends to it, so each fsync also has the file's new size to
+//! write. So once the background copy has nearly caught up,
 //! it asks the writer (see [`Checkpoints`]) to copy the last few frames itself between two
 //! batches, when no frame can be added meanwhile; the writer's next transaction then starts the
 //! WAL over from its beginning, and the file is rewritten in place instead of growing.
