@@ -89,8 +89,9 @@ pub trait Requests: Send + Sync {
     /// fired in the same transaction. A timer fires once, also with several instances.
     async fn fire_timers(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Fired>>;
 
-    /// Creates, decisions and escalations committed by any process on this database, for backends
-    /// that several processes share; `None` when this process is the only one deciding (SQLite).
+    /// What the in-memory views and the delivery workers must hear of: on a backend that several
+    /// processes share, the creates, decisions and escalations of any of them; on SQLite, where
+    /// this process is the only one writing, only [`Feed::Queued`]. `None`: nothing to hear.
     fn changes(&self) -> Option<broadcast::Receiver<Feed>> {
         None
     }

@@ -214,6 +214,27 @@ async fn legacy_bodies_and_every_event() {
     assert_eq!(receiver.received().len(), 3);
 }
 
+/// The delivery workers are not woken by every create, only when the store says a write queued
+/// deliveries: a subscribed create's webhook must still leave at once, not at the workers' idle
+/// check (1 s). Six in a row under 500 ms: by the idle check alone, about 1 chance in 64.
+#[tokio::test]
+async fn a_created_event_is_delivered_at_once() {
+    let s = TestServer::start().await;
+    let (receiver, url) = Receiver::start().await;
+    add_endpoint(&s, json!({"url": url, "events": ["function_call.created"]})).await;
+    for i in 0..6 {
+        let created = Instant::now();
+        let (status, body) = s.post("/function_calls", approval(&format!("at-once-{i}"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let got = receiver.wait_for(i + 1, Duration::from_secs(5)).await;
+        let waited = created.elapsed();
+        assert!(waited < Duration::from_millis(500), "create {i}'s webhook took {waited:?}");
+        assert_eq!(got[i].json()["event"]["call_id"], format!("at-once-{i}"));
+        // Past the batch and the worker's loop, so each create starts from idle workers.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
 #[tokio::test]
 async fn bad_endpoints_are_refused_and_projects_are_isolated() {
     let s = TestServer::start().await;

@@ -150,7 +150,7 @@ impl Requests {
                 _ = closing.wait_for(|c| *c) => return,
             };
             match event {
-                Ok(Feed::Created { project_id, .. }) => self.inbox_changed(&project_id),
+                Ok(Feed::Created { project_id, .. }) => self.notify_inbox(&project_id),
                 Ok(Feed::Queued) => self.wake_workers(),
                 Ok(Feed::Changed { project_id, kind, call_id }) => {
                     self.inbox_changed(&project_id);
@@ -253,19 +253,20 @@ impl Requests {
         }
         record.outcome = governed.outcome;
         record.policy = governed.terms;
+        // The delivery workers are not woken here: the store tells them when a create queued
+        // deliveries (`Feed::Queued`), and most creates queue none.
         match self.store.create_request(&record).await? {
             Created::New if record.outcome.is_some() => {
                 let json = self.json(&record).await;
                 if let Some(outcome) = &record.outcome {
                     log_decision(project_id, record.kind, &record.call_id, outcome);
                 }
-                self.wake_workers();
                 Ok(json)
             }
             Created::New => {
                 let id = record.call_id.clone();
                 let entry = self.live.insert(record);
-                self.inbox_changed(project_id);
+                self.notify_inbox(project_id);
                 tracing::debug!(kind = entry.meta().kind.noun(), call_id = %id, run_id = %entry.meta().run_id, "request created");
                 Ok(entry.json)
             }

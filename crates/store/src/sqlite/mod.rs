@@ -8,7 +8,7 @@ mod checkpoint;
 mod writer;
 
 use crate::timers::{DueRow, Fired, plan, select_due};
-use crate::{Change, Created, Requests, StoreError, StoreResult};
+use crate::{Change, Created, Feed, Requests, StoreError, StoreResult};
 use async_trait::async_trait;
 use checkpoint::{Checkpointer, Checkpoints};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
@@ -57,6 +57,8 @@ pub struct SqliteStore {
     keyring: crate::secrets::Keyring,
     /// How many secrets were (re)sealed when it opened.
     resealed: u64,
+    /// Only [`Feed::Queued`], sent by the writer once a batch that queued deliveries is durable.
+    feed: tokio::sync::broadcast::Sender<Feed>,
 }
 
 impl SqliteStore {
@@ -107,9 +109,11 @@ impl SqliteStore {
         let fresh = countersign_core::session::random_text(32);
         let salt = Self::server_key_in(&pool, &keyring, crate::events::ROUTE_SALT, &fresh).await?;
         let checkpoints = Checkpoints::default();
-        let writer = Writer::start(options.pragma("wal_autocheckpoint", "0"), salt, checkpoints.clone()).await?;
+        let (feed, _) = tokio::sync::broadcast::channel(16);
+        let writer =
+            Writer::start(options.pragma("wal_autocheckpoint", "0"), salt, checkpoints.clone(), feed.clone()).await?;
         let checkpointer = Checkpointer::start(pool.clone(), checkpoints);
-        Ok(Self { pool, bookkeeping, writer, checkpointer, keyring, resealed })
+        Ok(Self { pool, bookkeeping, writer, checkpointer, keyring, resealed, feed })
     }
 }
 
@@ -149,6 +153,12 @@ impl Requests for SqliteStore {
         }
         let applied = self.writer.fire(&planned, now).await?;
         Ok(planned.iter().zip(applied).map(|(p, applied)| p.fired(applied)).collect())
+    }
+
+    /// Only [`Feed::Queued`]: this process is the only one writing, but its writer routes
+    /// deliveries inside its batches, and the delivery workers should wake for those alone.
+    fn changes(&self) -> Option<tokio::sync::broadcast::Receiver<Feed>> {
+        Some(self.feed.subscribe())
     }
 
     async fn close(&self) {

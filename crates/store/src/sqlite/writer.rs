@@ -15,14 +15,14 @@ use crate::events::Heads;
 use crate::row::OutcomeColumns as Columns;
 use crate::row::{OutcomeColumns, RequestRow, outcome_columns, request_columns};
 use crate::timers::{Change as TimerChange, Planned};
-use crate::{Change, Created, StoreError, StoreResult};
+use crate::{Change, Created, Feed, StoreError, StoreResult};
 use countersign_core::event::RequestEvent;
 use countersign_core::route::{ProjectChannels, Route, SpecChannels, routes};
 use countersign_core::{Escalation, Outcome, RequestKind, RequestRecord, Timestamp};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
 use sqlx::{Connection, Row};
 use std::collections::{HashMap, HashSet};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 /// Most operations applied in one transaction.
 const MAX_BATCH: usize = 1024;
@@ -113,6 +113,7 @@ impl Writer {
         options: SqliteConnectOptions,
         salt: String,
         checkpoints: Checkpoints,
+        feed: broadcast::Sender<Feed>,
     ) -> StoreResult<Self> {
         let wal = {
             let mut name = options.get_filename().as_os_str().to_owned();
@@ -124,7 +125,7 @@ impl Writer {
         // The WAL file exists once a connection has read in WAL mode (the migrations did), and it
         // stays the same file while this connection is open: SQLite deletes it only when the last
         // connection closes.
-        let syncer = Syncer::start(&wal)?;
+        let syncer = Syncer::start(&wal, feed)?;
         let (ops, rx) = mpsc::channel(4 * MAX_BATCH);
         // A thread and runtime of its own: woken by SQLite's thread between the round trips of a
         // batch, the writer would otherwise wait behind every HTTP task in the server's queues.
@@ -248,8 +249,11 @@ async fn run(
         }
         let (fires, batch): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(|op| matches!(op, Op::Fire { .. }));
         let mut answers = Vec::with_capacity(batch.len() + fires.len());
+        let mut queued = false;
         if !batch.is_empty() {
-            answers.extend(apply(&mut conn, batch, &salt).await);
+            let (applied, routed) = apply(&mut conn, batch, &salt).await;
+            answers.extend(applied);
+            queued = routed;
         }
         for op in fires {
             if let Op::Fire { fire, reply } = op {
@@ -260,7 +264,7 @@ async fn run(
                 answers.push(Answered::Fired(reply, answer));
             }
         }
-        syncer.answer_when_synced(answers);
+        syncer.answer_when_synced(answers, queued);
     }
     // Every answer given before the connection closes (its close checkpoints nothing: the
     // checkpointer owns that).
@@ -310,26 +314,39 @@ impl Answered {
 /// before the sync began, so that the writer applies the next batch while the disk flushes the
 /// last one. Each sync covers every batch handed over since the previous one.
 ///
+/// Once a sync has made a batch that queued deliveries durable, it tells the delivery workers
+/// ([`Feed::Queued`]); creates that queue nothing (no channel set up) wake no one.
+///
 /// A failed sync fails its batches' callers (503) and every write after it: Linux may drop the
 /// dirty pages of a failed fsync, so later commits could sit behind a hole in the WAL. A restart
 /// recovers from what is on disk (SQLite ignores WAL frames after a bad one), which never loses
 /// an answered write.
 struct Syncer {
-    batches: Option<std::sync::mpsc::Sender<Vec<Answered>>>,
+    batches: Option<std::sync::mpsc::Sender<Synced>>,
     failed: std::sync::Arc<std::sync::OnceLock<String>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// One committed batch's answers, and whether it queued deliveries.
+struct Synced {
+    answers: Vec<Answered>,
+    queued: bool,
+}
+
 impl Syncer {
-    fn start(wal: &std::path::Path) -> StoreResult<Self> {
+    fn start(wal: &std::path::Path, feed: broadcast::Sender<Feed>) -> StoreResult<Self> {
         let file = std::fs::File::open(wal)
             .map_err(|e| StoreError::Unavailable(format!("cannot open the WAL file {}: {e}", wal.display())))?;
-        Self::with(move || file.sync_data(), wal.display().to_string())
+        Self::with(move || file.sync_data(), wal.display().to_string(), feed)
     }
 
     /// Starts the thread with `sync` as what makes `path` durable.
-    fn with(mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static, path: String) -> StoreResult<Self> {
-        let (batches, rx) = std::sync::mpsc::channel::<Vec<Answered>>();
+    fn with(
+        mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
+        path: String,
+        feed: broadcast::Sender<Feed>,
+    ) -> StoreResult<Self> {
+        let (batches, rx) = std::sync::mpsc::channel::<Synced>();
         let failed = std::sync::Arc::new(std::sync::OnceLock::<String>::new());
         let fail = failed.clone();
         let thread = std::thread::Builder::new()
@@ -349,7 +366,11 @@ impl Syncer {
                             fail.get_or_init(|| why).clone()
                         }),
                     };
-                    for answer in waiting.into_iter().flatten() {
+                    // One message is enough while the last is unread: it wakes every worker.
+                    if synced.is_ok() && waiting.iter().any(|b| b.queued) && feed.is_empty() {
+                        let _ = feed.send(Feed::Queued);
+                    }
+                    for answer in waiting.into_iter().flat_map(|b| b.answers) {
                         answer.send(&synced);
                     }
                 }
@@ -363,15 +384,15 @@ impl Syncer {
         self.failed.get().cloned()
     }
 
-    fn answer_when_synced(&self, answers: Vec<Answered>) {
+    fn answer_when_synced(&self, answers: Vec<Answered>, queued: bool) {
         if answers.is_empty() {
             return;
         }
         if let Some(batches) = &self.batches
-            && let Err(unsent) = batches.send(answers)
+            && let Err(unsent) = batches.send(Synced { answers, queued })
         {
             // The thread is gone (it only ends when told to): nothing can be made durable.
-            for answer in unsent.0 {
+            for answer in unsent.0.answers {
                 answer.send(&Err("the WAL sync thread has stopped".into()));
             }
         }
@@ -392,12 +413,17 @@ enum Answer {
     Change(Change),
 }
 
-/// Applies a batch (see [`commit_batch`]) and pairs each operation's reply with its answer.
-async fn apply(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> Vec<Answered> {
+/// Applies a batch (see [`commit_batch`]) and pairs each operation's reply with its answer;
+/// also says whether what it committed queued deliveries.
+async fn apply(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> (Vec<Answered>, bool) {
     let size = batch.len();
     metrics::histogram!(crate::metrics::COMMIT_BATCH).record(size as f64);
+    let mut queued = false;
     let answers = match commit_batch(conn, &batch, salt).await {
-        Ok(applied) => settle(conn, &batch, &applied).await,
+        Ok(applied) => {
+            queued = applied.queued;
+            settle(conn, &batch, &applied).await
+        }
         Err(err) if size == 1 => {
             tracing::warn!(%err, "a write failed");
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -412,7 +438,10 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> Vec<A
             for op in &batch {
                 let one = std::slice::from_ref(op);
                 match commit_batch(conn, one, salt).await {
-                    Ok(applied) => answers.extend(settle(conn, one, &applied).await),
+                    Ok(applied) => {
+                        queued |= applied.queued;
+                        answers.extend(settle(conn, one, &applied).await);
+                    }
                     Err(err) => {
                         tracing::warn!(%err, "a write failed");
                         let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
@@ -423,7 +452,7 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> Vec<A
             answers
         }
     };
-    batch
+    let answered = batch
         .into_iter()
         .zip(answers)
         .filter_map(|(op, answer)| match (op, answer) {
@@ -436,15 +465,17 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<Op>, salt: &str) -> Vec<A
             (_, Ok(_)) => unreachable!("answers are produced in operation order and kind"),
             (Op::Stop(_) | Op::Fire { .. }, Err(_)) => None,
         })
-        .collect()
+        .collect();
+    (answered, queued)
 }
 
-/// What a committed batch changed: the requests inserted, and the operations (by index) that
-/// updated a pending request, with the escalations it had then.
+/// What a committed batch changed: the requests inserted, the operations (by index) that
+/// updated a pending request, with the escalations it had then, and whether it queued deliveries.
 #[derive(Default)]
 struct Applied {
     inserted: HashSet<Key>,
     updated: HashMap<usize, i64>,
+    queued: bool,
 }
 
 /// Marks the rows returned by the INSERTs (the UPDATEs return their operation's index).
@@ -617,7 +648,7 @@ async fn commit_batch(conn: &mut SqliteConnection, batch: &[Op], salt: &str) -> 
             events.push((key, event, *n));
         }
     }
-    append(conn, &events, &timers, context, salt).await?;
+    applied.queued = append(conn, &events, &timers, context, salt).await?;
     Ok(applied)
 }
 
@@ -755,6 +786,7 @@ async fn commit_fire(conn: &mut SqliteConnection, fire: &Fire, salt: &str) -> St
         }
         answers.push(n.is_some());
     }
+    // The timer worker wakes the delivery workers itself after the timers fired.
     append(conn, &events, &[], context, salt).await?;
     Ok(answers)
 }
@@ -815,14 +847,14 @@ impl Context {
 
 /// The second round trip of a transaction: `events` (with the escalations their request had)
 /// sealed in their projects' chains and routed to each channel's deliveries, the new `timers`,
-/// the chain heads, and `COMMIT`.
+/// the chain heads, and `COMMIT`. Returns whether it queued any delivery.
 async fn append(
     conn: &mut SqliteConnection,
     events: &[(&Key, &Event, i64)],
     timers: &[(&Key, i64, &str)],
     mut context: Context,
     salt: &str,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let sealed_at = Timestamp::now().as_micros();
     let mut sql = String::new();
     let mut seals = Vec::with_capacity(events.len());
@@ -911,7 +943,7 @@ async fn append(
         query = query.bind(project).bind(seq).bind(hash);
     }
     query.execute(&mut *conn).await?;
-    Ok(())
+    Ok(!routed.is_empty())
 }
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>;
@@ -993,6 +1025,7 @@ mod tests {
     async fn answers_wait_for_the_sync_that_follows_their_commit() {
         let (began, mut syncing) = mpsc::unbounded_channel();
         let (go, gate) = std::sync::mpsc::channel::<()>();
+        let (feed, mut heard) = broadcast::channel(16);
         let syncer = Syncer::with(
             move || {
                 began.send(()).unwrap();
@@ -1000,39 +1033,46 @@ mod tests {
                 Ok(())
             },
             "test-wal".into(),
+            feed,
         )
         .unwrap();
         let (first, mut first_answer) = create();
-        syncer.answer_when_synced(vec![first]);
+        syncer.answer_when_synced(vec![first], false);
         syncing.recv().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(first_answer.try_recv().is_err(), "answered before its sync returned");
         // Committed while the first sync runs: it waits for a sync of its own.
         let (second, mut second_answer) = create();
-        syncer.answer_when_synced(vec![second]);
+        syncer.answer_when_synced(vec![second], true);
         go.send(()).unwrap();
         assert!(matches!(first_answer.await.unwrap(), Ok(Created::New)));
         syncing.recv().await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(second_answer.try_recv().is_err(), "answered by a sync that began before its commit");
+        // The workers hear of the second batch's deliveries only once it is durable; the
+        // first queued none.
+        assert!(heard.try_recv().is_err(), "deliveries announced before their sync, or for a batch that queued none");
         go.send(()).unwrap();
         assert!(matches!(second_answer.await.unwrap(), Ok(Created::New)));
+        assert_eq!(heard.recv().await.unwrap(), Feed::Queued);
         syncer.stop().await;
     }
 
     #[tokio::test]
     async fn a_failed_sync_fails_its_answers_and_every_write_after_it() {
-        let syncer = Syncer::with(|| Err(std::io::Error::other("disk gone")), "test-wal".into()).unwrap();
+        let (feed, mut heard) = broadcast::channel(16);
+        let syncer = Syncer::with(|| Err(std::io::Error::other("disk gone")), "test-wal".into(), feed).unwrap();
         let (one, answer) = create();
-        syncer.answer_when_synced(vec![one]);
+        syncer.answer_when_synced(vec![one], true);
         match answer.await.unwrap() {
             Err(StoreError::Unavailable(why)) => assert!(why.contains("disk gone") && why.contains("restart"), "{why}"),
             other => panic!("expected unavailable, got {other:?}"),
         }
         assert!(syncer.failed().is_some_and(|why| why.contains("test-wal")));
         let (later, answer) = create();
-        syncer.answer_when_synced(vec![later]);
+        syncer.answer_when_synced(vec![later], true);
         assert!(matches!(answer.await.unwrap(), Err(StoreError::Unavailable(_))));
         syncer.stop().await;
+        assert!(heard.try_recv().is_err(), "deliveries of a batch that is not durable were announced");
     }
 }
