@@ -639,6 +639,22 @@ async fn create_load(opts: &Opts, target: &Target, tag: &str) -> Result<LoadResu
     client::run_load(target, phase_of(opts), opts.client_threads, make).await
 }
 
+/// [`create_load`], and the CPU time the server used over the whole phase (warm-up included,
+/// as `ok_total` is): a figure that a slow or noisy disk does not move, unlike creates/s.
+async fn create_load_cpu(
+    opts: &Opts,
+    target: &Target,
+    tag: &str,
+    server: &Server,
+) -> Result<(LoadResult, Option<Duration>)> {
+    let pid = server.pid().context("the server has no pid")?;
+    let before = memory::cpu(pid)?;
+    let load = create_load(opts, target, tag).await?;
+    // A server that exited meanwhile is reported by the caller's `check_alive`.
+    let cpu = memory::cpu(pid).ok().map(|after| after.saturating_sub(before));
+    Ok((load, cpu))
+}
+
 /// Reads back the sealing lag of the creates just made (a server without an audit log, such as
 /// a binary from before it, is noted and skipped).
 async fn sealing_lag(
@@ -705,10 +721,10 @@ async fn run_parts(
         eprintln!("  {:.0} commits/s", base.rate());
 
         eprintln!("countersign: durable creates, {} connections ...", opts.connections);
-        let load = create_load(opts, &target, tag).await?;
+        let (load, cpu) = create_load_cpu(opts, &target, tag, server).await?;
         server.check_alive()?;
         eprintln!("  {:.0} creates/s", load.rate());
-        report.creates(Backend::Sqlite, &load, &base);
+        report.creates(Backend::Sqlite, &load, &base, cpu);
         sealing_lag(&target, Backend::Sqlite, &base, report).await?;
     }
 
@@ -846,10 +862,10 @@ async fn run_pg_parts(
         let base = pg::commits(base_url, phase.warmup, phase.measure, opts.max_requests).await?;
         eprintln!("  {:.0} commits/s", base.rate());
         eprintln!("[pg] countersign: durable creates, {} connections ...", opts.connections);
-        let load = create_load(opts, &target, tag).await?;
+        let (load, cpu) = create_load_cpu(opts, &target, tag, server).await?;
         server.check_alive()?;
         eprintln!("  {:.0} creates/s", load.rate());
-        report.creates(Backend::Postgres, &load, &base);
+        report.creates(Backend::Postgres, &load, &base, cpu);
         sealing_lag(&target, Backend::Postgres, &base, report).await?;
     }
 

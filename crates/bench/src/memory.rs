@@ -33,6 +33,20 @@ impl MemoryResult {
     }
 }
 
+/// CPU time process `pid` has used so far, user and system (/proc/PID/stat's `utime` and
+/// `stime`, in clock ticks of 10 ms: Linux's `USER_HZ` is 100 on every architecture it reports).
+pub fn cpu(pid: u32) -> Result<std::time::Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).context("reading /proc/PID/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after its end.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("no command name in /proc/PID/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |i: usize| -> Result<u64> {
+        fields.get(i - 3).context("/proc/PID/stat is too short")?.parse::<u64>().context("a tick count")
+    };
+    Ok(std::time::Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+}
+
 /// The resident set of process `pid`, in bytes.
 pub fn rss(pid: u32) -> Result<u64> {
     status_bytes(pid, "VmRSS:")

@@ -17,6 +17,7 @@ use crate::webhooks::{self, Tally, WebhookResult};
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
@@ -278,7 +279,7 @@ impl Report {
         });
     }
 
-    pub fn creates(&mut self, backend: Backend, load: &LoadResult, base: &CommitResult) {
+    pub fn creates(&mut self, backend: Backend, load: &LoadResult, base: &CommitResult, cpu: Option<Duration>) {
         let (baseline_name, goal, base_text) = match backend {
             Backend::Sqlite => ("SQLite direct, 1 commit per insert", Goal::AtLeast(20_000.0), "SQLite baseline"),
             Backend::Postgres => (
@@ -299,9 +300,25 @@ impl Report {
             goal,
             false,
         );
+        let cpu_per_create =
+            cpu.filter(|_| load.ok_total > 0).map(|cpu| cpu.as_secs_f64() * 1e3 / load.ok_total as f64);
+        if let Some(ms) = cpu_per_create {
+            self.push(
+                backend,
+                101,
+                "creates_server_cpu_ms",
+                "server CPU per create (user + system)",
+                ms,
+                Unit::Ms,
+                "-",
+                f64::NAN,
+                Goal::None,
+                false,
+            );
+        }
         self.details.insert(
             backend.key("creates"),
-            json!({"server": load_json(load), "baseline": {
+            json!({"server": load_json(load), "server_cpu_ms_per_create": cpu_per_create, "baseline": {
                 "rate_per_s": base.rate(), "commits": base.commits, "window_s": base.window.as_secs_f64(),
                 "commit_latency": latency_json(&base.latency)}}),
         );
