@@ -1279,8 +1279,21 @@ impl Report {
             Goal::None,
             true,
         );
-        self.polls(1010, "distinct", &r.distinct, "deciding as many calls nobody waits on");
-        self.polls(1015, "shared", &r.shared, "the one respond's round trip");
+        let idle = r.idle.per_connection();
+        self.polls(1010, "distinct", &r.distinct, "deciding as many calls nobody waits on", idle);
+        self.polls(1015, "shared", &r.shared, "the one respond's round trip", idle);
+        self.push(
+            backend,
+            1019,
+            "scale_rss_per_idle_connection_bytes",
+            &format!("RSS bytes per kept-alive connection, idle ({})", thousands(r.idle.connections)),
+            idle,
+            Unit::Count,
+            "-",
+            f64::NAN,
+            Goal::None,
+            false,
+        );
         let s = &r.streams;
         self.push(
             backend,
@@ -1347,6 +1360,10 @@ impl Report {
                 "full": store_json(&r.full),
                 "long_polls_distinct": poll_json(&r.distinct),
                 "long_polls_shared": poll_json(&r.shared),
+                "idle_connections": {
+                    "connections": r.idle.connections, "rss_before_bytes": r.idle.rss_before,
+                    "rss_open_bytes": r.idle.rss_open, "per_connection_bytes": r.idle.per_connection(),
+                },
                 "streams": {
                     "streams": s.streams, "rss_before_bytes": s.rss_before, "rss_open_bytes": s.rss_open,
                     "per_stream_bytes": s.per_stream(), "opening_ms": s.opening.as_secs_f64() * 1e3,
@@ -1429,7 +1446,8 @@ impl Report {
     }
 
     /// The rows of one long-poll crowd: RSS per waiter (goal ≤ 4 KiB) and the wake-all time.
-    fn polls(&mut self, order: u32, key: &str, p: &PollResult, baseline: &str) {
+    /// `idle`: the same server's RSS per idle kept-alive connection, the floor under each waiter.
+    fn polls(&mut self, order: u32, key: &str, p: &PollResult, baseline: &str, idle: f64) {
         let what = if p.requests == 1 {
             format!("{} long-polls on one call", thousands(p.waiters))
         } else {
@@ -1442,8 +1460,8 @@ impl Report {
             &format!("RSS bytes per parked long-poll ({what})"),
             p.per_waiter(),
             Unit::Count,
-            "-",
-            f64::NAN,
+            "an idle kept-alive connection",
+            idle,
             Goal::AtMost(4096.0),
             false,
         );

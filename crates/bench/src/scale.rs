@@ -14,7 +14,7 @@
 
 use crate::client::{self, Conn, LoadResult, MakeRequest, Phase, Target};
 use crate::process::{self, Server};
-use crate::waiters::{self, PollResult, StreamResult};
+use crate::waiters::{self, IdleResult, PollResult, StreamResult};
 use crate::{Launch, Opts, memory};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
@@ -77,6 +77,7 @@ pub struct ScaleResult {
     pub distinct: PollResult,
     pub shared: PollResult,
     pub streams: StreamResult,
+    pub idle: IdleResult,
 }
 
 impl ScaleResult {
@@ -252,6 +253,20 @@ pub async fn run(opts: &Opts, launch: &Launch<'_>, data_dir: &Path, tmp: &Path, 
     let (first, _) =
         start_timed(launch, "countersign serve [scale, first]", &tmp.join("server-scale-first.log"), &env).await?;
     result.empty.stop = first.stop_timed(STOP_LIMIT).await?;
+
+    // On a server of its own, so that its memory is as fresh as the first long-poll crowd's.
+    eprintln!("scale: {} kept-alive connections, idle between requests ...", opts.scale_waiters);
+    let (mut idle, _) =
+        start_timed(launch, "countersign serve [scale, idle]", &tmp.join("server-scale-idle.log"), &env).await?;
+    let measured = async {
+        let target = Target::new(idle.addr, Some(&key))?;
+        waiters::idle(&idle, &target, opts.scale_waiters).await
+    }
+    .await;
+    idle.check_alive()?;
+    idle.stop_timed(STOP_LIMIT).await?;
+    result.idle = measured?;
+    eprintln!("  {:.0} bytes per connection", result.idle.per_connection());
     let (mut server, startup) =
         start_timed(launch, "countersign serve [scale, empty]", &tmp.join("server-scale.log"), &env).await?;
     let outcome = async {

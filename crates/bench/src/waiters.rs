@@ -84,6 +84,73 @@ impl StreamResult {
     }
 }
 
+/// What the kept-alive connections between requests measured: the server's memory per HTTP/1.1
+/// connection before any request is parked on it (the floor under a long-poll's figure).
+#[derive(Debug, Default)]
+pub struct IdleResult {
+    pub connections: u64,
+    pub rss_before: u64,
+    pub rss_open: u64,
+}
+
+impl IdleResult {
+    /// Resident bytes the server holds per open connection.
+    pub fn per_connection(&self) -> f64 {
+        self.rss_open.saturating_sub(self.rss_before) as f64 / self.connections as f64
+    }
+}
+
+/// How often an idle connection sends its next request: well inside the server's idle timeout
+/// (`header_read_timeout_secs`, 10 s by default), which would otherwise close it.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(4);
+
+/// `n` kept-alive connections, each sending `GET /healthz` every [`KEEP_ALIVE_EVERY`] and
+/// otherwise idle: the server's RSS per connection, hyper's own cost before any handler runs
+/// long.
+pub async fn idle(server: &Server, target: &Target, n: u64) -> Result<IdleResult> {
+    let mut result = IdleResult { connections: n, ..Default::default() };
+    result.rss_before = quiet_rss(server).await?;
+    let probe = target.request("GET", "/healthz", None);
+    let opening = Arc::new(Semaphore::new(OPENING));
+    let opened = Arc::new(AtomicU64::new(0));
+    let all_open = Arc::new(tokio::sync::Notify::new());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let (addr, probe, opening) = (target.addr, probe.clone(), Arc::clone(&opening));
+        let (opened, all_open, mut stopped) = (Arc::clone(&opened), Arc::clone(&all_open), stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut conn = {
+                let _permit = opening.acquire().await?;
+                Conn::connect(addr).await?
+            };
+            let mut first = true;
+            loop {
+                let (status, body) = conn.send(&probe).await?;
+                if status != 200 {
+                    bail!("GET /healthz: HTTP {status}: {}", String::from_utf8_lossy(&body));
+                }
+                if std::mem::take(&mut first) && opened.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                    all_open.notify_one();
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(KEEP_ALIVE_EVERY) => {}
+                    _ = stopped.wait_for(|s| *s) => return Ok::<_, anyhow::Error>(()),
+                }
+            }
+        }));
+    }
+    tokio::time::timeout(Duration::from_secs(60), all_open.notified())
+        .await
+        .map_err(|_| anyhow!("{} of {n} idle connections opened within 60 s", opened.load(Ordering::SeqCst)))?;
+    result.rss_open = quiet_rss(server).await?;
+    let _ = stop.send(true);
+    for task in tasks {
+        task.await.context("an idle connection's task panicked")??;
+    }
+    Ok(result)
+}
+
 /// The server's RSS once it has been quiet a while: four readings 500 ms apart within 64 KiB
 /// (the creates and decisions before leave background work: sealing, the outbox), at most 20 s.
 async fn quiet_rss(server: &Server) -> Result<u64> {
