@@ -2,7 +2,8 @@
 //! baseline measured in the same run on the same machine, with the ratio and the target:
 //!
 //! - durable creates/s over keep-alive HTTP (64 connections) vs. sequential one-commit-per-insert
-//!   SQLite (sqlx, WAL, `synchronous=FULL`, same row shape, same disk);
+//!   SQLite (sqlx, WAL, `synchronous=FULL`, same row shape, same disk), and the server's CPU
+//!   (user + system) per create over the phase, which a slow disk does not move;
 //! - GETs/s of one pending call (64 connections) vs. a bare axum JSON handler in its own process
 //!   (this binary's hidden `bare-server` subcommand), driven by the same load generator;
 //! - respond → long-poll wake latency p50/p99 (and the respond round trip) vs. a loopback TCP
@@ -29,7 +30,8 @@
 //!   (1,000,000) pending requests of ~1 KB created in one project through the API vs. the same
 //!   server's empty store, same run: RSS, start-up (spawn → listening, spawn → `/readyz` 200),
 //!   GET and create p99 (goal: within 2x); on the empty store first, `--scale-waiters` (10,000)
-//!   long-polls each on its own call and then all on one call (RSS per waiter, goal ≤ 4 KiB;
+//!   long-polls each on its own call and then all on one call (RSS per waiter, goal ≤ 4 KiB, vs.
+//!   as many idle kept-alive connections on a fresh server of their own, hyper's own cost;
 //!   first decision → last answer vs. deciding as many calls nobody waits on, or vs. the one
 //!   respond) and `--scale-streams` (2,000) inbox event streams of one signed-in person (RSS
 //!   per stream; one create → every stream told vs. the create's round trip);
