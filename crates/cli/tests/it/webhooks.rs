@@ -216,23 +216,26 @@ async fn legacy_bodies_and_every_event() {
 
 /// The delivery workers are not woken by every create, only when the store says a write queued
 /// deliveries: a subscribed create's webhook must still leave at once, not at the workers' idle
-/// check (1 s). Six in a row under 500 ms: by the idle check alone, about 1 chance in 64.
+/// check. Each create comes 150 ms after the last webhook, when the workers have just gone to
+/// sleep for their 1 s idle check: without the store's word each waited 850 ms or more.
 #[tokio::test]
 async fn a_created_event_is_delivered_at_once() {
     let s = TestServer::start().await;
     let (receiver, url) = Receiver::start().await;
     add_endpoint(&s, json!({"url": url, "events": ["function_call.created"]})).await;
+    let mut waits = Vec::new();
     for i in 0..6 {
         let created = Instant::now();
         let (status, body) = s.post("/function_calls", approval(&format!("at-once-{i}"))).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let got = receiver.wait_for(i + 1, Duration::from_secs(5)).await;
-        let waited = created.elapsed();
-        assert!(waited < Duration::from_millis(500), "create {i}'s webhook took {waited:?}");
+        waits.push(created.elapsed());
         assert_eq!(got[i].json()["event"]["call_id"], format!("at-once-{i}"));
-        // Past the batch and the worker's loop, so each create starts from idle workers.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    // The mean, so that one slow moment on a busy machine does not fail it.
+    let mean = waits.iter().sum::<Duration>() / 6;
+    assert!(mean < Duration::from_millis(400), "create → webhook took {mean:?} on average: {waits:?}");
 }
 
 #[tokio::test]
