@@ -266,18 +266,26 @@ async fn three_instances_writing_at_once_make_one_gapless_chain_per_project() {
     let b = std::sync::Arc::new(a.another_instance().await);
     let c = std::sync::Arc::new(a.another_instance().await);
     let mut tasks = Vec::new();
+    // Four writers per instance, so that creates of both projects meet in one batch and decisions
+    // commit while the sealer seals.
     for (n, s) in [a.clone(), b.clone(), c.clone()].into_iter().enumerate() {
-        tasks.push(tokio::spawn(async move {
-            for i in 0..60 {
-                let id = format!("i{n}-{i}");
-                assert_eq!(s.post("/function_calls", approval(&id)).await.0, StatusCode::OK);
-                assert_eq!(s.post_as(&s.other_key, "/function_calls", approval(&id)).await.0, StatusCode::OK);
-                if i % 2 == 0 {
-                    let path = format!("/agent/function_calls/{id}/respond");
-                    assert_eq!(s.post(&path, json!({"approved": true})).await.0, StatusCode::OK);
+        for w in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..60).step_by(4) {
+                    let id = format!("i{n}-{i}");
+                    let (alpha, beta) = tokio::join!(
+                        s.post("/function_calls", approval(&id)),
+                        s.post_as(&s.other_key, "/function_calls", approval(&id))
+                    );
+                    assert_eq!((alpha.0, beta.0), (StatusCode::OK, StatusCode::OK));
+                    if i % 2 == 0 {
+                        let path = format!("/agent/function_calls/{id}/respond");
+                        assert_eq!(s.post(&path, json!({"approved": true})).await.0, StatusCode::OK);
+                    }
                 }
-            }
-        }));
+            }));
+        }
     }
     for t in tasks {
         t.await.unwrap();
