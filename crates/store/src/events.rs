@@ -108,11 +108,12 @@ pub(crate) async fn log_project_event_sqlite(
     log_sqlite(conn, &row).await
 }
 
-/// A request event appended outside the group-commit writer (a vote), sealed at once.
+/// A request event appended outside the group-commit writer (a vote), sealed at once; true if
+/// it queued deliveries (announce them once committed).
 pub(crate) async fn log_request_event_sqlite(
     conn: &mut sqlx::SqliteConnection,
     event: &countersign_core::event::RequestEvent,
-) -> crate::StoreResult<()> {
+) -> crate::StoreResult<bool> {
     use countersign_core::route::{ProjectChannels, SpecChannels, routes};
     log_sqlite(conn, &Logged::request(event)).await?;
     // Routed in the same transaction, as the writer routes its events (a vote updates Slack).
@@ -124,7 +125,7 @@ pub(crate) async fn log_request_event_sqlite(
     let project = ProjectChannels { slack, ..ProjectChannels::default() };
     let routed = routes(event, SpecChannels::NOBODY, &[], project);
     if routed.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let salt: String = sqlx::query_scalar("SELECT value FROM server_keys WHERE name = $1")
         .bind(ROUTE_SALT)
@@ -147,15 +148,17 @@ pub(crate) async fn log_request_event_sqlite(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// A request event appended outside the change statements (a vote); sealed by the leader.
+/// A request event appended outside the change statements (a vote); sealed and routed by the
+/// leader, whose sealer announces the deliveries (so this never says it queued any itself).
 pub(crate) async fn log_request_event_postgres(
     conn: &mut sqlx::PgConnection,
     event: &countersign_core::event::RequestEvent,
-) -> crate::StoreResult<()> {
-    log_postgres(conn, &Logged::request(event)).await
+) -> crate::StoreResult<bool> {
+    log_postgres(conn, &Logged::request(event)).await?;
+    Ok(false)
 }
 
 /// The columns of an event logged outside the hot write paths.

@@ -83,7 +83,7 @@ macro_rules! impl_executions {
                         return Err(StoreError::Internal("record_execution needs an executed event".into()));
                     };
                     let mut conn = self.pool.acquire().await?;
-                    let result = record(&mut conn, event, report).await;
+                    let result = record(self, &mut conn, event, report).await;
                     $crate::error::forget_on_error(&mut conn, result)
                 }
 
@@ -100,6 +100,7 @@ macro_rules! impl_executions {
 
             /// [`Executions::record_execution`] in one transaction on `conn`.
             async fn record(
+                store: &$store,
                 conn: &mut sqlx::pool::PoolConnection<$db>,
                 event: &RequestEvent,
                 report: &countersign_core::execution::ExecutionReport,
@@ -153,8 +154,9 @@ macro_rules! impl_executions {
                     .bind(next.start_token.as_deref())
                     .execute(&mut *tx)
                     .await?;
-                    $log_request(&mut tx, event).await?;
+                    let queued = $log_request(&mut tx, event).await?;
                     tx.commit().await?;
+                    store.request_event_logged(queued);
                     Ok(Executed::Recorded(next))
             }
         };

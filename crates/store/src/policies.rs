@@ -327,9 +327,10 @@ macro_rules! impl_policies {
                     .bind(event.at.as_micros())
                     .execute(&mut *tx)
                     .await?;
-                    $log_request(&mut tx, event).await?;
+                    let queued = $log_request(&mut tx, event).await?;
                     let votes = read_votes(&mut tx, project_id, kind, call_id).await?;
                     tx.commit().await?;
+                    self.request_event_logged(queued);
                     Ok(Voted::Recorded(votes))
                 }
 

@@ -238,6 +238,55 @@ async fn a_created_event_is_delivered_at_once() {
     assert!(mean < Duration::from_millis(400), "create → webhook took {mean:?} on average: {waits:?}");
 }
 
+/// Decisions and fired timers announce their deliveries as creates do (`Feed::Queued`, once on
+/// disk): a decision's webhook and an expiry's leave at once, not at the delivery workers' next
+/// idle check. Each round starts 150 ms after the last webhook, when the workers have just gone
+/// to sleep for 1 s.
+#[tokio::test]
+async fn decided_and_expired_events_are_delivered_at_once() {
+    let s = TestServer::start().await;
+    let policy = "[[rule]]\nname = \"short\"\nmatch = { fn = \"expiring\" }\naction = \"ask\"\n\
+                  expire_after = \"1s\"\non_expire = \"deny\"\n";
+    let set = read_json(s.http.put(s.api("/policy")).bearer_auth(&s.key).body(policy).send().await.unwrap()).await;
+    assert_eq!(set.0, StatusCode::OK, "{}", set.1);
+    let (receiver, url) = Receiver::start().await;
+    add_endpoint(&s, json!({"url": url, "events": ["function_call.completed"]})).await;
+    let mut received = 0;
+    let mut decided_waits = Vec::new();
+    for i in 0..4 {
+        let id = format!("decided-{i}");
+        assert_eq!(s.post("/function_calls", approval(&id)).await.0, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let decided = Instant::now();
+        let (status, body) = s.post(&format!("/agent/function_calls/{id}/respond"), json!({"approved": true})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        received += 1;
+        let got = receiver.wait_for(received, Duration::from_secs(5)).await;
+        decided_waits.push(decided.elapsed());
+        assert_eq!(got[received - 1].json()["event"]["call_id"], id);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let mut expired_waits = Vec::new();
+    for i in 0..3 {
+        let id = format!("expiring-{i}");
+        let body = json!({"run_id": "run-1", "call_id": id, "spec": {"fn": "expiring", "kwargs": {}}});
+        let created = Instant::now();
+        assert_eq!(s.post("/function_calls", body).await.0, StatusCode::OK);
+        received += 1;
+        let got = receiver.wait_for(received, Duration::from_secs(5)).await;
+        // Past the 1 s expiry: the timer's lateness and the delivery together.
+        expired_waits.push(created.elapsed().saturating_sub(Duration::from_secs(1)));
+        assert_eq!(got[received - 1].json()["event"]["call_id"], id);
+        assert_eq!(got[received - 1].json()["event"]["status"]["approved"], false, "denied on expiry");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // Means, so that one slow moment on a busy machine does not fail them.
+    let decided = decided_waits.iter().sum::<Duration>() / 4;
+    assert!(decided < Duration::from_millis(400), "decision → webhook took {decided:?} on average: {decided_waits:?}");
+    let expired = expired_waits.iter().sum::<Duration>() / 3;
+    assert!(expired < Duration::from_millis(400), "expiry → webhook took {expired:?} on average: {expired_waits:?}");
+}
+
 #[tokio::test]
 async fn bad_endpoints_are_refused_and_projects_are_isolated() {
     let s = TestServer::start().await;

@@ -99,14 +99,11 @@ impl Requests {
         let _ = self.closing.subscribe().wait_for(|c| *c).await;
     }
 
-    /// Tells the project's open inboxes to refresh (a claim changed what they show).
+    /// Tells the project's open inboxes to refresh (a change or a claim changed what they show).
+    /// The delivery workers are not woken here: the store announces the deliveries a change
+    /// queued (`Feed::Queued`) once they are committed, and most changes queue none.
     pub fn notify_inbox(&self, project_id: &str) {
         let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
-    }
-
-    fn inbox_changed(&self, project_id: &str) {
-        let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
-        self.wake_workers();
     }
 
     /// A new notification, poked after each committed change: one per worker (a notification
@@ -153,7 +150,7 @@ impl Requests {
                 Ok(Feed::Created { project_id, .. }) => self.notify_inbox(&project_id),
                 Ok(Feed::Queued) => self.wake_workers(),
                 Ok(Feed::Changed { project_id, kind, call_id }) => {
-                    self.inbox_changed(&project_id);
+                    self.notify_inbox(&project_id);
                     self.refresh(&RequestKey { project_id, kind, call_id }).await;
                 }
                 Ok(Feed::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -215,7 +212,7 @@ impl Requests {
             }
         }
         for project_id in &projects {
-            self.inbox_changed(project_id);
+            self.notify_inbox(project_id);
         }
         if !projects.is_empty() {
             let applied = fired.iter().filter(|f| f.applied).count();
@@ -434,7 +431,7 @@ impl Requests {
         match change? {
             Change::Done => {
                 self.live.complete(key, json.clone());
-                self.inbox_changed(&key.project_id);
+                self.notify_inbox(&key.project_id);
                 log_decision(&key.project_id, key.kind, &key.call_id, outcome);
                 Ok(json)
             }
@@ -541,7 +538,7 @@ impl Requests {
                 if approvals >= quorum.count {
                     return Ok(Terms::Final(decision, Box::new(Actor { votes: Some(votes), ..actor })));
                 }
-                self.inbox_changed(&key.project_id);
+                self.notify_inbox(&key.project_id);
                 Ok(Terms::Voted(Bytes::from(record.to_json())))
             }
         }
@@ -560,7 +557,7 @@ impl Requests {
                 let escalated = self.load(key).await?;
                 let json = Bytes::from(escalated.to_json());
                 self.live.update(escalated);
-                self.inbox_changed(&key.project_id);
+                self.notify_inbox(&key.project_id);
                 tracing::info!(kind = key.kind.noun(), call_id = %key.call_id, by, "request escalated");
                 Ok(json)
             }

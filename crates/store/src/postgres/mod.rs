@@ -351,6 +351,12 @@ impl Requests for PostgresStore {
 }
 
 impl PostgresStore {
+    /// After a request event logged outside the change statements (a vote, an execution)
+    /// committed: the sealer seals and routes it now, and announces what it queued.
+    pub(crate) fn request_event_logged(&self, _queued: bool) {
+        self.seal.notify_one();
+    }
+
     /// Creates a request that a policy decided at creation (stored decided, with both events) or
     /// whose terms schedule timers (stored with them), in one statement.
     async fn create_governed(

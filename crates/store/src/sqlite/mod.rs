@@ -62,6 +62,14 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// After a request event logged outside the writer (a vote, an execution) committed: tells
+    /// the delivery workers if it queued deliveries.
+    pub(crate) fn request_event_logged(&self, queued: bool) {
+        if queued {
+            let _ = self.feed.send(Feed::Queued);
+        }
+    }
+
     /// A write transaction for an administrative change and the events that log it.
     pub(crate) async fn begin_change(&self) -> StoreResult<sqlx::Transaction<'_, sqlx::Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)

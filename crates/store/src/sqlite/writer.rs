@@ -257,10 +257,16 @@ async fn run(
         }
         for op in fires {
             if let Op::Fire { fire, reply } = op {
-                let answer = commit_fire(&mut conn, &fire, &salt).await;
-                if answer.is_err() {
-                    let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-                }
+                let answer = match commit_fire(&mut conn, &fire, &salt).await {
+                    Ok((fired, routed)) => {
+                        queued |= routed;
+                        Ok(fired)
+                    }
+                    Err(err) => {
+                        let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+                        Err(err)
+                    }
+                };
                 answers.push(Answered::Fired(reply, answer));
             }
         }
@@ -702,8 +708,9 @@ impl Fire {
 
 /// Fires planned timers in one transaction, set-based: the expiries in multi-row UPDATEs of their
 /// requests (each only if still pending), the ladder steps likewise, every timer marked fired in
-/// one statement, then the events of what changed sealed and routed as a batch's are.
-async fn commit_fire(conn: &mut SqliteConnection, fire: &Fire, salt: &str) -> StoreResult<Vec<bool>> {
+/// one statement, then the events of what changed sealed and routed as a batch's are. Answers
+/// whether each timer changed its request, and whether deliveries were queued.
+async fn commit_fire(conn: &mut SqliteConnection, fire: &Fire, salt: &str) -> StoreResult<(Vec<bool>, bool)> {
     let decides: Vec<_> = fire
         .rows
         .iter()
@@ -786,9 +793,8 @@ async fn commit_fire(conn: &mut SqliteConnection, fire: &Fire, salt: &str) -> St
         }
         answers.push(n.is_some());
     }
-    // The timer worker wakes the delivery workers itself after the timers fired.
-    append(conn, &events, &[], context, salt).await?;
-    Ok(answers)
+    let queued = append(conn, &events, &[], context, salt).await?;
+    Ok((answers, queued))
 }
 
 /// What a batch's events are sealed and routed with, read in its transaction: the chain heads of
