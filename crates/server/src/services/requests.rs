@@ -106,8 +106,9 @@ impl Requests {
         let _ = self.inbox.send(InboxChange { project_id: project_id.into() });
     }
 
-    /// A new notification, poked after each committed change: one per worker (a notification
-    /// wakes one waiter, so two workers sharing one would leave the other asleep until its idle check).
+    /// A new notification, poked when deliveries were queued (the store's `Feed::Queued`) or
+    /// rescheduled: one per worker (a notification wakes one waiter, so two workers sharing one
+    /// would leave the other asleep until its idle check).
     pub fn written(&self) -> Arc<tokio::sync::Notify> {
         let notify = Arc::new(tokio::sync::Notify::new());
         self.written.lock().expect("written lock").push(notify.clone());
