@@ -66,7 +66,7 @@ impl SqliteStore {
     /// the delivery workers if it queued deliveries.
     pub(crate) fn request_event_logged(&self, queued: bool) {
         if queued {
-            let _ = self.feed.send(Feed::Queued);
+            writer::announce_queued(&self.feed);
         }
     }
 

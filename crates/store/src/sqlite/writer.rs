@@ -295,6 +295,15 @@ impl Op {
     }
 }
 
+/// Tells the delivery workers that deliveries were queued. One message is enough while the last
+/// is unread (it wakes every worker), so a burst of writes cannot make the feed lag, which would
+/// make every listener reload all it holds.
+pub(super) fn announce_queued(feed: &broadcast::Sender<Feed>) {
+    if feed.is_empty() {
+        let _ = feed.send(Feed::Queued);
+    }
+}
+
 /// An answer held until the commit it reports on is on disk.
 enum Answered {
     Created(Reply<Created>, StoreResult<Created>),
@@ -372,9 +381,8 @@ impl Syncer {
                             fail.get_or_init(|| why).clone()
                         }),
                     };
-                    // One message is enough while the last is unread: it wakes every worker.
-                    if synced.is_ok() && waiting.iter().any(|b| b.queued) && feed.is_empty() {
-                        let _ = feed.send(Feed::Queued);
+                    if synced.is_ok() && waiting.iter().any(|b| b.queued) {
+                        announce_queued(&feed);
                     }
                     for answer in waiting.into_iter().flat_map(|b| b.answers) {
                         answer.send(&synced);
